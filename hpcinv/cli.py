@@ -1,0 +1,75 @@
+"""The ``hpcinv`` command line.
+
+    hpcinv generate CONFIG --out DIR [--restart] [key.sub=value ...]
+    hpcinv verify DIR [--no-checksums]
+
+User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+
+from hpcinv.config import DataConfig, HpcinvError, load_config
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from hpcinv.generate import generate
+
+    cfg = load_config(DataConfig, args.config, args.overrides)
+    summary = generate(cfg, args.out, restart=args.restart, progress=not args.quiet)
+    print(json.dumps(asdict(summary), indent=1))
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from hpcinv.store import verify_dataset
+
+    report = verify_dataset(args.dir, checksums=not args.no_checksums)
+    for problem in report.problems:
+        print(f"FAIL {problem}")
+    status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"{status}: {report.shards_ok} shards / {report.samples_ok} samples verified in {args.dir}")
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpcinv", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="forward-model velocity models into a sharded HDF5 dataset")
+    gen.add_argument("config", help="YAML config (e.g. configs/tiny.yaml)")
+    gen.add_argument("--out", required=True, help="dataset folder (created; re-run to resume)")
+    gen.add_argument("--restart", action="store_true", help="discard a dataset of another config in --out")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    gen.set_defaults(func=_cmd_generate)
+
+    ver = sub.add_parser("verify", help="check a dataset's manifest, shards and checksums")
+    ver.add_argument("dir")
+    ver.add_argument("--no-checksums", action="store_true", help="skip sha256 (sizes and contents only)")
+    ver.set_defaults(func=_cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except HpcinvError as exc:
+        print(f"hpcinv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hpcinv: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Typed configuration: YAML files plus ``key.sub=value`` overrides, validated by pydantic.
+
+Every run has one source of truth: a YAML preset from ``configs/`` merged with dotted command-line
+overrides, validated into the models below. Unknown keys and wrong types raise :class:`ConfigError`
+with the offending key, the bad value and what would be valid. The resolved config is written
+beside every output (:func:`save_config`) and hashed (:func:`config_hash`) so a dataset can refuse
+to be extended with a different one.
+
+Physical checks that need the survey and the velocity range (CFL, dispersion, geometry, record
+length) live in :mod:`hpcinv.physics.validate`; they run before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class HpcinvError(ValueError):
+    """A user-facing error: the CLI prints its message as one line and exits non-zero."""
+
+
+class ConfigError(HpcinvError):
+    """A config file or override is unreadable, has unknown keys, or has values of the wrong type."""
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, types are not coerced from strings."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+class GridConfig(Section):
+    """Model grid: ``nz`` × ``nx`` cells of ``dx`` metres (square cells)."""
+
+    nz: int = Field(201, ge=8, description="cells in depth")
+    nx: int = Field(301, ge=8, description="cells across")
+    dx_m: float = Field(10.0, gt=0, description="cell size in metres")
+
+
+class SaltModelConfig(Section):
+    """Synthetic layered + salt generator (see :mod:`hpcinv.velocity.synthetic`).
+
+    Ranges are ``[low, high]``; every sample draws from them with its own RNG stream, so a sample
+    is a pure function of (this config, ``dataset.seed``, global index).
+    """
+
+    n_layers: list[int] = Field([5, 10], description="number of sedimentary layers, inclusive range")
+    v_top_mps: list[float] = Field([2000.0, 2800.0], description="velocity of the top layer (m/s)")
+    v_bottom_mps: list[float] = Field([3000.0, 4000.0], description="velocity of the deepest layer (m/s)")
+    fold_amplitude_m: list[float] = Field([0.0, 60.0], description="amplitude of the gentle fold")
+    roughness_m: list[float] = Field([2.0, 15.0], description="amplitude of small interface wiggles")
+    fault_probability: float = Field(0.3, ge=0.0, le=1.0)
+    fault_throw_m: list[float] = Field([20.0, 120.0])
+    salt_velocity_mps: float = Field(4500.0, gt=0)
+    n_salt: list[int] = Field([1, 2], description="salt bodies per model, inclusive range")
+    dome_probability: float = Field(0.85, ge=0.0, le=1.0, description="dome from the base vs. a lens")
+    salt_top_depth: list[float] = Field([0.3, 0.75], description="salt top as a fraction of depth")
+    salt_width: list[float] = Field([0.3, 0.8], description="salt width as a fraction of the extent")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SaltModelConfig:
+        for name in ("n_layers", "v_top_mps", "v_bottom_mps", "fold_amplitude_m", "roughness_m",
+                     "fault_throw_m", "n_salt", "salt_top_depth", "salt_width"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] < 0:
+                raise ValueError(f"{name} must be [low, high] with 0 <= low <= high, got {lo_hi}")
+        if self.n_layers[0] < 1:
+            raise ValueError(f"n_layers must be >= 1, got {self.n_layers}")
+        for name in ("salt_top_depth", "salt_width"):
+            if getattr(self, name)[1] > 1:
+                raise ValueError(f"{name} is a fraction in [0, 1], got {getattr(self, name)}")
+        return self
+
+    def velocity_bounds(self) -> tuple[float, float]:
+        vmax = max(self.v_bottom_mps[1], self.v_top_mps[1])
+        if self.n_salt[1] > 0:
+            vmax = max(vmax, self.salt_velocity_mps)
+        return self.v_top_mps[0], vmax
+
+
+VelocitySourceName = Literal["synthetic", "fcnvmb", "npz", "openfwi", "segy", "binary"]
+
+
+class VelocityConfig(Section):
+    """Where the velocity models come from.
+
+    ``synthetic`` draws from the salt generator; the others import a collection from ``path``
+    (FCNVMB ``.mat`` file, folder or glob; ``.npz`` with ``key``; OpenFWI ``.npy`` (N, 1, nz, nx);
+    SEG-Y with one trace per column; raw little-endian float32 with ``shape``). Imported models whose
+    shape differs from the grid are resampled onto it (``resample``).
+    """
+
+    source: VelocitySourceName = "synthetic"
+    path: str | None = None
+    key: str | None = Field(None, description="array name inside a .npz / .mat file")
+    shape: list[int] | None = Field(None, description="binary: [nz, nx] or [n, nz, nx]")
+    order: Literal["C", "F"] = Field("C", description="binary: C (x fastest) or F (z fastest) order")
+    resample: Literal["bilinear", "nearest"] = "bilinear"
+    synthetic: SaltModelConfig = SaltModelConfig()
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> VelocityConfig:
+        if self.source != "synthetic" and not self.path:
+            raise ValueError(f"velocity.source={self.source!r} needs velocity.path (a file to import)")
+        if self.source == "binary" and not self.shape:
+            raise ValueError("velocity.source='binary' needs velocity.shape, e.g. [201, 301] or [n, 201, 301]")
+        return self
+
+
+class SurveyConfig(Section):
+    """Acquisition: sources and receivers on depth rows, Ricker wavelet, time sampling.
+
+    Positions are in metres from the model's top-left corner and are snapped to the nearest cell.
+    Without explicit lists, ``n_shots`` sources and ``n_receivers`` receivers are spread evenly
+    across the whole surface (``n_receivers: null`` puts one receiver in every column).
+    """
+
+    n_shots: int = Field(29, ge=1)
+    source_depth_m: float = Field(0.0, ge=0)
+    source_x_m: list[float] | None = Field(None, description="explicit source positions (overrides n_shots)")
+    n_receivers: int | None = Field(None, ge=1, description="null: one per grid column")
+    receiver_depth_m: float = Field(0.0, ge=0)
+    receiver_x_m: list[float] | None = None
+    f0_hz: float = Field(25.0, gt=0, description="Ricker peak frequency")
+    peak_time_s: float | None = Field(None, gt=0, description="wavelet peak time; null = 1.5 / f0")
+    dt_s: float = Field(0.001, gt=0, description="time step of the simulation and the raw record")
+    nt: int = Field(2000, ge=2, description="time samples simulated")
+    downsample: int = Field(5, ge=1, description="keep the middle sample of every block of this many")
+
+
+class ModellingConfig(Section):
+    """deepwave settings pinned per dataset so every model is simulated with the same internal step."""
+
+    accuracy: Literal[2, 4, 6, 8] = 8
+    pml_width: int = Field(20, ge=0)
+    pml_freq_hz: float | None = Field(None, gt=0, description="null = survey.f0_hz")
+    max_vel_mps: float = Field(4500.0, gt=0, description="pinned CFL velocity: no model may exceed it")
+    min_points_per_wavelength: float = Field(
+        6.0, gt=0, description="at 2.5 x f0 and the slowest velocity; below it the run is refused"
+    )
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    threads: int = Field(1, ge=1, description="torch threads per modelling process (1 is fastest on CPU)")
+    models_per_call: int = Field(1, ge=1, description="models batched into one deepwave call")
+
+
+class DatasetConfig(Section):
+    n_samples: int | None = Field(None, ge=1, description="null: every model of an imported collection")
+    start_index: int = Field(0, ge=0, description="first model of an imported collection to use")
+    shard_size: int = Field(16, ge=1, description="samples per HDF5 shard")
+    gathers_dtype: Literal["float16", "float32"] = "float32"
+    seed: int = Field(0, ge=0)
+
+
+class DataConfig(Section):
+    """Everything that defines a dataset: grid, velocity source, survey, modelling, sharding."""
+
+    grid: GridConfig = GridConfig()
+    velocity: VelocityConfig = VelocityConfig()
+    survey: SurveyConfig = SurveyConfig()
+    modelling: ModellingConfig = ModellingConfig()
+    dataset: DatasetConfig = DatasetConfig()
+
+
+# ----------------------------------------------------------------------------- load and save
+
+C = TypeVar("C", bound=BaseModel)
+
+# Settings that change how fast a dataset is made but not what it holds; left out of the hash.
+EXECUTION_KEYS = {"modelling": ("device", "threads", "models_per_call")}
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested dict; values are parsed as YAML scalars/lists."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem})") from None
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
+        node[parts[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field at ``loc`` (for listing valid keys)."""
+    model: type[BaseModel] | None = cls
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return model
+
+
+def format_validation_error(exc: ValidationError, cls: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(cls, loc)
+            valid = ", ".join(owner.model_fields) if owner else "?"
+            lines.append(f"unknown key {key!r}; valid keys here: {valid}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            bad = err.get("input")
+            shown = "" if isinstance(bad, dict) else f" (got {bad!r})"
+            lines.append(f"{key}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def build_config(cls: type[C], data: dict[str, Any]) -> C:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, cls)) from None
+
+
+def load_config(cls: type[C], path: str | os.PathLike | None, overrides: list[str] | None = None) -> C:
+    """Load ``path`` (YAML; ``None`` = defaults), apply dotted overrides, validate into ``cls``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    return build_config(cls, _merge(data, parse_overrides(overrides or [])))
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_hash(cfg: BaseModel) -> str:
+    """sha256 of the canonical JSON of everything that decides a dataset's bits."""
+    data = cfg.model_dump(mode="json")
+    for section, keys in EXECUTION_KEYS.items():
+        for key in keys:
+            data.get(section, {}).pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_config(cfg: BaseModel, path: str | os.PathLike) -> None:
+    atomic_write_text(path, to_yaml(cfg))

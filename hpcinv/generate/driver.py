@@ -1,0 +1,161 @@
+"""Generation driver: validate, plan shards, resume, run the shard work, keep the manifest.
+
+The driver alone writes the manifest, atomically, after every finished shard. Re-running the same
+command on the same folder skips complete, verified shards (adopting complete shard files that a
+crashed driver had not yet recorded) and recomputes only missing or corrupt ones. A folder holding
+a dataset of another config is refused unless ``restart=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from hpcinv.config import DataConfig, HpcinvError, config_hash, save_config
+from hpcinv.generate.worker import ShardWorker, survey_attrs
+from hpcinv.physics import validate_physics
+from hpcinv.physics.survey import n_output_samples
+from hpcinv.store.manifest import CONFIG, MANIFEST, read_manifest, write_manifest
+from hpcinv.store.shard import FORMAT_VERSION, SHARD_DIR, ShardSpec, file_sha256, plan_shards, read_shard_record
+from hpcinv.velocity import VelocitySource, make_source
+
+log = logging.getLogger(__name__)
+
+# Runs the given shards and yields their records as they complete (in any order).
+Executor = Callable[[list[ShardSpec]], Iterator[dict]]
+
+
+@dataclass
+class Plan:
+    cfg: DataConfig
+    out: Path
+    source: VelocitySource
+    manifest: dict
+    todo: list[ShardSpec]
+    skipped: int = 0
+    adopted: int = 0
+
+
+@dataclass
+class Summary:
+    out: str
+    samples: int
+    shards: int
+    computed_shards: int
+    skipped_shards: int
+    wall_s: float
+    samples_per_s: float
+    extra: dict = field(default_factory=dict)
+
+
+def validate(cfg: DataConfig) -> tuple[VelocitySource, dict]:
+    """Build the velocity source and run every physical check; nothing is written."""
+    source = make_source(cfg)
+    v_min, v_max = source.bounds()
+    report = validate_physics(cfg, v_min, v_max)
+    return source, report.__dict__
+
+
+def _empty_manifest(cfg: DataConfig, n_samples: int, physics: dict) -> dict:
+    survey = survey_attrs(cfg)
+    return {
+        "format": "hpcinv-dataset", "format_version": FORMAT_VERSION, "config_hash": config_hash(cfg),
+        "n_samples": n_samples, "shard_size": cfg.dataset.shard_size,
+        "velocity_shape": [cfg.grid.nz, cfg.grid.nx],
+        "gathers_shape": [survey["n_shots"], n_output_samples(cfg.survey), survey["n_receivers"]],
+        "gathers_dtype": cfg.dataset.gathers_dtype, "survey": survey, "physics": physics, "shards": [],
+    }
+
+
+def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> Plan:
+    """Validate, then create or reopen ``out`` and work out which shards still need computing."""
+    source, physics = validate(cfg)
+    out = Path(out)
+    new_hash = config_hash(cfg)
+    if out.exists() and not out.is_dir():
+        raise HpcinvError(f"--out {str(out)!r} exists and is not a folder")
+    if (out / CONFIG).exists() or (out / MANIFEST).exists():
+        try:
+            old_hash = read_manifest(out)["config_hash"]
+        except HpcinvError:
+            old_hash = None
+        if old_hash != new_hash:
+            if not restart:
+                raise HpcinvError(
+                    f"{str(out)!r} holds a dataset made with a different config (hash {str(old_hash)[:12]} vs "
+                    f"{new_hash[:12]}); use another --out, the same config, or --restart to discard it"
+                )
+            log.warning("discarding the dataset in %s (--restart)", out)
+            shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
+            for name in (MANIFEST, CONFIG):
+                (out / name).unlink(missing_ok=True)
+    elif out.is_dir() and any(out.iterdir()):
+        raise HpcinvError(f"--out {str(out)!r} is a non-empty folder that is not an hpcinv dataset")
+
+    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    for stale in (out / SHARD_DIR).glob(".shard-*.tmp-*"):  # left by a killed writer
+        stale.unlink()
+    if not (out / CONFIG).exists():
+        save_config(cfg, out / CONFIG)
+    manifest = read_manifest(out) if (out / MANIFEST).exists() else _empty_manifest(cfg, len(source), physics)
+
+    recorded = {r["name"]: r for r in manifest["shards"]}
+    kept, todo, adopted = [], [], 0
+    for spec in plan_shards(len(source), cfg.dataset.shard_size):
+        path = out / SHARD_DIR / spec.name
+        rec = recorded.get(spec.name)
+        if rec and path.is_file() and path.stat().st_size == rec["bytes"] and file_sha256(path) == rec["sha256"]:
+            kept.append(rec)
+            continue
+        if path.is_file():
+            try:
+                kept.append(read_shard_record(path, spec, new_hash))
+                adopted += not rec
+                continue
+            except ValueError as exc:
+                log.warning("recomputing %s: %s", spec.name, exc)
+                path.unlink()
+        todo.append(spec)
+    manifest["shards"] = kept
+    write_manifest(out, manifest)
+    return Plan(cfg, out, source, read_manifest(out), todo, skipped=len(kept), adopted=adopted)
+
+
+def in_process_executor(plan: Plan) -> Executor:
+    def run(specs: list[ShardSpec]) -> Iterator[dict]:
+        worker = ShardWorker(plan.cfg, plan.out, source=plan.source)
+        for spec in specs:
+            yield worker.run(spec)
+    return run
+
+
+def execute(plan: Plan, executor: Executor, *, progress: bool = True) -> Summary:
+    """Run ``plan.todo`` through ``executor``, recording each finished shard in the manifest."""
+    t0 = time.perf_counter()
+    manifest = plan.manifest
+    todo_samples = sum(s.size for s in plan.todo)
+    bar = tqdm(total=todo_samples, unit="sample", desc="generate", disable=not progress, dynamic_ncols=True)
+    records: Iterable[dict] = executor(plan.todo)
+    for rec in records:
+        manifest["shards"].append(rec)
+        write_manifest(plan.out, manifest)
+        bar.update(rec["stop"] - rec["start"])
+    bar.close()
+    wall = time.perf_counter() - t0
+    final = read_manifest(plan.out)
+    if not final["complete"]:
+        raise HpcinvError(f"generation ended with {final['samples_written']} of {final['n_samples']} samples")
+    return Summary(str(plan.out), final["n_samples"], len(final["shards"]), len(plan.todo), plan.skipped,
+                   round(wall, 3), round(todo_samples / wall, 3) if wall > 0 else 0.0)
+
+
+def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progress: bool = True) -> Summary:
+    """Generate (or finish) the dataset of ``cfg`` in ``out`` in this process."""
+    plan = prepare(cfg, out, restart=restart)
+    return execute(plan, in_process_executor(plan), progress=progress)

@@ -1,0 +1,99 @@
+"""Forward modelling with deepwave's 2-D constant-density acoustic (scalar) propagator.
+
+:func:`simulate` is the public API: one or several velocity models under one survey → gathers
+shaped (…, shots, time, receivers). Every dataset pins ``max_vel``, ``pml_freq`` and the stencil
+accuracy so all its models use the same internal time step. This module changes no global state
+(thread counts are the caller's choice; generation workers set one thread each).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from deepwave import scalar
+
+from hpcinv.config import DataConfig, GridConfig, HpcinvError, ModellingConfig, SurveyConfig
+from hpcinv.physics.survey import Geometry, downsample_indices, make_geometry, ricker
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HpcinvError("modelling.device='cuda' but no CUDA device is visible; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def check_velocity_range(vel: torch.Tensor, modelling: ModellingConfig) -> None:
+    """Finite, positive and not faster than the pinned ``max_vel`` (which fixes the CFL step)."""
+    if not bool(torch.isfinite(vel).all()) or float(vel.min()) <= 0:
+        bad = vel[~torch.isfinite(vel) | (vel <= 0)][0].item()
+        raise HpcinvError(f"velocity {bad!r} m/s found; velocities must be finite and > 0")
+    vmax = float(vel.max())
+    if vmax > modelling.max_vel_mps * (1 + 1e-6):
+        raise HpcinvError(
+            f"velocity {vmax:g} m/s exceeds the pinned modelling.max_vel_mps={modelling.max_vel_mps:g}; "
+            "raise max_vel_mps (for the whole dataset) or clip the models"
+        )
+
+
+def _propagate(vel_BZX: torch.Tensor, geometry: Geometry, wavelet: torch.Tensor, grid: GridConfig,
+               survey: SurveyConfig, modelling: ModellingConfig) -> torch.Tensor:
+    """Raw receiver data (B, shots, nt, receivers) for B models, all shots in one deepwave call."""
+    n_models, n_shots = vel_BZX.shape[0], geometry.n_shots
+    src_loc, rec_loc = geometry.torch_locations(n_models, vel_BZX.device)
+    amplitudes = wavelet.to(vel_BZX.device).expand(n_models * n_shots, 1, -1)
+    # deepwave takes one model per shot for batched models; a single model is broadcast.
+    v = vel_BZX[0] if n_models == 1 else vel_BZX.repeat_interleave(n_shots, dim=0)
+    out = scalar(
+        v, grid.dx_m, survey.dt_s,
+        source_amplitudes=amplitudes, source_locations=src_loc, receiver_locations=rec_loc,
+        accuracy=modelling.accuracy, pml_width=modelling.pml_width,
+        pml_freq=modelling.pml_freq_hz or survey.f0_hz, max_vel=modelling.max_vel_mps,
+    )
+    data_SRT = out[-1]
+    return data_SRT.reshape(n_models, n_shots, geometry.n_receivers, survey.nt).transpose(2, 3)
+
+
+def simulate(vel, survey: SurveyConfig, grid: GridConfig, modelling: ModellingConfig, *,
+             dtype: torch.dtype = torch.float32, downsample: bool = True,
+             device: str | torch.device | None = None, geometry: Geometry | None = None) -> torch.Tensor:
+    """Model every shot of ``survey`` over one or several velocity models.
+
+    Args:
+        vel: (nz, nx) or (B, nz, nx) velocities in m/s (numpy or torch). float64 input is modelled
+            in float64 (for accuracy checks), anything else in float32.
+        dtype: dtype of the returned gathers.
+        downsample: keep the middle sample of every ``survey.downsample`` block (FCNVMB convention).
+        device: overrides ``modelling.device``.
+    Returns:
+        Gathers shaped (shots, time, receivers), or (B, shots, time, receivers) for a batch.
+    """
+    vel_t = torch.as_tensor(np.asarray(vel) if not isinstance(vel, torch.Tensor) else vel)
+    single = vel_t.ndim == 2
+    vel_BZX = vel_t[None] if single else vel_t
+    if vel_BZX.ndim != 3 or tuple(vel_BZX.shape[1:]) != (grid.nz, grid.nx):
+        raise HpcinvError(f"velocity shape {tuple(vel_t.shape)} does not match grid (nz, nx) = "
+                          f"({grid.nz}, {grid.nx}) or a batch of it")
+    compute = torch.float64 if vel_BZX.dtype == torch.float64 else torch.float32
+    dev = torch.device(device) if device is not None else resolve_device(modelling.device)
+    vel_BZX = vel_BZX.to(dev, compute)
+    check_velocity_range(vel_BZX, modelling)
+    geometry = geometry or make_geometry(survey, grid)
+    wavelet = ricker(survey, dtype=compute)
+    keep = torch.as_tensor(downsample_indices(survey.nt, survey.downsample)) if downsample else None
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, vel_BZX.shape[0], modelling.models_per_call):
+            data = _propagate(vel_BZX[start:start + modelling.models_per_call], geometry, wavelet, grid,
+                              survey, modelling)
+            if keep is not None:
+                data = data[:, :, keep.to(data.device), :]
+            chunks.append(data.to(dtype))
+    gathers = torch.cat(chunks)
+    return gathers[0] if single else gathers
+
+
+def simulate_config(vel, cfg: DataConfig, **kwargs) -> torch.Tensor:
+    """:func:`simulate` with the survey, grid and modelling settings of a dataset config."""
+    return simulate(vel, cfg.survey, cfg.grid, cfg.modelling, **kwargs)

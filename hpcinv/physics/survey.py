@@ -1,0 +1,95 @@
+"""Acquisition geometry, source wavelet and time downsampling.
+
+Grid indices are (z, x) = (depth row, column); deepwave's first model axis is depth. Positions in
+the config are metres and are snapped to the nearest cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from deepwave.wavelets import ricker as _deepwave_ricker
+
+from hpcinv.config import GridConfig, HpcinvError, SurveyConfig
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Cell indices of every source and receiver, in deepwave's layout."""
+
+    source_cells: np.ndarray  # (shots, 2): (z, x)
+    receiver_cells: np.ndarray  # (receivers, 2): (z, x), the same for every shot
+
+    @property
+    def n_shots(self) -> int:
+        return len(self.source_cells)
+
+    @property
+    def n_receivers(self) -> int:
+        return len(self.receiver_cells)
+
+    def torch_locations(self, n_models: int = 1, device: torch.device | str = "cpu"):
+        """``source_locations`` (n_models·shots, 1, 2) and ``receiver_locations`` (…, R, 2) tensors."""
+        src = torch.as_tensor(self.source_cells, dtype=torch.long, device=device)[:, None, :]
+        rec = torch.as_tensor(self.receiver_cells, dtype=torch.long, device=device)[None]
+        src = src.repeat(n_models, 1, 1)
+        return src, rec.expand(src.shape[0], -1, -1).contiguous()
+
+
+def _positions(explicit: list[float] | None, count: int | None, extent_m: float) -> np.ndarray:
+    if explicit is not None:
+        return np.asarray(explicit, dtype=np.float64)
+    if count == 1:
+        return np.array([extent_m / 2])
+    return np.linspace(0.0, extent_m, int(count))
+
+
+def _cells(name: str, positions_m: np.ndarray, dx_m: float, n_cells: int) -> np.ndarray:
+    cells = np.rint(positions_m / dx_m).astype(np.int64)
+    bad = (cells < 0) | (cells >= n_cells)
+    if bad.any():
+        first = float(np.asarray(positions_m)[bad][0])
+        raise HpcinvError(
+            f"{name} at {first:g} m is outside the grid; valid positions are 0 .. {(n_cells - 1) * dx_m:g} m"
+        )
+    return cells
+
+
+def make_geometry(survey: SurveyConfig, grid: GridConfig) -> Geometry:
+    """Sources and receivers on depth rows, evenly spaced across the surface or at given positions."""
+    extent_x = (grid.nx - 1) * grid.dx_m
+    src_x = _cells("survey.source_x_m", _positions(survey.source_x_m, survey.n_shots, extent_x), grid.dx_m,
+                   grid.nx)
+    rec_x = _cells("survey.receiver_x_m",
+                   _positions(survey.receiver_x_m, survey.n_receivers or grid.nx, extent_x), grid.dx_m, grid.nx)
+    src_z = _cells("survey.source_depth_m", np.array([survey.source_depth_m]), grid.dx_m, grid.nz)[0]
+    rec_z = _cells("survey.receiver_depth_m", np.array([survey.receiver_depth_m]), grid.dx_m, grid.nz)[0]
+    if len(np.unique(rec_x)) != len(rec_x):
+        raise HpcinvError(
+            f"{len(rec_x)} receivers do not fit on distinct cells of a {grid.nx}-column grid; "
+            f"use survey.n_receivers <= {grid.nx}"
+        )
+    return Geometry(
+        source_cells=np.stack([np.full_like(src_x, src_z), src_x], axis=1),
+        receiver_cells=np.stack([np.full_like(rec_x, rec_z), rec_x], axis=1),
+    )
+
+
+def peak_time_s(survey: SurveyConfig) -> float:
+    return survey.peak_time_s if survey.peak_time_s is not None else 1.5 / survey.f0_hz
+
+
+def ricker(survey: SurveyConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Ricker wavelet of peak frequency ``f0_hz`` peaking at ``peak_time_s``, shape (nt,)."""
+    return _deepwave_ricker(survey.f0_hz, survey.nt, survey.dt_s, peak_time_s(survey), dtype=dtype)
+
+
+def downsample_indices(nt: int, factor: int) -> np.ndarray:
+    """Time samples kept: the middle sample of each complete block of ``factor`` (FCNVMB convention)."""
+    return np.arange(nt // factor) * factor + factor // 2
+
+
+def n_output_samples(survey: SurveyConfig) -> int:
+    return survey.nt // survey.downsample

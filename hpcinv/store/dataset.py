@@ -1,0 +1,82 @@
+"""A torch ``Dataset`` over a sharded HDF5 dataset: random access, nothing preloaded.
+
+Each DataLoader worker opens the shards it touches lazily (HDF5 handles are never shared across a
+fork) and reads one chunk per sample. Returns ``(gathers_STR, vel_ZX)`` float32 tensors,
+normalised by a :class:`~hpcinv.store.normalise.Normaliser`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hpcinv.config import HpcinvError
+from hpcinv.store.manifest import read_manifest
+from hpcinv.store.normalise import Normaliser
+from hpcinv.store.shard import SHARD_DIR
+
+
+class ShardedDataset(Dataset):
+    def __init__(self, root: str | os.PathLike, normaliser: Normaliser | None = None,
+                 indices: list[int] | np.ndarray | None = None):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        if not self.manifest["complete"]:
+            raise HpcinvError(
+                f"dataset {str(root)!r} is incomplete ({self.manifest['samples_written']} of "
+                f"{self.manifest['n_samples']} samples); re-run `hpcinv generate` on it to finish"
+            )
+        self.normaliser = normaliser or Normaliser()
+        shards = self.manifest["shards"]
+        self._starts = [r["start"] for r in shards]
+        self._names = [r["name"] for r in shards]
+        n = self.manifest["n_samples"]
+        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
+            raise IndexError(f"sample indices must lie in [0, {n})")
+        self._files: dict[str, h5py.File] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _file(self, name: str) -> h5py.File:
+        if self._pid != os.getpid():  # forked into a DataLoader worker: never reuse the parent's handles
+            self._files, self._pid = {}, os.getpid()
+        fh = self._files.get(name)
+        if fh is None:
+            fh = self._files[name] = h5py.File(self.root / SHARD_DIR / name, "r")
+        return fh
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """(shard name, row in shard) of global sample ``index``."""
+        k = bisect.bisect_right(self._starts, index) - 1
+        return self._names[k], index - self._starts[k]
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (gathers_STR, vel_ZX) of global sample ``index`` as stored."""
+        name, row = self.locate(int(index))
+        fh = self._file(name)
+        return fh["gathers"][row], fh["velocity"][row]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gathers, vel = self.read(self.indices[i])
+        g = torch.from_numpy(np.asarray(gathers, dtype=np.float32))
+        v = torch.from_numpy(np.asarray(vel, dtype=np.float32))
+        return self.normaliser.gathers_fwd(g), self.normaliser.velocity_fwd(v)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files = {}

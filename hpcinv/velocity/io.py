@@ -1,0 +1,149 @@
+"""Importers for velocity-model collections and resampling onto the dataset grid.
+
+Every importer returns an array shaped (N, nz, nx), depth first, in m/s:
+
+* ``fcnvmb`` — FCNVMB ``.mat`` files (key ``vmodel`` or ``svmodel``; MATLAB v5 via scipy, v7.3 via
+  h5py). ``path`` is one file, a folder of them, or a glob; files are taken in natural order
+  (``vmodel2.mat`` before ``vmodel10.mat``).
+* ``npz`` — an array ``key`` of a NumPy ``.npz`` (e.g. ``train`` in the FCNVMB reference file).
+* ``openfwi`` — an OpenFWI ``.npy`` of shape (N, 1, nz, nx), memory-mapped.
+* ``segy`` — one model per SEG-Y file, one trace per column (segyio, geometry ignored).
+* ``binary`` — raw little-endian float32 with ``shape`` [nz, nx] or [n, nz, nx], C or Fortran order.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hpcinv.config import HpcinvError, VelocityConfig
+
+MAT_KEYS = ("vmodel", "svmodel")
+
+
+def _natural_key(path: Path) -> list:
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", path.name)]
+
+
+def _expand(path: str, *suffixes: str) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted((f for f in p.rglob("*") if f.suffix.lower() in suffixes), key=_natural_key)
+    elif any(ch in path for ch in "*?["):
+        files = sorted((Path(f) for f in glob.glob(path, recursive=True)), key=_natural_key)
+    else:
+        files = [p]
+    if not files:
+        raise HpcinvError(f"no {'/'.join(suffixes)} files found at {path!r}")
+    for f in files:
+        if not f.is_file():
+            raise HpcinvError(f"velocity file {str(f)!r} does not exist")
+    return files
+
+
+def _read_mat(path: Path, key: str | None) -> np.ndarray:
+    keys = (key,) if key else MAT_KEYS
+    try:
+        from scipy.io import loadmat
+
+        data = loadmat(path)
+        found = next((k for k in keys if k in data), None)
+        if found is None:
+            names = sorted(k for k in data if not k.startswith("__"))
+            raise HpcinvError(f"{str(path)!r} has none of the keys {list(keys)}; it holds {names}")
+        return np.asarray(data[found], dtype=np.float32)
+    except NotImplementedError:  # MATLAB v7.3 is HDF5, stored transposed
+        import h5py
+
+        with h5py.File(path, "r") as fh:
+            found = next((k for k in keys if k in fh), None)
+            if found is None:
+                raise HpcinvError(f"{str(path)!r} has none of the keys {list(keys)}; it holds {list(fh)}") \
+                    from None
+            return np.asarray(fh[found], dtype=np.float32).T
+    except (ValueError, OSError) as exc:
+        raise HpcinvError(f"cannot read MATLAB file {str(path)!r}: {exc}") from None
+
+
+def _as_stack(arr: np.ndarray, what: str) -> np.ndarray:
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim == 3:
+        return arr
+    raise HpcinvError(f"{what}: expected a 2-D model or a 3-D stack (N, nz, nx), got shape {arr.shape}")
+
+
+def read_collection(cfg: VelocityConfig) -> np.ndarray:
+    """Read the collection named by ``cfg`` as (N, nz, nx); may be a read-only memory map."""
+    source, path = cfg.source, cfg.path
+    assert path is not None  # guaranteed by VelocityConfig validation
+    try:
+        if source == "fcnvmb":
+            stacks = [_as_stack(_read_mat(f, cfg.key), str(f)) for f in _expand(path, ".mat")]
+            return np.concatenate(stacks).astype(np.float32, copy=False)
+        if source == "npz":
+            with np.load(_expand(path, ".npz")[0]) as npz:
+                key = cfg.key or (npz.files[0] if len(npz.files) == 1 else None)
+                if key not in npz.files:
+                    raise HpcinvError(f"velocity.key must name one of {npz.files} in {path!r}, got {cfg.key!r}")
+                return _as_stack(np.asarray(npz[key], dtype=np.float32), f"{path}[{key}]")
+        if source == "openfwi":
+            arr = np.load(_expand(path, ".npy")[0], mmap_mode="r")
+            if arr.ndim != 4 or arr.shape[1] != 1:
+                raise HpcinvError(f"OpenFWI file {path!r} must be shaped (N, 1, nz, nx), got {arr.shape}")
+            return arr[:, 0]
+        if source == "segy":
+            import segyio
+
+            models = []
+            for f in _expand(path, ".sgy", ".segy"):
+                with segyio.open(f, "r", ignore_geometry=True) as fh:
+                    models.append(segyio.tools.collect(fh.trace[:]).T.astype(np.float32))
+            return np.stack(models)
+        if source == "binary":
+            f = _expand(path, ".bin")[0]
+            shape = tuple(cfg.shape or ())
+            count = int(np.prod(shape))
+            nbytes = f.stat().st_size
+            if nbytes != 4 * count:
+                raise HpcinvError(
+                    f"binary file {str(f)!r} holds {nbytes} bytes but shape {list(shape)} of float32 "
+                    f"needs {4 * count}"
+                )
+            arr = np.fromfile(f, dtype="<f4").reshape(shape, order=cfg.order)
+            return _as_stack(np.ascontiguousarray(arr), str(f))
+    except HpcinvError:
+        raise
+    except Exception as exc:  # unreadable or malformed file: one clear line, naming it
+        raise HpcinvError(f"cannot read velocity collection {path!r} as {source}: {exc}") from None
+    raise HpcinvError(f"unknown velocity source {source!r}")
+
+
+def resample(vel_NZX: np.ndarray, nz: int, nx: int, mode: str = "bilinear") -> np.ndarray:
+    """Resample models onto an (nz, nx) grid spanning the same extent (corners kept)."""
+    vel_NZX = np.asarray(vel_NZX, dtype=np.float32)
+    if vel_NZX.shape[-2:] == (nz, nx):
+        return vel_NZX
+    t = torch.from_numpy(np.ascontiguousarray(vel_NZX))[:, None]
+    if mode == "nearest":
+        out = F.interpolate(t, size=(nz, nx), mode="nearest-exact")
+    else:
+        out = F.interpolate(t, size=(nz, nx), mode="bilinear", align_corners=True)
+    return out[:, 0].numpy()
+
+
+def check_models(vel_NZX: np.ndarray, what: str, first_index: int = 0) -> None:
+    """Refuse NaN/Inf or non-positive velocities, naming the first bad model and value."""
+    vel = np.asarray(vel_NZX)
+    bad = ~np.isfinite(vel) | (vel <= 0)
+    if bad.any():
+        n, z, x = (int(i) for i in np.argwhere(bad)[0])
+        raise HpcinvError(
+            f"{what}: model {first_index + n} has velocity {vel[n, z, x]!r} at (z={z}, x={x}); "
+            "velocities must be finite and > 0 m/s"
+        )

@@ -1,0 +1,135 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+
+from hpcinv.config import ConfigError, DataConfig, HpcinvError, SaltModelConfig, build_config
+from hpcinv.velocity import make_source, model_statistics, read_collection, resample, salt_model
+from tests.conftest import FCNVMB_NPZ, OPENFWI_NPZ, VIKING_SEGY, needs_shared, tiny_config
+
+
+def test_salt_model_is_pure_function_of_seed_and_index():
+    cfg = tiny_config()
+    a = salt_model(cfg.velocity.synthetic, cfg.grid, 3, 17)
+    b = salt_model(cfg.velocity.synthetic, cfg.grid, 3, 17)
+    assert a.dtype == np.float32 and a.shape == (cfg.grid.nz, cfg.grid.nx)
+    assert a.tobytes() == b.tobytes()
+    assert not np.array_equal(a, salt_model(cfg.velocity.synthetic, cfg.grid, 3, 18))
+    assert not np.array_equal(a, salt_model(cfg.velocity.synthetic, cfg.grid, 4, 17))
+
+
+def test_salt_model_identical_in_another_process():
+    cfg = tiny_config()
+    here = salt_model(cfg.velocity.synthetic, cfg.grid, 0, 5).tobytes().hex()
+    code = ("from tests.conftest import tiny_config; from hpcinv.velocity import salt_model;"
+            "c = tiny_config(); print(salt_model(c.velocity.synthetic, c.grid, 0, 5).tobytes().hex())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == here
+
+
+@needs_shared
+def test_default_statistics_resemble_fcnvmb_set():
+    """Default generator vs the 1,600 FCNVMB training models: velocity histogram, salt, layers."""
+    cfg = build_config(DataConfig, {})
+    ours = model_statistics(np.stack([salt_model(SaltModelConfig(), cfg.grid, 0, i) for i in range(150)]))
+    ref = model_statistics(np.load(FCNVMB_NPZ)["train"][:150])
+    assert 2000 <= ours["v_min"] < 2300 and ours["v_max"] == 4500
+    assert abs(ours["salt_fraction"] - ref["salt_fraction"]) < 0.08
+    assert abs(ours["layers_mean"] - ref["layers_mean"]) < 1.5
+    assert abs(ours["v_mean"] - ref["v_mean"]) < 200
+    # histograms over 500 m/s bins: total variation distance
+    assert 0.5 * np.abs(np.subtract(ours["histogram"], ref["histogram"])).sum() < 0.25
+
+
+def test_synthetic_layers_increase_with_depth_without_salt():
+    cfg = tiny_config("velocity.synthetic.n_salt=[0, 0]", "velocity.synthetic.fault_probability=0.0")
+    v = salt_model(cfg.velocity.synthetic, cfg.grid, 0, 1)
+    column = v[:, cfg.grid.nx // 2]
+    assert np.all(np.diff(column) >= 0) and column[-1] > column[0]
+
+
+@needs_shared
+def test_import_npz_fcnvmb_set_with_resampling():
+    cfg = tiny_config("velocity.source=npz", f"velocity.path={FCNVMB_NPZ}", "velocity.key=test",
+                      "dataset.n_samples=3")
+    src = make_source(cfg)
+    assert len(src) == 3
+    v = src.models(0, 3)
+    raw = np.load(FCNVMB_NPZ)["test"][:3]
+    assert v.shape == (3, 48, 64)
+    assert v.min() >= raw.min() - 1e-3 and v.max() <= raw.max() + 1e-3
+    assert v[0, 0, 0] == pytest.approx(raw[0, 0, 0]) and v[0, -1, -1] == pytest.approx(raw[0, -1, -1])
+    assert src.bounds()[1] == pytest.approx(4500.0)
+
+
+def test_import_fcnvmb_mat_folder_in_natural_order(tmp_path):
+    models = [np.full((20, 30), 2000.0 + 100 * i) for i in range(11)]
+    for i, m in enumerate(models, start=1):
+        scipy.io.savemat(tmp_path / f"vmodel{i}.mat", {"vmodel": m})
+    arr = read_collection(tiny_config("velocity.source=fcnvmb", f"velocity.path={tmp_path}").velocity)
+    assert arr.shape == (11, 20, 30) and arr.dtype == np.float32
+    assert arr[:, 0, 0].tolist() == [2000.0 + 100 * i for i in range(11)]  # vmodel10 after vmodel9
+
+
+@needs_shared
+def test_import_openfwi_npy(tmp_path):
+    flat = np.load(OPENFWI_NPZ)["FlatVelA"][:4, None]
+    np.save(tmp_path / "model1.npy", flat)
+    cfg = tiny_config("velocity.source=openfwi", f"velocity.path={tmp_path / 'model1.npy'}",
+                      "grid.nz=70", "grid.nx=70", "dataset.n_samples=null")
+    assert np.array_equal(make_source(cfg).models(0, 4), flat[:, 0])
+
+
+@needs_shared
+def test_import_segy_as_model():
+    arr = read_collection(tiny_config("velocity.source=segy", f"velocity.path={VIKING_SEGY}").velocity)
+    import segyio
+
+    with segyio.open(VIKING_SEGY, ignore_geometry=True) as fh:
+        first_trace = fh.trace[0]
+        n_traces = fh.tracecount
+    assert arr.shape == (1, len(first_trace), n_traces)
+    np.testing.assert_array_equal(arr[0, :, 0], first_trace)
+
+
+def test_import_binary_c_and_fortran(tmp_path):
+    m = np.arange(6 * 8, dtype="<f4").reshape(6, 8) + 1500
+    m.tofile(tmp_path / "c.bin")
+    np.asfortranarray(m).T.copy().tofile(tmp_path / "f.bin")  # z fastest on disk
+    c = read_collection(tiny_config("velocity.source=binary", f"velocity.path={tmp_path / 'c.bin'}",
+                                    "velocity.shape=[6, 8]").velocity)
+    f = read_collection(tiny_config("velocity.source=binary", f"velocity.path={tmp_path / 'f.bin'}",
+                                    "velocity.shape=[6, 8]", "velocity.order=F").velocity)
+    assert np.array_equal(c[0], m) and np.array_equal(f[0], m)
+    with pytest.raises(HpcinvError, match="bytes"):
+        read_collection(tiny_config("velocity.source=binary", f"velocity.path={tmp_path / 'c.bin'}",
+                                    "velocity.shape=[7, 8]").velocity)
+
+
+def test_bad_collections_are_refused_naming_the_model(tmp_path):
+    bad = np.full((3, 10, 12), 2500.0, dtype=np.float32)
+    bad[2, 4, 5] = np.nan
+    np.savez(tmp_path / "nan.npz", v=bad)
+    cfg = tiny_config("velocity.source=npz", f"velocity.path={tmp_path / 'nan.npz'}", "dataset.n_samples=null")
+    with pytest.raises(HpcinvError, match=r"model 2 has velocity nan"):
+        make_source(cfg).bounds()
+    bad[2, 4, 5] = -1.0
+    np.savez(tmp_path / "neg.npz", v=bad)
+    with pytest.raises(HpcinvError, match=r"model 2 has velocity -1.0.*> 0"):
+        make_source(tiny_config("velocity.source=npz", f"velocity.path={tmp_path / 'neg.npz'}",
+                                "dataset.n_samples=null")).bounds()
+    (tmp_path / "junk.mat").write_bytes(b"not a mat file at all")
+    with pytest.raises(HpcinvError, match="junk.mat"):
+        make_source(tiny_config("velocity.source=fcnvmb", f"velocity.path={tmp_path / 'junk.mat'}"))
+    with pytest.raises(ConfigError, match="velocity.path"):
+        tiny_config("velocity.source=npz")
+
+
+def test_resample_keeps_extent_and_range():
+    v = np.linspace(2000, 4000, 7 * 9, dtype=np.float32).reshape(1, 7, 9)
+    out = resample(v, 13, 17)
+    assert out.shape == (1, 13, 17)
+    assert out[0, 0, 0] == pytest.approx(v[0, 0, 0]) and out[0, -1, -1] == pytest.approx(v[0, -1, -1])
+    assert out.min() >= v.min() - 1e-3 and out.max() <= v.max() + 1e-3
