@@ -22,7 +22,14 @@ from hpcinv.generate.worker import ShardWorker, survey_attrs
 from hpcinv.physics import validate_physics
 from hpcinv.physics.survey import n_output_samples
 from hpcinv.store.manifest import CONFIG, MANIFEST, read_manifest, write_manifest
-from hpcinv.store.shard import FORMAT_VERSION, SHARD_DIR, ShardSpec, file_sha256, plan_shards, read_shard_record
+from hpcinv.store.shard import (
+    FORMAT_VERSION,
+    SHARD_DIR,
+    ShardSpec,
+    file_sha256,
+    plan_shards,
+    read_shard_record,
+)
 from hpcinv.velocity import VelocitySource, make_source
 
 log = logging.getLogger(__name__)

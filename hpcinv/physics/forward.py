@@ -27,8 +27,8 @@ def resolve_device(name: str) -> torch.device:
 def check_velocity_range(vel: torch.Tensor, modelling: ModellingConfig) -> None:
     """Finite, positive and not faster than the pinned ``max_vel`` (which fixes the CFL step)."""
     if not bool(torch.isfinite(vel).all()) or float(vel.min()) <= 0:
-        bad = vel[~torch.isfinite(vel) | (vel <= 0)][0].item()
-        raise HpcinvError(f"velocity {bad!r} m/s found; velocities must be finite and > 0")
+        bad = float(vel[~torch.isfinite(vel) | (vel <= 0)][0])
+        raise HpcinvError(f"velocity {bad} m/s found; velocities must be finite and > 0")
     vmax = float(vel.max())
     if vmax > modelling.max_vel_mps * (1 + 1e-6):
         raise HpcinvError(

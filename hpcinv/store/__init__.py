@@ -4,8 +4,15 @@ The format is described in docs/FORMAT.md. No distributed code lives here.
 """
 
 from hpcinv.store.dataset import ShardedDataset
-from hpcinv.store.manifest import (CONFIG, MANIFEST, VerifyReport, load_dataset_config, read_manifest,
-                                   verify_dataset, write_manifest)
+from hpcinv.store.manifest import (
+                                   CONFIG,
+                                   MANIFEST,
+                                   VerifyReport,
+                                   load_dataset_config,
+                                   read_manifest,
+                                   verify_dataset,
+                                   write_manifest,
+)
 from hpcinv.store.normalise import Normaliser
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, file_sha256, plan_shards, write_shard
 from hpcinv.store.stats import RunningStats

@@ -144,6 +144,6 @@ def check_models(vel_NZX: np.ndarray, what: str, first_index: int = 0) -> None:
     if bad.any():
         n, z, x = (int(i) for i in np.argwhere(bad)[0])
         raise HpcinvError(
-            f"{what}: model {first_index + n} has velocity {vel[n, z, x]!r} at (z={z}, x={x}); "
+            f"{what}: model {first_index + n} has velocity {float(vel[n, z, x])} at (z={z}, x={x}); "
             "velocities must be finite and > 0 m/s"
         )

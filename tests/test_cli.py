@@ -1,0 +1,121 @@
+"""The CLI end to end in real processes: generation, resume after SIGKILL, and every bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from hpcinv.store import read_manifest, verify_dataset
+from tests.conftest import CONFIGS, ROOT, run_cli
+
+TINY = str(CONFIGS / "tiny.yaml")
+
+
+def _one_error_line(proc):
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hpcinv: error: "), proc.stderr
+    return lines[0]
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_generate_then_rerun_skips_everything(tiny_dataset):
+    before = _snapshot(tiny_dataset)
+    proc = run_cli("generate", TINY, "--out", str(tiny_dataset), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["computed_shards"] == 0 and summary["skipped_shards"] == 3
+    assert {k: v for k, v in _snapshot(tiny_dataset).items() if k.name != "manifest.json"} == \
+        {k: v for k, v in before.items() if k.name != "manifest.json"}
+    proc = run_cli("verify", str(tiny_dataset))
+    assert proc.returncode == 0 and "OK: 3 shards / 24 samples" in proc.stdout
+
+
+def test_resume_after_driver_sigkill_computes_only_missing_shards(tmp_path):
+    out = tmp_path / "ds"
+    args = [sys.executable, "-m", "hpcinv.cli", "generate", TINY, "--out", str(out), "--quiet",
+            "dataset.n_samples=48", "dataset.shard_size=4"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and done < 3:
+        time.sleep(0.05)
+        try:
+            done = len(read_manifest(out)["shards"])
+        except Exception:
+            pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(read_manifest(out)["shards"])
+    assert 3 <= done < 12, "the driver should have been killed mid-run"
+    on_disk = len(list((out / "shards").glob("shard-*.h5")))
+    rerun = run_cli("generate", TINY, "--out", str(out), "--quiet", "dataset.n_samples=48", "dataset.shard_size=4")
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["skipped_shards"] == on_disk  # complete files not yet in the manifest are adopted
+    assert summary["computed_shards"] == 12 - on_disk
+    report = verify_dataset(out)
+    assert report.ok and report.samples_ok == 48
+    assert not list((out / "shards").glob(".shard-*"))
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["generate", "configs/missing.yaml"], "config file 'configs/missing.yaml' does not exist"),
+    (["generate", TINY, "survey.n_shot=4"], "unknown key 'survey.n_shot'; valid keys here: n_shots"),
+    (["generate", TINY, "dataset.shard_size=big"], "dataset.shard_size: Input should be a valid integer"),
+    (["generate", TINY, "survey.f0_hz=30.0"], "points per wavelength"),
+    (["generate", TINY, "survey.source_x_m=[-100.0]"], "outside the grid"),
+    (["generate", TINY, "survey.nt=100"], "use survey.nt >="),
+    (["generate", TINY, "modelling.max_vel_mps=3000.0"], "set modelling.max_vel_mps >= 4500"),
+    (["generate", TINY, "velocity.source=npz", "velocity.path=/nonexistent/models.npz"], "does not exist"),
+])
+def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, args, expect):
+    out = tmp_path / "out"
+    proc = run_cli(*args[:2], "--out", str(out), *args[2:])
+    assert expect in _one_error_line(proc)
+    assert not out.exists()
+
+
+def test_bad_collections_from_cli(tmp_path):
+    bad = np.full((4, 48, 64), 2500.0, dtype=np.float32)
+    bad[1, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", v=bad)
+    (tmp_path / "broken.mat").write_bytes(b"\x00garbage")
+    for path, expect in ((tmp_path / "nan.npz", "model 1 has velocity nan"), (tmp_path / "broken.mat", "broken.mat")):
+        source = "npz" if path.suffix == ".npz" else "fcnvmb"
+        proc = run_cli("generate", TINY, "--out", str(tmp_path / "o"), f"velocity.source={source}",
+                       f"velocity.path={path}", "dataset.n_samples=null")
+        assert expect in _one_error_line(proc)
+        assert not (tmp_path / "o").exists()
+
+
+def test_different_config_on_existing_dataset_is_refused_without_damage(tiny_dataset):
+    before = _snapshot(tiny_dataset)
+    proc = run_cli("generate", TINY, "--out", str(tiny_dataset), "survey.f0_hz=7.0")
+    assert "holds a dataset made with a different config" in _one_error_line(proc)
+    assert _snapshot(tiny_dataset) == before
+
+
+def test_non_dataset_folders_are_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    proc = run_cli("generate", TINY, "--out", str(tmp_path))
+    assert "non-empty folder that is not an hpcinv dataset" in _one_error_line(proc)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and len(list(tmp_path.iterdir())) == 1
+    proc = run_cli("verify", str(tmp_path))
+    assert proc.returncode == 1 and "manifest.json is missing" in proc.stdout
+
+
+def test_restart_discards_other_config(tmp_path):
+    out = tmp_path / "ds"
+    assert run_cli("generate", TINY, "--out", str(out), "--quiet", "dataset.n_samples=4").returncode == 0
+    proc = run_cli("generate", TINY, "--out", str(out), "--quiet", "--restart", "dataset.n_samples=8")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["computed_shards"] == 1 and verify_dataset(out).samples_ok == 8

@@ -1,0 +1,146 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from hpcinv.config import DataConfig, load_config
+from hpcinv.physics import simulate
+from hpcinv.store import (
+    Normaliser,
+    RunningStats,
+    ShardedDataset,
+    ShardSpec,
+    read_manifest,
+    verify_dataset,
+    write_shard,
+)
+from hpcinv.store.shard import read_shard_record
+from hpcinv.velocity import make_source
+from tests.conftest import ROOT, run_cli
+
+
+def test_round_trip_is_bit_identical_to_regeneration(tiny_dataset):
+    """Samples written by the CLI process equal an in-process regeneration of the same indices."""
+    cfg = load_config(DataConfig, tiny_dataset / "config.yaml")
+    ds = ShardedDataset(tiny_dataset)
+    assert len(ds) == 24
+    for index in (0, 9, 23):
+        gathers, vel = ds.read(index)
+        model = make_source(cfg).model(index)
+        assert vel.tobytes() == model.tobytes()
+        again = simulate(model, cfg.survey, cfg.grid, cfg.modelling).numpy()
+        assert gathers.dtype == np.float32 and gathers.tobytes() == again.tobytes()
+
+
+def test_manifest_statistics_match_data(tiny_dataset):
+    manifest = read_manifest(tiny_dataset)
+    ds = ShardedDataset(tiny_dataset)
+    vel = np.stack([ds.read(i)[1] for i in range(len(ds))]).astype(np.float64)
+    gat = np.stack([ds.read(i)[0] for i in range(len(ds))]).astype(np.float64)
+    assert manifest["complete"] and manifest["samples_written"] == 24
+    assert manifest["stats"]["velocity"]["mean"] == pytest.approx(vel.mean(), rel=1e-9)
+    assert manifest["stats"]["velocity"]["std"] == pytest.approx(vel.std(), rel=1e-9)
+    assert manifest["stats"]["gathers"]["min"] == pytest.approx(gat.min())
+    assert manifest["stats"]["gathers"]["std"] == pytest.approx(gat.std(), rel=1e-9)
+    assert manifest["physics"]["step_ratio"] >= 1
+
+
+def test_running_stats_merge_equals_whole():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(3, 2, 1000), rng.normal(-1, 5, 333)
+    merged = RunningStats.of(a).merge(RunningStats.of(b))
+    whole = RunningStats.of(np.concatenate([a, b]))
+    assert merged.count == whole.count and merged.mean == pytest.approx(whole.mean)
+    assert merged.std == pytest.approx(whole.std) and merged.min == whole.min
+
+
+def test_dataloader_with_workers_and_normalisation(tiny_dataset):
+    manifest = read_manifest(tiny_dataset)
+    norm = Normaliser.from_manifest(manifest, gathers="openfwi", velocity="minmax", v_range=(1500.0, 4500.0))
+    ds = ShardedDataset(tiny_dataset, norm)
+    loader = DataLoader(ds, batch_size=5, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0))
+    seen = 0
+    for g, v in loader:
+        assert g.dtype == torch.float32 and g.shape[1:] == tuple(manifest["gathers_shape"])
+        assert g.min() >= -1 - 1e-5 and g.max() <= 1 + 1e-5
+        assert v.min() >= -1 and v.max() <= 1
+        seen += len(g)
+    assert seen == 24
+    raw_v = torch.from_numpy(ShardedDataset(tiny_dataset).read(3)[1])
+    torch.testing.assert_close(norm.velocity_inv(ds[3][1]), raw_v, rtol=0, atol=1e-3)
+    std = Normaliser.from_manifest(manifest, gathers="standard", velocity="standard")
+    all_g = torch.stack([ShardedDataset(tiny_dataset, std)[i][0] for i in range(24)]).double()
+    assert float(all_g.mean()) == pytest.approx(0, abs=1e-5) and float(all_g.std()) == pytest.approx(1, abs=1e-3)
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_verify_names_truncated_and_corrupted_shards(tiny_dataset, tmp_path):
+    ds = _copy(tiny_dataset, tmp_path / "ds")
+    assert verify_dataset(ds).ok
+    truncated = ds / "shards" / "shard-000001.h5"
+    truncated.write_bytes(truncated.read_bytes()[:-1000])
+    flipped = ds / "shards" / "shard-000002.h5"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    report = verify_dataset(ds)
+    assert not report.ok and report.shards_ok == 1
+    text = "\n".join(report.problems)
+    assert "shard-000001.h5: truncated" in text and "shard-000002.h5: corrupted" in text
+    proc = run_cli("verify", str(ds))
+    assert proc.returncode == 1 and "shard-000001.h5" in proc.stdout and "shard-000002.h5" in proc.stdout
+    (ds / "shards" / "shard-000000.h5").unlink()
+    assert "shard-000000.h5: file missing" in "\n".join(verify_dataset(ds).problems)
+
+
+def test_killed_writer_leaves_nothing_a_reader_accepts(tmp_path):
+    """SIGKILL a process while it writes a large shard: only a temp file remains, which nothing accepts."""
+    script = (
+        "import numpy as np, sys; from hpcinv.store import ShardSpec, write_shard\n"
+        "g = np.ones((24, 29, 400, 301), np.float32); v = np.ones((24, 20, 30), np.float32)\n"
+        "print('start', flush=True)\n"
+        f"write_shard({str(tmp_path)!r}, ShardSpec(0, 0, 24), v, g, config_hash='h', survey={{}})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout.readline().strip() == b"start"
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".shard-") and p.stat().st_size > 1 << 20
+                                             for p in tmp_path.iterdir()):
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    names = [p.name for p in tmp_path.iterdir()]
+    assert "shard-000000.h5" not in names, "a killed writer must never leave a file under the final name"
+    assert any(n.startswith(".shard-000000.h5.tmp-") for n in names)
+    # and the leftover is not a valid shard
+    tmp = next(p for p in tmp_path.iterdir() if p.name.startswith(".shard-"))
+    with pytest.raises(ValueError):
+        read_shard_record(tmp, ShardSpec(0, 0, 24), "h")
+
+
+def test_write_shard_refuses_mismatched_sizes(tmp_path):
+    with pytest.raises(ValueError, match="expects 2 samples"):
+        write_shard(tmp_path, ShardSpec(0, 0, 2), np.ones((3, 4, 4)), np.ones((3, 1, 2, 4)), config_hash="h",
+                    survey={})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_manifest_is_valid_json_with_documented_fields(tiny_dataset):
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+    for key in ("format", "format_version", "config_hash", "n_samples", "shard_size", "velocity_shape",
+                "gathers_shape", "gathers_dtype", "survey", "physics", "shards", "stats", "complete"):
+        assert key in manifest
+    rec = manifest["shards"][0]
+    assert set(rec) == {"name", "start", "stop", "bytes", "sha256", "stats"}
