@@ -1,6 +1,6 @@
 """The ``hpcinv`` command line.
 
-    hpcinv generate CONFIG --out DIR [--restart] [key.sub=value ...]
+    hpcinv generate CONFIG --out DIR [--address HOST:PORT] [--workers N] [--in-process] [--restart] [key=value ...]
     hpcinv verify DIR [--no-checksums]
 
 User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2.
@@ -9,6 +9,7 @@ User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: .
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -21,7 +22,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from hpcinv.generate import generate
 
     cfg = load_config(DataConfig, args.config, args.overrides)
-    summary = generate(cfg, args.out, restart=args.restart, progress=not args.quiet)
+    # stdout carries only the JSON summary; Ray's forwarded worker logs go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = generate(cfg, args.out, restart=args.restart, progress=not args.quiet, use_ray=not args.in_process,
+                           address=args.address, workers=args.workers)
     print(json.dumps(asdict(summary), indent=1))
     return 0
 
@@ -47,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="dataset folder (created; re-run to resume)")
     gen.add_argument("--restart", action="store_true", help="discard a dataset of another config in --out")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--address", help="Ray cluster to join (HOST:PORT; default: $RAY_ADDRESS, else a local instance)")
+    gen.add_argument("--workers", type=int, help="modelling actors (default: one per CPU core, or per GPU)")
+    gen.add_argument("--in-process", action="store_true", help="no Ray: model every shard in this process")
     gen.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     gen.set_defaults(func=_cmd_generate)
 

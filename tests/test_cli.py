@@ -42,7 +42,7 @@ def test_generate_then_rerun_skips_everything(tiny_dataset):
 
 def test_resume_after_driver_sigkill_computes_only_missing_shards(tmp_path):
     out = tmp_path / "ds"
-    args = [sys.executable, "-m", "hpcinv.cli", "generate", TINY, "--out", str(out), "--quiet",
+    args = [sys.executable, "-m", "hpcinv.cli", "generate", TINY, "--out", str(out), "--quiet", "--in-process",
             "dataset.n_samples=48", "dataset.shard_size=4"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -56,7 +56,7 @@ def test_resume_after_driver_sigkill_computes_only_missing_shards(tmp_path):
     done = len(read_manifest(out)["shards"])
     assert 3 <= done < 12, "the driver should have been killed mid-run"
     on_disk = len(list((out / "shards").glob("shard-*.h5")))
-    rerun = run_cli("generate", TINY, "--out", str(out), "--quiet", "dataset.n_samples=48", "dataset.shard_size=4")
+    rerun = run_cli(*args[3:])
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
     assert summary["skipped_shards"] == on_disk  # complete files not yet in the manifest are adopted

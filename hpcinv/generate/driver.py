@@ -80,11 +80,9 @@ def _empty_manifest(cfg: DataConfig, n_samples: int, physics: dict) -> dict:
     }
 
 
-def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> Plan:
-    """Validate, then create or reopen ``out`` and work out which shards still need computing."""
-    source, physics = validate(cfg)
+def check_output(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> bool:
+    """Read-only check that ``out`` may receive ``cfg``'s dataset; True if an old one must be discarded."""
     out = Path(out)
-    new_hash = config_hash(cfg)
     if out.exists() and not out.is_dir():
         raise HpcinvError(f"--out {str(out)!r} exists and is not a folder")
     if (out / CONFIG).exists() or (out / MANIFEST).exists():
@@ -92,18 +90,30 @@ def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> Plan:
             old_hash = read_manifest(out)["config_hash"]
         except HpcinvError:
             old_hash = None
+        new_hash = config_hash(cfg)
         if old_hash != new_hash:
             if not restart:
                 raise HpcinvError(
                     f"{str(out)!r} holds a dataset made with a different config (hash {str(old_hash)[:12]} vs "
                     f"{new_hash[:12]}); use another --out, the same config, or --restart to discard it"
                 )
-            log.warning("discarding the dataset in %s (--restart)", out)
-            shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
-            for name in (MANIFEST, CONFIG):
-                (out / name).unlink(missing_ok=True)
+            return True
     elif out.is_dir() and any(out.iterdir()):
         raise HpcinvError(f"--out {str(out)!r} is a non-empty folder that is not an hpcinv dataset")
+    return False
+
+
+def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
+            validated: tuple[VelocitySource, dict] | None = None) -> Plan:
+    """Validate (unless ``validated`` is given), then create or reopen ``out`` and list the shards to compute."""
+    source, physics = validated or validate(cfg)
+    out = Path(out)
+    new_hash = config_hash(cfg)
+    if check_output(cfg, out, restart=restart):
+        log.warning("discarding the dataset in %s (--restart)", out)
+        shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
+        for name in (MANIFEST, CONFIG):
+            (out / name).unlink(missing_ok=True)
 
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     for stale in (out / SHARD_DIR).glob(".shard-*.tmp-*"):  # left by a killed writer
@@ -162,7 +172,28 @@ def execute(plan: Plan, executor: Executor, *, progress: bool = True) -> Summary
                    round(wall, 3), round(todo_samples / wall, 3) if wall > 0 else 0.0)
 
 
-def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progress: bool = True) -> Summary:
-    """Generate (or finish) the dataset of ``cfg`` in ``out`` in this process."""
-    plan = prepare(cfg, out, restart=restart)
-    return execute(plan, in_process_executor(plan), progress=progress)
+def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progress: bool = True,
+             use_ray: bool = False, address: str | None = None, workers: int | None = None) -> Summary:
+    """Generate (or finish) the dataset of ``cfg`` in ``out``.
+
+    In this process by default; with ``use_ray`` on Ray actors — joining ``address`` (or
+    ``RAY_ADDRESS``), else a local Ray instance sized to the machine.
+    """
+    validated = validate(cfg)
+    if not use_ray:
+        plan = prepare(cfg, out, restart=restart, validated=validated)
+        return execute(plan, in_process_executor(plan), progress=progress)
+
+    from hpcinv.generate.distributed import init_ray, ray_executor
+
+    check_output(cfg, out, restart=restart)
+    init_ray(address)  # before anything is written: an unreachable cluster leaves no trace
+    plan = prepare(cfg, out, restart=restart, validated=validated)
+    stats: dict = {}
+    summary = execute(plan, ray_executor(plan, workers=workers, stats=stats), progress=progress)
+    per_worker = stats.get("per_worker_samples", {})
+    summary.extra = {
+        "workers": stats.get("workers", 0), "failures_retried": stats.get("retries", 0),
+        "samples_per_s_per_worker": {str(k): round(v / summary.wall_s, 3) for k, v in sorted(per_worker.items())},
+    }
+    return summary

@@ -13,8 +13,8 @@ from hpcinv.config import DataConfig, HpcinvError
 from hpcinv.velocity.io import check_models, read_collection, resample
 from hpcinv.velocity.synthetic import model_statistics, salt_model
 
-__all__ = ["VelocitySource", "make_source", "salt_model", "model_statistics", "read_collection",
-           "resample", "check_models"]
+__all__ = ["VelocitySource", "SyntheticSource", "CollectionSource", "make_source", "salt_model",
+           "model_statistics", "read_collection", "resample", "check_models"]
 
 
 class VelocitySource:
@@ -51,9 +51,10 @@ class SyntheticSource(VelocitySource):
 class CollectionSource(VelocitySource):
     """An imported collection, checked for bad values and resampled onto the grid as it is read."""
 
-    def __init__(self, cfg: DataConfig, n_samples: int | None):
+    def __init__(self, cfg: DataConfig, n_samples: int | None, raw: np.ndarray | None = None):
+        """``raw``: the collection already read (e.g. shared through Ray's object store)."""
         self.cfg = cfg
-        self.raw = read_collection(cfg.velocity)
+        self.raw = read_collection(cfg.velocity) if raw is None else raw
         start = cfg.dataset.start_index
         available = self.raw.shape[0] - start
         if available <= 0:

@@ -1,0 +1,157 @@
+"""Ray fan-out of shard generation: long-lived modelling actors, bounded in-flight work, retries.
+
+One :class:`ModellingActor` per CPU core (one torch thread each) or per GPU holds a
+:class:`~hpcinv.generate.worker.ShardWorker` for its whole life, so a collection is loaded once
+per actor (shared zero-copy from the object store) and CUDA is initialised once. The driver keeps
+at most ``in_flight_per_actor`` shards queued on each actor; results are small records (path,
+checksum, statistics), never arrays. A dead actor is restarted by Ray and its shard re-submitted
+(``max_retries`` per shard); a user error inside a task (e.g. a bad model in a collection) stops
+the run with that error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Iterator
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
+
+from hpcinv.config import DataConfig, HpcinvError
+from hpcinv.generate.driver import Executor, Plan
+from hpcinv.generate.worker import ShardWorker
+from hpcinv.store.shard import ShardSpec
+from hpcinv.velocity import CollectionSource, SyntheticSource
+
+log = logging.getLogger(__name__)
+
+LOST_WORKER_ERRORS = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast with one clear line instead of Ray's long reconnect loop."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise HpcinvError(f"Ray address {address!r} is not of the form HOST:PORT (or 'auto' / 'local')")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise HpcinvError(f"cannot reach a Ray cluster at {address!r}: {exc.strerror or exc}") from None
+
+
+class _DropDefaultTokenNotice(logging.Filter):
+    """Ray announces at every local start that it enabled token authentication; that is what we want."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DropDefaultTokenNotice())
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
+    """Join ``address`` (or ``RAY_ADDRESS``), or start a local instance sized to this machine."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address not in ("local", "auto"):
+        _check_reachable(address)
+    kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
+    if not address or address == "local":
+        ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+    else:
+        ray.init(address=address, **kwargs)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class ModellingActor:
+    """A long-lived process that models and writes shards."""
+
+    def __init__(self, cfg_json: str, out_dir: str, collection=None):
+        cfg = DataConfig.model_validate_json(cfg_json)
+        n = cfg.dataset.n_samples
+        source = SyntheticSource(cfg, n) if collection is None else CollectionSource(cfg, n, raw=collection)
+        self.worker = ShardWorker(cfg, out_dir, source=source)
+
+    def run(self, spec: ShardSpec) -> dict:
+        return self.worker.run(spec)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def n_workers_available(cfg: DataConfig) -> int:
+    resources = ray.cluster_resources()
+    if cfg.modelling.device == "cuda" or (cfg.modelling.device == "auto" and resources.get("GPU", 0) >= 1):
+        return max(1, int(resources.get("GPU", 0)))
+    return max(1, int(resources.get("CPU", 1)) // cfg.modelling.threads)
+
+
+def ray_executor(plan: Plan, *, workers: int | None = None, in_flight_per_actor: int = 2,
+                 max_retries: int = 3, stats: dict | None = None) -> Executor:
+    """An :data:`~hpcinv.generate.driver.Executor` running shards on Ray actors."""
+    cfg = plan.cfg
+    stats = stats if stats is not None else {}
+
+    def run(specs: list[ShardSpec]) -> Iterator[dict]:
+        if not specs:
+            return
+        n_actors = min(workers or n_workers_available(cfg), len(specs))
+        use_gpu = cfg.modelling.device == "cuda" or (cfg.modelling.device == "auto"
+                                                        and ray.cluster_resources().get("GPU", 0) >= 1)
+        options = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": cfg.modelling.threads}
+        collection = None
+        if isinstance(plan.source, CollectionSource):
+            collection = ray.put(plan.source.raw)  # one shared copy per node, zero-copy reads
+        cfg_json = cfg.model_dump_json()
+        actors = [ModellingActor.options(**options).remote(cfg_json, str(plan.out), collection)
+                  for _ in range(n_actors)]
+        stats.update(workers=n_actors, retries=0, per_worker_samples={})
+        queue = deque(specs)
+        attempts: dict[int, int] = {}
+        pending: dict = {}  # ObjectRef -> (spec, actor index)
+        load = [0] * n_actors
+        try:
+            while queue or pending:
+                while queue and min(load) < in_flight_per_actor:
+                    a = load.index(min(load))
+                    spec = queue.popleft()
+                    pending[actors[a].run.remote(spec)] = (spec, a)
+                    load[a] += 1
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    spec, a = pending.pop(ref)
+                    load[a] -= 1
+                    try:
+                        record = ray.get(ref)
+                    except RayTaskError as exc:
+                        cause = exc.cause if hasattr(exc, "cause") else None
+                        if isinstance(cause, HpcinvError):
+                            raise HpcinvError(str(cause)) from None
+                        if isinstance(cause, LOST_WORKER_ERRORS) or isinstance(exc, LOST_WORKER_ERRORS):
+                            _retry(spec, exc, attempts, max_retries, queue, stats)
+                            continue
+                        raise
+                    except LOST_WORKER_ERRORS as exc:
+                        _retry(spec, exc, attempts, max_retries, queue, stats)
+                        continue
+                    per = stats["per_worker_samples"]
+                    per[a] = per.get(a, 0) + spec.size
+                    yield record
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
+    return run
+
+
+def _retry(spec: ShardSpec, exc: Exception, attempts: dict, max_retries: int, queue: deque, stats: dict) -> None:
+    attempts[spec.shard_id] = attempts.get(spec.shard_id, 0) + 1
+    if attempts[spec.shard_id] > max_retries:
+        raise HpcinvError(f"{spec.name} failed {attempts[spec.shard_id]} times; last error: {exc}") from None
+    stats["retries"] += 1
+    log.warning("modelling worker lost while computing %s (%s); retrying", spec.name, type(exc).__name__)
+    queue.appendleft(spec)

@@ -1,0 +1,148 @@
+"""Ray fan-out: 2 actors, an actor killed mid-run, the driver killed mid-run, an unreachable cluster."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from hpcinv.config import DataConfig, load_config
+from hpcinv.physics import simulate
+from hpcinv.store import ShardedDataset, read_manifest, verify_dataset
+from hpcinv.velocity import make_source
+from tests.conftest import CONFIGS, ROOT, run_cli
+
+TINY = str(CONFIGS / "tiny.yaml")
+MANY_SHARDS = ["dataset.n_samples=64", "dataset.shard_size=2"]
+
+
+def _ray_procs(name: str) -> list[psutil.Process]:
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if cmd and cmd[0].startswith(name):
+            procs.append(p)
+    return procs
+
+
+@pytest.fixture
+def reap_ray_orphans():
+    """Ray helper processes left behind when a test SIGKILLs a driver are ended afterwards."""
+    before = {p.pid for p in psutil.process_iter()}
+    yield
+    time.sleep(0.5)
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if p.pid not in before and cmd and ("ray" in " ".join(cmd[:2]) or cmd[0].startswith("ray::")):
+            p.kill()
+
+
+def _wait_for_shards(out, n, proc, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "generation finished before it could be interrupted"
+        try:
+            if len(read_manifest(out)["shards"]) >= n:
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"no {n} shards after {timeout} s")
+
+
+def _check_complete(out, n_samples):
+    report = verify_dataset(out)
+    assert report.ok, report.problems
+    manifest = read_manifest(out)
+    indices = []
+    ds = ShardedDataset(out)
+    for rec in manifest["shards"]:
+        import h5py
+
+        with h5py.File(out / "shards" / rec["name"]) as fh:
+            indices.extend(fh["index"][:].tolist())
+    assert sorted(indices) == list(range(n_samples)), "every global index exactly once"
+    return ds
+
+
+def test_two_actors_complete_and_match_in_process_regeneration(tmp_path):
+    out = tmp_path / "ds"
+    proc = run_cli("generate", TINY, "--out", str(out), "--quiet", "--workers", "2", "dataset.n_samples=12",
+                   "dataset.shard_size=3")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["extra"]["workers"] == 2 and summary["computed_shards"] == 4
+    assert len(summary["extra"]["samples_per_s_per_worker"]) == 2
+    ds = _check_complete(out, 12)
+    cfg = load_config(DataConfig, out / "config.yaml")
+    models = make_source(cfg).models(0, 12)
+    gathers = simulate(models, cfg.survey, cfg.grid, cfg.modelling).numpy()
+    for i in range(12):
+        g, v = ds.read(i)
+        assert v.tobytes() == models[i].tobytes() and g.tobytes() == gathers[i].tobytes()
+
+
+def test_killed_modelling_actor_is_replaced_and_nothing_is_lost(tmp_path, reap_ray_orphans):
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-m", "hpcinv.cli", "generate", TINY, "--out", str(out), "--quiet",
+                             "--workers", "2", *MANY_SHARDS], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for_shards(out, 2, proc)
+    victims = _ray_procs("ray::ModellingActor")
+    assert victims, "no modelling actor process found"
+    os.kill(victims[0].pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert stdout.strip().startswith("{"), stdout[:3000]
+    summary = json.loads(stdout)
+    assert summary["computed_shards"] == 32 and summary["extra"]["failures_retried"] >= 1
+    _check_complete(out, 64)
+
+
+def test_killed_driver_resumes_computing_only_missing_shards(tmp_path, reap_ray_orphans):
+    out = tmp_path / "ds"
+    args = [sys.executable, "-m", "hpcinv.cli", "generate", TINY, "--out", str(out), "--quiet", "--workers", "2",
+            *MANY_SHARDS]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_shards(out, 4, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)  # actors of the dead driver may finish the shard in hand; such files are adopted
+    on_disk = len(list((out / "shards").glob("shard-*.h5")))
+    assert 4 <= on_disk < 32
+    rerun = run_cli(*args[3:])
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["skipped_shards"] + summary["computed_shards"] == 32
+    assert summary["computed_shards"] <= 32 - on_disk
+    assert summary["skipped_shards"] >= on_disk
+    _check_complete(out, 64)
+
+
+def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "ds"
+    t0 = time.time()
+    proc = run_cli("generate", TINY, "--out", str(out), "--address", "127.0.0.1:1")
+    assert proc.returncode == 2 and time.time() - t0 < 60
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach a Ray cluster at '127.0.0.1:1'" in lines[0]
+    assert not out.exists()
+    proc = run_cli("generate", TINY, "--out", str(out), "--address", "nonsense")
+    assert "is not of the form HOST:PORT" in proc.stderr and not out.exists()
+
+
+def test_collection_is_shared_with_actors(tmp_path):
+    """An imported collection reaches the actors through the object store, not a re-read per actor."""
+    models = np.stack([np.full((48, 64), 3000.0 + 50 * i, dtype=np.float32) for i in range(6)])
+    np.savez(tmp_path / "m.npz", v=models)
+    out = tmp_path / "ds"
+    proc = run_cli("generate", TINY, "--out", str(out), "--quiet", "--workers", "2", "velocity.source=npz",
+                   f"velocity.path={tmp_path / 'm.npz'}", "dataset.n_samples=null", "dataset.shard_size=2")
+    assert proc.returncode == 0, proc.stderr
+    ds = _check_complete(out, 6)
+    assert [float(ds.read(i)[1][0, 0]) for i in range(6)] == [3000.0 + 50 * i for i in range(6)]
