@@ -102,7 +102,7 @@ class VelocityConfig(Section):
 
     source: VelocitySourceName = "synthetic"
     path: str | None = None
-    key: str | None = Field(None, description="array name inside a .npz / .mat file")
+    key: str | list[str] | None = Field(None, description="array name(s) in a .npz / .mat file; a list is concatenated")
     shape: list[int] | None = Field(None, description="binary: [nz, nx] or [n, nz, nx]")
     order: Literal["C", "F"] = Field("C", description="binary: C (x fastest) or F (z fastest) order")
     resample: Literal["bilinear", "nearest"] = "bilinear"
@@ -154,11 +154,38 @@ class ModellingConfig(Section):
 
 
 class DatasetConfig(Section):
+    """Sample count, sharding and splits. ``splits`` maps a name to a count or a fraction; the splits
+    are contiguous index ranges in the order given (e.g. ``{train: 1600, test: 100}``)."""
+
     n_samples: int | None = Field(None, ge=1, description="null: every model of an imported collection")
     start_index: int = Field(0, ge=0, description="first model of an imported collection to use")
     shard_size: int = Field(16, ge=1, description="samples per HDF5 shard")
     gathers_dtype: Literal["float16", "float32"] = "float32"
     seed: int = Field(0, ge=0)
+    splits: dict[str, float] | None = Field(None, description="name -> count, or fraction of n_samples")
+
+    def split_ranges(self, n_samples: int) -> dict[str, list[int]]:
+        """``{name: [start, stop)}`` covering [0, n_samples); counts, or fractions that sum to 1."""
+        if not self.splits:
+            return {"all": [0, n_samples]}
+        values = list(self.splits.values())
+        if any(v < 0 for v in values):
+            raise HpcinvError(f"dataset.splits must not be negative, got {self.splits}")
+        if all(v <= 1 for v in values) and abs(sum(values) - 1) < 1e-9:
+            counts = [int(round(v * n_samples)) for v in values]
+            counts[-1] = n_samples - sum(counts[:-1])
+        else:
+            counts = [int(v) for v in values]
+            if any(c != v for c, v in zip(counts, values, strict=True)) or sum(counts) != n_samples:
+                raise HpcinvError(
+                    f"dataset.splits {self.splits} must be whole counts summing to n_samples={n_samples} "
+                    "or fractions summing to 1"
+                )
+        ranges, start = {}, 0
+        for name, count in zip(self.splits, counts, strict=True):
+            ranges[name] = [start, start + count]
+            start += count
+        return ranges
 
 
 class DataConfig(Section):

@@ -15,7 +15,7 @@ from hpcinv.config import DataConfig, load_config
 from hpcinv.physics import simulate
 from hpcinv.store import ShardedDataset, read_manifest, verify_dataset
 from hpcinv.velocity import make_source
-from tests.conftest import CONFIGS, ROOT, run_cli
+from tests.conftest import CONFIGS, FCNVMB_NPZ, ROOT, run_cli
 
 TINY = str(CONFIGS / "tiny.yaml")
 MANY_SHARDS = ["dataset.n_samples=64", "dataset.shard_size=2"]
@@ -146,3 +146,36 @@ def test_collection_is_shared_with_actors(tmp_path):
     assert proc.returncode == 0, proc.stderr
     ds = _check_complete(out, 6)
     assert [float(ds.read(i)[1][0, 0]) for i in range(6)] == [3000.0 + 50 * i for i in range(6)]
+
+
+def test_splits_are_recorded_and_selectable(tmp_path):
+    out = tmp_path / "ds"
+    proc = run_cli("generate", TINY, "--out", str(out), "--quiet", "--in-process", "dataset.n_samples=10",
+                   "dataset.shard_size=4", "dataset.splits={train: 0.8, val: 0.1, test: 0.1}")
+    assert proc.returncode == 0, proc.stderr
+    assert read_manifest(out)["splits"] == {"train": [0, 8], "val": [8, 9], "test": [9, 10]}
+    assert ShardedDataset(out, split="train").indices.tolist() == list(range(8))
+    assert ShardedDataset(out, split="test").indices.tolist() == [9]
+    with pytest.raises(Exception, match="no split 'valid'"):
+        ShardedDataset(out, split="valid")
+    bad = run_cli("generate", TINY, "--out", str(tmp_path / "b"), "dataset.n_samples=10", "dataset.splits={a: 3, b: 3}")
+    assert bad.returncode == 2 and "must be whole counts summing to n_samples=10" in bad.stderr
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(not FCNVMB_NPZ.exists(), reason="reference data not present")
+def test_fcnvmb_sim_data_preset_models_the_reference_models(tmp_path):
+    from hpcinv.generate.driver import validate
+
+    cfg = load_config(DataConfig, CONFIGS / "fcnvmb_sim_data.yaml", [f"velocity.path={FCNVMB_NPZ}"])
+    source, physics = validate(cfg)
+    assert len(source) == 1700 and cfg.dataset.split_ranges(1700) == {"train": [0, 1600], "test": [1600, 1700]}
+    ref = np.load(FCNVMB_NPZ)
+    assert np.array_equal(source.model(0), ref["train"][0]) and np.array_equal(source.model(1600), ref["test"][0])
+    # one real sample at paper size, 2 shots, to keep the test short
+    out = tmp_path / "ds"
+    proc = run_cli("generate", str(CONFIGS / "fcnvmb_sim_data.yaml"), "--out", str(out), "--quiet", "--in-process",
+                   f"velocity.path={FCNVMB_NPZ}", "dataset.n_samples=1", "dataset.splits=null", "survey.n_shots=2")
+    assert proc.returncode == 0, proc.stderr
+    g, v = ShardedDataset(out).read(0)
+    assert g.shape == (2, 400, 301) and g.dtype == np.float16 and np.array_equal(v, ref["train"][0])

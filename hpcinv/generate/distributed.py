@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Iterator
 
@@ -107,9 +108,12 @@ def ray_executor(plan: Plan, *, workers: int | None = None, in_flight_per_actor:
         if isinstance(plan.source, CollectionSource):
             collection = ray.put(plan.source.raw)  # one shared copy per node, zero-copy reads
         cfg_json = cfg.model_dump_json()
+        t0 = time.perf_counter()
         actors = [ModellingActor.options(**options).remote(cfg_json, str(plan.out), collection)
                   for _ in range(n_actors)]
-        stats.update(workers=n_actors, retries=0, per_worker_samples={})
+        ray.get([actor.pid.remote() for actor in actors])  # all started (and a bad setup fails here)
+        stats.update(workers=n_actors, retries=0, per_worker_samples={},
+                     startup_s=round(time.perf_counter() - t0, 3))
         queue = deque(specs)
         attempts: dict[int, int] = {}
         pending: dict = {}  # ObjectRef -> (spec, actor index)

@@ -64,6 +64,7 @@ class Summary:
 def validate(cfg: DataConfig) -> tuple[VelocitySource, dict]:
     """Build the velocity source and run every physical check; nothing is written."""
     source = make_source(cfg)
+    cfg.dataset.split_ranges(len(source))  # raises on splits that do not cover the samples
     v_min, v_max = source.bounds()
     report = validate_physics(cfg, v_min, v_max)
     return source, report.__dict__
@@ -76,7 +77,8 @@ def _empty_manifest(cfg: DataConfig, n_samples: int, physics: dict) -> dict:
         "n_samples": n_samples, "shard_size": cfg.dataset.shard_size,
         "velocity_shape": [cfg.grid.nz, cfg.grid.nx],
         "gathers_shape": [survey["n_shots"], n_output_samples(cfg.survey), survey["n_receivers"]],
-        "gathers_dtype": cfg.dataset.gathers_dtype, "survey": survey, "physics": physics, "shards": [],
+        "gathers_dtype": cfg.dataset.gathers_dtype, "splits": cfg.dataset.split_ranges(n_samples),
+        "survey": survey, "physics": physics, "shards": [],
     }
 
 
@@ -194,6 +196,7 @@ def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progres
     per_worker = stats.get("per_worker_samples", {})
     summary.extra = {
         "workers": stats.get("workers", 0), "failures_retried": stats.get("retries", 0),
+        "actor_startup_s": stats.get("startup_s", 0.0),
         "samples_per_s_per_worker": {str(k): round(v / summary.wall_s, 3) for k, v in sorted(per_worker.items())},
     }
     return summary

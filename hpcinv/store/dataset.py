@@ -24,7 +24,8 @@ from hpcinv.store.shard import SHARD_DIR
 
 class ShardedDataset(Dataset):
     def __init__(self, root: str | os.PathLike, normaliser: Normaliser | None = None,
-                 indices: list[int] | np.ndarray | None = None):
+                 indices: list[int] | np.ndarray | None = None, split: str | None = None):
+        """``split`` selects one of the manifest's splits (e.g. ``"train"``); ``indices`` any subset."""
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         if not self.manifest["complete"]:
@@ -37,7 +38,15 @@ class ShardedDataset(Dataset):
         self._starts = [r["start"] for r in shards]
         self._names = [r["name"] for r in shards]
         n = self.manifest["n_samples"]
-        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+        if split is not None:
+            splits = self.manifest.get("splits") or {"all": [0, n]}
+            if split not in splits:
+                raise HpcinvError(f"dataset {str(root)!r} has no split {split!r}; it has {sorted(splits)}")
+            lo, hi = splits[split]
+            base = np.arange(lo, hi)
+            self.indices = base if indices is None else base[np.asarray(indices, dtype=np.int64)]
+        else:
+            self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
             raise IndexError(f"sample indices must lie in [0, {n})")
         self._files: dict[str, h5py.File] = {}

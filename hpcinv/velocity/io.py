@@ -46,8 +46,8 @@ def _expand(path: str, *suffixes: str) -> list[Path]:
     return files
 
 
-def _read_mat(path: Path, key: str | None) -> np.ndarray:
-    keys = (key,) if key else MAT_KEYS
+def _read_mat(path: Path, key: str | list[str] | None) -> np.ndarray:
+    keys = (key,) if isinstance(key, str) else tuple(key or MAT_KEYS)
     try:
         from scipy.io import loadmat
 
@@ -88,10 +88,14 @@ def read_collection(cfg: VelocityConfig) -> np.ndarray:
             return np.concatenate(stacks).astype(np.float32, copy=False)
         if source == "npz":
             with np.load(_expand(path, ".npz")[0]) as npz:
-                key = cfg.key or (npz.files[0] if len(npz.files) == 1 else None)
-                if key not in npz.files:
-                    raise HpcinvError(f"velocity.key must name one of {npz.files} in {path!r}, got {cfg.key!r}")
-                return _as_stack(np.asarray(npz[key], dtype=np.float32), f"{path}[{key}]")
+                keys = [cfg.key] if isinstance(cfg.key, str) else cfg.key
+                keys = keys or ([npz.files[0]] if len(npz.files) == 1 else [None])
+                for key in keys:
+                    if key not in npz.files:
+                        raise HpcinvError(f"velocity.key must name arrays among {npz.files} in {path!r}, "
+                                          f"got {cfg.key!r}")
+                return np.concatenate([_as_stack(np.asarray(npz[k], dtype=np.float32), f"{path}[{k}]")
+                                       for k in keys])
         if source == "openfwi":
             arr = np.load(_expand(path, ".npy")[0], mmap_mode="r")
             if arr.ndim != 4 or arr.shape[1] != 1:

@@ -1,0 +1,99 @@
+"""Generation throughput: raw deepwave vs hpcinv in-process vs 1 and 2 Ray actors, side by side.
+
+All variants model the same samples with one torch thread per process:
+
+* ``raw``: a bare loop of ``deepwave.scalar`` calls (no velocity generation, no I/O);
+* ``in_process``: ``hpcinv generate --in-process`` (velocity model, modelling, HDF5 write, fsync,
+  sha256, manifest);
+* ``ray_1`` / ``ray_2``: ``hpcinv generate`` on a local Ray instance with 1 or 2 modelling actors,
+  timed from the moment every actor is up (actor start-up is reported separately).
+
+    python benchmarks/generation.py [--config configs/fcnvmb_paper.yaml] [--samples 8] [key=value ...]
+
+Prints JSON with the ratios the project tracks: ``in_process_vs_raw`` and ``ray_1_vs_raw`` (≥ 0.95
+means ≤ 5 % overhead) and ``ray_2_vs_ray_1`` (2.0 = perfect scaling on two cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from deepwave import scalar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit  # noqa: E402
+
+from hpcinv.config import DataConfig, load_config  # noqa: E402
+from hpcinv.generate import generate  # noqa: E402
+from hpcinv.physics import make_geometry, ricker  # noqa: E402
+from hpcinv.velocity import make_source  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def raw_deepwave(cfg: DataConfig, models) -> float:
+    geometry = make_geometry(cfg.survey, cfg.grid)
+    src = torch.as_tensor(geometry.source_cells)[:, None, :]
+    rec = torch.as_tensor(geometry.receiver_cells)[None].expand(len(src), -1, -1)
+    amp = ricker(cfg.survey).expand(len(src), 1, -1)
+    t0 = time.perf_counter()
+    for vel in models:
+        scalar(torch.from_numpy(vel), cfg.grid.dx_m, cfg.survey.dt_s, source_amplitudes=amp, source_locations=src,
+               receiver_locations=rec, accuracy=cfg.modelling.accuracy, pml_width=cfg.modelling.pml_width,
+               pml_freq=cfg.survey.f0_hz, max_vel=cfg.modelling.max_vel_mps)
+    return time.perf_counter() - t0
+
+
+def timed_generate(cfg: DataConfig, **kwargs) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        summary = generate(cfg, Path(tmp) / "ds", progress=False, **kwargs)
+        wall = time.perf_counter() - t0
+    startup = summary.extra.get("actor_startup_s", 0.0)
+    return wall - startup, startup
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default=str(ROOT / "configs" / "fcnvmb_paper.yaml"))
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--shard-size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", default=["survey.n_shots=4"])
+    args = parser.parse_args()
+    cfg = load_config(DataConfig, args.config, [*args.overrides, f"dataset.n_samples={args.samples}",
+                                                f"dataset.shard_size={args.shard_size}", "modelling.threads=1"])
+    torch.set_num_threads(1)
+    models = make_source(cfg).models(0, args.samples)
+    times: dict[str, list[float]] = {"raw": [], "in_process": [], "ray_1": [], "ray_2": []}
+    startup: dict[str, float] = {}
+    for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits every variant alike
+        times["raw"].append(raw_deepwave(cfg, models))
+        times["in_process"].append(timed_generate(cfg)[0])
+        for n in (1, 2):
+            t, startup[f"ray_{n}"] = timed_generate(cfg, use_ray=True, workers=n)
+            times[f"ray_{n}"].append(t)
+    best = {k: min(v) for k, v in times.items()}
+    import ray
+
+    ray.shutdown()
+    emit({
+        "benchmark": "generation", "config": args.config, "overrides": args.overrides, "samples": args.samples,
+        "grid": [cfg.grid.nz, cfg.grid.nx], "shots": cfg.survey.n_shots, "nt": cfg.survey.nt,
+        "best_s": {k: round(v, 3) for k, v in best.items()},
+        "samples_per_s": {k: round(args.samples / v, 3) for k, v in best.items()},
+        "actor_startup_s": startup,
+        "in_process_vs_raw": round(best["raw"] / best["in_process"], 3),
+        "ray_1_vs_raw": round(best["raw"] / best["ray_1"], 3),
+        "ray_2_vs_ray_1": round(best["ray_1"] / best["ray_2"], 3),
+        "all_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
+    })
+
+
+if __name__ == "__main__":
+    main()
