@@ -1,6 +1,7 @@
 """The ``hpcinv`` command line.
 
     hpcinv generate CONFIG --out DIR [--address HOST:PORT] [--workers N] [--in-process] [--restart] [key=value ...]
+    hpcinv train CONFIG --out RUN_DIR [--address HOST:PORT] [key.sub=value ...]
     hpcinv verify DIR [--no-checksums]
 
 User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2.
@@ -15,7 +16,7 @@ import logging
 import sys
 from dataclasses import asdict
 
-from hpcinv.config import DataConfig, HpcinvError, load_config
+from hpcinv.config import DataConfig, HpcinvError, TrainConfig, load_config
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -27,6 +28,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         summary = generate(cfg, args.out, restart=args.restart, progress=not args.quiet, use_ray=not args.in_process,
                            address=args.address, workers=args.workers)
     print(json.dumps(asdict(summary), indent=1))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hpcinv.train.trainer import train
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = train(cfg, args.out, address=args.address)
+    print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -56,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--in-process", action="store_true", help="no Ray: model every shard in this process")
     gen.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     gen.set_defaults(func=_cmd_generate)
+
+    tr = sub.add_parser("train", help="DDP training on Ray Train (re-run the same command to resume)")
+    tr.add_argument("config", help="YAML config (e.g. configs/fcnvmb_pretrain.yaml)")
+    tr.add_argument("--out", required=True, help="run folder: checkpoints, events, W&B files, result")
+    tr.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
+    tr.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    tr.set_defaults(func=_cmd_train)
 
     ver = sub.add_parser("verify", help="check a dataset's manifest, shards and checksums")
     ver.add_argument("dir")

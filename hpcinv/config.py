@@ -324,3 +324,85 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 
 def save_config(cfg: BaseModel, path: str | os.PathLike) -> None:
     atomic_write_text(path, to_yaml(cfg))
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+class ModelConfig(Section):
+    """Network choice and size. ``fcnvmb`` at base_channels 64 / depth 4 is the paper's 31.06 M U-Net."""
+
+    name: Literal["fcnvmb", "inversionnet"] = "fcnvmb"
+    base_channels: int = Field(64, ge=1, description="fcnvmb: filters of the first level")
+    depth: int = Field(4, ge=1, le=6, description="fcnvmb: pooling levels")
+    skip: Literal["pooled", "standard"] = Field("pooled", description="fcnvmb: pooled = the official code")
+    batchnorm: bool = True
+    dims: list[int] = Field([32, 64, 128, 256, 512], description="inversionnet: the five widths")
+
+
+class TrainDataConfig(Section):
+    """Datasets (folders made by ``hpcinv generate``) and how they are fed."""
+
+    train: str | None = Field(None, description="training dataset folder")
+    train_split: str | None = Field(None, description="split of the training dataset (null: all samples)")
+    val: str | None = Field(None, description="validation dataset folder (null: no validation)")
+    val_split: str | None = None
+    gathers_norm: Literal["none", "standard", "openfwi"] = "standard"
+    velocity_norm: Literal["none", "minmax", "standard"] = "minmax"
+    v_range_mps: list[float] | None = Field(None, description="[min, max] for minmax; null: the dataset's")
+    loader_workers: int = Field(1, ge=0, description="DataLoader worker processes per training worker")
+    cache: Literal["none", "memory"] = Field("none", description="memory: keep this rank's samples in RAM")
+    prefetch_factor: int = Field(2, ge=1)
+
+
+class OptimConfig(Section):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(10, ge=1, description="per training worker")
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    scale_lr_with_workers: bool = Field(False, description="OpenFWI: lr x world size")
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    step_epochs: int = Field(30, ge=1, description="step schedule: epochs between decays")
+    gamma: float = Field(0.1, gt=0, description="step schedule: decay factor")
+    loss: Literal["mse", "l1"] = "mse"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    activation_checkpointing: Literal["none", "blocks", "units"] = "none"
+    grad_clip: float | None = Field(None, gt=0)
+    seed: int = 0
+    init_from: str | None = Field(None, description="checkpoint (file, folder or run) to fine-tune from")
+    freeze_encoder: bool = False
+    checkpoint_every_epochs: int = Field(1, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint")
+    stop_after_epochs: int | None = Field(None, ge=1, description="stop early (the run can be resumed)")
+
+
+class ScalingSection(Section):
+    num_workers: int = Field(2, ge=1, description="DDP ranks (Ray Train workers)")
+    use_gpu: bool = False
+    cpus_per_worker: int = Field(1, ge=1)
+
+
+class TrackingConfig(Section):
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    project: str = "hpcinv"
+    entity: str | None = None
+    log_every_steps: int = Field(10, ge=1)
+    figures: bool = True
+
+
+class TrainConfig(Section):
+    """One training run: model, data, optimisation, scaling, tracking."""
+
+    model: ModelConfig = ModelConfig()
+    data: TrainDataConfig = TrainDataConfig()
+    train: OptimConfig = OptimConfig()
+    scaling: ScalingSection = ScalingSection()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _datasets(self) -> TrainConfig:
+        if not self.data.train:
+            raise ValueError("data.train must name a dataset folder (e.g. data.train=runs/tiny)")
+        return self

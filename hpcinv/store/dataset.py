@@ -63,6 +63,11 @@ class ShardedDataset(Dataset):
             fh = self._files[name] = h5py.File(self.root / SHARD_DIR / name, "r")
         return fh
 
+    def positions_by_shard(self) -> list[np.ndarray]:
+        """Positions (0..len-1) of this dataset grouped by the shard holding them, in shard order."""
+        shard_of = np.searchsorted(self._starts, self.indices, side="right") - 1
+        return [np.flatnonzero(shard_of == k) for k in range(len(self._starts)) if (shard_of == k).any()]
+
     def locate(self, index: int) -> tuple[str, int]:
         """(shard name, row in shard) of global sample ``index``."""
         k = bisect.bisect_right(self._starts, index) - 1

@@ -1,0 +1,1 @@
+"""Evaluation: velocity metrics in m/s (this package), figures and reports."""

@@ -1,0 +1,52 @@
+"""Figures (matplotlib, Agg): true vs predicted velocity with a shared colour bar and their
+difference, vertical profiles, and a shot gather."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def velocity_figure(true_ZX: np.ndarray, pred_ZX: np.ndarray, gather_TR: np.ndarray | None = None,
+                    dx_m: float = 1.0, dt_s: float = 1.0, title: str = ""):
+    """One figure: truth | prediction (shared colour bar) | difference | profiles | a shot gather."""
+    true_ZX, pred_ZX = np.asarray(true_ZX, dtype=np.float64), np.asarray(pred_ZX, dtype=np.float64)
+    nz, nx = true_ZX.shape
+    extent = [0, (nx - 1) * dx_m / 1000, (nz - 1) * dx_m / 1000, 0]
+    vmin, vmax = min(true_ZX.min(), pred_ZX.min()), max(true_ZX.max(), pred_ZX.max())
+    ncols = 5 if gather_TR is not None else 4
+    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.6), constrained_layout=True)
+    for ax, img, name in ((axes[0], true_ZX, "true"), (axes[1], pred_ZX, "predicted")):
+        im = ax.imshow(img, cmap="jet", vmin=vmin, vmax=vmax, extent=extent, aspect="auto")
+        ax.set(title=f"{name} velocity", xlabel="x (km)", ylabel="depth (km)")
+    fig.colorbar(im, ax=axes[:2], label="m/s", shrink=0.9)
+    diff = pred_ZX - true_ZX
+    lim = float(np.abs(diff).max()) or 1.0
+    im = axes[2].imshow(diff, cmap="seismic", vmin=-lim, vmax=lim, extent=extent, aspect="auto")
+    axes[2].set(title="predicted - true", xlabel="x (km)")
+    fig.colorbar(im, ax=axes[2], label="m/s", shrink=0.9)
+    depth = np.arange(nz) * dx_m / 1000
+    for frac, colour in ((0.25, "C0"), (0.5, "C1"), (0.75, "C2")):
+        col = int(frac * (nx - 1))
+        axes[3].plot(true_ZX[:, col], depth, color=colour, label=f"x={col * dx_m / 1000:.2f} km")
+        axes[3].plot(pred_ZX[:, col], depth, color=colour, ls="--")
+    axes[3].invert_yaxis()
+    axes[3].set(title="profiles (solid true, dashed pred.)", xlabel="m/s", ylabel="depth (km)")
+    axes[3].legend(fontsize=7)
+    if gather_TR is not None:
+        g = np.asarray(gather_TR, dtype=np.float64)
+        clip = np.percentile(np.abs(g), 98) or 1.0
+        nt, nr = g.shape
+        axes[4].imshow(g, cmap="gray", vmin=-clip, vmax=clip, aspect="auto",
+                       extent=[0, nr - 1, (nt - 1) * dt_s, 0])
+        axes[4].set(title="shot gather (input)", xlabel="receiver", ylabel="time (s)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def close(fig) -> None:
+    plt.close(fig)

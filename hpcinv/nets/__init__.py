@@ -1,0 +1,26 @@
+"""Networks (pure torch, no distributed code): the FCNVMB U-Net and InversionNet."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from hpcinv.config import ModelConfig
+from hpcinv.nets.fcnvmb import FCNVMB
+from hpcinv.nets.inversionnet import InversionNet, count_parameters
+
+__all__ = ["FCNVMB", "InversionNet", "build_model", "count_parameters", "model_spec"]
+
+
+def model_spec(cfg: ModelConfig, gathers_shape: list[int] | tuple[int, ...], velocity_shape) -> dict:
+    """Everything needed to rebuild a network (stored in checkpoints)."""
+    return {"config": cfg.model_dump(mode="json"), "gathers_shape": list(gathers_shape),
+            "velocity_shape": list(velocity_shape)}
+
+
+def build_model(spec: dict) -> nn.Module:
+    cfg = ModelConfig.model_validate(spec["config"])
+    shots, nt, nrec = spec["gathers_shape"]
+    out = tuple(spec["velocity_shape"])
+    if cfg.name == "fcnvmb":
+        return FCNVMB(shots, out, cfg.base_channels, cfg.depth, cfg.skip, cfg.batchnorm)
+    return InversionNet(shots, (nt, nrec), out, tuple(cfg.dims))

@@ -1,0 +1,46 @@
+"""Shard-aware sampling for data-parallel training.
+
+Each rank owns a fixed set of whole shards (shard k → rank k mod world), so over an epoch a rank
+reads its own files, one after another, and an in-memory cache on that rank stays useful across
+epochs. Every epoch the order of the rank's shards and of the samples inside each shard is
+reshuffled (seed + epoch). Ranks yield the same number of samples (the shortest rank wraps around,
+like ``DistributedSampler``), so collective operations stay in step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class ShardAwareSampler(Sampler[int]):
+    def __init__(self, positions_by_shard: list[np.ndarray], rank: int = 0, world: int = 1, *,
+                 shuffle: bool = True, seed: int = 0):
+        """``positions_by_shard``: dataset positions (0..len-1) grouped by the shard they live in."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, {world}), got {rank}")
+        groups = [np.asarray(g) for g in positions_by_shard if len(g)]
+        if len(groups) < world:  # fewer shards than ranks: fall back to splitting samples
+            flat = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+            groups = [flat[i::world] for i in range(world)]
+            self.mine = [groups[rank]]
+        else:
+            self.mine = groups[rank::world]
+        sizes = [sum(len(g) for g in groups[r::world]) if len(groups) >= world else len(groups[r])
+                 for r in range(world)]
+        self.length = max(sizes)
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.mine)) if self.shuffle else range(len(self.mine))
+        out = np.concatenate([rng.permutation(self.mine[k]) if self.shuffle else self.mine[k] for k in order])
+        if len(out) < self.length:
+            out = np.resize(out, self.length)
+        return iter(out.tolist())

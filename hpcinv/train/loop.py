@@ -1,0 +1,316 @@
+"""The per-worker training loop run by Ray Train on every DDP rank.
+
+Each rank: builds the network from the dataset's shapes, restores the last Ray Train checkpoint (or
+loads ``train.init_from`` for fine-tuning), applies activation checkpointing / precision, wraps the
+model in DDP (``ray.train.torch.prepare_model``), reads its own shards (shard-aware sampler), and
+every epoch validates, saves a full-state checkpoint (rank 0) and calls ``ray.train.report``.
+Rank 0 alone talks to W&B. A non-finite loss on any rank stops every rank before the epoch's
+checkpoint is written, and is reported as such to the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from hpcinv.config import TrainConfig
+from hpcinv.evaluate.metrics import velocity_metrics
+from hpcinv.nets import build_model, count_parameters, model_spec
+from hpcinv.store import Normaliser, ShardedDataset, read_manifest
+from hpcinv.store.sampler import ShardAwareSampler
+from hpcinv.train.checkpoint import (
+    load_state,
+    load_weights,
+    rng_state,
+    save_state,
+    set_rng_state,
+    unwrap,
+    weights_digest,
+)
+from hpcinv.train.parallel import apply_checkpointing, autocast, grad_scaler
+
+EVENTS = "events.jsonl"
+
+
+# ------------------------------------------------------------------------------------ pieces
+
+
+def normaliser_for(cfg: TrainConfig, manifest: dict) -> Normaliser:
+    v_range = tuple(cfg.data.v_range_mps) if cfg.data.v_range_mps else None
+    return Normaliser.from_manifest(manifest, cfg.data.gathers_norm, cfg.data.velocity_norm, v_range)
+
+
+def velocity_range(norm: Normaliser, manifest: dict) -> tuple[float, float]:
+    if norm.velocity == "minmax":
+        return norm.v_min, norm.v_max
+    return manifest["stats"]["velocity"]["min"], manifest["stats"]["velocity"]["max"]
+
+
+class InMemory(Dataset):
+    """A rank's samples read once into RAM (``data.cache=memory``) — for datasets that fit."""
+
+    def __init__(self, ds: ShardedDataset, positions: np.ndarray):
+        self.items = {int(i): ds[int(i)] for i in positions}
+        self.length = len(ds)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        return self.items[int(i)]
+
+
+def make_loader(ds: ShardedDataset, sampler, cfg: TrainConfig, device: torch.device, cached: bool) -> DataLoader:
+    workers = 0 if cached else cfg.data.loader_workers
+    return DataLoader(ds, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                      prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None)
+
+
+def loss_function(name: str):
+    return F.mse_loss if name == "mse" else F.l1_loss
+
+
+def train_step(model: nn.Module, gathers: torch.Tensor, target: torch.Tensor, optimizer, scaler, loss_fn,
+               precision: str, device: torch.device, grad_clip: float | None = None) -> torch.Tensor:
+    """One optimisation step; returns the (detached) loss. Shared by the Ray loop and the benchmarks."""
+    with autocast(precision, device):
+        pred = model(gathers)
+    loss = loss_fn(pred.float(), target)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def make_optimizer(cfg: TrainConfig, params, world: int):
+    lr = cfg.train.lr * (world if cfg.train.scale_lr_with_workers else 1)
+    cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
+    optimizer = cls(params, lr=lr, weight_decay=cfg.train.weight_decay)
+    if cfg.train.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.train.epochs)
+    elif cfg.train.schedule == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.train.step_epochs, cfg.train.gamma)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return optimizer, scheduler
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def append_event(run_dir: Path, event: dict) -> None:
+    """One JSON line per event; O_APPEND keeps lines from several ranks whole."""
+    line = (json.dumps({"time": time.time(), **event}) + "\n").encode()
+    fd = os.open(run_dir / EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+@torch.no_grad()
+def validate(model, ds: ShardedDataset, positions: np.ndarray, cfg: TrainConfig, norm: Normaliser,
+             v_range: tuple[float, float], device: torch.device) -> dict:
+    """Metrics in m/s over this rank's share of the validation set, summed over all ranks."""
+    model.eval()
+    sums = {k: 0.0 for k in ("mse", "rmse", "mae", "mae_pm1", "rmse_pm1", "ssim", "psnr", "psnr_signal", "loss")}
+    count = 0
+    loss_fn = loss_function(cfg.train.loss)
+    for start in range(0, len(positions), cfg.train.batch_size):
+        batch = [ds[int(i)] for i in positions[start:start + cfg.train.batch_size]]
+        gathers = torch.stack([b[0] for b in batch]).to(device)
+        target = torch.stack([b[1] for b in batch]).to(device)[:, None]
+        with autocast(cfg.train.precision, device):
+            pred = model(gathers)
+        pred = pred.float()
+        sums["loss"] += float(loss_fn(pred, target, reduction="sum")) / target[0].numel()
+        m = velocity_metrics(norm.velocity_inv(pred), norm.velocity_inv(target), *v_range)
+        for key, value in m.items():
+            sums[key] += float(value.sum())
+        count += len(batch)
+    keys = sorted(sums)
+    totals = all_reduce_sum([sums[k] for k in keys] + [count], device)
+    n = max(totals[-1], 1)
+    model.train()
+    return {f"val/{k}": v / n for k, v in zip(keys, totals[:-1], strict=True)} | {"val/samples": int(totals[-1])}
+
+
+# ------------------------------------------------------------------------------------ the loop
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from ray.experimental.tqdm_ray import tqdm
+
+    from hpcinv.train.tracking import Tracker
+
+    cfg = TrainConfig.model_validate_json(loop_config["config"])
+    run_dir = Path(loop_config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(cfg.scaling.cpus_per_worker)
+
+    manifest = read_manifest(cfg.data.train)
+    norm = normaliser_for(cfg, manifest)
+    v_range = velocity_range(norm, manifest)
+    train_ds = ShardedDataset(cfg.data.train, norm, split=cfg.data.train_split)
+    sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
+    cached = cfg.data.cache == "memory"
+    data: Dataset = InMemory(train_ds, np.concatenate(sampler.mine)) if cached else train_ds
+    loader = make_loader(data, sampler, cfg, device, cached)
+    val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
+    val_positions = np.arange(len(val_ds))[rank::world] if val_ds else None
+
+    spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(spec)
+    checkpoint = ray.train.get_checkpoint()
+    state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = load_state(folder)
+        load_weights(model, state, "to resume")
+    elif cfg.train.init_from:
+        source = load_state(cfg.train.init_from)
+        load_weights(model, source, repr(cfg.train.init_from))
+        if rank == 0:
+            append_event(run_dir, {"event": "init_from", "path": cfg.train.init_from,
+                                   "weights": weights_digest(model), "source_weights": weights_digest(source["model"])})
+    if cfg.train.freeze_encoder:
+        for module in model.encoder_modules():
+            module.requires_grad_(False)
+    apply_checkpointing(model, cfg.train.activation_checkpointing)
+    model = ray.train.torch.prepare_model(model)
+    optimizer, scheduler = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], world)
+    scaler = grad_scaler(cfg.train.precision, device)
+    start_epoch, step = 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+    best = state["best_val"] if state is not None else float("inf")
+    append_event(run_dir, {"event": "resume" if state else "start", "rank": rank, "world": world,
+                           "epoch": start_epoch, "step": step})
+
+    tracker = Tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json") | {"parameters": count_parameters(model)},
+                      enabled=rank == 0)
+    loss_fn = loss_function(cfg.train.loss)
+    epochs_this_run = 0
+    for epoch in range(start_epoch, cfg.train.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        bar = tqdm(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}") if rank == 0 else None
+        loss_sum, seen, nonfinite = 0.0, 0, False
+        t_epoch = time.perf_counter()
+        for gathers, vel in loader:
+            t0 = time.perf_counter()
+            gathers, target = gathers.to(device, non_blocking=True), vel.to(device, non_blocking=True)[:, None]
+            loss = train_step(model, gathers, target, optimizer, scaler, loss_fn, cfg.train.precision, device,
+                              cfg.train.grad_clip)
+            flag, = all_reduce_sum([0.0 if torch.isfinite(loss) else 1.0], device)
+            if flag:
+                nonfinite = True
+                break
+            step += 1
+            loss_sum += float(loss) * len(gathers)
+            seen += len(gathers)
+            dt = time.perf_counter() - t0
+            if bar is not None:
+                bar.update(len(gathers) * world)
+            if rank == 0 and step % cfg.tracking.log_every_steps == 0:
+                tracker.log({"train/loss": float(loss), "train/lr": optimizer.param_groups[0]["lr"],
+                             "train/samples_per_s": len(gathers) * world / dt, "train/step_time_s": dt,
+                             "train/peak_memory_mb": peak_memory_mb(device), "epoch": epoch}, step=step)
+        if bar is not None:
+            bar.close()
+        if nonfinite:
+            append_event(run_dir, {"event": "nonfinite", "rank": rank, "epoch": epoch, "step": step})
+            tracker.finish()
+            ray.train.report({"nonfinite": True, "epoch": epoch, "step": step})
+            return
+        scheduler.step()
+        total_loss, total_seen = all_reduce_sum([loss_sum, seen], device)
+        metrics = {"epoch": epoch, "step": step, "train/loss": total_loss / max(total_seen, 1),
+                   "train/epoch_time_s": time.perf_counter() - t_epoch, "lr": optimizer.param_groups[0]["lr"],
+                   "nonfinite": False}
+        if val_ds is not None:
+            metrics |= validate(model, val_ds, val_positions, cfg, norm, v_range, device)
+        digest = weights_digest(model)
+        append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step, "weights": digest})
+        last = epoch + 1 == cfg.train.epochs
+        epochs_this_run += 1
+        stopping = cfg.train.stop_after_epochs is not None and epochs_this_run >= cfg.train.stop_after_epochs
+        score = metrics.get("val/mse", metrics["train/loss"])
+        improved = score < best
+        best = min(best, score)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or last or stopping:
+                if rank == 0:
+                    save_state(tmp, {
+                        "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                        "step": step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
+                        "model_spec": spec, "normaliser": norm.to_dict(), "metrics": metrics, "best_val": best,
+                        "dataset": {"train": str(cfg.data.train), "config_hash": manifest["config_hash"],
+                                    "survey": json.dumps(manifest["survey"])},
+                    })
+                    if improved:
+                        tracker.artifact(f"model-{run_dir.name}", Path(tmp) / "state.pt", {"epoch": epoch, **{
+                            k: v for k, v in metrics.items() if isinstance(v, int | float)}})
+                ckpt = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_epoch{epoch:06d}")
+        if rank == 0:
+            tracker.log({k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "nonfinite"},
+                        step=step)
+            if cfg.tracking.figures and tracker.active:
+                _log_figure(tracker, model, val_ds or train_ds, norm, manifest, device, cfg, epoch, step)
+        if stopping:
+            break
+    tracker.finish()
+
+
+def _log_figure(tracker, model, ds: ShardedDataset, norm: Normaliser, manifest: dict, device, cfg, epoch, step):
+    from hpcinv.evaluate.figures import close, velocity_figure
+
+    gathers, vel = ds[0]
+    model.eval()
+    with torch.no_grad(), autocast(cfg.train.precision, device):
+        pred = unwrap(model)(gathers[None].to(device)).float()
+    model.train()
+    survey = manifest["survey"]
+    fig = velocity_figure(norm.velocity_inv(vel).numpy(), norm.velocity_inv(pred[0, 0]).cpu().numpy(),
+                          ds.read(int(ds.indices[0]))[0][len(gathers) // 2], survey["dx_m"], survey["dt_s"],
+                          title=f"epoch {epoch + 1}")
+    tracker.image("val/figure", fig, step=step)
+    close(fig)
