@@ -225,7 +225,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tracker = Tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json") | {"parameters": count_parameters(model)},
                       enabled=rank == 0)
     loss_fn = loss_function(cfg.train.loss)
-    epochs_this_run = 0
     for epoch in range(start_epoch, cfg.train.epochs):
         sampler.set_epoch(epoch)
         model.train()
@@ -268,8 +267,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         digest = weights_digest(model)
         append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step, "weights": digest})
         last = epoch + 1 == cfg.train.epochs
-        epochs_this_run += 1
-        stopping = cfg.train.stop_after_epochs is not None and epochs_this_run >= cfg.train.stop_after_epochs
+        stopping = cfg.train.stop_after_epochs is not None and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs
         score = metrics.get("val/mse", metrics["train/loss"])
         improved = score < best
         best = min(best, score)

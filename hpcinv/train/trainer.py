@@ -69,10 +69,11 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
                 f"run folder {str(run_dir)!r} holds a run with a different config; use a new --out, or the same "
                 "config (only train.epochs, train.stop_after_epochs, train.max_failures and tracking may change)"
             )
-    if cfg.scaling.num_workers * cfg.train.batch_size > len_split(manifest, cfg.data.train_split):
+    n_train = len_split(manifest, cfg.data.train_split)
+    if cfg.scaling.num_workers * cfg.train.batch_size > n_train:
         raise HpcinvError(
-            f"{cfg.scaling.num_workers} workers x batch {cfg.train.batch_size} exceeds the "
-            f"{len_split(manifest, cfg.data.train_split)} training samples; lower train.batch_size or scaling.num_workers"
+            f"{cfg.scaling.num_workers} workers x batch {cfg.train.batch_size} exceeds the {n_train} training "
+            "samples; lower train.batch_size or scaling.num_workers"
         )
     return manifest
 
