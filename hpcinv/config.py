@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -206,6 +207,9 @@ C = TypeVar("C", bound=BaseModel)
 EXECUTION_KEYS = {"modelling": ("device", "threads", "models_per_call")}
 
 
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested dict; values are parsed as YAML scalars/lists."""
     tree: dict[str, Any] = {}
@@ -217,6 +221,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem})") from None
+        if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads "1e-4" as a string; a number is meant
         node = tree
         parts = key.split(".")
         for part in parts[:-1]:

@@ -98,11 +98,18 @@ def load_weights(model: nn.Module, state: dict, what: str) -> None:
     unwrap(model).load_state_dict(theirs)
 
 
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def weights_digest(model_or_state) -> str:
-    """sha256 over a state_dict's tensors (to check that weights were really loaded)."""
+    """sha256 over the learnable weights of a model or state_dict.
+
+    BatchNorm running statistics are left out: under DDP each rank updates its own between the
+    broadcasts from rank 0 (whose statistics are the ones checkpointed).
+    """
     sd = model_or_state if isinstance(model_or_state, dict) else unwrap(model_or_state).state_dict()
     digest = hashlib.sha256()
-    for key in sorted(sd):
+    for key in sorted(k for k in sd if not k.endswith(BN_BUFFERS)):
         digest.update(key.encode())
         digest.update(sd[key].detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()

@@ -259,16 +259,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
             return
         scheduler.step()
         total_loss, total_seen = all_reduce_sum([loss_sum, seen], device)
-        metrics = {"epoch": epoch, "step": step, "train/loss": total_loss / max(total_seen, 1),
+        metrics = {"epoch": epoch, "step": step, "train/epoch_loss": total_loss / max(total_seen, 1),
                    "train/epoch_time_s": time.perf_counter() - t_epoch, "lr": optimizer.param_groups[0]["lr"],
                    "nonfinite": False}
         if val_ds is not None:
             metrics |= validate(model, val_ds, val_positions, cfg, norm, v_range, device)
-        digest = weights_digest(model)
-        append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step, "weights": digest})
+        append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step,
+                               "weights": weights_digest(model)} | ({"metrics": metrics} if rank == 0 else {}))
         last = epoch + 1 == cfg.train.epochs
         stopping = cfg.train.stop_after_epochs is not None and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs
-        score = metrics.get("val/mse", metrics["train/loss"])
+        score = metrics.get("val/mse", metrics["train/epoch_loss"])
         improved = score < best
         best = min(best, score)
         with tempfile.TemporaryDirectory() as tmp:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from hpcinv.config import HpcinvError, TrainConfig, atomic_write_text, load_config, save_config
 from hpcinv.store import read_manifest
 from hpcinv.train.checkpoint import load_state
+from hpcinv.train.loop import EVENTS, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,13 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
     return manifest
 
 
+def read_events(run_dir: Path) -> list[dict]:
+    path = run_dir / EVENTS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def len_split(manifest: dict, split: str | None) -> int:
     if split is None:
         return manifest["n_samples"]
@@ -91,7 +100,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
     from ray.train.torch import TorchTrainer
 
     from hpcinv.generate.distributed import init_ray
-    from hpcinv.train.loop import train_loop_per_worker
 
     run_dir = Path(run_dir).resolve()
     # Paths inside the config are resolved now, so workers (any cwd) and resumed runs agree.
@@ -116,6 +124,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
         ),
     )
+    t_start = time.time()
     try:
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError wraps the worker's exception
@@ -125,14 +134,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
         if isinstance(cause, HpcinvError):
             raise HpcinvError(str(cause)) from None
         raise HpcinvError(f"training failed after {cfg.train.max_failures} restart(s): {exc}") from exc
-    metrics = dict(result.metrics or {})
-    if metrics.get("nonfinite"):
+    events = read_events(run_dir)
+    bad = [e for e in events if e["event"] == "nonfinite" and e["time"] >= t_start]
+    if bad:
         raise HpcinvError(
-            f"training stopped: the loss became NaN/Inf at epoch {metrics['epoch'] + 1}, step {metrics['step']}; "
+            f"training stopped: the loss became NaN/Inf in epoch {bad[0]['epoch'] + 1} after step {bad[0]['step']}; "
             "no checkpoint was written for that epoch (the last good one is kept). Lower train.lr, set "
             "train.grad_clip, or use train.precision=fp32"
         )
+    ends = [e for e in events if e["event"] == "epoch_end" and "metrics" in e]
     summary = {"run_dir": str(run_dir), "checkpoint": result.checkpoint.path if result.checkpoint else None,
-               "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}}
+               "epochs_done": ends[-1]["epoch"] + 1 if ends else 0, "metrics": ends[-1]["metrics"] if ends else {}}
     atomic_write_text(run_dir / "result.json", json.dumps(summary, indent=1))
     return summary

@@ -1,0 +1,102 @@
+"""Networks, activation checkpointing and mixed precision, in process (no Ray)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hpcinv.nets import FCNVMB, InversionNet, count_parameters
+from hpcinv.train.parallel import apply_checkpointing, autocast, checkpoint_targets, grad_scaler
+
+
+def test_fcnvmb_paper_shape_and_parameter_count():
+    model = FCNVMB()  # 29 shots, 201 x 301, 64..1024 filters
+    assert count_parameters(model) == 31_058_497  # the official code's ~31.06 M
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(1, 29, 400, 301)).shape == (1, 1, 201, 301)
+
+
+def test_inversionnet_openfwi_shape_and_parameter_count():
+    model = InversionNet()
+    assert count_parameters(model) == 24_409_123  # OpenFWI's ~24.4 M
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(2, 5, 1000, 70)).shape == (2, 1, 70, 70)
+
+
+def test_pooled_and_standard_skips_differ_but_share_parameters():
+    torch.manual_seed(0)
+    pooled = FCNVMB(5, (48, 64), 8, 3, skip="pooled").eval()
+    standard = FCNVMB(5, (48, 64), 8, 3, skip="standard").eval()
+    standard.load_state_dict(pooled.state_dict())
+    x = torch.randn(2, 5, 200, 64)
+    with torch.no_grad():
+        a, b = pooled(x), standard(x)
+    assert a.shape == b.shape == (2, 1, 48, 64) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="skip must be"):
+        FCNVMB(skip="dense")
+
+
+@pytest.mark.parametrize("shape_in, shape_out", [((200, 64), (48, 64)), ((128, 70), (201, 101)), ((250, 151), (101, 151))])
+def test_small_configs_cover_any_output_grid(shape_in, shape_out):
+    with torch.no_grad():
+        assert FCNVMB(3, shape_out, 4, 2).eval()(torch.randn(1, 3, *shape_in)).shape == (1, 1, *shape_out)
+        assert InversionNet(3, shape_in, shape_out, (4, 4, 8, 8, 16)).eval()(
+            torch.randn(1, 3, *shape_in)).shape == (1, 1, *shape_out)
+
+
+def _grads(model, x, y):
+    model.zero_grad()
+    F.mse_loss(model(x), y).backward()
+    return [p.grad.clone() for p in model.parameters()]  # wrapped names differ; the order does not
+
+
+@pytest.mark.parametrize("net", ["fcnvmb", "inversionnet"])
+@pytest.mark.parametrize("mode", ["blocks", "units"])
+def test_activation_checkpointing_gives_the_same_gradients(net, mode):
+    torch.manual_seed(0)
+    make = (lambda: FCNVMB(5, (48, 64), 8, 3)) if net == "fcnvmb" else (lambda: InversionNet(5, (200, 64), (48, 64),
+                                                                                             (4, 8, 8, 16, 16)))
+    plain, wrapped = make(), make()
+    wrapped.load_state_dict(plain.state_dict())
+    apply_checkpointing(wrapped, mode)
+    assert len(checkpoint_targets(make(), mode)) > 0
+    assert list(wrapped.state_dict()) == list(plain.state_dict())  # checkpoints stay interchangeable
+    x, y = torch.randn(3, 5, 200, 64), torch.randn(3, 1, 48, 64)
+    g1, g2 = _grads(plain, x, y), _grads(wrapped, x, y)
+    assert len(g1) == len(g2)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_autocast_loss_is_close_to_fp32():
+    torch.manual_seed(0)
+    model = FCNVMB(5, (48, 64), 8, 3).eval()
+    x, y = torch.randn(4, 5, 200, 64), torch.randn(4, 1, 48, 64)
+    device = torch.device("cpu")
+    with torch.no_grad():
+        fp32 = F.mse_loss(model(x), y)
+        with autocast("bf16", device):
+            out = model(x)
+        assert out.dtype == torch.bfloat16
+        bf16 = F.mse_loss(out.float(), y)
+    assert abs(float(bf16) - float(fp32)) / float(fp32) < 0.02
+
+
+def test_fp16_uses_a_grad_scaler_and_trains():
+    device = torch.device("cpu")
+    assert grad_scaler("fp16", device).is_enabled() and not grad_scaler("bf16", device).is_enabled()
+    torch.manual_seed(0)
+    model = FCNVMB(5, (48, 64), 4, 2)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    scaler = grad_scaler("fp16", device)
+    x, y = torch.randn(2, 5, 200, 64), torch.randn(2, 1, 48, 64)
+    losses = []
+    for _ in range(5):
+        with autocast("fp16", device):
+            out = model(x)
+        loss = F.mse_loss(out.float(), y)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses.append(float(loss))
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

@@ -1,0 +1,161 @@
+"""Ray Train DDP on CPU (gloo): a real 2-worker run, resume, a killed worker, fine-tuning, W&B offline."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from hpcinv.train.checkpoint import BN_BUFFERS, find_checkpoint, load_state
+from hpcinv.train.tracking import run_id
+from tests.conftest import CONFIGS, ROOT, run_cli
+from tests.wandb_offline import history, kinds
+
+TRAIN = str(CONFIGS / "tiny_train.yaml")
+
+
+def _events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+
+
+def _train(run: Path, dataset: Path, *overrides: str, timeout: float = 400):
+    proc = run_cli("train", TRAIN, "--out", str(run), f"data.train={dataset}", *overrides, timeout=timeout)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("train") / "run"
+    proc = _train(run, tiny_dataset, f"data.val={tiny_dataset}", "train.epochs=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run, json.loads(proc.stdout)
+
+
+def test_two_worker_ddp_run(trained):
+    run, summary = trained
+    events = _events(run)
+    ends = [e for e in events if e["event"] == "epoch_end"]
+    # both ranks hold identical weights after every epoch (DDP keeps them in step)
+    for epoch in range(3):
+        digests = {e["rank"]: e["weights"] for e in ends if e["epoch"] == epoch}
+        assert set(digests) == {0, 1} and digests[0] == digests[1]
+    losses = [e["metrics"]["train/epoch_loss"] for e in ends if e["rank"] == 0]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    metrics = summary["metrics"]
+    for key in ("val/mse", "val/mae", "val/rmse", "val/ssim", "val/psnr", "val/psnr_signal", "val/mae_pm1"):
+        assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
+    assert metrics["val/samples"] == 24 and summary["epochs_done"] == 3
+    kept = sorted(p.name for p in run.glob("checkpoint_epoch*"))
+    assert kept == ["checkpoint_epoch000001", "checkpoint_epoch000002"]  # keep_checkpoints: 2
+    state = load_state(run)  # the latest, read with weights_only=True
+    assert state["epoch"] == 2 and state["step"] == 12
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "config", "model_spec", "normaliser"} <= set(state)
+
+
+def test_wandb_offline_run_can_be_read_back(trained):
+    run, summary = trained
+    offline = list(run.glob("wandb/offline-run-*"))
+    assert len(offline) == 1 and offline[0].name.endswith(run_id(run))
+    rows = history(run)
+    train_losses = [r["train/loss"] for r in rows if "train/samples_per_s" in r]
+    assert len(train_losses) == 12  # log_every_steps: 1, 3 epochs x 4 steps
+    val = [r for r in rows if "val/mse" in r]
+    assert [r["epoch"] for r in val] == [0, 1, 2]
+    assert val[-1]["val/mse"] == pytest.approx(summary["metrics"]["val/mse"])
+    assert any("val/figure/path" in r for r in rows)
+    assert all(k in rows[0] for k in ("train/lr", "train/samples_per_s", "train/step_time_s", "train/peak_memory_mb"))
+    assert kinds(run).get("artifact", 0) >= 1  # best checkpoint
+    assert "WANDB_API_KEY" not in (run / "wandb" / "debug.log").read_text()
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    first = _train(run, tiny_dataset, "train.epochs=3", "train.stop_after_epochs=1", "tracking.mode=disabled")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads(first.stdout)["epochs_done"] == 1
+    second = _train(run, tiny_dataset, "train.epochs=3", "tracking.mode=disabled")
+    assert second.returncode == 0, second.stderr[-3000:]
+    events = _events(run)
+    resumed = [e for e in events if e["event"] == "resume"]
+    assert resumed and {e["epoch"] for e in resumed} == {1} and {e["step"] for e in resumed} == {4}
+    epochs = [e["epoch"] for e in events if e["event"] == "epoch_end" and e["rank"] == 0]
+    assert epochs == [0, 1, 2]  # nothing recomputed from scratch
+    assert load_state(run)["epoch"] == 2
+
+
+def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "hpcinv.cli", "train", TRAIN, "--out", str(run), f"data.train={tiny_dataset}",
+            "train.epochs=12", "tracking.mode=disabled"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    snapshot = run / "checkpoint_manager_snapshot.json"
+    while time.time() < deadline:  # kill once Ray Train's controller has registered a checkpoint
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        try:
+            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    workers = [p for p in psutil.process_iter(["cmdline"])
+               if (p.info["cmdline"] or [""])[0].startswith("ray::RayTrainWorker")]
+    assert workers, "no training worker process found"
+    os.kill(workers[-1].pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=400)
+    assert proc.returncode == 0, stderr[-3000:]
+    events = _events(run)
+    resumed = [e for e in events if e["event"] == "resume"]
+    assert resumed, "training should have restarted from a checkpoint"
+    assert min(e["epoch"] for e in resumed) >= 1 and all(e["step"] == e["epoch"] * 4 for e in resumed)
+    assert json.loads(stdout)["epochs_done"] == 12 and load_state(run)["epoch"] == 11
+
+
+def test_fine_tune_loads_weights_and_can_freeze_the_encoder(trained, tiny_dataset, tmp_path):
+    source_run, _ = trained
+    run = tmp_path / "ft"
+    proc = _train(run, tiny_dataset, f"train.init_from={source_run}", "train.freeze_encoder=true", "train.epochs=1",
+                  "train.lr=0.0005", "tracking.mode=disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    init = next(e for e in _events(run) if e["event"] == "init_from")
+    source = load_state(source_run)
+    assert init["weights"] == init["source_weights"]  # equal before the first step
+    tuned = load_state(run)["model"]
+    encoder = [k for k in tuned if k.startswith(("downs.", "center.")) and not k.endswith(BN_BUFFERS)]
+    decoder = [k for k in tuned if k.startswith("ups.")]
+    assert encoder and all(torch.equal(tuned[k], source["model"][k]) for k in encoder)
+    assert any(not torch.equal(tuned[k], source["model"][k]) for k in decoder)
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_no_checkpoint(tiny_dataset, tmp_path):
+    run = tmp_path / "nan"
+    proc = _train(run, tiny_dataset, "train.lr=1e30", "tracking.mode=disabled")
+    assert proc.returncode == 2
+    assert "hpcinv: error: training stopped: the loss became NaN/Inf in epoch 1" in proc.stderr
+    assert not list(run.glob("checkpoint_epoch*"))
+
+
+def test_bad_training_inputs_fail_before_ray(tiny_dataset, tmp_path, trained):
+    cases = [
+        ([f"data.train={tmp_path / 'missing'}"], "is not an hpcinv dataset: manifest.json is missing"),
+        ([f"data.train={tiny_dataset}", "data.train_split=train"], "data.train_split='train' is not a split"),
+        ([f"data.train={tiny_dataset}", "model.name=inversionnet", f"train.init_from={trained[0]}"],
+         "holds fcnvmb for gathers [5, 200, 64]"),
+        ([f"data.train={tiny_dataset}", f"train.init_from={tmp_path}"], "no checkpoint at"),
+        ([f"data.train={tiny_dataset}", "train.batch_size=20"], "exceeds the 24 training samples"),
+        ([f"data.train={tiny_dataset}", "train.optimiser=sgd"], "unknown key 'train.optimiser'"),
+    ]
+    for overrides, expect in cases:
+        t0 = time.time()
+        proc = run_cli("train", TRAIN, "--out", str(tmp_path / "r"), *overrides)
+        assert proc.returncode == 2 and expect in proc.stderr, (overrides, proc.stderr[-2000:])
+        assert time.time() - t0 < 60 and not (tmp_path / "r").exists()
+    proc = run_cli("train", TRAIN, "--out", str(trained[0]), f"data.train={tiny_dataset}", "train.lr=0.1")
+    assert proc.returncode == 2 and "holds a run with a different config" in proc.stderr
+    assert find_checkpoint(trained[0]).parent.name == "checkpoint_epoch000002"
