@@ -35,7 +35,8 @@ def test_pooled_and_standard_skips_differ_but_share_parameters():
         FCNVMB(skip="dense")
 
 
-@pytest.mark.parametrize("shape_in, shape_out", [((200, 64), (48, 64)), ((128, 70), (201, 101)), ((250, 151), (101, 151))])
+@pytest.mark.parametrize("shape_in, shape_out",
+                         [((200, 64), (48, 64)), ((128, 70), (201, 101)), ((250, 151), (101, 151))])
 def test_small_configs_cover_any_output_grid(shape_in, shape_out):
     with torch.no_grad():
         assert FCNVMB(3, shape_out, 4, 2).eval()(torch.randn(1, 3, *shape_in)).shape == (1, 1, *shape_out)
