@@ -1,7 +1,9 @@
 """The ``hpcinv`` command line.
 
+    hpcinv quickstart [--out DIR]
     hpcinv generate CONFIG --out DIR [--address HOST:PORT] [--workers N] [--in-process] [--restart] [key=value ...]
     hpcinv train CONFIG --out RUN_DIR [--address HOST:PORT] [key.sub=value ...]
+    hpcinv evaluate RUN_OR_CHECKPOINT [...] --data DATASET --out DIR [--split S]
     hpcinv verify DIR [--no-checksums]
 
 User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2.
@@ -41,6 +43,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from hpcinv.evaluate.report import evaluate
+
+    result = evaluate(args.runs, args.data, args.out, split=args.split, misfit_samples=args.misfit_samples,
+                      figures=args.figures)
+    print(result["table"], end="")
+    print(f"report: {result['out']}/metrics.md")
+    return 0
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from hpcinv.quickstart import quickstart
+
+    with contextlib.redirect_stdout(sys.stderr):
+        report = quickstart(args.out, args.overrides, progress=not args.quiet)
+    print(f"report: {report}")
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from hpcinv.store import verify_dataset
 
@@ -74,6 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
     tr.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="metrics, figures and data misfit of runs/checkpoints on a dataset")
+    ev.add_argument("runs", nargs="+", help="run folders, checkpoint folders or state.pt files (several: a comparison)")
+    ev.add_argument("--data", required=True, help="dataset folder")
+    ev.add_argument("--split", help="dataset split (e.g. test)")
+    ev.add_argument("--out", required=True, help="report folder")
+    ev.add_argument("--misfit-samples", type=int, default=2, help="samples re-simulated for the data misfit")
+    ev.add_argument("--figures", type=int, default=2, help="figures per run")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    qs = sub.add_parser("quickstart", help="generate, train and evaluate a small model on this machine")
+    qs.add_argument("--out", default="runs/quickstart", help="folder for dataset, run and report")
+    qs.add_argument("--quiet", action="store_true", help="no progress bars")
+    qs.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="training overrides (train.epochs=2), or dataset ones prefixed gen. "
+                         "(gen.dataset.n_samples=64)")
+    qs.set_defaults(func=_cmd_quickstart)
 
     ver = sub.add_parser("verify", help="check a dataset's manifest, shards and checksums")
     ver.add_argument("dir")

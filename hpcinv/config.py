@@ -373,7 +373,7 @@ class OptimConfig(Section):
     gamma: float = Field(0.1, gt=0, description="step schedule: decay factor")
     loss: Literal["mse", "l1"] = "mse"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    activation_checkpointing: Literal["none", "blocks", "units"] = "none"
+    activation_checkpointing: Literal["none", "blocks", "units", "nested"] = "none"
     grad_clip: float | None = Field(None, gt=0)
     seed: int = 0
     init_from: str | None = Field(None, description="checkpoint (file, folder or run) to fine-tune from")

@@ -51,7 +51,7 @@ def _grads(model, x, y):
 
 
 @pytest.mark.parametrize("net", ["fcnvmb", "inversionnet"])
-@pytest.mark.parametrize("mode", ["blocks", "units"])
+@pytest.mark.parametrize("mode", ["blocks", "units", "nested"])
 def test_activation_checkpointing_gives_the_same_gradients(net, mode):
     torch.manual_seed(0)
     make = (lambda: FCNVMB(5, (48, 64), 8, 3)) if net == "fcnvmb" else (lambda: InversionNet(5, (200, 64), (48, 64),

@@ -1,0 +1,128 @@
+"""Training-step benchmarks at the FCNVMB paper input size (29 x 400 x 301 -> 201 x 301), CPU or GPU.
+
+1. Activation memory per sample and step time for each activation-checkpointing mode, in fp32 and
+   bf16. Peak memory of one training step is read from the allocator: on GPU
+   ``max_memory_allocated``; on CPU the peak "Total Allocated" of the profiler's memory events
+   within the step (parameters, gradients and optimizer state allocated before the step are not
+   counted). Activation memory per sample = (peak at batch 2 − peak at batch 1), which removes what
+   does not scale with the batch.
+2. hpcinv's ``train_step`` (autocast context, GradScaler, the code the Ray loop runs) against a plain
+   PyTorch loop of the same network and batch, interleaved in one process.
+
+    python benchmarks/training.py [--width 64] [--steps 3]    # --width 16 for a quick run
+
+Prints one JSON document; ratios are against plain fp32 without checkpointing, measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit  # noqa: E402
+
+from hpcinv.nets import FCNVMB  # noqa: E402
+from hpcinv.train.loop import train_step  # noqa: E402
+from hpcinv.train.parallel import apply_checkpointing, grad_scaler  # noqa: E402
+
+
+def make(width: int, mode: str, device: torch.device):
+    torch.manual_seed(0)
+    model = apply_checkpointing(FCNVMB(29, (201, 301), width, 4), mode).to(device)
+    return model, torch.optim.Adam(model.parameters(), 1e-3)
+
+
+def batch(b: int, device: torch.device):
+    g = torch.Generator().manual_seed(b)
+    return (torch.randn(b, 29, 400, 301, generator=g).to(device), torch.randn(b, 1, 201, 301, generator=g).to(device))
+
+
+def step_peak_mb(fn, device: torch.device) -> float:
+    """Peak allocated memory during ``fn()`` beyond what was allocated before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+        prof.export_chrome_trace(tmp.name)
+        events = json.loads(Path(tmp.name).read_text())["traceEvents"]
+    return max(e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]") / 2**20
+
+
+def measure(mode: str, precision: str, b: int, width: int, steps: int, device: torch.device) -> dict:
+    model, opt = make(width, mode, device)
+    scaler = grad_scaler(precision, device)
+    x, y = batch(b, device)
+
+    def step():
+        train_step(model, x, y, opt, scaler, F.mse_loss, precision, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up: optimizer state and caches exist before measuring
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"peak_mb": step_peak_mb(step, device), "step_s": min(times)}
+
+
+def plain_vs_hpcinv(width: int, b: int, steps: int, device: torch.device) -> dict:
+    model, opt = make(width, "none", device)
+    scaler = grad_scaler("fp32", device)
+    x, y = batch(b, device)
+    plain, ours = [], []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.mse_loss(model(x), y).backward()
+        opt.step()
+        plain.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        train_step(model, x, y, opt, scaler, F.mse_loss, "fp32", device)
+        ours.append(time.perf_counter() - t0)
+    return {"plain_step_s": round(min(plain[1:]), 4), "hpcinv_step_s": round(min(ours[1:]), 4),
+            "hpcinv_vs_plain": round(min(ours[1:]) / min(plain[1:]), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--width", type=int, default=64, help="first-level filters (64 = the paper)")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        for mode in ("none", "blocks", "units", "nested"):
+            m1 = measure(mode, precision, 1, args.width, args.steps, device)
+            m2 = measure(mode, precision, 2, args.width, args.steps, device)
+            rows[f"{mode}/{precision}"] = {"activation_mb_per_sample": round(m2["peak_mb"] - m1["peak_mb"], 1),
+                                           "step_s_per_sample": round(m2["step_s"] / 2, 4)}
+    base = rows["none/fp32"]
+    for row in rows.values():
+        row["activation_vs_none_fp32"] = round(row["activation_mb_per_sample"] / base["activation_mb_per_sample"], 3)
+        row["step_time_vs_none_fp32"] = round(row["step_s_per_sample"] / base["step_s_per_sample"], 3)
+    emit({"benchmark": "training", "device": args.device, "torch_threads": torch.get_num_threads(),
+          "width": args.width, "parameters": sum(p.numel() for p in FCNVMB(29, (201, 301), args.width).parameters()),
+          "input": [29, 400, 301], "output": [201, 301], "modes": rows,
+          "step_overhead_batch1": plain_vs_hpcinv(args.width, 1, args.steps, device)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Evaluation: metrics definitions, data misfit, reports on runs and bare checkpoints, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hpcinv.config import DataConfig, load_config
+from hpcinv.evaluate.metrics import velocity_metrics
+from hpcinv.evaluate.misfit import data_misfit
+from hpcinv.store import ShardedDataset
+from tests.conftest import run_cli
+
+
+def test_metrics_definitions_on_known_errors():
+    true = torch.full((2, 1, 8, 10), 3000.0)
+    pred = true.clone()
+    pred[1] += 150.0  # a uniform 150 m/s error on sample 1
+    m = velocity_metrics(pred, true, 1500.0, 4500.0)
+    assert m["mae"].tolist() == [0.0, 150.0] and m["rmse"][1] == pytest.approx(150.0)
+    assert m["mae_pm1"][1] == pytest.approx(150.0 * 2 / 3000.0)
+    assert m["psnr"][1] == pytest.approx(10 * np.log10(3000.0**2 / 150.0**2))
+    assert m["psnr_signal"][1] == pytest.approx(10 * np.log10(3000.0**2 / 150.0**2))
+    assert m["ssim"][0] == pytest.approx(1.0, abs=1e-6) and m["ssim"][1] < 1.0
+
+
+def test_data_misfit_is_zero_for_the_true_model_and_grows_with_error(tiny_dataset):
+    cfg = load_config(DataConfig, tiny_dataset / "config.yaml")
+    gathers, vel = ShardedDataset(tiny_dataset).read(4)
+    assert data_misfit(vel, gathers, cfg) < 1e-5  # only float32 storage rounding
+    small = data_misfit(vel * 1.02, gathers, cfg)
+    large = data_misfit(vel * 1.10, gathers, cfg)
+    assert 1e-3 < small < large
+
+
+@pytest.fixture(scope="module")
+def short_run(tiny_dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("eval") / "run"
+    proc = run_cli("train", "configs/tiny_train.yaml", "--out", str(run), f"data.train={tiny_dataset}",
+                   "train.epochs=1", "tracking.mode=disabled")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run
+
+
+def test_evaluate_a_run_and_a_bare_checkpoint_side_by_side(short_run, tiny_dataset, tmp_path):
+    ckpt = next(short_run.glob("checkpoint_epoch*/state.pt"))
+    proc = run_cli("evaluate", str(short_run), str(ckpt), "--data", str(tiny_dataset), "--out", str(tmp_path / "r"),
+                   "--misfit-samples", "1", "--figures", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert len(results) == 2  # one row per run in the comparison
+    means = [r["mean"] for r in results.values()]
+    assert means[0] == means[1]  # the run's latest checkpoint is that state.pt
+    for r in results.values():
+        assert r["samples"] == 24 and len(r["per_sample"]["mae"]) == 24 and r["mean"]["misfit"] > 0
+    table = (tmp_path / "r" / "metrics.md").read_text()
+    assert table.count("| run |") == 1 and "misfit" in table and "mae (m/s)" in table
+    pngs = list((tmp_path / "r" / "figures").glob("*/*.png"))
+    assert len(pngs) == 2 and all(p.stat().st_size > 10_000 for p in pngs)
+
+
+def test_evaluate_bad_inputs(short_run, tiny_dataset, tmp_path):
+    other = tmp_path / "other"
+    assert run_cli("generate", "configs/tiny.yaml", "--out", str(other), "--in-process", "--quiet",
+                   "dataset.n_samples=2", "survey.n_shots=3").returncode == 0
+    cases = [
+        ([str(short_run), "--data", str(other)], "expects gathers [5, 200, 64]"),
+        ([str(tmp_path / "nothing"), "--data", str(tiny_dataset)], "no checkpoint at"),
+        ([str(short_run), "--data", str(tmp_path / "nodata")], "manifest.json is missing"),
+    ]
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    cases.append(([str(tmp_path / "junk.pt"), "--data", str(tiny_dataset)], "cannot read checkpoint"))
+    for args, expect in cases:
+        proc = run_cli("evaluate", *args, "--out", str(tmp_path / "rep"))
+        assert proc.returncode == 2 and expect in proc.stderr, (args, proc.stderr[-1500:])
