@@ -233,11 +233,11 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
@@ -292,7 +292,7 @@ def load_config(cls: type[C], path: str | os.PathLike | None, overrides: list[st
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
         data = loaded or {}
-    return build_config(cls, _merge(data, parse_overrides(overrides or [])))
+    return build_config(cls, merge_dicts(data, parse_overrides(overrides or [])))
 
 
 def to_yaml(cfg: BaseModel) -> str:

@@ -15,8 +15,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from hpcinv.config import DataConfig, TrainConfig, atomic_write_text, build_config, parse_overrides
-from hpcinv.config import _merge as merge
+from hpcinv.config import DataConfig, TrainConfig, atomic_write_text, build_config, merge_dicts, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +40,14 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
 
     out = Path(out).resolve()
     gen_over, train_over = split_overrides(overrides or [])
-    data_cfg = build_config(DataConfig, merge(preset("quickstart_data"), parse_overrides(gen_over)))
+    data_cfg = build_config(DataConfig, merge_dicts(preset("quickstart_data"), parse_overrides(gen_over)))
     dataset, run, report = out / "dataset", out / "run", out / "report"
-    train_cfg = build_config(TrainConfig, merge(merge(preset("quickstart_train"), {"data": {
+    train_cfg = build_config(TrainConfig, merge_dicts(merge_dicts(preset("quickstart_train"), {"data": {
         "train": str(dataset), "val": str(dataset)}}), parse_overrides(train_over)))
     t0 = time.perf_counter()
     timings = {}
 
-    log.info("[1/3] generating %d salt models into %s", len(range(data_cfg.dataset.n_samples or 0)), dataset)
+    log.info("[1/3] generating %s salt models into %s", data_cfg.dataset.n_samples, dataset)
     summary = generate(data_cfg, dataset, use_ray=True, progress=progress)
     check = verify_dataset(dataset)
     if not check.ok:

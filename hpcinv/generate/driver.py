@@ -1,6 +1,7 @@
 """Generation driver: validate, plan shards, resume, run the shard work, keep the manifest.
 
-The driver alone writes the manifest, atomically, after every finished shard. Re-running the same
+The driver alone writes the manifest, atomically, as shards finish (at most every
+``MANIFEST_INTERVAL_S``, and at the end). Re-running the same
 command on the same folder skips complete, verified shards (adopting complete shard files that a
 crashed driver had not yet recorded) and recomputes only missing or corrupt ones. A folder holding
 a dataset of another config is refused unless ``restart=True``.
@@ -33,6 +34,8 @@ from hpcinv.store.shard import (
 from hpcinv.velocity import VelocitySource, make_source
 
 log = logging.getLogger(__name__)
+
+MANIFEST_INTERVAL_S = 2.0  # at most one manifest rewrite per interval while shards complete
 
 # Runs the given shards and yields their records as they complete (in any order).
 Executor = Callable[[list[ShardSpec]], Iterator[dict]]
@@ -161,10 +164,18 @@ def execute(plan: Plan, executor: Executor, *, progress: bool = True) -> Summary
     todo_samples = sum(s.size for s in plan.todo)
     bar = tqdm(total=todo_samples, unit="sample", desc="generate", disable=not progress, dynamic_ncols=True)
     records: Iterable[dict] = executor(plan.todo)
+    last_write, unsaved = time.monotonic(), 0
     for rec in records:
         manifest["shards"].append(rec)
-        write_manifest(plan.out, manifest)
+        unsaved += 1
+        # Rewriting a manifest of thousands of shards after each one would cost O(n²) bytes; a shard
+        # finished but not yet recorded is adopted on resume (its file describes itself).
+        if time.monotonic() - last_write >= MANIFEST_INTERVAL_S:
+            write_manifest(plan.out, manifest)
+            last_write, unsaved = time.monotonic(), 0
         bar.update(rec["stop"] - rec["start"])
+    if unsaved:
+        write_manifest(plan.out, manifest)
     bar.close()
     wall = time.perf_counter() - t0
     final = read_manifest(plan.out)
