@@ -71,10 +71,15 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
 class ModellingActor:
     """A long-lived process that models and writes shards."""
 
-    def __init__(self, cfg_json: str, out_dir: str, collection=None):
+    def __init__(self, cfg_json: str, out_dir: str, collection_refs: list | None = None):
+        """``collection_refs``: [ObjectRef] of an imported collection, fetched here (zero-copy per node);
+        nested in a list so the driver keeps ownership and a restarted actor can fetch it again."""
         cfg = DataConfig.model_validate_json(cfg_json)
         n = cfg.dataset.n_samples
-        source = SyntheticSource(cfg, n) if collection is None else CollectionSource(cfg, n, raw=collection)
+        if collection_refs:
+            source = CollectionSource(cfg, n, raw=ray.get(collection_refs[0]))
+        else:
+            source = SyntheticSource(cfg, n)
         self.worker = ShardWorker(cfg, out_dir, source=source)
 
     def run(self, spec: ShardSpec) -> dict:
@@ -106,7 +111,7 @@ def ray_executor(plan: Plan, *, workers: int | None = None, in_flight_per_actor:
         options = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": cfg.modelling.threads}
         collection = None
         if isinstance(plan.source, CollectionSource):
-            collection = ray.put(plan.source.raw)  # one shared copy per node, zero-copy reads
+            collection = [ray.put(plan.source.raw)]  # one shared copy per node, zero-copy reads
         cfg_json = cfg.model_dump_json()
         t0 = time.perf_counter()
         actors = [ModellingActor.options(**options).remote(cfg_json, str(plan.out), collection)

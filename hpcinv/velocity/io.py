@@ -133,7 +133,7 @@ def resample(vel_NZX: np.ndarray, nz: int, nx: int, mode: str = "bilinear") -> n
     vel_NZX = np.asarray(vel_NZX, dtype=np.float32)
     if vel_NZX.shape[-2:] == (nz, nx):
         return vel_NZX
-    t = torch.from_numpy(np.ascontiguousarray(vel_NZX))[:, None]
+    t = torch.from_numpy(np.array(vel_NZX, dtype=np.float32))[:, None]  # a writable copy (inputs may be read-only)
     if mode == "nearest":
         out = F.interpolate(t, size=(nz, nx), mode="nearest-exact")
     else:
