@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from hpcinv.config import DataConfig, load_config
@@ -19,6 +20,19 @@ needs_shared = pytest.mark.skipif(not FCNVMB_NPZ.exists(), reason="reference dat
 
 def tiny_config(*overrides: str) -> DataConfig:
     return load_config(DataConfig, CONFIGS / "tiny.yaml", list(overrides))
+
+
+def descendants(pid: int, name: str = "") -> list[psutil.Process]:
+    """Processes started (directly or not) by ``pid`` whose title starts with ``name`` — this test's
+    own Ray processes, never another run's on the same machine."""
+    found = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if (p.cmdline() or [""])[0].startswith(name):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
 """Ray fan-out: 2 actors, an actor killed mid-run, the driver killed mid-run, an unreachable cluster."""
 
+import contextlib
 import json
 import os
 import signal
@@ -15,30 +16,19 @@ from hpcinv.config import DataConfig, load_config
 from hpcinv.physics import simulate
 from hpcinv.store import ShardedDataset, read_manifest, verify_dataset
 from hpcinv.velocity import make_source
-from tests.conftest import CONFIGS, FCNVMB_NPZ, ROOT, run_cli
+from tests.conftest import CONFIGS, FCNVMB_NPZ, ROOT, descendants, run_cli
 
 TINY = str(CONFIGS / "tiny.yaml")
 MANY_SHARDS = ["dataset.n_samples=64", "dataset.shard_size=2"]
 
 
-def _ray_procs(name: str) -> list[psutil.Process]:
-    procs = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if cmd and cmd[0].startswith(name):
-            procs.append(p)
-    return procs
-
-
 @pytest.fixture
-def reap_ray_orphans():
-    """Ray helper processes left behind when a test SIGKILLs a driver are ended afterwards."""
-    before = {p.pid for p in psutil.process_iter()}
-    yield
-    time.sleep(0.5)
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if p.pid not in before and cmd and ("ray" in " ".join(cmd[:2]) or cmd[0].startswith("ray::")):
+def reap():
+    """Processes registered here (e.g. Ray helpers orphaned by a SIGKILLed driver) are ended afterwards."""
+    procs: list[psutil.Process] = []
+    yield procs
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
             p.kill()
 
 
@@ -87,13 +77,13 @@ def test_two_actors_complete_and_match_in_process_regeneration(tmp_path):
         assert v.tobytes() == models[i].tobytes() and g.tobytes() == gathers[i].tobytes()
 
 
-def test_killed_modelling_actor_is_replaced_and_nothing_is_lost(tmp_path, reap_ray_orphans):
+def test_killed_modelling_actor_is_replaced_and_nothing_is_lost(tmp_path):
     out = tmp_path / "ds"
     proc = subprocess.Popen([sys.executable, "-m", "hpcinv.cli", "generate", TINY, "--out", str(out), "--quiet",
                              "--workers", "2", *MANY_SHARDS], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     _wait_for_shards(out, 2, proc)
-    victims = _ray_procs("ray::ModellingActor")
+    victims = descendants(proc.pid, "ray::ModellingActor")
     assert victims, "no modelling actor process found"
     os.kill(victims[0].pid, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
@@ -104,12 +94,13 @@ def test_killed_modelling_actor_is_replaced_and_nothing_is_lost(tmp_path, reap_r
     _check_complete(out, 64)
 
 
-def test_killed_driver_resumes_computing_only_missing_shards(tmp_path, reap_ray_orphans):
+def test_killed_driver_resumes_computing_only_missing_shards(tmp_path, reap):
     out = tmp_path / "ds"
     args = [sys.executable, "-m", "hpcinv.cli", "generate", TINY, "--out", str(out), "--quiet", "--workers", "2",
             *MANY_SHARDS]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_shards(out, 4, proc)
+    reap.extend(descendants(proc.pid))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(1.0)  # actors of the dead driver may finish the shard in hand; such files are adopted

@@ -8,13 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
 from hpcinv.train.checkpoint import BN_BUFFERS, find_checkpoint, load_state
 from hpcinv.train.tracking import run_id
-from tests.conftest import CONFIGS, ROOT, run_cli
+from tests.conftest import CONFIGS, ROOT, descendants, run_cli
 from tests.wandb_offline import history, kinds
 
 TRAIN = str(CONFIGS / "tiny_train.yaml")
@@ -104,8 +103,7 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_pa
         except (OSError, ValueError):
             pass
         time.sleep(0.05)
-    workers = [p for p in psutil.process_iter(["cmdline"])
-               if (p.info["cmdline"] or [""])[0].startswith("ray::RayTrainWorker")]
+    workers = descendants(proc.pid, "ray::RayTrainWorker")
     assert workers, "no training worker process found"
     os.kill(workers[-1].pid, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=400)

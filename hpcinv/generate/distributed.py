@@ -29,6 +29,7 @@ from hpcinv.velocity import CollectionSource, SyntheticSource
 
 log = logging.getLogger(__name__)
 
+RETRY_BASE_S = 2.0  # first retry delay; doubles per attempt (2, 4, 8, 16, 32 s with max_retries=5)
 LOST_WORKER_ERRORS = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError)
 
 
@@ -97,7 +98,7 @@ def n_workers_available(cfg: DataConfig) -> int:
 
 
 def ray_executor(plan: Plan, *, workers: int | None = None, in_flight_per_actor: int = 2,
-                 max_retries: int = 3, stats: dict | None = None) -> Executor:
+                 max_retries: int = 5, stats: dict | None = None) -> Executor:
     """An :data:`~hpcinv.generate.driver.Executor` running shards on Ray actors."""
     cfg = plan.cfg
     stats = stats if stats is not None else {}
@@ -121,16 +122,24 @@ def ray_executor(plan: Plan, *, workers: int | None = None, in_flight_per_actor:
                      startup_s=round(time.perf_counter() - t0, 3))
         queue = deque(specs)
         attempts: dict[int, int] = {}
+        delayed: list[tuple[float, ShardSpec]] = []  # (not before, spec): retries wait for restarts
         pending: dict = {}  # ObjectRef -> (spec, actor index)
         load = [0] * n_actors
         try:
-            while queue or pending:
+            while queue or pending or delayed:
+                now = time.monotonic()
+                for item in [d for d in delayed if d[0] <= now]:
+                    delayed.remove(item)
+                    queue.appendleft(item[1])
                 while queue and min(load) < in_flight_per_actor:
                     a = load.index(min(load))
                     spec = queue.popleft()
                     pending[actors[a].run.remote(spec)] = (spec, a)
                     load[a] += 1
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                if not pending:
+                    time.sleep(max(0.0, min(d[0] for d in delayed) - time.monotonic()))
+                    continue
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in ready:
                     spec, a = pending.pop(ref)
                     load[a] -= 1
@@ -141,11 +150,11 @@ def ray_executor(plan: Plan, *, workers: int | None = None, in_flight_per_actor:
                         if isinstance(cause, HpcinvError):
                             raise HpcinvError(str(cause)) from None
                         if isinstance(cause, LOST_WORKER_ERRORS) or isinstance(exc, LOST_WORKER_ERRORS):
-                            _retry(spec, exc, attempts, max_retries, queue, stats)
+                            delayed.append(_retry(spec, exc, attempts, max_retries, stats))
                             continue
                         raise
                     except LOST_WORKER_ERRORS as exc:
-                        _retry(spec, exc, attempts, max_retries, queue, stats)
+                        delayed.append(_retry(spec, exc, attempts, max_retries, stats))
                         continue
                     per = stats["per_worker_samples"]
                     per[a] = per.get(a, 0) + spec.size
@@ -157,10 +166,15 @@ def ray_executor(plan: Plan, *, workers: int | None = None, in_flight_per_actor:
     return run
 
 
-def _retry(spec: ShardSpec, exc: Exception, attempts: dict, max_retries: int, queue: deque, stats: dict) -> None:
+def _retry(spec: ShardSpec, exc: Exception, attempts: dict, max_retries: int, stats: dict) -> tuple[float, ShardSpec]:
+    """Count a lost-worker failure of ``spec``; return when to resubmit it (exponential backoff, so a
+    restarting actor has time to come back)."""
     attempts[spec.shard_id] = attempts.get(spec.shard_id, 0) + 1
-    if attempts[spec.shard_id] > max_retries:
-        raise HpcinvError(f"{spec.name} failed {attempts[spec.shard_id]} times; last error: {exc}") from None
+    n = attempts[spec.shard_id]
+    if n > max_retries:
+        raise HpcinvError(f"{spec.name} failed {n} times; last error: {exc}") from None
     stats["retries"] += 1
-    log.warning("modelling worker lost while computing %s (%s); retrying", spec.name, type(exc).__name__)
-    queue.appendleft(spec)
+    delay = RETRY_BASE_S * 2 ** (n - 1)
+    log.warning("modelling worker lost while computing %s (%s); retrying in %.0f s", spec.name, type(exc).__name__,
+                delay)
+    return time.monotonic() + delay, spec
