@@ -137,7 +137,12 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 @torch.no_grad()
 def validate(model, ds: ShardedDataset, positions: np.ndarray, cfg: TrainConfig, norm: Normaliser,
              v_range: tuple[float, float], device: torch.device) -> dict:
-    """Metrics in m/s over this rank's share of the validation set, summed over all ranks."""
+    """Metrics in m/s over this rank's share of the validation set, summed over all ranks.
+
+    Ranks may hold different numbers of validation batches, so the forward pass uses the unwrapped
+    module: DDP's forward is a collective (buffer broadcast) and would wait for the other ranks.
+    """
+    model = unwrap(model)
     model.eval()
     sums = {k: 0.0 for k in ("mse", "rmse", "mae", "mae_pm1", "rmse_pm1", "ssim", "psnr", "psnr_signal", "loss")}
     count = 0
