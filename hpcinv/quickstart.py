@@ -27,7 +27,7 @@ def preset(name: str) -> dict:
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """``data.X=...`` / ``train.X=...`` style overrides go to the dataset (``gen.``) or training config."""
+    """Split overrides: ``gen.<key>=...`` go to the dataset config (prefix removed), the rest to training."""
     gen = [o.removeprefix("gen.") for o in overrides if o.startswith("gen.")]
     return gen, [o for o in overrides if not o.startswith("gen.")]
 

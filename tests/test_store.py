@@ -144,3 +144,17 @@ def test_manifest_is_valid_json_with_documented_fields(tiny_dataset):
         assert key in manifest
     rec = manifest["shards"][0]
     assert set(rec) == {"name", "start", "stop", "bytes", "sha256", "stats"}
+
+
+def test_shard_aware_sampler_gives_ranks_whole_shards_and_equal_lengths():
+    from hpcinv.store.sampler import ShardAwareSampler
+
+    groups = [np.arange(0, 8), np.arange(8, 16), np.arange(16, 20)]
+    ranks = [ShardAwareSampler(groups, r, 2, seed=3) for r in range(2)]
+    seen = [list(s) for s in ranks]
+    assert len(seen[0]) == len(seen[1]) == 12  # rank 1 (one shard of 8) wraps around to 12
+    assert set(seen[0]) == set(range(0, 8)) | set(range(16, 20)) and set(seen[1]) == set(range(8, 16))
+    ranks[0].set_epoch(1)
+    assert list(ranks[0]) != seen[0] and sorted(ranks[0]) == sorted(seen[0])  # reshuffled, same samples
+    few = [list(ShardAwareSampler([np.arange(5)], r, 2, shuffle=False)) for r in range(2)]
+    assert few == [[0, 2, 4], [1, 3, 1]]  # fewer shards than ranks: samples are split instead

@@ -51,9 +51,11 @@ def _load(path: str | Path, manifest: dict, dataset: str):
 
 @torch.no_grad()
 def evaluate_one(path: str | Path, dataset: str | Path, *, split: str | None = None, batch_size: int = 8,
-                 misfit_samples: int = 2, figures: int = 2, out: Path | None = None, name: str | None = None) -> dict:
+                 misfit_samples: int = 2, figures: int = 2, out: Path | None = None, name: str | None = None,
+                 loaded: tuple | None = None) -> dict:
+    """``loaded``: the (model, normaliser, state) of ``path`` if the caller already read it."""
     manifest = read_manifest(dataset)
-    model, norm, state = _load(path, manifest, str(dataset))
+    model, norm, state = loaded or _load(path, manifest, str(dataset))
     ds = ShardedDataset(dataset, norm, split=split)
     v_min, v_max = (norm.v_min, norm.v_max) if norm.velocity == "minmax" else (
         manifest["stats"]["velocity"]["min"], manifest["stats"]["velocity"]["max"])
@@ -116,17 +118,17 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | No
              figures: int = 2) -> dict:
     out = Path(out)
     manifest = read_manifest(dataset)
-    for path in paths:  # every input is checked before anything is written
-        _load(path, manifest, str(dataset))
+    # every input is read and checked before anything is written
+    loaded = [_load(path, manifest, str(dataset)) for path in paths]
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for path in paths:
+    for path, model in zip(paths, loaded, strict=True):
         name = run_name(path)
         while name in results:  # the same checkpoint named twice still gets its own row
             name += "'"
         log.info("evaluating %s on %s", name, dataset)
         results[name] = evaluate_one(path, dataset, split=split, misfit_samples=misfit_samples, figures=figures,
-                                     out=out, name=name)
+                                     out=out, name=name, loaded=model)
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=1))
     table = markdown_table(results)
     atomic_write_text(out / "metrics.md", f"# Evaluation on `{dataset}`" + (f" (split `{split}`)" if split else "")

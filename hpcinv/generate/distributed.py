@@ -90,9 +90,14 @@ class ModellingActor:
         return os.getpid()
 
 
+def uses_gpu(cfg: DataConfig) -> bool:
+    return cfg.modelling.device == "cuda" or (cfg.modelling.device == "auto"
+                                              and ray.cluster_resources().get("GPU", 0) >= 1)
+
+
 def n_workers_available(cfg: DataConfig) -> int:
     resources = ray.cluster_resources()
-    if cfg.modelling.device == "cuda" or (cfg.modelling.device == "auto" and resources.get("GPU", 0) >= 1):
+    if uses_gpu(cfg):
         return max(1, int(resources.get("GPU", 0)))
     return max(1, int(resources.get("CPU", 1)) // cfg.modelling.threads)
 
@@ -107,9 +112,7 @@ def ray_executor(plan: Plan, *, workers: int | None = None, in_flight_per_actor:
         if not specs:
             return
         n_actors = min(workers or n_workers_available(cfg), len(specs))
-        use_gpu = cfg.modelling.device == "cuda" or (cfg.modelling.device == "auto"
-                                                        and ray.cluster_resources().get("GPU", 0) >= 1)
-        options = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": cfg.modelling.threads}
+        options = {"num_gpus": 1, "num_cpus": 1} if uses_gpu(cfg) else {"num_cpus": cfg.modelling.threads}
         collection = None
         if isinstance(plan.source, CollectionSource):
             collection = [ray.put(plan.source.raw)]  # one shared copy per node, zero-copy reads

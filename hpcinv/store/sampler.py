@@ -20,15 +20,11 @@ class ShardAwareSampler(Sampler[int]):
         if not 0 <= rank < world:
             raise ValueError(f"rank must be in [0, {world}), got {rank}")
         groups = [np.asarray(g) for g in positions_by_shard if len(g)]
-        if len(groups) < world:  # fewer shards than ranks: fall back to splitting samples
+        if len(groups) < world:  # fewer shards than ranks: split the samples instead
             flat = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
             groups = [flat[i::world] for i in range(world)]
-            self.mine = [groups[rank]]
-        else:
-            self.mine = groups[rank::world]
-        sizes = [sum(len(g) for g in groups[r::world]) if len(groups) >= world else len(groups[r])
-                 for r in range(world)]
-        self.length = max(sizes)
+        self.mine = groups[rank::world]
+        self.length = max(sum(len(g) for g in groups[r::world]) for r in range(world))
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
