@@ -5,6 +5,7 @@
     hpcinv train CONFIG --out RUN_DIR [--address HOST:PORT] [key.sub=value ...]
     hpcinv evaluate RUN_OR_CHECKPOINT [...] --data DATASET --out DIR [--split S]
     hpcinv verify DIR [--no-checksums]
+    hpcinv cluster [--cluster-dir DIR] [--object-store-gb G] generate|train ...   (under srun, one task per node)
 
 User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2.
 """
@@ -73,6 +74,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    import os
+
+    from hpcinv.cluster import run_on_cluster
+
+    if not args.command_args or args.command_args[0] not in ("generate", "train"):
+        raise HpcinvError(f"hpcinv cluster runs 'generate ...' or 'train ...', got {' '.join(args.command_args)!r}")
+    cluster_dir = args.cluster_dir or os.environ.get("HPCINV_CLUSTER_DIR") or os.path.join(
+        os.environ.get("SLURM_SUBMIT_DIR", "."), ".hpcinv-ray")
+    code = run_on_cluster(lambda address: main([*args.command_args, "--address", address]), cluster_dir,
+                          object_store_gb=args.object_store_gb, join_timeout_s=args.join_timeout)
+    return code or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpcinv", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -117,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("dir")
     ver.add_argument("--no-checksums", action="store_true", help="skip sha256 (sizes and contents only)")
     ver.set_defaults(func=_cmd_verify)
+
+    cl = sub.add_parser("cluster", help="run generate/train on a Ray cluster over this SLURM job step "
+                                        "(srun --ntasks-per-node=1 hpcinv cluster train ...)")
+    cl.add_argument("--cluster-dir", help="shared folder for the head address and the job's token "
+                                          "(default: $HPCINV_CLUSTER_DIR, else $SLURM_SUBMIT_DIR/.hpcinv-ray)")
+    cl.add_argument("--object-store-gb", type=float, help="Ray object store per node (default: 30%% of the job's "
+                                                          "memory on the node)")
+    cl.add_argument("--join-timeout", type=float, default=300.0, help="seconds to wait for every node to join")
+    cl.add_argument("command_args", nargs=argparse.REMAINDER, metavar="COMMAND ...")
+    cl.set_defaults(func=_cmd_cluster)
     return parser
 
 

@@ -388,6 +388,8 @@ class ScalingSection(Section):
     num_workers: int = Field(2, ge=1, description="DDP ranks (Ray Train workers)")
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        "PACK", description="how Ray places the ranks on nodes (SPREAD: one per node where possible)")
 
 
 class TrackingConfig(Section):

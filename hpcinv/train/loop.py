@@ -225,7 +225,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         start_epoch, step = state["epoch"] + 1, state["step"]
     best = state["best_val"] if state is not None else float("inf")
     append_event(run_dir, {"event": "resume" if state else "start", "rank": rank, "world": world,
-                           "epoch": start_epoch, "step": step})
+                           "epoch": start_epoch, "step": step, "node": ray.get_runtime_context().get_node_id(),
+                           "slurm_node": os.environ.get("SLURMD_NODENAME")})
 
     tracker = Tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json") | {"parameters": count_parameters(model)},
                       enabled=rank == 0)

@@ -94,6 +94,22 @@ def len_split(manifest: dict, split: str | None) -> int:
     return hi - lo
 
 
+def check_resources(cfg: TrainConfig) -> None:
+    """Ray Train would wait forever for ranks the cluster cannot place: say so instead."""
+    import ray
+
+    have = ray.cluster_resources()
+    need = {"CPU": cfg.scaling.num_workers * cfg.scaling.cpus_per_worker}
+    if cfg.scaling.use_gpu:
+        need["GPU"] = cfg.scaling.num_workers
+    short = {k: v for k, v in need.items() if have.get(k, 0) < v}
+    if short:
+        raise HpcinvError(
+            f"scaling.num_workers={cfg.scaling.num_workers} needs {need} but the Ray cluster has "
+            f"{ {k: have.get(k, 0) for k in need} }; lower scaling.num_workers/cpus_per_worker or ask SLURM for "
+            "more (--cpus-per-task, --gpus-per-node, --nodes)")
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) -> dict:
     """Run (or resume) the training of ``cfg`` in ``run_dir``; returns the final metrics."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -110,6 +126,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
             update={"init_from": str(Path(cfg.train.init_from).resolve())})})
     check_inputs(cfg, run_dir)
     init_ray(address)
+    check_resources(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
 
@@ -117,7 +134,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump_json(), "run_dir": str(run_dir)},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+                                     placement_strategy=cfg.scaling.placement_strategy),
         run_config=RunConfig(
             name=run_dir.name, storage_path=str(run_dir.parent),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
