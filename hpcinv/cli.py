@@ -1,7 +1,8 @@
 """The ``hpcinv`` command line.
 
     hpcinv quickstart [--out DIR]
-    hpcinv generate CONFIG --out DIR [--address HOST:PORT] [--workers N] [--in-process] [--restart] [key=value ...]
+    hpcinv generate CONFIG --out DIR [--address HOST:PORT] [--workers N] [--in-process] [--restart] [--part I/K]
+                    [key=value ...]
     hpcinv train CONFIG --out RUN_DIR [--address HOST:PORT] [key.sub=value ...]
     hpcinv evaluate RUN_OR_CHECKPOINT [...] --data DATASET --out DIR [--split S]
     hpcinv verify DIR [--no-checksums]
@@ -22,6 +23,13 @@ from dataclasses import asdict
 from hpcinv.config import DataConfig, HpcinvError, TrainConfig, load_config
 
 
+def _part(text: str) -> tuple[int, int]:
+    i, sep, k = text.partition("/")
+    if not (sep and i.isdigit() and k.isdigit() and int(i) < int(k)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/K with 0 <= I < K (e.g. 0/4)")
+    return int(i), int(k)
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from hpcinv.generate import generate
 
@@ -29,7 +37,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     # stdout carries only the JSON summary; Ray's forwarded worker logs go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         summary = generate(cfg, args.out, restart=args.restart, progress=not args.quiet, use_ray=not args.in_process,
-                           address=args.address, workers=args.workers)
+                           address=args.address, workers=args.workers, part=args.part)
     print(json.dumps(asdict(summary), indent=1))
     return 0
 
@@ -83,8 +91,10 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         raise HpcinvError(f"hpcinv cluster runs 'generate ...' or 'train ...', got {' '.join(args.command_args)!r}")
     cluster_dir = args.cluster_dir or os.environ.get("HPCINV_CLUSTER_DIR") or os.path.join(
         os.environ.get("SLURM_SUBMIT_DIR", "."), ".hpcinv-ray")
+    store = args.object_store_gb or (float(os.environ["HPCINV_OBJECT_STORE_GB"])
+                                     if os.environ.get("HPCINV_OBJECT_STORE_GB") else None)
     code = run_on_cluster(lambda address: main([*args.command_args, "--address", address]), cluster_dir,
-                          object_store_gb=args.object_store_gb, join_timeout_s=args.join_timeout)
+                          object_store_gb=store, join_timeout_s=args.join_timeout)
     return code or 0
 
 
@@ -101,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--address", help="Ray cluster to join (HOST:PORT; default: $RAY_ADDRESS, else a local instance)")
     gen.add_argument("--workers", type=int, help="modelling actors (default: one per CPU core, or per GPU)")
     gen.add_argument("--in-process", action="store_true", help="no Ray: model every shard in this process")
+    gen.add_argument("--part", type=_part, metavar="I/K", help="only shards I, I+K, I+2K, ... and no manifest (one "
+                     "of K array tasks); a final run without --part records them all")
     gen.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     gen.set_defaults(func=_cmd_generate)
 
@@ -137,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(srun --ntasks-per-node=1 hpcinv cluster train ...)")
     cl.add_argument("--cluster-dir", help="shared folder for the head address and the job's token "
                                           "(default: $HPCINV_CLUSTER_DIR, else $SLURM_SUBMIT_DIR/.hpcinv-ray)")
-    cl.add_argument("--object-store-gb", type=float, help="Ray object store per node (default: 30%% of the job's "
-                                                          "memory on the node)")
+    cl.add_argument("--object-store-gb", type=float, help="Ray object store per node (default: "
+                    "$HPCINV_OBJECT_STORE_GB, else 30%% of the job's memory on the node)")
     cl.add_argument("--join-timeout", type=float, default=300.0, help="seconds to wait for every node to join")
     cl.add_argument("command_args", nargs=argparse.REMAINDER, metavar="COMMAND ...")
     cl.set_defaults(func=_cmd_cluster)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hpcinv.config import DataConfig, HpcinvError, config_hash, save_config
+from hpcinv.config import DataConfig, HpcinvError, config_hash, load_config, save_config
 from hpcinv.generate.worker import ShardWorker, survey_attrs
 from hpcinv.physics import validate_physics
 from hpcinv.physics.survey import n_output_samples
@@ -50,6 +50,7 @@ class Plan:
     todo: list[ShardSpec]
     skipped: int = 0
     adopted: int = 0
+    part: tuple[int, int] | None = None  # (i, k): only shards i, i+k, i+2k, ... and no manifest writes
 
 
 @dataclass
@@ -91,8 +92,9 @@ def check_output(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> 
     if out.exists() and not out.is_dir():
         raise HpcinvError(f"--out {str(out)!r} exists and is not a folder")
     if (out / CONFIG).exists() or (out / MANIFEST).exists():
-        try:
-            old_hash = read_manifest(out)["config_hash"]
+        try:  # parts of an array job write shards and the config, never the manifest
+            old_hash = (read_manifest(out)["config_hash"] if (out / MANIFEST).exists()
+                        else config_hash(load_config(DataConfig, out / CONFIG)))
         except HpcinvError:
             old_hash = None
         new_hash = config_hash(cfg)
@@ -103,33 +105,58 @@ def check_output(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> 
                     f"{new_hash[:12]}); use another --out, the same config, or --restart to discard it"
                 )
             return True
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(not p.name.startswith(f".{CONFIG}.tmp-") for p in out.iterdir()):
+        # (a config being written by a concurrent part of the same dataset is not "non-empty")
         raise HpcinvError(f"--out {str(out)!r} is a non-empty folder that is not an hpcinv dataset")
     return False
 
 
-def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
-            validated: tuple[VelocitySource, dict] | None = None) -> Plan:
-    """Validate (unless ``validated`` is given), then create or reopen ``out`` and list the shards to compute."""
-    source, physics = validated or validate(cfg)
+def open_dataset_folder(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> None:
+    """Create ``out`` for ``cfg``'s dataset (its config, written atomically, then the shard folder), or
+    reopen it; safe when several parts of one dataset start at once."""
     out = Path(out)
-    new_hash = config_hash(cfg)
     if check_output(cfg, out, restart=restart):
         log.warning("discarding the dataset in %s (--restart)", out)
         shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
         for name in (MANIFEST, CONFIG):
             (out / name).unlink(missing_ok=True)
-
-    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    for stale in (out / SHARD_DIR).glob(".shard-*.tmp-*"):  # left by a killed writer
-        stale.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     if not (out / CONFIG).exists():
         save_config(cfg, out / CONFIG)
+    (out / SHARD_DIR).mkdir(exist_ok=True)
+
+
+def check_part(part: tuple[int, int] | None) -> None:
+    if part is not None and not (part[1] >= 1 and 0 <= part[0] < part[1]):
+        raise HpcinvError(f"part {part[0]} of {part[1]} is not valid: give i of k with 0 <= i < k")
+
+
+def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
+            validated: tuple[VelocitySource, dict] | None = None, part: tuple[int, int] | None = None) -> Plan:
+    """Validate (unless ``validated`` is given), then create or reopen ``out`` and list the shards to compute.
+
+    With ``part=(i, k)`` only every k-th shard from the i-th is planned and neither the manifest nor
+    other parts' files are touched, so k independent jobs can fill one dataset at once; a final run
+    without ``part`` adopts their shards (verified) into the manifest.
+    """
+    check_part(part)
+    source, physics = validated or validate(cfg)
+    out = Path(out)
+    new_hash = config_hash(cfg)
+    specs = plan_shards(len(source), cfg.dataset.shard_size)
+    if part is not None:
+        if restart:
+            raise HpcinvError("--restart cannot be combined with a part: discard the dataset once, before the parts")
+        specs = specs[part[0]::part[1]]
+    open_dataset_folder(cfg, out, restart=restart)
+    for spec in specs:  # temp files left by a killed writer (only this plan's: another part may be writing)
+        for stale in (out / SHARD_DIR).glob(f".{spec.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
     manifest = read_manifest(out) if (out / MANIFEST).exists() else _empty_manifest(cfg, len(source), physics)
 
     recorded = {r["name"]: r for r in manifest["shards"]}
     kept, todo, adopted = [], [], 0
-    for spec in plan_shards(len(source), cfg.dataset.shard_size):
+    for spec in specs:
         path = out / SHARD_DIR / spec.name
         rec = recorded.get(spec.name)
         if rec and path.is_file() and path.stat().st_size == rec["bytes"] and file_sha256(path) == rec["sha256"]:
@@ -144,6 +171,8 @@ def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
                 log.warning("recomputing %s: %s", spec.name, exc)
                 path.unlink()
         todo.append(spec)
+    if part is not None:
+        return Plan(cfg, out, source, manifest, todo, skipped=len(kept), adopted=adopted, part=part)
     manifest["shards"] = kept
     write_manifest(out, manifest)
     return Plan(cfg, out, source, read_manifest(out), todo, skipped=len(kept), adopted=adopted)
@@ -166,6 +195,9 @@ def execute(plan: Plan, executor: Executor, *, progress: bool = True) -> Summary
     records: Iterable[dict] = executor(plan.todo)
     last_write, unsaved = time.monotonic(), 0
     for rec in records:
+        bar.update(rec["stop"] - rec["start"])
+        if plan.part is not None:  # shards describe themselves; the final run without a part records them
+            continue
         manifest["shards"].append(rec)
         unsaved += 1
         # Rewriting a manifest of thousands of shards after each one would cost O(n²) bytes; a shard
@@ -173,39 +205,45 @@ def execute(plan: Plan, executor: Executor, *, progress: bool = True) -> Summary
         if time.monotonic() - last_write >= MANIFEST_INTERVAL_S:
             write_manifest(plan.out, manifest)
             last_write, unsaved = time.monotonic(), 0
-        bar.update(rec["stop"] - rec["start"])
     if unsaved:
         write_manifest(plan.out, manifest)
     bar.close()
     wall = time.perf_counter() - t0
+    rate = round(todo_samples / wall, 3) if wall > 0 else 0.0
+    if plan.part is not None:
+        n_part = plan.skipped + len(plan.todo)
+        return Summary(str(plan.out), sum(s.size for s in plan.todo), n_part, len(plan.todo), plan.skipped,
+                       round(wall, 3), rate, extra={"part": list(plan.part)})
     final = read_manifest(plan.out)
     if not final["complete"]:
         raise HpcinvError(f"generation ended with {final['samples_written']} of {final['n_samples']} samples")
     return Summary(str(plan.out), final["n_samples"], len(final["shards"]), len(plan.todo), plan.skipped,
-                   round(wall, 3), round(todo_samples / wall, 3) if wall > 0 else 0.0)
+                   round(wall, 3), rate)
 
 
 def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progress: bool = True,
-             use_ray: bool = False, address: str | None = None, workers: int | None = None) -> Summary:
-    """Generate (or finish) the dataset of ``cfg`` in ``out``.
+             use_ray: bool = False, address: str | None = None, workers: int | None = None,
+             part: tuple[int, int] | None = None) -> Summary:
+    """Generate (or finish) the dataset of ``cfg`` in ``out`` (only ``part=(i, k)`` of its shards if given).
 
     In this process by default; with ``use_ray`` on Ray actors — joining ``address`` (or
     ``RAY_ADDRESS``), else a local Ray instance sized to the machine.
     """
+    check_part(part)
     validated = validate(cfg)
     if not use_ray:
-        plan = prepare(cfg, out, restart=restart, validated=validated)
+        plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
         return execute(plan, in_process_executor(plan), progress=progress)
 
     from hpcinv.generate.distributed import init_ray, ray_executor
 
     check_output(cfg, out, restart=restart)
     init_ray(address)  # before anything is written: an unreachable cluster leaves no trace
-    plan = prepare(cfg, out, restart=restart, validated=validated)
+    plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
     stats: dict = {}
     summary = execute(plan, ray_executor(plan, workers=workers, stats=stats), progress=progress)
     per_worker = stats.get("per_worker_samples", {})
-    summary.extra = {
+    summary.extra |= {
         "workers": stats.get("workers", 0), "failures_retried": stats.get("retries", 0),
         "actor_startup_s": stats.get("startup_s", 0.0),
         "samples_per_s_per_worker": {str(k): round(v / summary.wall_s, 3) for k, v in sorted(per_worker.items())},

@@ -1,0 +1,94 @@
+"""The callables that the ``launch/`` submitit launchers send to SLURM.
+
+They live in the package (not in the launch scripts) so they unpickle on any node that has hpcinv
+installed. Each is a :class:`submitit.helpers.Checkpointable`: on preemption or timeout (SLURM's
+USR2) submitit pickles the same call again and requeues the job, and re-running it continues the
+work, because every hpcinv stage resumes by being re-run -- generation keeps its verified shards,
+training restarts from its last Ray Train checkpoint in the same run folder.
+
+The config travels validated (a pydantic model, not a YAML path), so a job does not depend on a file
+changing after submission; jobs run in the submission directory (SLURM's default), so relative
+paths in a config mean what they meant on the submitting shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import submitit
+
+from hpcinv.config import DataConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class GenerateJob(submitit.helpers.Checkpointable):
+    """Generate (or finish) a dataset on a Ray cluster spanning the job's nodes."""
+
+    def __init__(self, cfg: DataConfig, out: str, cluster_dir: str, *, object_store_gb: float | None = None,
+                 part: tuple[int, int] | None = None):
+        self.cfg, self.out, self.cluster_dir = cfg, str(Path(out).resolve()), str(Path(cluster_dir).resolve())
+        self.object_store_gb, self.part = object_store_gb, part
+
+    def __call__(self) -> dict | None:
+        from hpcinv.cluster import run_on_cluster
+        from hpcinv.generate import generate
+
+        _setup_logging()
+
+        def work(address: str) -> dict:
+            with contextlib.redirect_stdout(sys.stderr):
+                summary = generate(self.cfg, self.out, use_ray=True, address=address, progress=False, part=self.part)
+            return asdict(summary)
+
+        return run_on_cluster(work, self.cluster_dir, object_store_gb=self.object_store_gb)
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """DDP training (or its resumption) on a Ray cluster spanning the job's nodes."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str, cluster_dir: str, *, object_store_gb: float | None = None):
+        self.cfg, self.run_dir, self.cluster_dir = cfg, str(Path(run_dir).resolve()), str(Path(cluster_dir).resolve())
+        self.object_store_gb = object_store_gb
+
+    def __call__(self) -> dict | None:
+        from hpcinv.cluster import run_on_cluster
+        from hpcinv.train.trainer import train
+
+        _setup_logging()
+
+        def work(address: str) -> dict:
+            with contextlib.redirect_stdout(sys.stderr):
+                return train(self.cfg, self.run_dir, address=address)
+
+        result = run_on_cluster(work, self.cluster_dir, object_store_gb=self.object_store_gb)
+        if result is not None:
+            log.info("result: %s", json.dumps(result))
+        return result
+
+
+class EvaluateJob(submitit.helpers.Checkpointable):
+    """Metrics, figures and data misfit of runs on a dataset (one node, no Ray needed)."""
+
+    def __init__(self, runs: list[str], data: str, out: str, *, split: str | None = None, misfit_samples: int = 2,
+                 figures: int = 2):
+        self.runs = [str(Path(r).resolve()) for r in runs]
+        self.data, self.out = str(Path(data).resolve()), str(Path(out).resolve())
+        self.split, self.misfit_samples, self.figures = split, misfit_samples, figures
+
+    def __call__(self) -> dict:
+        from hpcinv.evaluate.report import evaluate
+
+        _setup_logging()
+        result = evaluate(self.runs, self.data, self.out, split=self.split, misfit_samples=self.misfit_samples,
+                          figures=self.figures)
+        return {"out": result["out"], "table": result["table"]}

@@ -1,0 +1,164 @@
+"""What every launcher shares: SLURM options, checks before submission, the submitit executor, output.
+
+A launcher validates everything it can on the login node (config, inputs, partition, node count,
+resources) so a bad request fails at once with one line, never as a job that pends forever or dies
+after waiting in the queue. It prints one JSON object: the job id(s), the log paths and, with
+``--wait``, the job's result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import submitit
+
+from hpcinv.config import HpcinvError, parse_overrides
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    s = p.add_argument_group("SLURM")
+    s.add_argument("--nodes", type=int, default=1, help="nodes (one Ray node each; default 1)")
+    s.add_argument("--cpus-per-node", type=int, default=1, help="CPUs per node (default 1)")
+    s.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default 0)")
+    s.add_argument("--mem-gb", type=float, help="memory per node in GB (default: the partition's default)")
+    s.add_argument("--partition", help="partition (default: the cluster's default partition)")
+    s.add_argument("--time", type=int, default=60, help="time limit in minutes (default 60)")
+    s.add_argument("--account", help="account to charge")
+    s.add_argument("--qos", help="quality of service")
+    s.add_argument("--constraint", help="node features, e.g. a100")
+    s.add_argument("--job-name", help="job name (default: hpcinv-<stage>)")
+    s.add_argument("--after", metavar="JOBID", help="start only after job JOBID succeeded (afterok)")
+    s.add_argument("--folder", default="slurm-logs", help="shared folder for job logs, pickles and the Ray "
+                                                          "rendezvous (default ./slurm-logs)")
+    s.add_argument("--setup", action="append", default=[], metavar="LINE",
+                   help="shell line run before the job, e.g. 'module load cuda/12.4' (repeatable)")
+    s.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. --slurm exclusive=true --slurm reservation=r1 (repeatable)")
+    s.add_argument("--max-timeouts", type=int, default=3, help="requeues after hitting the time limit (default 3; "
+                                                                "preemptions are always requeued)")
+    s.add_argument("--object-store-gb", type=float, help="Ray object store per node (default: 30%% of the job's "
+                                                         "memory on the node)")
+    s.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like ``p.parse_args``, with ``key.sub=value`` overrides allowed anywhere on the line."""
+    args, extra = p.parse_known_args(argv)
+    unknown = [w for w in extra if w.startswith("-") or "=" not in w]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*getattr(args, "overrides", []), *extra]
+    return args
+
+
+def _sinfo(*fields: str) -> list[list[str]]:
+    if shutil.which("sinfo") is None:
+        raise HpcinvError("SLURM's commands (sinfo, sbatch) are not on PATH: submit from a login node of the "
+                          "cluster, or bring up a local one with 'sudo slurm/local-cluster.sh up'")
+    proc = subprocess.run(["sinfo", "-h", "-o", "|".join(fields)], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise HpcinvError(f"sinfo failed, is the SLURM controller up? {proc.stderr.strip()}")
+    return [line.split("|") for line in proc.stdout.splitlines() if line.strip()]
+
+
+def check_request(args: argparse.Namespace) -> str:
+    """The partition to use, after checking that it exists and can give ``args.nodes`` nodes."""
+    for name, value in (("--nodes", args.nodes), ("--cpus-per-node", args.cpus_per_node), ("--time", args.time)):
+        if value < 1:
+            raise HpcinvError(f"{name} {value} is not valid: give a positive number")
+    rows = _sinfo("%P", "%D", "%a")  # partition (the default one marked *), nodes, availability
+    nodes: dict[str, int] = {}
+    default = None
+    for name, count, _avail in rows:
+        if name.endswith("*"):
+            name = default = name[:-1]
+        nodes[name] = nodes.get(name, 0) + int(count)
+    partition = args.partition or default
+    if partition is None:
+        raise HpcinvError(f"the cluster has no default partition: give --partition, one of {sorted(nodes)}")
+    if partition not in nodes:
+        raise HpcinvError(f"partition {partition!r} does not exist on this cluster; partitions: {sorted(nodes)}")
+    if args.nodes > nodes[partition]:
+        raise HpcinvError(f"--nodes {args.nodes} is more than partition {partition!r} has ({nodes[partition]} "
+                          "nodes)")
+    return partition
+
+
+def executor(args: argparse.Namespace, stage: str, *, nodes: int | None = None) -> submitit.SlurmExecutor:
+    """A submitit executor for one task per node, with every SLURM option of the command line."""
+    extra = {}
+    for item in args.slurm:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise HpcinvError(f"--slurm {item!r} is not KEY=VALUE (e.g. --slurm reservation=r1)")
+        extra[key.replace("-", "_")] = parse_overrides([f"v={value}"])["v"]
+    ex = submitit.SlurmExecutor(folder=Path(args.folder) / "%j", max_num_timeout=args.max_timeouts)
+    params = dict(partition=check_request(args), nodes=nodes or args.nodes, ntasks_per_node=1,
+                  cpus_per_task=args.cpus_per_node, time=args.time, job_name=args.job_name or f"hpcinv-{stage}",
+                  setup=list(args.setup), additional_parameters=extra)
+    if args.gpus_per_node:
+        params["gpus_per_node"] = args.gpus_per_node
+    if args.mem_gb:
+        params["mem"] = f"{int(args.mem_gb * 1024)}M"
+    for key in ("account", "qos", "constraint"):
+        if getattr(args, key):
+            params[key] = getattr(args, key)
+    if args.after:
+        params["dependency"] = f"afterok:{args.after}"
+    ex.update_parameters(**params)
+    return ex
+
+
+def cluster_dir(args: argparse.Namespace) -> str:
+    return str(Path(args.folder).resolve() / "ray")
+
+
+def describe(job: submitit.Job) -> dict:
+    return {"job_id": job.job_id, "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
+
+
+def submit(submit_fn: Callable[[], list[submitit.Job]]) -> list[submitit.Job]:
+    """Submit, turning sbatch's refusal into one clear line."""
+    try:
+        return submit_fn()
+    except subprocess.CalledProcessError as exc:
+        output = (exc.output or b"").decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
+        raise HpcinvError(f"sbatch refused the job: {(output or str(exc)).strip()}") from None
+    except submitit.core.utils.FailedJobError as exc:
+        raise HpcinvError(f"sbatch refused the job: {str(exc).strip()}") from None
+
+
+def report(args: argparse.Namespace, jobs: list[submitit.Job], final: submitit.Job | None = None, **info) -> None:
+    """Print the job ids and logs; with ``--wait``, wait for the last job and add its result."""
+    final = final or jobs[-1]
+    out = {**info, "jobs": [describe(j) for j in jobs], "folder": str(Path(args.folder).resolve())}
+    print(json.dumps(out, indent=1), flush=True)
+    if args.wait:
+        for job in jobs:
+            job.wait()
+        result = final.results()[0]  # rank 0 ran the work; the other ranks only hosted Ray nodes
+        print(json.dumps({"job_id": final.job_id, "state": final.state, "result": result}, indent=1, default=str))
+
+
+def main(run: Callable[[argparse.Namespace], None], p: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    args = parse(p, argv)
+    try:
+        run(args)
+    except HpcinvError as exc:
+        print(f"launch: error: {exc}", file=sys.stderr)
+        return 2
+    except submitit.core.utils.UncompletedJobError as exc:
+        print(f"launch: error: the job did not complete: {exc}", file=sys.stderr)
+        return 1
+    except submitit.core.utils.FailedJobError as exc:
+        print(f"launch: error: the job failed: {exc}", file=sys.stderr)
+        return 1
+    return 0

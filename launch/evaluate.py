@@ -1,0 +1,47 @@
+"""Submit evaluation to SLURM (one node, no Ray).
+
+    python -m launch.evaluate RUN_OR_CHECKPOINT [...] --data DATASET --out REPORT_DIR [--split test] [SLURM options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hpcinv.config import HpcinvError
+from hpcinv.jobs import EvaluateJob
+from launch import common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser("Submit hpcinv evaluation to SLURM")
+    p.add_argument("runs", nargs="+", help="run folders, checkpoint folders or state.pt files")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--split", help="dataset split (e.g. test)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--misfit-samples", type=int, default=2)
+    p.add_argument("--figures", type=int, default=2)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.overrides:
+        raise HpcinvError(f"evaluation takes no key=value overrides, got {args.overrides}")
+    if not args.after:
+        missing = [p for p in [*args.runs, args.data] if not Path(p).exists()]
+        if missing:
+            raise HpcinvError(f"not found: {', '.join(missing)}")
+    ex = common.executor(args, "evaluate", nodes=1)
+    job = EvaluateJob(args.runs, args.data, args.out, split=args.split, misfit_samples=args.misfit_samples,
+                      figures=args.figures)
+    jobs = common.submit(lambda: [ex.submit(job)])
+    common.report(args, jobs, out=args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.main(run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Submit dataset generation to SLURM.
+
+    python -m launch.generate CONFIG --out DATASET [--nodes N --cpus-per-node C | --array K ...] [key=value ...]
+
+One job spans ``--nodes`` nodes with one Ray cluster (a modelling actor per CPU or GPU). With
+``--array K``, K independent jobs each model every K-th shard of the same dataset (each on its own
+``--nodes``), and a last one-node job, started when all K have succeeded, verifies their shards and
+writes the manifest. A preempted or timed-out job is requeued and keeps every finished shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hpcinv.config import DataConfig, HpcinvError, load_config
+from hpcinv.generate.driver import check_output, open_dataset_folder, validate
+from hpcinv.jobs import GenerateJob
+from launch import common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser("Submit hpcinv dataset generation to SLURM")
+    p.add_argument("config", help="data config (YAML)")
+    p.add_argument("--out", required=True, help="dataset folder on shared storage")
+    p.add_argument("--array", type=int, metavar="K", help="split into K independent jobs plus a final one")
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = load_config(DataConfig, args.config, args.overrides)
+    validate(cfg)  # physics, geometry, imported collection: refused here, not after queueing
+    check_output(cfg, args.out)
+    cluster_dir = common.cluster_dir(args)
+    if not args.array:
+        ex = common.executor(args, "generate")
+        jobs = common.submit(lambda: [ex.submit(GenerateJob(cfg, args.out, cluster_dir,
+                                                            object_store_gb=args.object_store_gb))])
+        common.report(args, jobs, out=args.out)
+        return
+    if args.array < 2:
+        raise HpcinvError(f"--array {args.array} is not valid: give at least 2 parts")
+    open_dataset_folder(cfg, args.out)  # now: a config or path problem shows here, not in K jobs
+    ex = common.executor(args, "generate")
+    parts = common.submit(lambda: ex.submit_array([
+        GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb, part=(i, args.array))
+        for i in range(args.array)]))
+    array_id = parts[0].job_id.split("_")[0]
+    merge_args = argparse.Namespace(**{**vars(args), "after": array_id, "nodes": 1})
+    merge_ex = common.executor(merge_args, "generate-merge")
+    (merge,) = common.submit(lambda: [merge_ex.submit(GenerateJob(cfg, args.out, cluster_dir,
+                                                                  object_store_gb=args.object_store_gb))])
+    common.report(args, [*parts, merge], out=args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.main(run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
