@@ -150,10 +150,18 @@ def _ray_env(token_path: Path) -> dict[str, str]:
     return env
 
 
+def _ray_executable() -> str:
+    beside = Path(sys.executable).with_name("ray")  # the ray of this environment, not another one on PATH
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if not found:
+        raise HpcinvError(f"the 'ray' command is not installed beside {sys.executable} nor on PATH")
+    return found
+
+
 def _ray_start_args(task: SlurmTask, node_ip: str, object_store_gb: float | None) -> list[str]:
     agent, agent_grpc, metrics, runtime_env, node_manager, object_manager = free_ports(6, node_ip)
     args = [
-        str(Path(sys.executable).with_name("ray")), "start", "--block", "--disable-usage-stats",
+        _ray_executable(), "start", "--block", "--disable-usage-stats",
         f"--node-ip-address={node_ip}", f"--node-name={task.node_name}",
         f"--temp-dir={temp_dir(task)}", f"--num-cpus={task.cpus}", f"--num-gpus={task.gpus}",
         f"--object-store-memory={object_store_bytes(task, object_store_gb)}",
@@ -279,8 +287,10 @@ def _run_head(work: Callable[[str], T], task: SlurmTask, folder: Path, node_ip: 
     for stale in (HEAD_FILE, DONE_FILE):
         (folder / stale).unlink(missing_ok=True)
     token = folder / TOKEN_FILE
-    atomic_write_text(token, secrets.token_hex(32) + "\n")
-    token.chmod(0o600)
+    token.unlink(missing_ok=True)
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
     (gcs_port,) = free_ports(1, node_ip)
     args = [*_ray_start_args(task, node_ip, object_store_gb), "--head", f"--port={gcs_port}",
             "--include-dashboard=false"]

@@ -145,7 +145,7 @@ def report(args: argparse.Namespace, jobs: list[submitit.Job], final: submitit.J
         for job in jobs:
             job.wait()
         result = final.results()[0]  # rank 0 ran the work; the other ranks only hosted Ray nodes
-        print(json.dumps({"job_id": final.job_id, "state": final.state, "result": result}, indent=1, default=str))
+        print(json.dumps({"job_id": final.job_id, "result": result}, indent=1, default=str))
 
 
 def main(run: Callable[[argparse.Namespace], None], p: argparse.ArgumentParser, argv: list[str] | None) -> int:

@@ -42,10 +42,10 @@ def check_fits(cfg: TrainConfig, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> None:
     cfg = load_config(TrainConfig, args.config, args.overrides)
+    ex = common.executor(args, "train")  # checks the partition and node count first
     check_fits(cfg, args)
     if not args.after:  # with --after the datasets may still be in the making
         check_inputs(cfg, Path(args.out))
-    ex = common.executor(args, "train")
     jobs = common.submit(lambda: [ex.submit(TrainJob(cfg, args.out, common.cluster_dir(args),
                                                      object_store_gb=args.object_store_gb))])
     common.report(args, jobs, run_dir=args.out)

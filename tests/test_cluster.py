@@ -1,0 +1,37 @@
+"""The Ray bootstrap's reading of a SLURM allocation, and its refusal outside one (no SLURM needed)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hpcinv.cluster import SlurmTask, object_store_bytes, temp_dir
+from hpcinv.config import HpcinvError
+from tests.conftest import CONFIGS
+
+
+def test_cluster_bootstrap_outside_slurm_is_refused(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+    proc = subprocess.run([sys.executable, "-m", "hpcinv.cli", "cluster", "train", str(CONFIGS / "tiny_train.yaml"),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "not inside a SLURM job step" in proc.stderr, proc.stderr
+
+
+def test_slurm_task_reads_allocation_from_environment():
+    env = {"SLURM_JOB_ID": "77", "SLURM_NODEID": "1", "SLURM_NNODES": "2", "SLURM_STEP_NUM_NODES": "2",
+           "SLURM_NTASKS": "2", "SLURM_CPUS_ON_NODE": "8", "SLURM_GPUS_ON_NODE": "4", "SLURM_MEM_PER_NODE": "16000",
+           "SLURM_RESTART_COUNT": "3", "SLURM_STEP_ID": "0", "SLURMD_NODENAME": "gpu17"}
+    task = SlurmTask.from_env(env)
+    assert (task.cpus, task.gpus, task.mem_bytes, task.node_name) == (8, 4, 16000 * 2**20, "gpu17")
+    assert task.attempt == "77.r3.s0" and str(temp_dir(task, "/tmp")) == "/tmp/ray-77.r3.s0.n1"
+    assert object_store_bytes(task) <= int(0.3 * 16000 * 2**20)
+    assert object_store_bytes(task, 2.0) == 2 * 2**30
+    cuda = SlurmTask.from_env({**env, "SLURM_GPUS_ON_NODE": "", "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert cuda.gpus == 2
+    with pytest.raises(HpcinvError, match="one task per node, got SLURM_NTASKS=4"):
+        SlurmTask.from_env({**env, "SLURM_NTASKS": "4"})
+    with pytest.raises(HpcinvError, match="longer than 40 characters"):
+        temp_dir(task, "/a/very/long/node/local/scratch/path")
+    with pytest.raises(HpcinvError, match="too small"):
+        object_store_bytes(task, 0.01)
