@@ -284,6 +284,7 @@ def _node_ip() -> str:
 
 def _run_head(work: Callable[[str], T], task: SlurmTask, folder: Path, node_ip: str,
               object_store_gb: float | None, join_timeout_s: float) -> T:
+    t0 = time.monotonic()
     for stale in (HEAD_FILE, DONE_FILE):
         (folder / stale).unlink(missing_ok=True)
     token = folder / TOKEN_FILE
@@ -307,7 +308,8 @@ def _run_head(work: Callable[[str], T], task: SlurmTask, folder: Path, node_ip: 
         init_ray(address)
         _wait(f"{task.n_nodes} Ray nodes to join", join_timeout_s,
               lambda: len(_connected_nodes()) >= task.n_nodes, node)
-        log.info("Ray cluster %s up: nodes %s, resources %s", address, _connected_nodes(), ray.cluster_resources())
+        log.info("Ray cluster %s up in %.1f s: nodes %s, resources %s", address, time.monotonic() - t0,
+                 _connected_nodes(), ray.cluster_resources())
         return work(address)
     finally:
         atomic_write_text(folder / DONE_FILE, "")
