@@ -24,6 +24,7 @@ DB_PASS=hpcinv-local-only  # the database listens on its Unix socket only (skip-
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 
 log() { echo "local-cluster: $*" >&2; }
+alive() { pgrep -x -r R,S,D "$1" >/dev/null; }  # a running process of that name (zombies left unreaped do not count)
 die() { log "error: $*"; exit 1; }
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
@@ -115,7 +116,7 @@ EOF
 }
 
 start_munge() {
-  pgrep -x munged >/dev/null && return 0
+  alive munged && return 0
   [[ -s /etc/munge/munge.key ]] || mungekey --create --keyfile=/etc/munge/munge.key
   chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
   mkdir -p /run/munge /var/log/munge /var/lib/munge
@@ -125,7 +126,7 @@ start_munge() {
 }
 
 start_database() {
-  if ! pgrep -x mariadbd >/dev/null; then
+  if ! alive mariadbd; then
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
     [[ -d /var/lib/mysql/mysql ]] || mariadb-install-db --user=mysql >"$STATE/log/mariadb-install.log" 2>&1
     (setsid mariadbd --user=mysql --skip-networking --socket=$DB_SOCKET >"$STATE/log/mariadb.log" 2>&1 &)
@@ -139,14 +140,14 @@ EOF
 }
 
 start_slurm() {
-  pgrep -x slurmdbd >/dev/null || slurmdbd
+  alive slurmdbd || slurmdbd
   wait_for 30 slurmdbd sacctmgr -n show cluster
   sacctmgr -i -Q add cluster hpcinv >/dev/null 2>&1 || true
-  pgrep -x slurmctld >/dev/null || slurmctld
+  alive slurmctld || slurmctld
   wait_for 30 slurmctld scontrol ping
   for ((n = 1; n <= NODES; n++)); do
     mkdir -p "$STATE/spool/n$n"
-    pgrep -f "slurmd -N n$n\$" >/dev/null || slurmd -N "n$n"
+    pgrep -r R,S,D -f "slurmd -N n$n\$" >/dev/null || slurmd -N "n$n"
   done
   wait_for 30 "$NODES idle nodes" sh -c "test \$(sinfo -h -t idle -o %D) -eq $NODES"
   scontrol update nodename="n[1-$NODES]" state=resume >/dev/null 2>&1 || true
@@ -166,10 +167,16 @@ up() {
 down() {
   # Jobs still running are cancelled so no task (or Ray daemon it started) outlives the cluster.
   if scontrol ping >/dev/null 2>&1; then scancel --full --quiet --user=root 2>/dev/null || true; sleep 1; fi
-  for daemon in slurmd slurmctld slurmdbd; do pkill -x "$daemon" 2>/dev/null || true; done
-  for ((i = 0; i < 50; i++)); do pgrep -x 'slurmd|slurmctld|slurmdbd' >/dev/null || break; sleep 0.2; done
-  pkill -9 -x 'slurmd|slurmctld|slurmdbd|slurmstepd' 2>/dev/null || true
-  if pgrep -x mariadbd >/dev/null; then
+  local daemons=(slurmd slurmctld slurmdbd)
+  for daemon in "${daemons[@]}"; do pkill -x "$daemon" 2>/dev/null || true; done
+  for ((i = 0; i < 50; i++)); do
+    running=0
+    for daemon in "${daemons[@]}"; do alive "$daemon" && running=1; done
+    ((running)) || break
+    sleep 0.2
+  done
+  for daemon in "${daemons[@]}" slurmstepd; do pkill -9 -x "$daemon" 2>/dev/null || true; done
+  if alive mariadbd; then
     mariadb-admin --socket=$DB_SOCKET shutdown 2>/dev/null || pkill -x mariadbd || true
   fi
   pkill -x munged 2>/dev/null || true
@@ -178,7 +185,7 @@ down() {
 
 purge() {
   down
-  for ((i = 0; i < 50; i++)); do pgrep -x mariadbd >/dev/null || break; sleep 0.2; done
+  for ((i = 0; i < 50; i++)); do alive mariadbd || break; sleep 0.2; done
   rm -rf "$STATE/ctld" "$STATE/spool"
   [[ -d /var/lib/mysql/slurm_acct_db ]] && rm -rf /var/lib/mysql/slurm_acct_db
   log "purged controller state and accounting in $STATE"
@@ -186,7 +193,7 @@ purge() {
 
 status() {
   for daemon in munged mariadbd slurmdbd slurmctld slurmd; do
-    printf '%-10s %s\n' "$daemon" "$(pgrep -x "$daemon" | wc -l) running"
+    printf '%-10s %s\n' "$daemon" "$(pgrep -x -r R,S,D "$daemon" | wc -l) running"
   done
   scontrol ping 2>/dev/null | head -1 || true
   sinfo 2>/dev/null || true

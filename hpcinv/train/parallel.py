@@ -4,7 +4,7 @@
   ``blocks`` wraps each encoder/decoder block (only block inputs stay saved; a block's internals are
   recomputed in backward), ``units`` wraps each conv → BN → ReLU unit, ``nested`` does both, so a
   block's recompute itself keeps only unit inputs (lowest memory, most recompute). Combined with
-  bf16 autocast, ``nested`` stores ≈ 0.23 × the activations of a plain fp32 step (benchmarks/training.py);
+  bf16 autocast, ``nested`` stores ≈ 0.29 × the activations of a plain fp32 step (benchmarks/training.py);
 * mixed precision (``fp32 | bf16 | fp16``): an autocast context and, for fp16, a GradScaler;
 * DDP wrapping is left to Ray Train's ``prepare_model`` in the worker loop.
 """
