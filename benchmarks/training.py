@@ -11,7 +11,11 @@
 
     python benchmarks/training.py [--width 64] [--steps 3]    # --width 16 for a quick run
 
-Prints one JSON document; ratios are against plain fp32 without checkpointing, measured in one run.
+Prints one JSON document. Ratios are measured in one run against two baselines, both fp32 without
+checkpointing: ``reference`` -- the network exactly as the official code computes it (each decoder
+level zero-pads the skip and concatenates it with the upsampled features before the conv) -- and
+hpcinv's own ``none/fp32``, whose decoder convolves without building that padding and concatenation
+(``hpcinv.nets.fcnvmb.conv_concat``: same parameters, same outputs, less memory even unchecked).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -31,13 +36,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
 
 from hpcinv.nets import FCNVMB  # noqa: E402
+from hpcinv.nets.fcnvmb import Up  # noqa: E402
 from hpcinv.train.loop import train_step  # noqa: E402
 from hpcinv.train.parallel import apply_checkpointing, grad_scaler  # noqa: E402
 
 
+def _official_up(self: Up, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The official ``unetUp.forward``: pad the skip, concatenate, convolve."""
+    x = self.up(x)
+    dz, dx = x.shape[2] - skip.shape[2], x.shape[3] - skip.shape[3]
+    skip = F.pad(skip, [dx // 2, (dx + 1) // 2, dz // 2, (dz + 1) // 2])
+    return self.conv(torch.cat([skip, x], dim=1))
+
+
 def make(width: int, mode: str, device: torch.device):
     torch.manual_seed(0)
-    model = apply_checkpointing(FCNVMB(29, (201, 301), width, 4), mode).to(device)
+    model = FCNVMB(29, (201, 301), width, 4)
+    if mode == "reference":
+        for up in model.ups:
+            up.forward = types.MethodType(_official_up, up)
+    else:
+        apply_checkpointing(model, mode)
+    model = model.to(device)
     return model, torch.optim.Adam(model.parameters(), 1e-3)
 
 
@@ -108,16 +128,17 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = {}
-    for precision in ("fp32", "bf16"):
-        for mode in ("none", "blocks", "units", "nested"):
-            m1 = measure(mode, precision, 1, args.width, args.steps, device)
-            m2 = measure(mode, precision, 2, args.width, args.steps, device)
-            rows[f"{mode}/{precision}"] = {"activation_mb_per_sample": round(m2["peak_mb"] - m1["peak_mb"], 1),
-                                           "step_s_per_sample": round(m2["step_s"] / 2, 4)}
-    base = rows["none/fp32"]
-    for row in rows.values():
-        row["activation_vs_none_fp32"] = round(row["activation_mb_per_sample"] / base["activation_mb_per_sample"], 3)
-        row["step_time_vs_none_fp32"] = round(row["step_s_per_sample"] / base["step_s_per_sample"], 3)
+    modes = ("none", "blocks", "units", "nested")
+    settings = [("reference", "fp32")] + [(m, p) for p in ("fp32", "bf16") for m in modes]
+    for mode, precision in settings:
+        m1 = measure(mode, precision, 1, args.width, args.steps, device)
+        m2 = measure(mode, precision, 2, args.width, args.steps, device)
+        rows[f"{mode}/{precision}"] = {"activation_mb_per_sample": round(m2["peak_mb"] - m1["peak_mb"], 1),
+                                       "step_s_per_sample": round(m2["step_s"] / 2, 4)}
+    for name, base in (("reference", rows["reference/fp32"]), ("none_fp32", rows["none/fp32"])):
+        for row in rows.values():
+            row[f"activation_vs_{name}"] = round(row["activation_mb_per_sample"] / base["activation_mb_per_sample"], 3)
+            row[f"step_time_vs_{name}"] = round(row["step_s_per_sample"] / base["step_s_per_sample"], 3)
     emit({"benchmark": "training", "device": args.device, "torch_threads": torch.get_num_threads(),
           "width": args.width, "parameters": sum(p.numel() for p in FCNVMB(29, (201, 301), args.width).parameters()),
           "input": [29, 400, 301], "output": [201, 301], "modes": rows,

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hpcinv.nets import FCNVMB, InversionNet, count_parameters
+from hpcinv.nets.fcnvmb import Up
 from hpcinv.train.parallel import apply_checkpointing, autocast, checkpoint_targets, grad_scaler
 
 
@@ -48,6 +49,26 @@ def _grads(model, x, y):
     model.zero_grad()
     F.mse_loss(model(x), y).backward()
     return [p.grad.clone() for p in model.parameters()]  # wrapped names differ; the order does not
+
+
+@pytest.mark.parametrize(("skip_hw", "x_hw"), [((4, 6), (2, 3)), ((5, 7), (3, 4)), ((3, 4), (3, 4)),
+                                             ((1, 1), (3, 4)), ((7, 9), (2, 3))])
+def test_decoder_conv_equals_the_official_pad_and_concatenation(skip_hw, x_hw):
+    """conv_concat never builds the padded skip or the concatenation; the result must not change:
+    skips smaller than, equal to (no padding) and larger than (cropped) the upsampled features."""
+    torch.manual_seed(0)
+    up = Up(8, 4).double()
+    skip = torch.randn(2, 4, *skip_hw, dtype=torch.double, requires_grad=True)
+    x = torch.randn(2, 8, *x_hw, dtype=torch.double, requires_grad=True)
+    ours = up(skip, x)
+    xu = up.up(x)
+    dz, dx = xu.shape[2] - skip.shape[2], xu.shape[3] - skip.shape[3]
+    official = up.conv(torch.cat([F.pad(skip, [dx // 2, (dx + 1) // 2, dz // 2, (dz + 1) // 2]), xu], dim=1))
+    torch.testing.assert_close(ours, official)
+    g = torch.randn_like(ours)
+    wrt = [skip, x, *up.parameters()]
+    for a, b in zip(torch.autograd.grad(ours, wrt, g), torch.autograd.grad(official, wrt, g), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("net", ["fcnvmb", "inversionnet"])

@@ -7,7 +7,8 @@ Input ``gathers_BSTR`` (batch, shots, time, receivers) — shots are channels �
   (``unetConv2``);
 * ``Down``: DoubleConv then MaxPool(2, ceil_mode=True) (``unetDown``);
 * ``Up``: ConvTranspose2d(k=2, s=2), the skip zero-padded (F.pad, split evenly) to the upsampled
-  size, concatenation, DoubleConv (``unetUp``);
+  size, concatenation, DoubleConv (``unetUp``) -- computed without materialising the padding or the
+  concatenation (:func:`conv_concat`; same parameters, same result);
 * filters ``base · 2^i`` (64/128/256/512 and a 1024 centre at the paper configuration);
 * the decoder output (400 × 304 for the paper's 400 × 301 input) is cropped to ``[1:1+nz, 1:1+nx]``
   and a final 1×1 conv gives one channel.
@@ -35,7 +36,11 @@ from torch import nn
 
 
 class ConvUnit(nn.Sequential):
-    """3×3 conv → BatchNorm → ReLU (the unit the finest activation checkpointing recomputes)."""
+    """3×3 conv → BatchNorm → ReLU (the unit the finest activation checkpointing recomputes).
+
+    Called with a ``skip`` (the decoder's first unit), the conv runs over the channel concatenation
+    ``[pad(skip), x]`` without building it: see :func:`conv_concat`.
+    """
 
     def __init__(self, cin: int, cout: int, batchnorm: bool = True):
         layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, 1, 1)]
@@ -43,6 +48,35 @@ class ConvUnit(nn.Sequential):
             layers.append(nn.BatchNorm2d(cout))
         layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, top: int = 0, left: int = 0) -> torch.Tensor:
+        conv, *rest = self
+        y = conv(x) if skip is None else conv_concat(conv, skip, x, top, left)
+        for layer in rest:
+            y = layer(y)
+        return y
+
+
+def conv_concat(conv: nn.Conv2d, skip: torch.Tensor, x: torch.Tensor, top: int, left: int) -> torch.Tensor:
+    """``conv(cat([skip zero-padded into x's size at (top, left)], x))``, with neither the padded skip
+    nor the concatenation ever stored.
+
+    The conv is linear in its input channels, so it splits into a conv of ``x`` and one of the skip.
+    The padded skip is zero outside its window, so its conv is non-zero only within one kernel radius
+    of the window: the small skip's "full" convolution (padding 2r), added into that region. Autograd
+    then keeps the small skip instead of a mostly-zero full-resolution copy (the faithful ``pooled``
+    skips are a quarter of the size they are padded to) and no concatenation: at the finest decoder
+    level that is most of the activation memory left under checkpointing (docs/SCALING.md).
+    """
+    r = conv.padding[0]
+    w_skip, w_x = conv.weight.split([skip.shape[1], x.shape[1]], dim=1)
+    y = F.conv2d(x, w_x, conv.bias, padding=conv.padding)
+    small = F.conv2d(skip, w_skip, None, padding=2 * r)  # covers rows top-r .. top+h+r-1 of y
+    z0, x0 = top - r, left - r
+    zs, xs = max(0, -z0), max(0, -x0)
+    ze, xe = min(small.shape[2], y.shape[2] - z0), min(small.shape[3], y.shape[3] - x0)
+    y[:, :, z0 + zs:z0 + ze, x0 + xs:x0 + xe] += small[:, :, zs:ze, xs:xe]
+    return y
 
 
 class DoubleConv(nn.Sequential):
@@ -69,10 +103,13 @@ class Up(nn.Module):
         self.conv = DoubleConv(cin, cout, batchnorm)
 
     def forward(self, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The official ``unetUp``: ``conv(cat([F.pad(skip) split evenly to x's size, up(x)]))``."""
         x = self.up(x)
         dz, dx = x.shape[2] - skip.shape[2], x.shape[3] - skip.shape[3]
-        skip = F.pad(skip, [dx // 2, (dx + 1) // 2, dz // 2, (dz + 1) // 2])
-        return self.conv(torch.cat([skip, x], dim=1))
+        if dz < 0 or dx < 0:  # a larger skip is cropped, as F.pad does (never here: pooling rounds up)
+            skip = F.pad(skip, [min(0, dx // 2), min(0, (dx + 1) // 2), min(0, dz // 2), min(0, (dz + 1) // 2)])
+            dz, dx = max(0, dz), max(0, dx)
+        return self.conv[1](self.conv[0](x, skip, dz // 2, dx // 2))
 
 
 class FCNVMB(nn.Module):
