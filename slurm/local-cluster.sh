@@ -6,6 +6,8 @@
 #   sudo slurm/local-cluster.sh down      stop every daemon (state and accounting kept)
 #   sudo slurm/local-cluster.sh purge     stop and delete state + accounting (job ids restart at 1)
 #
+# Exit status: 0 up; 3 the packages cannot be installed here (no root, no apt-get, no package
+# source); 1 anything else (a daemon did not come up: see its log).
 # What comes up: munged, MariaDB + slurmdbd (accounting, so `sacct` -- which submitit polls -- works),
 # slurmctld and HPCINV_SLURM_NODES emulated compute nodes (n1, n2, ...; one slurmd each, all on this
 # host at 127.0.0.1, each with HPCINV_SLURM_CPUS CPUs), in one partition "debug". Multi-node jobs
@@ -37,12 +39,12 @@ install_packages() {
   local missing=()
   for pkg in "${PACKAGES[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   ((${#missing[@]} == 0)) && return 0
-  command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get to install them"
+  command -v apt-get >/dev/null || { log "error: missing packages ${missing[*]} and no apt-get to install them"; exit 3; }
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q "${missing[@]}" >"$STATE/log/apt.log" 2>&1 ||
     { apt-get update -q >>"$STATE/log/apt.log" 2>&1 && apt-get install -y -q "${missing[@]}" >>"$STATE/log/apt.log" 2>&1; } ||
-    die "apt-get install ${missing[*]} failed (see $STATE/log/apt.log)"
+    { log "error: apt-get install ${missing[*]} failed (see $STATE/log/apt.log)"; exit 3; }
 }
 
 proctrack() {
@@ -154,7 +156,7 @@ start_slurm() {
 }
 
 up() {
-  [[ $(id -u) == 0 ]] || die "run as root (it installs packages and starts system daemons)"
+  [[ $(id -u) == 0 ]] || { log "error: run as root (it installs packages and starts system daemons)"; exit 3; }
   mkdir -p "$STATE"/{ctld,spool,run,log}
   install_packages
   write_configs
