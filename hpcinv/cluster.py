@@ -158,7 +158,17 @@ def _ray_executable() -> str:
     return found
 
 
+def _remove_stale_temp_dirs(task: SlurmTask) -> None:
+    """Temp dirs of this job's earlier attempts on this node: a requeue kills a node before it can
+    clean up after itself."""
+    mine = temp_dir(task)
+    for path in mine.parent.glob(f"ray-{task.job_id}.r*.n{task.node_rank}"):
+        if path != mine and path.name.split(".")[1][1:].isdigit() and int(path.name.split(".")[1][1:]) < task.restart:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _ray_start_args(task: SlurmTask, node_ip: str, object_store_gb: float | None) -> list[str]:
+    _remove_stale_temp_dirs(task)
     agent, agent_grpc, metrics, runtime_env, node_manager, object_manager = free_ports(6, node_ip)
     args = [
         _ray_executable(), "start", "--block", "--disable-usage-stats",

@@ -1,12 +1,15 @@
 """The Ray bootstrap's reading of a SLURM allocation, and its refusal outside one (no SLURM needed)."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from hpcinv.cluster import SlurmTask, object_store_bytes, temp_dir
+from hpcinv.cluster import SlurmTask, _remove_stale_temp_dirs, object_store_bytes, temp_dir
 from hpcinv.config import HpcinvError
 from tests.conftest import CONFIGS
 
@@ -35,3 +38,20 @@ def test_slurm_task_reads_allocation_from_environment():
         temp_dir(task, "/a/very/long/node/local/scratch/path")
     with pytest.raises(HpcinvError, match="too small"):
         object_store_bytes(task, 0.01)
+
+
+def test_a_requeued_node_removes_the_temp_dirs_of_earlier_attempts(monkeypatch):
+    """A requeue kills Ray nodes before they can clean up; the next attempt on that node does it."""
+    root = Path(tempfile.mkdtemp(prefix="h", dir="/tmp"))
+    try:
+        monkeypatch.setenv("HPCINV_RAY_TMP", str(root))
+        env = {"SLURM_JOB_ID": "42", "SLURM_NODEID": "0", "SLURM_NNODES": "1", "SLURM_NTASKS": "1",
+               "SLURM_RESTART_COUNT": "2"}
+        names = ["ray-42.r0.s0.n0", "ray-42.r1.s1.n0", "ray-42.r1.s0.n1", "ray-42.r2.s0.n0", "ray-420.r0.s0.n0"]
+        for name in names:
+            (root / name).mkdir()
+        _remove_stale_temp_dirs(SlurmTask.from_env(env))
+        # Kept: another node's, this attempt's, another job's.
+        assert sorted(p.name for p in root.iterdir()) == ["ray-42.r1.s0.n1", "ray-42.r2.s0.n0", "ray-420.r0.s0.n0"]
+    finally:
+        shutil.rmtree(root)
