@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 
@@ -83,8 +84,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
-    import os
-
     from hpcinv.cluster import run_on_cluster
 
     if not args.command_args or args.command_args[0] not in ("generate", "train"):

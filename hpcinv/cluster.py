@@ -170,18 +170,19 @@ def _remove_stale_temp_dirs(task: SlurmTask) -> None:
 def _ray_start_args(task: SlurmTask, node_ip: str, object_store_gb: float | None) -> list[str]:
     _remove_stale_temp_dirs(task)
     agent, agent_grpc, metrics, runtime_env, node_manager, object_manager = free_ports(6, node_ip)
+    store = object_store_bytes(task, object_store_gb)
     args = [
         _ray_executable(), "start", "--block", "--disable-usage-stats",
         f"--node-ip-address={node_ip}", f"--node-name={task.node_name}",
         f"--temp-dir={temp_dir(task)}", f"--num-cpus={task.cpus}", f"--num-gpus={task.gpus}",
-        f"--object-store-memory={object_store_bytes(task, object_store_gb)}",
+        f"--object-store-memory={store}",
         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
         f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
         "--min-worker-port=0", "--max-worker-port=0",
     ]
     if task.mem_bytes:
-        args.append(f"--memory={max(task.mem_bytes - object_store_bytes(task, object_store_gb), 2**30)}")
+        args.append(f"--memory={max(task.mem_bytes - store, 2**30)}")
     return args
 
 
@@ -302,14 +303,15 @@ def _run_head(work: Callable[[str], T], task: SlurmTask, folder: Path, node_ip: 
     fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_hex(32) + "\n")
-    (gcs_port,) = free_ports(1, node_ip)
-    args = [*_ray_start_args(task, node_ip, object_store_gb), "--head", f"--port={gcs_port}",
-            "--include-dashboard=false"]
-    address = f"{node_ip}:{gcs_port}"
-    node = _Node(args, _ray_env(token), folder / f"ray-{task.node_name}.log")
     import ray
 
-    try:
+    node = None
+    try:  # from here on the other nodes are always released (``done``), even if the head never starts
+        (gcs_port,) = free_ports(1, node_ip)
+        args = [*_ray_start_args(task, node_ip, object_store_gb), "--head", f"--port={gcs_port}",
+                "--include-dashboard=false"]
+        address = f"{node_ip}:{gcs_port}"
+        node = _Node(args, _ray_env(token), folder / f"ray-{task.node_name}.log")
         _wait(f"the Ray head at {address}", 120, lambda: _port_open(node_ip, gcs_port), node)
         atomic_write_text(folder / HEAD_FILE, json.dumps({"address": address, "job": task.job_id,
                                                           "attempt": task.attempt, "nodes": task.n_nodes}))
@@ -324,7 +326,8 @@ def _run_head(work: Callable[[str], T], task: SlurmTask, folder: Path, node_ip: 
     finally:
         atomic_write_text(folder / DONE_FILE, "")
         ray.shutdown()
-        node.stop(temp_dir(task))
+        if node is not None:
+            node.stop(temp_dir(task))
         token.unlink(missing_ok=True)  # a copied token is worthless once its cluster is gone
 
 

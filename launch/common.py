@@ -9,6 +9,8 @@ after waiting in the queue. It prints one JSON object: the job id(s), the log pa
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -125,15 +127,24 @@ def describe(job: submitit.Job) -> dict:
     return {"job_id": job.job_id, "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
 
 
-def submit(submit_fn: Callable[[], list[submitit.Job]]) -> list[submitit.Job]:
-    """Submit, turning sbatch's refusal into one clear line."""
+def submit(folder: str | Path, submit_fn: Callable[[], list[submitit.Job]]) -> list[submitit.Job]:
+    """Submit; if sbatch refuses, one clear line and none of submitit's files left in ``folder``."""
+    folder = Path(folder)
+    before = set(folder.iterdir()) if folder.is_dir() else None
+    captured = io.StringIO()  # submitit prints sbatch's stderr itself; it goes into our one line instead
     try:
-        return submit_fn()
-    except subprocess.CalledProcessError as exc:
-        output = (exc.output or b"").decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
-        raise HpcinvError(f"sbatch refused the job: {(output or str(exc)).strip()}") from None
+        with contextlib.redirect_stderr(captured):
+            jobs = submit_fn()
     except submitit.core.utils.FailedJobError as exc:
-        raise HpcinvError(f"sbatch refused the job: {str(exc).strip()}") from None
+        if folder.is_dir():
+            for path in set(folder.iterdir()) - (before or set()):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if before is None and not any(folder.iterdir()):
+                folder.rmdir()
+        reason = " ".join(line.removeprefix("sbatch: error: ").strip() for line in str(exc).splitlines())
+        raise HpcinvError(f"sbatch refused the job: {reason}") from None
+    sys.stderr.write(captured.getvalue())
+    return jobs
 
 
 def report(args: argparse.Namespace, jobs: list[submitit.Job], final: submitit.Job | None = None, **info) -> None:

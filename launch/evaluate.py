@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> None:
     ex = common.executor(args, "evaluate", nodes=1)
     job = EvaluateJob(args.runs, args.data, args.out, split=args.split, misfit_samples=args.misfit_samples,
                       figures=args.figures)
-    jobs = common.submit(lambda: [ex.submit(job)])
+    jobs = common.submit(args.folder, lambda: [ex.submit(job)])
     common.report(args, jobs, out=args.out)
 
 

@@ -11,6 +11,7 @@ writes the manifest. A preempted or timed-out job is requeued and keeps every fi
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 
 from hpcinv.config import DataConfig, HpcinvError, load_config
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> None:
     cluster_dir = common.cluster_dir(args)
     if not args.array:
         ex = common.executor(args, "generate")
-        jobs = common.submit(lambda: [ex.submit(GenerateJob(cfg, args.out, cluster_dir,
+        jobs = common.submit(args.folder, lambda: [ex.submit(GenerateJob(cfg, args.out, cluster_dir,
                                                             object_store_gb=args.object_store_gb))])
         common.report(args, jobs, out=args.out)
         return
@@ -42,14 +43,18 @@ def run(args: argparse.Namespace) -> None:
         raise HpcinvError(f"--array {args.array} is not valid: give at least 2 parts")
     open_dataset_folder(cfg, args.out)  # now: a config or path problem shows here, not in K jobs
     ex = common.executor(args, "generate")
-    parts = common.submit(lambda: ex.submit_array([
+    parts = common.submit(args.folder, lambda: ex.submit_array([
         GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb, part=(i, args.array))
         for i in range(args.array)]))
     array_id = parts[0].job_id.split("_")[0]
     merge_args = argparse.Namespace(**{**vars(args), "after": array_id, "nodes": 1})
     merge_ex = common.executor(merge_args, "generate-merge")
-    (merge,) = common.submit(lambda: [merge_ex.submit(GenerateJob(cfg, args.out, cluster_dir,
-                                                                  object_store_gb=args.object_store_gb))])
+    try:
+        (merge,) = common.submit(args.folder, lambda: [merge_ex.submit(
+            GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb))])
+    except HpcinvError:
+        subprocess.run(["scancel", array_id], check=False)  # no parts left running without their merge
+        raise
     common.report(args, [*parts, merge], out=args.out)
 
 

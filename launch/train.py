@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
     check_fits(cfg, args)
     if not args.after:  # with --after the datasets may still be in the making
         check_inputs(cfg, Path(args.out))
-    jobs = common.submit(lambda: [ex.submit(TrainJob(cfg, args.out, common.cluster_dir(args),
+    jobs = common.submit(args.folder, lambda: [ex.submit(TrainJob(cfg, args.out, common.cluster_dir(args),
                                                      object_store_gb=args.object_store_gb))])
     common.report(args, jobs, run_dir=args.out)
 

@@ -271,6 +271,9 @@ def test_sbatch_templates_generate_then_train(tmp_path):
     (["--nodes", "9"], "--nodes 9 is more than partition 'debug' has (2 nodes)"),
     (["--nodes", "2", "scaling.num_workers=3"], "needs 3 CPUs but --nodes 2 x --cpus-per-node 1 gives 2"),
     (["--slurm", "reservation"], "--slurm 'reservation' is not KEY=VALUE"),
+    # Passes every check here; sbatch itself refuses it, and submitit's files are removed again.
+    (["--nodes", "2", "--slurm", "reservation=nope"],
+     "sbatch refused the job: Batch job submission failed: Requested reservation is invalid"),
 ])
 def test_bad_requests_are_refused_before_submission(slurm_dataset, tmp_path, args, message):
     t0 = time.monotonic()
@@ -278,6 +281,7 @@ def test_bad_requests_are_refused_before_submission(slurm_dataset, tmp_path, arg
                        "--folder", str(tmp_path / "logs"), f"data.train={slurm_dataset / 'ds'}", *args, cwd=tmp_path)
     assert proc.returncode == 2 and out == []
     assert proc.stderr.startswith("launch: error: ") and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr  # one line, not sbatch's output again
     assert time.monotonic() - t0 < 60
     assert not (tmp_path / "logs").exists()  # nothing was submitted
 
@@ -294,3 +298,20 @@ def test_missing_config_and_sbatch_side_limits(tmp_path):
     proc = subprocess.run(["sbatch", "--partition=nope", str(ROOT / "slurm" / "train.sbatch"), "c.yaml", "run"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode != 0 and "invalid partition" in proc.stderr.lower(), proc.stderr
+
+
+def test_a_head_that_cannot_start_releases_the_other_nodes_at_once(tmp_path):
+    """A bad setting on the first node ends the whole step with its one-line error, instead of the
+    other nodes waiting for a head that will never come."""
+    env = {**os.environ, "HPCINV_RAY_TMP": "/tmp/a/very/long/node/local/scratch/path"}
+    t0 = time.monotonic()
+    proc = subprocess.run(["srun", "-N2", "--ntasks-per-node=1", sys.executable, "-m", "hpcinv.cli", "cluster",
+                           "--cluster-dir", str(tmp_path / "c"), "generate", str(CONFIGS / "tiny.yaml"),
+                           "--out", str(tmp_path / "ds")], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "hpcinv: error: Ray temp dir" in proc.stderr and "longer than 40 characters" in proc.stderr
+    assert time.monotonic() - t0 < 60
+    (attempt,) = (tmp_path / "c").iterdir()
+    assert sorted(p.name for p in attempt.iterdir()) == ["done"]  # no token, no head address left
+    assert not (tmp_path / "ds").exists()
