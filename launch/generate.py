@@ -32,17 +32,16 @@ def run(args: argparse.Namespace) -> None:
     cfg = load_config(DataConfig, args.config, args.overrides)
     validate(cfg)  # physics, geometry, imported collection: refused here, not after queueing
     check_output(cfg, args.out)
+    if args.array is not None and args.array < 2:
+        raise HpcinvError(f"--array {args.array} is not valid: give at least 2 parts")
     cluster_dir = common.cluster_dir(args)
+    ex = common.executor(args, "generate")  # checks the partition and node count
     if not args.array:
-        ex = common.executor(args, "generate")
         jobs = common.submit(args.folder, lambda: [ex.submit(GenerateJob(cfg, args.out, cluster_dir,
                                                             object_store_gb=args.object_store_gb))])
         common.report(args, jobs, out=args.out)
         return
-    if args.array < 2:
-        raise HpcinvError(f"--array {args.array} is not valid: give at least 2 parts")
     open_dataset_folder(cfg, args.out)  # now: a config or path problem shows here, not in K jobs
-    ex = common.executor(args, "generate")
     parts = common.submit(args.folder, lambda: ex.submit_array([
         GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb, part=(i, args.array))
         for i in range(args.array)]))
