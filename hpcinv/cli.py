@@ -9,6 +9,7 @@
     hpcinv cluster [--cluster-dir DIR] [--object-store-gb G] generate|train ...   (under srun, one task per node)
 
 User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2.
+SIGINT and SIGTERM print one line, ``hpcinv: interrupted ...``, and exit 130 / 143.
 """
 
 from __future__ import annotations
@@ -18,10 +19,43 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
 
-from hpcinv.config import DataConfig, HpcinvError, TrainConfig, load_config
+from hpcinv.config import DataConfig, TrainConfig, load_config
+from hpcinv.errors import HpcinvError, Interrupted
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``hpcinv: error:`` line like every other error (``--help``
+    shows the usage)."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("hpcinv").strip()
+        self.exit(2, f"hpcinv: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
+def _whole(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
+        return value
+    return parse
+
+
+def _package_version() -> str:
+    try:
+        return version("hpcinv")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _part(text: str) -> tuple[int, int]:
@@ -57,7 +91,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from hpcinv.evaluate.report import evaluate
 
     result = evaluate(args.runs, args.data, args.out, split=args.split, misfit_samples=args.misfit_samples,
-                      figures=args.figures)
+                      figures=args.figures, allow_survey_mismatch=args.allow_survey_mismatch,
+                      full_verify=args.verify == "full")
     print(result["table"], end="")
     print(f"report: {result['out']}/metrics.md")
     return 0
@@ -98,8 +133,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hpcinv", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="hpcinv", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"hpcinv {_package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="forward-model velocity models into a sharded HDF5 dataset")
@@ -108,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--restart", action="store_true", help="discard a dataset of another config in --out")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.add_argument("--address", help="Ray cluster to join (HOST:PORT; default: $RAY_ADDRESS, else a local instance)")
-    gen.add_argument("--workers", type=int, help="modelling actors (default: one per CPU core, or per GPU)")
+    gen.add_argument("--workers", type=_whole(1), help="modelling actors (default: one per CPU core, or per GPU)")
     gen.add_argument("--in-process", action="store_true", help="no Ray: model every shard in this process")
     gen.add_argument("--part", type=_part, metavar="I/K", help="only shards I, I+K, I+2K, ... and no manifest (one "
                      "of K array tasks); a final run without --part records them all")
@@ -127,8 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="dataset folder")
     ev.add_argument("--split", help="dataset split (e.g. test)")
     ev.add_argument("--out", required=True, help="report folder")
-    ev.add_argument("--misfit-samples", type=int, default=2, help="samples re-simulated for the data misfit")
-    ev.add_argument("--figures", type=int, default=2, help="figures per run")
+    ev.add_argument("--misfit-samples", type=_whole(0), default=2, help="samples re-simulated for the data misfit")
+    ev.add_argument("--figures", type=_whole(0), default=2, help="figures per run")
+    ev.add_argument("--verify", choices=("fast", "full"), default="fast", help="check the shards to be read: fast "
+                    "(sizes, headers, ranges; per-sample checksums on read) or full (also each shard's sha256)")
+    ev.add_argument("--allow-survey-mismatch", action="store_true", help="evaluate on data of another survey than "
+                    "the network was trained on (a warning in the report instead of an error)")
     ev.set_defaults(func=_cmd_evaluate)
 
     qs = sub.add_parser("quickstart", help="generate, train and evaluate a small model on this machine")
@@ -156,25 +196,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come before or after options: collect the key=value words argparse left over.
     args, extra = parser.parse_known_args(argv)
-    unknown = [word for word in extra if word.startswith("-") or "=" not in word]
-    if unknown or (extra and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    options = [word for word in extra if word.startswith("-")]
+    if options:
+        parser.error(f"unrecognized arguments: {' '.join(options)}")
+    if extra and not hasattr(args, "overrides"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    words = [word for word in extra if "=" not in word]
+    if words:
+        parser.error(f"{words[0]!r} is neither an option of 'hpcinv {args.command}' nor an override of the form "
+                     "key.sub=value")
     if extra:
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         return args.func(args)
     except HpcinvError as exc:
         print(f"hpcinv: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"hpcinv: interrupted by {name}" + (f": {exc.message}" if exc.message else ""), file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        print("hpcinv: interrupted", file=sys.stderr)
-        return 130
+        print("hpcinv: interrupted by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

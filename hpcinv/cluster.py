@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from hpcinv.config import HpcinvError, atomic_write_text
+from hpcinv.errors import HpcinvError
+from hpcinv.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 

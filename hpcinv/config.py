@@ -22,19 +22,15 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
-class HpcinvError(ValueError):
-    """A user-facing error: the CLI prints its message as one line and exits non-zero."""
-
-
-class ConfigError(HpcinvError):
-    """A config file or override is unreadable, has unknown keys, or has values of the wrong type."""
+from hpcinv.errors import ConfigError, HpcinvError
+from hpcinv.fileio import atomic_write_text
 
 
 class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, types are not coerced from strings."""
+    """Base for every config section: unknown keys are errors, types are not coerced from strings,
+    and no number may be infinite or NaN."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------- data
@@ -283,12 +279,17 @@ def load_config(cls: type[C], path: str | os.PathLike | None, overrides: list[st
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {str(path)!r} is a folder; give a YAML file (e.g. configs/tiny.yaml)")
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
             loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            reason = " ".join(str(exc).split())
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {reason}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
         data = loaded or {}
@@ -306,26 +307,6 @@ def config_hash(cfg: BaseModel) -> str:
         for key in keys:
             data.get(section, {}).pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder, fsync, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: str | os.PathLike) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_config(cfg: BaseModel, path: str | os.PathLike) -> None:

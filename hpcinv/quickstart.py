@@ -15,7 +15,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from hpcinv.config import DataConfig, TrainConfig, atomic_write_text, build_config, merge_dicts, parse_overrides
+from hpcinv.config import DataConfig, TrainConfig, build_config, merge_dicts, parse_overrides
+from hpcinv.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import submitit
 
-from hpcinv.config import HpcinvError, parse_overrides
+from hpcinv.config import parse_overrides
+from hpcinv.errors import HpcinvError
 
 
 def parser(description: str) -> argparse.ArgumentParser:

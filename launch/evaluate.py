@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hpcinv.config import HpcinvError
+from hpcinv.errors import HpcinvError
 from hpcinv.jobs import EvaluateJob
 from launch import common
 

@@ -14,7 +14,8 @@ import argparse
 import subprocess
 import sys
 
-from hpcinv.config import DataConfig, HpcinvError, load_config
+from hpcinv.config import DataConfig, load_config
+from hpcinv.errors import HpcinvError
 from hpcinv.generate.driver import check_output, open_dataset_folder, validate
 from hpcinv.jobs import GenerateJob
 from launch import common

@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from hpcinv.config import HpcinvError, TrainConfig, load_config
+from hpcinv.config import TrainConfig, load_config
+from hpcinv.errors import HpcinvError
 from hpcinv.jobs import TrainJob
 from hpcinv.train.trainer import check_inputs
 from launch import common

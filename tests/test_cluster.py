@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hpcinv.cluster import SlurmTask, _remove_stale_temp_dirs, object_store_bytes, temp_dir
-from hpcinv.config import HpcinvError
+from hpcinv.errors import HpcinvError
 from tests.conftest import CONFIGS
 
 

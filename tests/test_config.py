@@ -1,6 +1,7 @@
 import pytest
 
-from hpcinv.config import ConfigError, DataConfig, config_hash, load_config, parse_overrides
+from hpcinv.config import DataConfig, config_hash, load_config, parse_overrides
+from hpcinv.errors import ConfigError
 from tests.conftest import CONFIGS, tiny_config
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from hpcinv.config import GridConfig, HpcinvError, ModellingConfig, SurveyConfig
+from hpcinv.config import GridConfig, ModellingConfig, SurveyConfig
+from hpcinv.errors import HpcinvError
 from hpcinv.physics import (
     downsample_indices,
     homogeneous_trace_2d,

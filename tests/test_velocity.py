@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from hpcinv.config import ConfigError, DataConfig, HpcinvError, SaltModelConfig, build_config
+from hpcinv.config import DataConfig, SaltModelConfig, build_config
+from hpcinv.errors import ConfigError, HpcinvError
 from hpcinv.velocity import make_source, model_statistics, read_collection, resample, salt_model
 from tests.conftest import FCNVMB_NPZ, OPENFWI_NPZ, VIKING_SEGY, needs_shared, tiny_config
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpcinv.config import HpcinvError, atomic_write_text
+from hpcinv.errors import HpcinvError
 from hpcinv.evaluate.metrics import METRICS, velocity_metrics
 from hpcinv.evaluate.misfit import data_misfit
+from hpcinv.fileio import atomic_write_text
 from hpcinv.nets import build_model
 from hpcinv.store import Normaliser, ShardedDataset, load_dataset_config, read_manifest
 from hpcinv.train.checkpoint import find_checkpoint, load_state, load_weights

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
 
-from hpcinv.config import DataConfig, HpcinvError
+from hpcinv.config import DataConfig
+from hpcinv.errors import HpcinvError
 from hpcinv.generate.driver import Executor, Plan
 from hpcinv.generate.worker import ShardWorker
 from hpcinv.store.shard import ShardSpec
@@ -88,6 +89,17 @@ class ModellingActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def check_gpus(cfg: DataConfig) -> None:
+    """``modelling.device=cuda`` on a cluster without GPUs would wait forever for actors Ray cannot
+    place: refuse it at once."""
+    if cfg.modelling.device == "cuda":
+        resources = ray.cluster_resources()
+        if resources.get("GPU", 0) < 1:
+            raise HpcinvError(
+                f"modelling.device=cuda but the Ray cluster has no GPU (it has {int(resources.get('CPU', 0))} CPUs); "
+                "use modelling.device=cpu (or auto), or run on GPU nodes (--gpus-per-node)")
 
 
 def uses_gpu(cfg: DataConfig) -> bool:

@@ -3,8 +3,11 @@
 The driver alone writes the manifest, atomically, as shards finish (at most every
 ``MANIFEST_INTERVAL_S``, and at the end). Re-running the same
 command on the same folder skips complete, verified shards (adopting complete shard files that a
-crashed driver had not yet recorded) and recomputes only missing or corrupt ones. A folder holding
-a dataset of another config is refused unless ``restart=True``.
+crashed driver had not yet recorded, or all of them when the manifest itself was damaged) and
+recomputes only missing or corrupt ones. A folder holding a dataset of another config -- or whose
+``config.yaml`` and manifest disagree -- is refused, naming the difference, unless ``restart=True``.
+The whole run holds the folder's lock (:mod:`hpcinv.store.lock`): exclusively, or shared by the
+parts of an array job, so a second writer is refused instead of mixing two datasets.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hpcinv.config import DataConfig, HpcinvError, config_hash, load_config, save_config
+from hpcinv.config import EXECUTION_KEYS, DataConfig, config_hash, load_config, save_config
+from hpcinv.errors import HpcinvError
 from hpcinv.generate.worker import ShardWorker, survey_attrs
 from hpcinv.physics import validate_physics
 from hpcinv.physics.survey import n_output_samples
+from hpcinv.store.lock import LOCK, folder_lock
 from hpcinv.store.manifest import CONFIG, MANIFEST, read_manifest, write_manifest
 from hpcinv.store.shard import (
     FORMAT_VERSION,
@@ -86,26 +91,66 @@ def _empty_manifest(cfg: DataConfig, n_samples: int, physics: dict) -> dict:
     }
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_difference(there: DataConfig, here: DataConfig, limit: int = 4) -> str:
+    """The keys that decide a dataset's bits and differ, e.g. "dataset.n_samples is 240 there, 8 here"."""
+    skip = {f"{section}.{key}" for section, keys in EXECUTION_KEYS.items() for key in keys}
+    a, b = _flatten(there.model_dump(mode="json")), _flatten(here.model_dump(mode="json"))
+    keys = [k for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
+    shown = [f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:limit]]
+    return "; ".join(shown) + (f" (and {len(keys) - limit} more keys)" if len(keys) > limit else "")
+
+
+def _folder_problem(cfg: DataConfig, out: Path) -> str | None:
+    """Why ``out``'s dataset cannot be continued with ``cfg`` (None: it can)."""
+    disk_cfg = None
+    if (out / CONFIG).exists():
+        try:
+            disk_cfg = load_config(DataConfig, out / CONFIG)
+        except HpcinvError as exc:
+            return f"its {CONFIG} is unreadable ({exc})"
+    if (out / MANIFEST).exists():
+        try:
+            manifest = read_manifest(out)
+        except HpcinvError:
+            manifest = None  # rebuilt from the shards by prepare() if config.yaml agrees
+        if manifest is not None:
+            if manifest["format_version"] != FORMAT_VERSION:
+                return (f"it was written by an older hpcinv (dataset format {manifest['format_version']}, this one "
+                        f"writes {FORMAT_VERSION}); it can be read but not extended")
+            if disk_cfg is None:
+                return f"it has a {MANIFEST} but no {CONFIG}"
+            if config_hash(disk_cfg) != manifest["config_hash"]:
+                return (f"its {CONFIG} (hash {config_hash(disk_cfg)[:12]}) and {MANIFEST} (hash "
+                        f"{manifest['config_hash'][:12]}) disagree: two different runs wrote into it")
+    if disk_cfg is not None and config_hash(disk_cfg) != config_hash(cfg):
+        return f"it holds a dataset made with a different config: {config_difference(disk_cfg, cfg)}"
+    return None
+
+
 def check_output(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> bool:
     """Read-only check that ``out`` may receive ``cfg``'s dataset; True if an old one must be discarded."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise HpcinvError(f"--out {str(out)!r} exists and is not a folder")
     if (out / CONFIG).exists() or (out / MANIFEST).exists():
-        try:  # parts of an array job write shards and the config, never the manifest
-            old_hash = (read_manifest(out)["config_hash"] if (out / MANIFEST).exists()
-                        else config_hash(load_config(DataConfig, out / CONFIG)))
-        except HpcinvError:
-            old_hash = None
-        new_hash = config_hash(cfg)
-        if old_hash != new_hash:
-            if not restart:
-                raise HpcinvError(
-                    f"{str(out)!r} holds a dataset made with a different config (hash {str(old_hash)[:12]} vs "
-                    f"{new_hash[:12]}); use another --out, the same config, or --restart to discard it"
-                )
-            return True
-    elif out.is_dir() and any(not p.name.startswith(f".{CONFIG}.tmp-") for p in out.iterdir()):
+        problem = _folder_problem(cfg, out)
+        if problem is None:
+            return False
+        if not restart:
+            raise HpcinvError(f"{str(out)!r}: {problem}; use another --out, the same config, or --restart to "
+                              "discard it")
+        return True
+    if out.is_dir() and any(p.name != LOCK and not p.name.startswith(f".{CONFIG}.tmp-") for p in out.iterdir()):
         # (a config being written by a concurrent part of the same dataset is not "non-empty")
         raise HpcinvError(f"--out {str(out)!r} is a non-empty folder that is not an hpcinv dataset")
     return False
@@ -113,7 +158,7 @@ def check_output(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> 
 
 def open_dataset_folder(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> None:
     """Create ``out`` for ``cfg``'s dataset (its config, written atomically, then the shard folder), or
-    reopen it; safe when several parts of one dataset start at once."""
+    reopen it; safe when several parts of one dataset start at once. The caller holds ``out``'s lock."""
     out = Path(out)
     if check_output(cfg, out, restart=restart):
         log.warning("discarding the dataset in %s (--restart)", out)
@@ -152,7 +197,12 @@ def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
     for spec in specs:  # temp files left by a killed writer (only this plan's: another part may be writing)
         for stale in (out / SHARD_DIR).glob(f".{spec.name}.tmp-*"):
             stale.unlink(missing_ok=True)
-    manifest = read_manifest(out) if (out / MANIFEST).exists() else _empty_manifest(cfg, len(source), physics)
+    manifest = _empty_manifest(cfg, len(source), physics)
+    if (out / MANIFEST).exists():
+        try:
+            manifest = read_manifest(out)
+        except HpcinvError as exc:
+            log.warning("%s; rebuilding it from the shards on disk", exc)
 
     recorded = {r["name"]: r for r in manifest["shards"]}
     kept, todo, adopted = [], [], 0
@@ -221,27 +271,38 @@ def execute(plan: Plan, executor: Executor, *, progress: bool = True) -> Summary
                    round(wall, 3), rate)
 
 
+def check_workers(workers: int | None) -> None:
+    if workers is not None and workers < 1:
+        raise HpcinvError(f"--workers must be a whole number >= 1, got {workers} (leave it out for one per core/GPU)")
+
+
 def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progress: bool = True,
              use_ray: bool = False, address: str | None = None, workers: int | None = None,
              part: tuple[int, int] | None = None) -> Summary:
     """Generate (or finish) the dataset of ``cfg`` in ``out`` (only ``part=(i, k)`` of its shards if given).
 
     In this process by default; with ``use_ray`` on Ray actors — joining ``address`` (or
-    ``RAY_ADDRESS``), else a local Ray instance sized to the machine.
+    ``RAY_ADDRESS``), else a local Ray instance sized to the machine. Everything that can be checked
+    is checked before the folder is touched; then the folder's lock is held until the end.
     """
     check_part(part)
+    check_workers(workers)
     validated = validate(cfg)
-    if not use_ray:
-        plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
-        return execute(plan, in_process_executor(plan), progress=progress)
-
-    from hpcinv.generate.distributed import init_ray, ray_executor
-
     check_output(cfg, out, restart=restart)
+    if not use_ray:
+        check_device(cfg)
+        with folder_lock(out, shared=part is not None):
+            plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
+            return execute(plan, in_process_executor(plan), progress=progress)
+
+    from hpcinv.generate.distributed import check_gpus, init_ray, ray_executor
+
     init_ray(address)  # before anything is written: an unreachable cluster leaves no trace
-    plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
-    stats: dict = {}
-    summary = execute(plan, ray_executor(plan, workers=workers, stats=stats), progress=progress)
+    check_gpus(cfg)
+    with folder_lock(out, shared=part is not None):
+        plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
+        stats: dict = {}
+        summary = execute(plan, ray_executor(plan, workers=workers, stats=stats), progress=progress)
     per_worker = stats.get("per_worker_samples", {})
     summary.extra |= {
         "workers": stats.get("workers", 0), "failures_retried": stats.get("retries", 0),
@@ -249,3 +310,13 @@ def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progres
         "samples_per_s_per_worker": {str(k): round(v / summary.wall_s, 3) for k, v in sorted(per_worker.items())},
     }
     return summary
+
+
+def check_device(cfg: DataConfig) -> None:
+    """In-process generation with ``modelling.device=cuda`` needs a GPU here."""
+    if cfg.modelling.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise HpcinvError("modelling.device=cuda but this machine has no usable CUDA GPU; use "
+                              "modelling.device=cpu (or auto), or run on a GPU node")

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from deepwave import scalar
 
-from hpcinv.config import DataConfig, GridConfig, HpcinvError, ModellingConfig, SurveyConfig
+from hpcinv.config import DataConfig, GridConfig, ModellingConfig, SurveyConfig
+from hpcinv.errors import HpcinvError
 from hpcinv.physics.survey import Geometry, downsample_indices, make_geometry, ricker
 
 

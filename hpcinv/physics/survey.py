@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from deepwave.wavelets import ricker as _deepwave_ricker
 
-from hpcinv.config import GridConfig, HpcinvError, SurveyConfig
+from hpcinv.config import GridConfig, SurveyConfig
+from hpcinv.errors import HpcinvError
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,14 @@ from dataclasses import dataclass
 
 from deepwave.discretisation import cfl_condition
 
-from hpcinv.config import DataConfig, HpcinvError
+from hpcinv.config import DataConfig
+from hpcinv.errors import HpcinvError
 from hpcinv.physics.survey import make_geometry, peak_time_s
 
 MAX_FREQ_FACTOR = 2.5  # highest frequency that matters in a Ricker wavelet, as a multiple of f0
+# P-wave velocities of anything a seismic survey images (air 340, water 1500, salt 4500, basalt and
+# crystalline basement up to ~7000 m/s); a model outside this is in other units or broken.
+PLAUSIBLE_MPS = (300.0, 10_000.0)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,11 @@ def validate_physics(cfg: DataConfig, v_min: float, v_max: float) -> PhysicsRepo
     grid, survey, modelling = cfg.grid, cfg.survey, cfg.modelling
     if not (math.isfinite(v_min) and v_min > 0 and math.isfinite(v_max) and v_max >= v_min):
         raise HpcinvError(f"velocity range [{v_min}, {v_max}] m/s is invalid: velocities must be finite and > 0")
+    if v_min < PLAUSIBLE_MPS[0] or v_max > PLAUSIBLE_MPS[1]:
+        raise HpcinvError(
+            f"models span {v_min:g} .. {v_max:g} m/s, outside any rock's P-wave velocity ({PLAUSIBLE_MPS[0]:g} .. "
+            f"{PLAUSIBLE_MPS[1]:g} m/s); check the models' values and units (km/s or ft/s must be converted to m/s)"
+        )
     if v_max > modelling.max_vel_mps * (1 + 1e-6):
         raise HpcinvError(
             f"models reach {v_max:g} m/s but modelling.max_vel_mps={modelling.max_vel_mps:g}; "
@@ -69,10 +78,16 @@ def validate_physics(cfg: DataConfig, v_min: float, v_max: float) -> PhysicsRepo
     recorded_dt = survey.dt_s * survey.downsample
     nyquist = 0.5 / recorded_dt
     if nyquist < f_max:
+        fixes = []
+        max_downsample = int(0.5 / (survey.dt_s * f_max))
+        if max_downsample >= 1:
+            fixes.append(f"survey.downsample <= {max_downsample}")
+        fixes.append(f"survey.dt_s <= {0.5 / (f_max * survey.downsample):.3g} (with survey.nt raised to keep the "
+                     "record length)")
+        fixes.append(f"survey.f0_hz <= {nyquist / MAX_FREQ_FACTOR:.3g}")
         raise HpcinvError(
             f"recorded sampling {recorded_dt:g} s (dt_s x downsample) has Nyquist {nyquist:g} Hz, below "
-            f"2.5 x f0 = {f_max:g} Hz; use survey.downsample <= {max(1, int(0.5 / (survey.dt_s * f_max)))} "
-            "or a lower f0_hz"
+            f"2.5 x f0 = {f_max:g} Hz; use {', or '.join(fixes)}"
         )
     make_geometry(survey, grid)  # raises if a source or receiver is outside the grid
     record = survey.nt * survey.dt_s

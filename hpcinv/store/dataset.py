@@ -3,6 +3,11 @@
 Each DataLoader worker opens the shards it touches lazily (HDF5 handles are never shared across a
 fork) and reads one chunk per sample. Returns ``(gathers_STR, vel_ZX)`` float32 tensors,
 normalised by a :class:`~hpcinv.store.normalise.Normaliser`.
+
+Reads are checked: a shard is opened only if its range and config hash are its manifest record's (a
+swapped or foreign file is refused), and HDF5 verifies each chunk's Fletcher-32 checksum, so a
+damaged sample raises :class:`~hpcinv.errors.DataError` naming the shard and the sample instead of
+returning wrong numbers.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hpcinv.config import HpcinvError
-from hpcinv.store.manifest import read_manifest
+from hpcinv.errors import DataError
+from hpcinv.store.manifest import read_manifest, split_range
 from hpcinv.store.normalise import Normaliser
 from hpcinv.store.shard import SHARD_DIR
 
@@ -29,7 +34,7 @@ class ShardedDataset(Dataset):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         if not self.manifest["complete"]:
-            raise HpcinvError(
+            raise DataError(
                 f"dataset {str(root)!r} is incomplete ({self.manifest['samples_written']} of "
                 f"{self.manifest['n_samples']} samples); re-run `hpcinv generate` on it to finish"
             )
@@ -37,12 +42,10 @@ class ShardedDataset(Dataset):
         shards = self.manifest["shards"]
         self._starts = [r["start"] for r in shards]
         self._names = [r["name"] for r in shards]
+        self._records = {r["name"]: r for r in shards}
         n = self.manifest["n_samples"]
         if split is not None:
-            splits = self.manifest.get("splits") or {"all": [0, n]}
-            if split not in splits:
-                raise HpcinvError(f"dataset {str(root)!r} has no split {split!r}; it has {sorted(splits)}")
-            lo, hi = splits[split]
+            lo, hi = split_range(self.manifest, split, f"dataset {str(root)!r}")
             base = np.arange(lo, hi)
             self.indices = base if indices is None else base[np.asarray(indices, dtype=np.int64)]
         else:
@@ -60,7 +63,23 @@ class ShardedDataset(Dataset):
             self._files, self._pid = {}, os.getpid()
         fh = self._files.get(name)
         if fh is None:
-            fh = self._files[name] = h5py.File(self.root / SHARD_DIR / name, "r")
+            fh = self._files[name] = self._open(name)
+        return fh
+
+    def _open(self, name: str) -> h5py.File:
+        path, rec = self.root / SHARD_DIR / name, self._records[name]
+        span = f"samples {rec['start']}..{rec['stop'] - 1}"
+        try:
+            fh = h5py.File(path, "r")
+        except FileNotFoundError:
+            raise DataError(f"{path}: shard file missing ({span}); `hpcinv verify {self.root}`") from None
+        except OSError as exc:
+            raise DataError(f"{path}: unreadable shard ({span}): {' '.join(str(exc).split())}") from None
+        got = (int(fh.attrs.get("start", -1)), int(fh.attrs.get("stop", -1)), str(fh.attrs.get("config_hash", "")))
+        if got != (rec["start"], rec["stop"], self.manifest["config_hash"]):
+            fh.close()
+            raise DataError(f"{path}: holds samples {got[0]}..{got[1] - 1} of config {got[2][:12]}, but the manifest "
+                            f"says {span} of config {self.manifest['config_hash'][:12]} (a swapped or foreign file)")
         return fh
 
     def positions_by_shard(self) -> list[np.ndarray]:
@@ -77,7 +96,12 @@ class ShardedDataset(Dataset):
         """Raw (gathers_STR, vel_ZX) of global sample ``index`` as stored."""
         name, row = self.locate(int(index))
         fh = self._file(name)
-        return fh["gathers"][row], fh["velocity"][row]
+        try:
+            return fh["gathers"][row], fh["velocity"][row]
+        except OSError as exc:
+            raise DataError(f"{self.root / SHARD_DIR / name}: sample {int(index)} (row {row}) is damaged: "
+                            f"{' '.join(str(exc).split())}; `hpcinv verify {self.root}` checks every shard, "
+                            "`hpcinv generate` recomputes bad ones") from None
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         gathers, vel = self.read(self.indices[i])

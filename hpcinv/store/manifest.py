@@ -14,8 +14,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from hpcinv.config import DataConfig, HpcinvError, atomic_write_text, config_hash, load_config
-from hpcinv.store.shard import FORMAT_VERSION, SHARD_DIR, file_sha256, plan_shards
+from hpcinv.config import DataConfig, config_hash, load_config
+from hpcinv.errors import DataError, HpcinvError
+from hpcinv.fileio import atomic_write_text
+from hpcinv.store.shard import READABLE_VERSIONS, SHARD_DIR, file_sha256, plan_shards
 from hpcinv.store.stats import RunningStats
 
 MANIFEST = "manifest.json"
@@ -23,16 +25,49 @@ CONFIG = "config.yaml"
 FORMAT_NAME = "hpcinv-dataset"
 
 
+REQUIRED_KEYS = {"config_hash": str, "n_samples": int, "shard_size": int, "velocity_shape": list,
+                 "gathers_shape": list, "survey": dict, "shards": list, "stats": dict, "samples_written": int,
+                 "complete": bool}
+SHARD_KEYS = {"name": str, "start": int, "stop": int, "bytes": int, "sha256": str, "stats": dict}
+
+
+def _schema_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return f"is not a JSON object but a {type(manifest).__name__}"
+    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") not in READABLE_VERSIONS:
+        return (f"is not a {FORMAT_NAME} manifest of a version this hpcinv reads {list(READABLE_VERSIONS)} "
+                f"(format {manifest.get('format')!r}, version {manifest.get('format_version')!r})")
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            return f"lacks {key!r} or it is not a {kind.__name__}"
+    for i, rec in enumerate(manifest["shards"]):
+        for key, kind in SHARD_KEYS.items():
+            if not isinstance(rec, dict) or not isinstance(rec.get(key), kind):
+                return f"shard record {i} lacks {key!r} or it is not a {kind.__name__}"
+    return None
+
+
 def read_manifest(root: str | os.PathLike) -> dict:
-    path = Path(root) / MANIFEST
+    """The manifest of the dataset folder ``root``; every way it can be absent or damaged is one
+    :class:`~hpcinv.errors.HpcinvError` line."""
+    root = Path(root)
+    if not root.exists():
+        raise HpcinvError(f"dataset folder {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise HpcinvError(f"{str(root)!r} is a file, not a dataset folder")
+    path = root / MANIFEST
     if not path.is_file():
         raise HpcinvError(f"{str(root)!r} is not an hpcinv dataset: {MANIFEST} is missing")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise HpcinvError(f"{path}: unreadable manifest ({exc})") from None
-    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
-        raise HpcinvError(f"{path}: not a {FORMAT_NAME} v{FORMAT_VERSION} manifest")
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HpcinvError(f"{path}: damaged manifest, not JSON ({exc}); `hpcinv generate` with the dataset's "
+                          "config.yaml rebuilds it from the shards") from None
+    except OSError as exc:
+        raise HpcinvError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
+    problem = _schema_problem(manifest)
+    if problem:
+        raise HpcinvError(f"{path}: damaged manifest: it {problem}")
     return manifest
 
 
@@ -66,8 +101,42 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_dataset(root: str | os.PathLike, *, checksums: bool = True) -> VerifyReport:
-    """Check manifest, config hash and every planned shard: present, full size, checksum, contents."""
+def check_shard(path: Path, rec: dict, manifest: dict, *, checksum: bool) -> str | None:
+    """What is wrong with one shard file against its manifest record, or None: present, the recorded
+    size, (``checksum``: the recorded sha256,) readable HDF5 whose range, config hash, index and shapes
+    are the record's. Without the checksum this reads only the file's metadata (milliseconds)."""
+    span = f"samples {rec['start']}..{rec['stop'] - 1}"
+    if not path.is_file():
+        return f"{path.name}: file missing ({span})"
+    size = path.stat().st_size
+    if size != rec["bytes"]:
+        return f"{path.name}: truncated or resized: {size} bytes, manifest says {rec['bytes']}"
+    if checksum and file_sha256(path) != rec["sha256"]:
+        return f"{path.name}: corrupted: sha256 differs from the manifest"
+    n = rec["stop"] - rec["start"]
+    shapes = {"velocity": (n, *manifest["velocity_shape"]), "gathers": (n, *manifest["gathers_shape"])}
+    try:
+        with h5py.File(path, "r") as fh:
+            attrs = (int(fh.attrs["start"]), int(fh.attrs["stop"]), str(fh.attrs["config_hash"]))
+            index = fh["index"][:]
+            bad_shape = [k for k, s in shapes.items() if fh[k].shape != s]
+    except Exception as exc:
+        return f"{path.name}: unreadable HDF5 ({' '.join(str(exc).split())})"
+    if attrs[2] != manifest["config_hash"]:
+        return (f"{path.name}: written with another config (hash {attrs[2][:12]}, "
+                f"dataset {manifest['config_hash'][:12]})")
+    if attrs[:2] != (rec["start"], rec["stop"]) or not np.array_equal(index, np.arange(rec["start"], rec["stop"])):
+        return (f"{path.name}: holds samples {attrs[0]}..{attrs[1] - 1}, manifest says {span} "
+                "(a swapped or foreign file)")
+    if bad_shape:
+        return f"{path.name}: wrong shape for {', '.join(bad_shape)}"
+    return None
+
+
+def verify_dataset(root: str | os.PathLike, *, checksums: bool = True,
+                   samples: tuple[int, int] | None = None) -> VerifyReport:
+    """Check manifest, config hash and every planned shard (only those holding ``samples`` = [lo, hi)
+    if given): listed, present, full size, (``checksums``: sha256,) readable, the right contents."""
     root = Path(root)
     report = VerifyReport(str(root))
     try:
@@ -81,35 +150,47 @@ def verify_dataset(root: str | os.PathLike, *, checksums: bool = True) -> Verify
     except HpcinvError as exc:
         report.problems.append(f"{CONFIG}: {exc}")
     records = {r["name"]: r for r in manifest["shards"]}
-    shapes = {"velocity": tuple(manifest["velocity_shape"]), "gathers": tuple(manifest["gathers_shape"])}
+    lo, hi = samples if samples is not None else (0, manifest["n_samples"])
     for spec in plan_shards(manifest["n_samples"], manifest["shard_size"]):
-        path = root / SHARD_DIR / spec.name
+        if spec.stop <= lo or spec.start >= hi:
+            continue
         rec = records.get(spec.name)
         if rec is None:
             report.problems.append(f"{spec.name}: missing from the manifest (samples {spec.start}..{spec.stop - 1})")
             continue
-        if not path.is_file():
-            report.problems.append(f"{spec.name}: file missing (samples {spec.start}..{spec.stop - 1})")
-            continue
-        size = path.stat().st_size
-        if size != rec["bytes"]:
-            report.problems.append(f"{spec.name}: truncated or resized: {size} bytes, manifest says {rec['bytes']}")
-            continue
-        if checksums and file_sha256(path) != rec["sha256"]:
-            report.problems.append(f"{spec.name}: corrupted: sha256 differs from the manifest")
-            continue
-        try:
-            with h5py.File(path, "r") as fh:
-                index = fh["index"][:]
-                bad_shape = [k for k, s in shapes.items() if fh[k].shape != (spec.size, *s)]
-        except Exception as exc:
-            report.problems.append(f"{spec.name}: unreadable HDF5 ({exc})")
-            continue
-        if not np.array_equal(index, np.arange(spec.start, spec.stop)):
-            report.problems.append(f"{spec.name}: index does not hold samples {spec.start}..{spec.stop - 1}")
-        elif bad_shape:
-            report.problems.append(f"{spec.name}: wrong shape for {', '.join(bad_shape)}")
+        problem = check_shard(root / SHARD_DIR / spec.name, rec, manifest, checksum=checksums)
+        if problem:
+            report.problems.append(problem)
         else:
             report.shards_ok += 1
             report.samples_ok += spec.size
     return report
+
+
+def split_range(manifest: dict, split: str | None, what: str) -> tuple[int, int]:
+    """[lo, hi) of ``split`` (None: every sample), or one line naming the splits there are."""
+    if split is None:
+        return 0, manifest["n_samples"]
+    splits = manifest.get("splits") or {}
+    if split not in splits:
+        raise HpcinvError(f"{what} has no split {split!r}; it has {sorted(splits) or 'none (use all samples)'}")
+    lo, hi = splits[split]
+    return int(lo), int(hi)
+
+
+def require_readable(root: str | os.PathLike, split: str | None = None, *, full: bool = False,
+                     what: str = "dataset") -> dict:
+    """Before a run reads ``root`` (its ``split``): the dataset is complete and every shard it will read
+    passes :func:`check_shard` (``full``: with its sha256). Returns the manifest, or raises
+    :class:`~hpcinv.errors.DataError` naming the first bad shard."""
+    manifest = read_manifest(root)
+    label = f"{what} {str(root)!r}"
+    if not manifest["complete"]:
+        raise DataError(f"{label} is incomplete ({manifest['samples_written']} of {manifest['n_samples']} samples); "
+                        "re-run `hpcinv generate` on it to finish")
+    report = verify_dataset(root, checksums=full, samples=split_range(manifest, split, label))
+    if not report.ok:
+        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        raise DataError(f"{label} fails its check: {report.problems[0]}{more}; `hpcinv verify {root}` lists every "
+                        "problem, `hpcinv generate` with its config recomputes bad shards")
+    return manifest

@@ -1,7 +1,8 @@
 """One HDF5 shard: a contiguous range of global sample indices, written atomically.
 
 Layout (see docs/FORMAT.md): datasets ``velocity`` (N, nz, nx) float32 m/s, ``gathers``
-(N, shots, time, receivers) float16/float32, ``index`` (N,) int64, one sample per chunk; file
+(N, shots, time, receivers) float16/float32, ``index`` (N,) int64, one sample per chunk, each chunk
+carrying HDF5's Fletcher-32 checksum (a damaged sample fails when it is read, not silently); file
 attributes ``start``, ``stop``, ``format_version``, ``config_hash``, ``survey`` (JSON) and the
 shard's own streaming statistics (JSON), so a manifest can be rebuilt from the shards alone.
 """
@@ -17,10 +18,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from hpcinv.config import fsync_dir
+from hpcinv.fileio import atomic_path
 from hpcinv.store.stats import RunningStats
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-chunk Fletcher-32 checksums; 1 (read, never extended): none
+READABLE_VERSIONS = (1, 2)
 SHARD_DIR = "shards"
 
 
@@ -59,12 +61,13 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
 
 
 def write_shard(folder: str | os.PathLike, spec: ShardSpec, velocity_NZX: np.ndarray, gathers_NSTR: np.ndarray,
-                *, config_hash: str, survey: dict, gathers_dtype: str = "float32") -> dict:
+                *, config_hash: str, survey: dict, gathers_dtype: str = "float32", checksums: bool = True) -> dict:
     """Write ``spec`` atomically into ``folder`` and return its manifest record.
 
     The file is written under a temporary name in the same folder, flushed and fsynced, then
     renamed: a reader never sees a half-written shard, and a killed writer leaves only a
-    ``.tmp`` file that nothing accepts (generation removes such leftovers).
+    ``.tmp`` file that nothing accepts (generation removes such leftovers). ``checksums``: a
+    Fletcher-32 checksum per chunk (one sample), checked by HDF5 on every read.
     """
     folder = Path(folder)
     n = spec.size
@@ -77,23 +80,14 @@ def write_shard(folder: str | os.PathLike, spec: ShardSpec, velocity_NZX: np.nda
              # statistics of the stored values (after any float16 rounding)
              "gathers": RunningStats.of(gathers_NSTR).to_dict()}
     final = folder / spec.name
-    tmp = folder / f".{spec.name}.tmp-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w", libver="latest") as fh:
-            fh.create_dataset("velocity", data=velocity_NZX, chunks=(1, *velocity_NZX.shape[1:]))
-            fh.create_dataset("gathers", data=gathers_NSTR, chunks=(1, *gathers_NSTR.shape[1:]))
-            fh.create_dataset("index", data=np.arange(spec.start, spec.stop, dtype=np.int64))
-            fh.attrs.update({
-                "format_version": FORMAT_VERSION, "start": spec.start, "stop": spec.stop,
-                "config_hash": config_hash, "survey": json.dumps(survey), "stats": json.dumps(stats),
-            })
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
-        os.replace(tmp, final)
-        fsync_dir(folder)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(final) as tmp, h5py.File(tmp, "w", libver="latest") as fh:
+        fh.create_dataset("velocity", data=velocity_NZX, chunks=(1, *velocity_NZX.shape[1:]), fletcher32=checksums)
+        fh.create_dataset("gathers", data=gathers_NSTR, chunks=(1, *gathers_NSTR.shape[1:]), fletcher32=checksums)
+        fh.create_dataset("index", data=np.arange(spec.start, spec.stop, dtype=np.int64), fletcher32=checksums)
+        fh.attrs.update({
+            "format_version": FORMAT_VERSION if checksums else 1, "start": spec.start, "stop": spec.stop,
+            "config_hash": config_hash, "survey": json.dumps(survey), "stats": json.dumps(stats),
+        })
     return shard_record(final, spec, stats)
 
 

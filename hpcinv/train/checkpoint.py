@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpcinv.config import HpcinvError, fsync_dir
+from hpcinv.errors import HpcinvError
+from hpcinv.fileio import fsync_dir
 
 STATE = "state.pt"
 

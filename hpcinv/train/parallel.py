@@ -4,7 +4,10 @@
   ``blocks`` wraps each encoder/decoder block (only block inputs stay saved; a block's internals are
   recomputed in backward), ``units`` wraps each conv → BN → ReLU unit, ``nested`` does both, so a
   block's recompute itself keeps only unit inputs (lowest memory, most recompute). Combined with
-  bf16 autocast, ``nested`` stores ≈ 0.29 × the activations of a plain fp32 step (benchmarks/training.py);
+  bf16 autocast, ``nested`` stores ≈ 0.2 × the activations of a plain fp32 step (benchmarks/training.py).
+  The recompute runs BatchNorm on the same batch statistics and then restores its running
+  statistics (:func:`_recompute_keeps_bn_stats`), so a checkpointed network ends every step with
+  exactly the weights, gradients and BatchNorm state of the unchecked one;
 * mixed precision (``fp32 | bf16 | fp16``): an autocast context and, for fp16, a GradScaler;
 * DDP wrapping is left to Ray Train's ``prepare_model`` in the worker loop.
 """
@@ -13,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
     CheckpointImpl,
     apply_activation_checkpointing,
@@ -40,12 +45,39 @@ def checkpoint_targets(model: nn.Module, mode: str) -> list[nn.Module]:
     return blocks + units
 
 
+@contextlib.contextmanager
+def _running_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of ``module`` run exactly as in training (batch statistics, the same saved
+    tensors), and their running statistics and ``num_batches_tracked`` are put back afterwards."""
+    layers = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    kept = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in layers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(layers, kept, strict=True):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+
+def _recompute_keeps_bn_stats(module: nn.Module):
+    """``context_fn`` for torch's checkpoint: the first forward runs as usual, the recompute in backward
+    leaves BatchNorm's running statistics alone (they were updated once, by the first forward)."""
+    return contextlib.nullcontext(), _running_stats_frozen(module)
+
+
+def _bn_safe_checkpoint_wrapper(module: nn.Module) -> nn.Module:
+    return checkpoint_wrapper(module, checkpoint_impl=CheckpointImpl.NO_REENTRANT,
+                              context_fn=functools.partial(_recompute_keeps_bn_stats, module))
+
+
 def apply_checkpointing(model: nn.Module, mode: str) -> nn.Module:
     """Wrap the chosen modules in place; parameters and state_dict keys are unchanged."""
     targets = {id(m) for m in checkpoint_targets(model, mode)}
     if targets:
-        wrapper = functools.partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
-        apply_activation_checkpointing(model, checkpoint_wrapper_fn=wrapper, check_fn=lambda m: id(m) in targets)
+        apply_activation_checkpointing(model, checkpoint_wrapper_fn=_bn_safe_checkpoint_wrapper,
+                                       check_fn=lambda m: id(m) in targets)
     return model
 
 

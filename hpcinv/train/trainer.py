@@ -15,7 +15,9 @@ import logging
 import time
 from pathlib import Path
 
-from hpcinv.config import HpcinvError, TrainConfig, atomic_write_text, load_config, save_config
+from hpcinv.config import TrainConfig, load_config, save_config
+from hpcinv.errors import HpcinvError
+from hpcinv.fileio import atomic_write_text
 from hpcinv.store import read_manifest
 from hpcinv.train.checkpoint import load_state
 from hpcinv.train.loop import EVENTS, train_loop_per_worker

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpcinv.config import DataConfig, HpcinvError
+from hpcinv.config import DataConfig
+from hpcinv.errors import HpcinvError
 from hpcinv.velocity.io import check_models, read_collection, resample
 from hpcinv.velocity.synthetic import model_statistics, salt_model
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hpcinv.config import HpcinvError, VelocityConfig
+from hpcinv.config import VelocityConfig
+from hpcinv.errors import HpcinvError
 
 MAT_KEYS = ("vmodel", "svmodel")
 
@@ -128,17 +129,50 @@ def read_collection(cfg: VelocityConfig) -> np.ndarray:
     raise HpcinvError(f"unknown velocity source {source!r}")
 
 
+def axis_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights that resample one axis whose first and last samples stay at its ends.
+
+    Upsampling: linear interpolation. Downsampling by f = (n_in − 1)/(n_out − 1) > 1: each output
+    sample is the mean of the input, read as cells of width 1, over its footprint [c − f/2, c + f/2]
+    (area averaging, clipped at the ends), so a layer thinner than the new spacing is averaged in
+    instead of being kept or dropped by where it happens to fall (plain interpolation at f = 4 is
+    exact decimation, ``v[::4]``). torch's antialiased interpolation assumes cell-centred grids whose
+    corners move; hpcinv's grids are node-based (sources sit on the first and last columns).
+    """
+    if n_in == 1:
+        return np.ones((n_out, 1))
+    if n_out == 1:
+        return np.full((1, n_in), 1.0 / n_in)
+    f = (n_in - 1) / (n_out - 1)
+    centres = np.arange(n_out) * f
+    if f <= 1:
+        lo = np.clip(np.floor(centres).astype(np.int64), 0, n_in - 2)
+        w = centres - lo
+        weights = np.zeros((n_out, n_in))
+        weights[np.arange(n_out), lo] = 1 - w
+        weights[np.arange(n_out), lo + 1] += w
+        return weights
+    left = np.clip(centres - f / 2, -0.5, n_in - 0.5)[:, None]
+    right = np.clip(centres + f / 2, -0.5, n_in - 0.5)[:, None]
+    cells = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(right, cells + 0.5) - np.maximum(left, cells - 0.5), 0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
 def resample(vel_NZX: np.ndarray, nz: int, nx: int, mode: str = "bilinear") -> np.ndarray:
-    """Resample models onto an (nz, nx) grid spanning the same extent (corners kept)."""
+    """Resample models onto an (nz, nx) grid spanning the same extent (corners kept).
+
+    ``bilinear``: linear interpolation along an axis that is refined, area averaging along one that is
+    coarsened (:func:`axis_weights`); ``nearest``: the nearest sample (keeps sharp values, aliases).
+    """
     vel_NZX = np.asarray(vel_NZX, dtype=np.float32)
     if vel_NZX.shape[-2:] == (nz, nx):
         return vel_NZX
-    t = torch.from_numpy(np.array(vel_NZX, dtype=np.float32))[:, None]  # a writable copy (inputs may be read-only)
     if mode == "nearest":
-        out = F.interpolate(t, size=(nz, nx), mode="nearest-exact")
-    else:
-        out = F.interpolate(t, size=(nz, nx), mode="bilinear", align_corners=True)
-    return out[:, 0].numpy()
+        t = torch.from_numpy(np.array(vel_NZX, dtype=np.float32))[:, None]  # a writable copy (inputs may be read-only)
+        return F.interpolate(t, size=(nz, nx), mode="nearest-exact")[:, 0].numpy()
+    wz, wx = axis_weights(vel_NZX.shape[-2], nz), axis_weights(vel_NZX.shape[-1], nx)
+    return (wz @ vel_NZX.astype(np.float64) @ wx.T).astype(np.float32)
 
 
 def check_models(vel_NZX: np.ndarray, what: str, first_index: int = 0) -> None:

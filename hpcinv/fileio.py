@@ -1,0 +1,94 @@
+"""Atomic file writes: a reader sees the old file, or the complete new one, never a partial one.
+
+Every writer in hpcinv (configs, manifests, shards, checkpoints, reports) goes through
+:func:`atomic_path`: it yields a temporary name in the destination's folder (``.NAME.tmp-PID``), and
+when the caller's block succeeds the file (or folder) is fsynced and renamed into place and the
+folder entry fsynced; when it fails the temporary is removed. An ``OSError`` such as a full disk
+becomes one :class:`~hpcinv.errors.HpcinvError` line that names the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hpcinv.errors import HpcinvError
+
+TMP_INFIX = ".tmp-"
+
+
+def tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_INFIX}{os.getpid()}")
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    if path.is_dir():
+        for child in path.iterdir():
+            _fsync_tree(child)
+        fsync_dir(path)
+    else:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> HpcinvError:
+    """One clear line for a failed write; a full disk says so and how to go on."""
+    text = str(exc)
+    if exc.errno == errno.ENOSPC or "No space left" in text or "errno = 28" in text:
+        return HpcinvError(f"disk full: cannot write {str(path)!r} (No space left on device); free space on that "
+                           "filesystem (df -h) and re-run the same command to continue")
+    reason = exc.strerror or (text.splitlines()[0] if text else type(exc).__name__)
+    return HpcinvError(f"cannot write {str(path)!r}: {reason}")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success publish it there atomically.
+
+    ``folder=True`` creates the temporary as a directory (e.g. a checkpoint folder) and replaces an
+    existing folder at ``path``.
+    """
+    path = Path(path)
+    tmp = tmp_name(path)
+    _remove(tmp)
+    try:
+        if folder:
+            tmp.mkdir(parents=False)
+        yield tmp
+        _fsync_tree(tmp)
+        if folder and path.exists():
+            _remove(path)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        _remove(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp + fsync + rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
