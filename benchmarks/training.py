@@ -8,6 +8,9 @@
    does not scale with the batch.
 2. hpcinv's ``train_step`` (autocast context, GradScaler, the code the Ray loop runs) against a plain
    PyTorch loop of the same network and batch, interleaved in one process.
+3. ``bn_restore_cost``: each checkpointing mode with hpcinv's wrapper (BatchNorm running statistics put
+   back after the recompute, so they match the unchecked network) against torch's plain wrapper
+   (statistics updated a second time by the recompute), interleaved, batch 1, fp32.
 
     python benchmarks/training.py [--width 64] [--steps 3]    # --width 16 for a quick run
 
@@ -21,6 +24,7 @@ hpcinv's own ``none/fp32``, whose decoder convolves without building that paddin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -30,6 +34,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+    CheckpointImpl,
+    apply_activation_checkpointing,
+    checkpoint_wrapper,
+)
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,7 +47,7 @@ from _common import emit  # noqa: E402
 from hpcinv.nets import FCNVMB  # noqa: E402
 from hpcinv.nets.fcnvmb import Up  # noqa: E402
 from hpcinv.train.loop import train_step  # noqa: E402
-from hpcinv.train.parallel import apply_checkpointing, grad_scaler  # noqa: E402
+from hpcinv.train.parallel import apply_checkpointing, checkpoint_targets, grad_scaler  # noqa: E402
 
 
 def _official_up(self: Up, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -120,6 +129,37 @@ def plain_vs_hpcinv(width: int, b: int, steps: int, device: torch.device) -> dic
             "hpcinv_vs_plain": round(min(ours[1:]) / min(plain[1:]), 4)}
 
 
+def bn_restore_cost(width: int, steps: int, device: torch.device) -> dict:
+    plain_wrapper = functools.partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+    x, y = batch(1, device)
+    rows = {}
+    for mode in ("blocks", "units", "nested"):
+        runs = {}
+        for name in ("restored", "updated_twice"):
+            torch.manual_seed(0)
+            model = FCNVMB(29, (201, 301), width, 4)
+            if name == "restored":
+                apply_checkpointing(model, mode)
+            else:
+                targets = {id(m) for m in checkpoint_targets(model, mode)}
+                apply_activation_checkpointing(model, checkpoint_wrapper_fn=plain_wrapper,
+                                               check_fn=lambda m, t=targets: id(m) in t)
+            model = model.to(device)
+            runs[name] = (model, torch.optim.Adam(model.parameters(), 1e-3), grad_scaler("fp32", device), [])
+        for _ in range(steps + 1):
+            for model, opt, scaler, times in runs.values():
+                t0 = time.perf_counter()
+                train_step(model, x, y, opt, scaler, F.mse_loss, "fp32", device)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+        best = {name: min(r[3][1:]) for name, r in runs.items()}
+        rows[f"{mode}/fp32"] = {"restored_step_s": round(best["restored"], 4),
+                                "updated_twice_step_s": round(best["updated_twice"], 4),
+                                "restored_vs_updated_twice": round(best["restored"] / best["updated_twice"], 4)}
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--width", type=int, default=64, help="first-level filters (64 = the paper)")
@@ -142,7 +182,8 @@ def main() -> None:
     emit({"benchmark": "training", "device": args.device, "torch_threads": torch.get_num_threads(),
           "width": args.width, "parameters": sum(p.numel() for p in FCNVMB(29, (201, 301), args.width).parameters()),
           "input": [29, 400, 301], "output": [201, 301], "modes": rows,
-          "step_overhead_batch1": plain_vs_hpcinv(args.width, 1, args.steps, device)})
+          "step_overhead_batch1": plain_vs_hpcinv(args.width, 1, args.steps, device),
+          "bn_restore_cost": bn_restore_cost(args.width, args.steps, device)})
 
 
 if __name__ == "__main__":

@@ -132,6 +132,20 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     return code or 0
 
 
+def add_evaluate_options(ev: argparse.ArgumentParser) -> None:
+    """The options of ``hpcinv evaluate``, shared with ``python -m launch.evaluate``."""
+    ev.add_argument("runs", nargs="+", help="run folders, checkpoint folders or state.pt files (several: a comparison)")
+    ev.add_argument("--data", required=True, help="dataset folder")
+    ev.add_argument("--split", help="dataset split (e.g. test)")
+    ev.add_argument("--out", required=True, help="report folder")
+    ev.add_argument("--misfit-samples", type=_whole(0), default=2, help="samples re-simulated for the data misfit")
+    ev.add_argument("--figures", type=_whole(0), default=2, help="figures per run")
+    ev.add_argument("--verify", choices=("fast", "full"), default="fast", help="check the shards to be read: fast "
+                    "(sizes, headers, ranges; per-sample checksums on read) or full (also each shard's sha256)")
+    ev.add_argument("--allow-survey-mismatch", action="store_true", help="evaluate on data of another survey than "
+                    "the network was trained on (a warning in the report instead of an error)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hpcinv", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -159,16 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="metrics, figures and data misfit of runs/checkpoints on a dataset")
-    ev.add_argument("runs", nargs="+", help="run folders, checkpoint folders or state.pt files (several: a comparison)")
-    ev.add_argument("--data", required=True, help="dataset folder")
-    ev.add_argument("--split", help="dataset split (e.g. test)")
-    ev.add_argument("--out", required=True, help="report folder")
-    ev.add_argument("--misfit-samples", type=_whole(0), default=2, help="samples re-simulated for the data misfit")
-    ev.add_argument("--figures", type=_whole(0), default=2, help="figures per run")
-    ev.add_argument("--verify", choices=("fast", "full"), default="fast", help="check the shards to be read: fast "
-                    "(sizes, headers, ranges; per-sample checksums on read) or full (also each shard's sha256)")
-    ev.add_argument("--allow-survey-mismatch", action="store_true", help="evaluate on data of another survey than "
-                    "the network was trained on (a warning in the report instead of an error)")
+    add_evaluate_options(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
     qs = sub.add_parser("quickstart", help="generate, train and evaluate a small model on this machine")

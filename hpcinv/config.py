@@ -340,6 +340,10 @@ class TrainDataConfig(Section):
     loader_workers: int = Field(1, ge=0, description="DataLoader worker processes per training worker")
     cache: Literal["none", "memory"] = Field("none", description="memory: keep this rank's samples in RAM")
     prefetch_factor: int = Field(2, ge=1)
+    verify: Literal["fast", "full"] = Field(
+        "fast", description="before training, check every shard to be read: fast = size, HDF5 header, sample "
+        "range and config hash (milliseconds per shard; damaged samples are caught by their per-chunk checksums "
+        "when read); full = also each shard's sha256 (reads every byte once)")
 
 
 class OptimConfig(Section):
@@ -379,6 +383,9 @@ class TrackingConfig(Section):
     entity: str | None = None
     log_every_steps: int = Field(10, ge=1)
     figures: bool = True
+    init_timeout_s: float = Field(
+        20.0, gt=0, description="online: seconds to reach the W&B server (checked once by the driver, and bounding "
+        "wandb.init) before logging offline instead")
 
 
 class TrainConfig(Section):

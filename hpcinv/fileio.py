@@ -25,8 +25,9 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_INFIX}{os.getpid()}")
 
 
-def fsync_dir(folder: str | os.PathLike) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file's data, or a folder's entries."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -37,13 +38,7 @@ def _fsync_tree(path: Path) -> None:
     if path.is_dir():
         for child in path.iterdir():
             _fsync_tree(child)
-        fsync_dir(path)
-    else:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_path(path)
 
 
 def _remove(path: Path) -> None:
@@ -81,7 +76,7 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
         if folder and path.exists():
             _remove(path)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     except OSError as exc:
         raise write_error(path, exc) from None
     finally:

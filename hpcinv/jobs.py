@@ -80,15 +80,17 @@ class EvaluateJob(submitit.helpers.Checkpointable):
     """Metrics, figures and data misfit of runs on a dataset (one node, no Ray needed)."""
 
     def __init__(self, runs: list[str], data: str, out: str, *, split: str | None = None, misfit_samples: int = 2,
-                 figures: int = 2):
+                 figures: int = 2, allow_survey_mismatch: bool = False, full_verify: bool = False):
         self.runs = [str(Path(r).resolve()) for r in runs]
         self.data, self.out = str(Path(data).resolve()), str(Path(out).resolve())
         self.split, self.misfit_samples, self.figures = split, misfit_samples, figures
+        self.allow_survey_mismatch, self.full_verify = allow_survey_mismatch, full_verify
 
     def __call__(self) -> dict:
         from hpcinv.evaluate.report import evaluate
 
         _setup_logging()
         result = evaluate(self.runs, self.data, self.out, split=self.split, misfit_samples=self.misfit_samples,
-                          figures=self.figures)
+                          figures=self.figures, allow_survey_mismatch=self.allow_survey_mismatch,
+                          full_verify=self.full_verify)
         return {"out": result["out"], "table": result["table"]}

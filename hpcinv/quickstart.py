@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from hpcinv.config import DataConfig, TrainConfig, build_config, merge_dicts, parse_overrides
+from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
     summary = generate(data_cfg, dataset, use_ray=True, progress=progress)
     check = verify_dataset(dataset)
     if not check.ok:
-        raise RuntimeError(f"generated dataset failed verification: {check.problems}")
+        raise HpcinvError(f"generated dataset failed verification: {'; '.join(check.problems[:3])}")
     timings["generate_s"] = round(time.perf_counter() - t0, 1)
 
     log.info("[2/3] training %s with %d DDP workers into %s", train_cfg.model.name, train_cfg.scaling.num_workers, run)

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hpcinv.cli import add_evaluate_options
 from hpcinv.errors import HpcinvError
 from hpcinv.jobs import EvaluateJob
 from launch import common
@@ -16,12 +17,7 @@ from launch import common
 
 def build_parser() -> argparse.ArgumentParser:
     p = common.parser("Submit hpcinv evaluation to SLURM")
-    p.add_argument("runs", nargs="+", help="run folders, checkpoint folders or state.pt files")
-    p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--split", help="dataset split (e.g. test)")
-    p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--misfit-samples", type=int, default=2)
-    p.add_argument("--figures", type=int, default=2)
+    add_evaluate_options(p)
     return p
 
 
@@ -34,7 +30,8 @@ def run(args: argparse.Namespace) -> None:
             raise HpcinvError(f"not found: {', '.join(missing)}")
     ex = common.executor(args, "evaluate", nodes=1)
     job = EvaluateJob(args.runs, args.data, args.out, split=args.split, misfit_samples=args.misfit_samples,
-                      figures=args.figures)
+                      figures=args.figures, allow_survey_mismatch=args.allow_survey_mismatch,
+                      full_verify=args.verify == "full")
     jobs = common.submit(args.folder, lambda: [ex.submit(job)])
     common.report(args, jobs, out=args.out)
 

@@ -18,6 +18,7 @@ from hpcinv.config import DataConfig, load_config
 from hpcinv.errors import HpcinvError
 from hpcinv.generate.driver import check_output, open_dataset_folder, validate
 from hpcinv.jobs import GenerateJob
+from hpcinv.store import folder_lock
 from launch import common
 
 
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> None:
                                                             object_store_gb=args.object_store_gb))])
         common.report(args, jobs, out=args.out)
         return
-    open_dataset_folder(cfg, args.out)  # now: a config or path problem shows here, not in K jobs
+    with folder_lock(args.out):  # refused while another generate writes there
+        open_dataset_folder(cfg, args.out)  # now: a config or path problem shows here, not in K jobs
     parts = common.submit(args.folder, lambda: ex.submit_array([
         GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb, part=(i, args.array))
         for i in range(args.array)]))

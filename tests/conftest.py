@@ -35,10 +35,29 @@ def descendants(pid: int, name: str = "") -> list[psutil.Process]:
     return found
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real console entry point in a fresh process."""
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a fresh process (``env``: extra environment variables)."""
     return subprocess.run([sys.executable, "-m", "hpcinv.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The single ``hpcinv: error:`` line of a refused command (exit 2, no traceback)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "hpcinv: error: " in ln]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return errors[0][errors[0].index("hpcinv: error: "):]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
+    """One epoch of tiny_train.yaml on the tiny dataset."""
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    proc = run_cli("train", str(CONFIGS / "tiny_train.yaml"), "--out", str(run), f"data.train={tiny_dataset}",
+                   "train.epochs=1", "tracking.mode=disabled")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -12,20 +12,15 @@ import numpy as np
 import pytest
 
 from hpcinv.store import read_manifest, verify_dataset
-from tests.conftest import CONFIGS, ROOT, run_cli
+from tests.conftest import CONFIGS, ROOT, one_error_line, run_cli
 
 TINY = str(CONFIGS / "tiny.yaml")
 
 
-def _one_error_line(proc):
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("hpcinv: error: "), proc.stderr
-    return lines[0]
-
-
 def _snapshot(folder):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes, but the lock file's (it names its latest holder)."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
 
 
 def test_generate_then_rerun_skips_everything(tiny_dataset):
@@ -75,12 +70,35 @@ def test_resume_after_driver_sigkill_computes_only_missing_shards(tmp_path):
     (["generate", TINY, "survey.nt=100"], "use survey.nt >="),
     (["generate", TINY, "modelling.max_vel_mps=3000.0"], "set modelling.max_vel_mps >= 4500"),
     (["generate", TINY, "velocity.source=npz", "velocity.path=/nonexistent/models.npz"], "does not exist"),
+    (["generate", "configs"], "config file 'configs' is a folder; give a YAML file"),
+    (["generate", TINY, "survey.nt=400", "foo"], "'foo' is neither an option of 'hpcinv generate' nor an override"),
+    (["generate", TINY, "modelling.max_vel_mps=.inf"], "modelling.max_vel_mps: Input should be a finite number"),
+    (["generate", TINY, "survey.peak_time_s=.inf"], "survey.peak_time_s: Input should be a finite number"),
+    (["generate", TINY, "grid.dx_m=.inf"], "grid.dx_m: Input should be a finite number"),
+    (["generate", TINY, "--workers", "-2"], "argument --workers: '-2' is not a whole number >= 1"),
+    (["generate", TINY, "--workers", "0"], "argument --workers: '0' is not a whole number >= 1"),
+    (["generate", TINY, "survey.downsample=1", "survey.dt_s=0.05"],
+     "use survey.dt_s <= 0.025 (with survey.nt raised to keep the record length), or survey.f0_hz <= 4"),
+    (["generate", TINY, "survey.downsample=20"], "use survey.downsample <= 12, or survey.dt_s <= 0.00125"),
+    (["generate", TINY, "velocity.synthetic.salt_velocity_mps=1e30", "modelling.max_vel_mps=1e30"],
+     "models span 2000 .. 1e+30 m/s, outside any rock's P-wave velocity"),
 ])
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, args, expect):
     out = tmp_path / "out"
     proc = run_cli(*args[:2], "--out", str(out), *args[2:])
-    assert expect in _one_error_line(proc)
+    line = one_error_line(proc)
+    assert expect in line, line
     assert not out.exists()
+
+
+def test_version():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == "hpcinv 0.1.0"
+
+
+def test_verify_of_a_missing_or_non_dataset_folder(tmp_path):
+    proc = run_cli("verify", str(tmp_path / "nowhere"))
+    assert proc.returncode == 1 and f"dataset folder '{tmp_path / 'nowhere'}' does not exist" in proc.stdout
 
 
 def test_bad_collections_from_cli(tmp_path):
@@ -92,21 +110,21 @@ def test_bad_collections_from_cli(tmp_path):
         source = "npz" if path.suffix == ".npz" else "fcnvmb"
         proc = run_cli("generate", TINY, "--out", str(tmp_path / "o"), f"velocity.source={source}",
                        f"velocity.path={path}", "dataset.n_samples=null")
-        assert expect in _one_error_line(proc)
+        assert expect in one_error_line(proc)
         assert not (tmp_path / "o").exists()
 
 
 def test_different_config_on_existing_dataset_is_refused_without_damage(tiny_dataset):
     before = _snapshot(tiny_dataset)
     proc = run_cli("generate", TINY, "--out", str(tiny_dataset), "survey.f0_hz=7.0")
-    assert "holds a dataset made with a different config" in _one_error_line(proc)
+    assert "holds a dataset made with a different config" in one_error_line(proc)
     assert _snapshot(tiny_dataset) == before
 
 
 def test_non_dataset_folders_are_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     proc = run_cli("generate", TINY, "--out", str(tmp_path))
-    assert "non-empty folder that is not an hpcinv dataset" in _one_error_line(proc)
+    assert "non-empty folder that is not an hpcinv dataset" in one_error_line(proc)
     assert (tmp_path / "notes.txt").read_text() == "mine" and len(list(tmp_path.iterdir())) == 1
     proc = run_cli("verify", str(tmp_path))
     assert proc.returncode == 1 and "manifest.json is missing" in proc.stdout

@@ -10,7 +10,7 @@ from hpcinv.config import DataConfig, load_config
 from hpcinv.evaluate.metrics import velocity_metrics
 from hpcinv.evaluate.misfit import data_misfit
 from hpcinv.store import ShardedDataset
-from tests.conftest import run_cli
+from tests.conftest import one_error_line, run_cli
 
 
 def test_metrics_definitions_on_known_errors():
@@ -34,13 +34,9 @@ def test_data_misfit_is_zero_for_the_true_model_and_grows_with_error(tiny_datase
     assert 1e-3 < small < large
 
 
-@pytest.fixture(scope="module")
-def short_run(tiny_dataset, tmp_path_factory):
-    run = tmp_path_factory.mktemp("eval") / "run"
-    proc = run_cli("train", "configs/tiny_train.yaml", "--out", str(run), f"data.train={tiny_dataset}",
-                   "train.epochs=1", "tracking.mode=disabled")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return run
+@pytest.fixture
+def short_run(tiny_run):
+    return tiny_run
 
 
 def test_evaluate_a_run_and_a_bare_checkpoint_side_by_side(short_run, tiny_dataset, tmp_path):
@@ -64,13 +60,21 @@ def test_evaluate_bad_inputs(short_run, tiny_dataset, tmp_path):
     other = tmp_path / "other"
     assert run_cli("generate", "configs/tiny.yaml", "--out", str(other), "--in-process", "--quiet",
                    "dataset.n_samples=2", "survey.n_shots=3").returncode == 0
+    (tmp_path / "a-file").write_text("mine")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     cases = [
         ([str(short_run), "--data", str(other)], "expects gathers [5, 200, 64]"),
         ([str(tmp_path / "nothing"), "--data", str(tiny_dataset)], "no checkpoint at"),
-        ([str(short_run), "--data", str(tmp_path / "nodata")], "manifest.json is missing"),
+        ([str(short_run), "--data", str(tmp_path / "nodata")], "nodata' does not exist"),
+        ([str(short_run), "--data", str(tmp_path / "a-file")], "is a file, not a dataset folder"),
+        ([str(short_run), "--data", str(tiny_dataset), "--split", "nope"], "has no split 'nope'"),
+        ([str(tmp_path / "junk.pt"), "--data", str(tiny_dataset)], "cannot read checkpoint"),
+        ([str(short_run), "--data", str(tiny_dataset), "--figures", "-1"], "'-1' is not a whole number >= 0"),
     ]
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    cases.append(([str(tmp_path / "junk.pt"), "--data", str(tiny_dataset)], "cannot read checkpoint"))
     for args, expect in cases:
-        proc = run_cli("evaluate", *args, "--out", str(tmp_path / "rep"))
-        assert proc.returncode == 2 and expect in proc.stderr, (args, proc.stderr[-1500:])
+        line = one_error_line(run_cli("evaluate", *args, "--out", str(tmp_path / "rep")))
+        assert expect in line, (args, line)
+        assert not (tmp_path / "rep").exists()  # nothing is written for a refused evaluation
+    line = one_error_line(run_cli("evaluate", str(short_run), "--data", str(tiny_dataset), "--out",
+                                  str(tmp_path / "a-file")))
+    assert "is a file; give a folder" in line and (tmp_path / "a-file").read_text() == "mine"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpcinv.train.checkpoint import BN_BUFFERS, find_checkpoint, load_state
+from hpcinv.train.checkpoint import BN_BUFFERS, find_checkpoint, list_checkpoints, load_state
 from hpcinv.train.tracking import run_id
 from tests.conftest import CONFIGS, ROOT, descendants, run_cli
 from tests.wandb_offline import history, kinds
@@ -94,14 +94,8 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_pa
             "train.epochs=12", "tracking.mode=disabled"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    snapshot = run / "checkpoint_manager_snapshot.json"
-    while time.time() < deadline:  # kill once Ray Train's controller has registered a checkpoint
+    while time.time() < deadline and not list_checkpoints(run):  # kill once a checkpoint is on disk
         assert proc.poll() is None, proc.stderr.read()[-3000:]
-        try:
-            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
-                break
-        except (OSError, ValueError):
-            pass
         time.sleep(0.05)
     workers = descendants(proc.pid, "ray::RayTrainWorker")
     assert workers, "no training worker process found"
@@ -131,17 +125,9 @@ def test_fine_tune_loads_weights_and_can_freeze_the_encoder(trained, tiny_datase
     assert any(not torch.equal(tuned[k], source["model"][k]) for k in decoder)
 
 
-def test_non_finite_loss_stops_with_a_clear_error_and_no_checkpoint(tiny_dataset, tmp_path):
-    run = tmp_path / "nan"
-    proc = _train(run, tiny_dataset, "train.lr=1e30", "tracking.mode=disabled")
-    assert proc.returncode == 2
-    assert "hpcinv: error: training stopped: the loss became NaN/Inf in epoch 1" in proc.stderr
-    assert not list(run.glob("checkpoint_epoch*"))
-
-
 def test_bad_training_inputs_fail_before_ray(tiny_dataset, tmp_path, trained):
     cases = [
-        ([f"data.train={tmp_path / 'missing'}"], "is not an hpcinv dataset: manifest.json is missing"),
+        ([f"data.train={tmp_path / 'missing'}"], f"dataset folder '{tmp_path / 'missing'}' does not exist"),
         ([f"data.train={tiny_dataset}", "data.train_split=train"], "data.train_split='train' is not a split"),
         ([f"data.train={tiny_dataset}", "model.name=inversionnet", f"train.init_from={trained[0]}"],
          "holds fcnvmb for gathers [5, 200, 64]"),

@@ -134,3 +134,18 @@ def test_resample_keeps_extent_and_range():
     assert out.shape == (1, 13, 17)
     assert out[0, 0, 0] == pytest.approx(v[0, 0, 0]) and out[0, -1, -1] == pytest.approx(v[0, -1, -1])
     assert out.min() >= v.min() - 1e-3 and out.max() <= v.max() + 1e-3
+
+
+@pytest.mark.parametrize("phase", [0, 1, 2, 3])
+def test_downsampling_averages_thin_layers_instead_of_aliasing(phase):
+    """1-cell stripes every 4 rows, downsampled 4x: every interior row is the stripes' mean, whatever
+    rows the stripes fall on (plain interpolation keeps the stripe or the background: v[::4])."""
+    v = np.full((1, 201, 301), 2000.0, dtype=np.float32)
+    v[:, phase::4] = 3000.0
+    out = resample(v, 51, 76)
+    np.testing.assert_allclose(out[0, 1:-1], 2250.0, rtol=1e-6)
+    across = np.full((1, 201, 301), 2000.0, dtype=np.float32)
+    across[:, :, phase::4] = 3000.0  # the same along x (301 -> 76 is also 4x)
+    np.testing.assert_allclose(resample(across, 51, 76)[0, :, 1:-1], 2250.0, rtol=1e-6)
+    smooth = np.linspace(2000, 4000, 201, dtype=np.float32)[None, :, None].repeat(301, axis=2)
+    np.testing.assert_allclose(resample(smooth, 51, 76)[0, :, 0], np.linspace(2000, 4000, 51), rtol=1e-5)

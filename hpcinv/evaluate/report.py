@@ -2,6 +2,11 @@
 
 For each run or checkpoint the network is rebuilt from the checkpoint's model spec, its
 normaliser maps outputs back to m/s, and every sample of the dataset (or split) is predicted.
+Before anything is written, every input is checked: the shards to be read (as ``train`` does), the
+checkpoint (finite tensors; shapes), and the dataset's survey, grid and modelling settings against
+those the network was trained on (a mismatch is refused, naming each differing key, unless
+``allow_survey_mismatch`` makes it a warning in the report). True velocities outside the range the
+network was trained on are reported.
 Outputs in ``--out``: ``metrics.json`` (per run: per-sample and mean metrics, misfits),
 ``metrics.md`` (a side-by-side table of all runs) and ``figures/<run>/sample_NNNNNN.png``.
 Metric definitions: :mod:`hpcinv.evaluate.metrics`.
@@ -21,8 +26,8 @@ from hpcinv.evaluate.metrics import METRICS, velocity_metrics
 from hpcinv.evaluate.misfit import data_misfit
 from hpcinv.fileio import atomic_write_text
 from hpcinv.nets import build_model
-from hpcinv.store import Normaliser, ShardedDataset, load_dataset_config, read_manifest
-from hpcinv.train.checkpoint import find_checkpoint, load_state, load_weights
+from hpcinv.store import Normaliser, ShardedDataset, folder_lock, load_dataset_config, require_readable
+from hpcinv.train.checkpoint import find_checkpoint, load_state, load_weights, nonfinite_entries
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +40,20 @@ def run_name(path: str | Path) -> str:
     return f"{run.name}/{file.parent.name}" if file.parent.name.startswith("checkpoint_") else file.parent.name
 
 
-def _load(path: str | Path, manifest: dict, dataset: str):
+def survey_differences(trained: dict, data: dict) -> list[str]:
+    """Keys of the survey record (geometry, wavelet, time axis, grid, modelling) that differ."""
+    keys = [k for k in sorted(set(trained) | set(data)) if trained.get(k) != data.get(k)]
+    return [f"{k} differs" if isinstance(data.get(k), list) or isinstance(trained.get(k), list)
+            else f"{k} is {data.get(k)!r} in the data but {trained.get(k)!r} in training" for k in keys]
+
+
+def _load(path: str | Path, manifest: dict, dataset: str, allow_survey_mismatch: bool = False):
+    """(model, normaliser, state, warnings) of a checkpoint, checked against the dataset."""
     state = load_state(path)
+    bad = nonfinite_entries(state["model"])
+    if bad:
+        raise HpcinvError(f"checkpoint {str(path)!r} holds NaN/Inf values (in {', '.join(bad[:3])}); the run that "
+                          "wrote it diverged, so there is nothing to evaluate")
     spec = state["model_spec"]
     if (list(spec["gathers_shape"]), list(spec["velocity_shape"])) != (manifest["gathers_shape"],
                                                                        manifest["velocity_shape"]):
@@ -45,18 +62,39 @@ def _load(path: str | Path, manifest: dict, dataset: str):
             f"but dataset {dataset!r} holds {manifest['gathers_shape']} -> {manifest['velocity_shape']} "
             "(a different survey or grid)"
         )
+    warnings = []
+    trained = json.loads(state.get("dataset", {}).get("survey") or "null")
+    if trained is None:
+        warnings.append("the checkpoint does not record its training survey: not compared with the data")
+    elif diffs := survey_differences(trained, manifest["survey"]):
+        text = "; ".join(diffs)
+        if not allow_survey_mismatch:
+            raise HpcinvError(f"dataset {dataset!r} was recorded with another survey than checkpoint {str(path)!r} "
+                              f"was trained on: {text}; evaluate on data of the training survey, or pass "
+                              "--allow-survey-mismatch to score it anyway")
+        warnings.append(f"survey differs from training (--allow-survey-mismatch): {text}")
     model = build_model(spec)
     load_weights(model, state, repr(str(path)))
-    return model.eval(), Normaliser(**state["normaliser"]), state
+    return model.eval(), Normaliser(**state["normaliser"]), state, warnings
+
+
+def training_range(state: dict, norm: Normaliser) -> tuple[float, float] | None:
+    """The velocity range the network learned to output (m/s), where the checkpoint tells it."""
+    if "velocity_range_mps" in state:
+        return tuple(state["velocity_range_mps"])
+    return (norm.v_min, norm.v_max) if norm.velocity == "minmax" else None
 
 
 @torch.no_grad()
 def evaluate_one(path: str | Path, dataset: str | Path, *, split: str | None = None, batch_size: int = 8,
                  misfit_samples: int = 2, figures: int = 2, out: Path | None = None, name: str | None = None,
                  loaded: tuple | None = None) -> dict:
-    """``loaded``: the (model, normaliser, state) of ``path`` if the caller already read it."""
-    manifest = read_manifest(dataset)
-    model, norm, state = loaded or _load(path, manifest, str(dataset))
+    """``loaded``: the (model, normaliser, state, warnings) of ``path`` if the caller already read it."""
+    manifest = require_readable(dataset, split)
+    model, norm, state, warnings = loaded or _load(path, manifest, str(dataset))
+    warnings = list(warnings)
+    trained_range = training_range(state, norm)
+    outside_cells = outside_samples = total_cells = 0
     ds = ShardedDataset(dataset, norm, split=split)
     v_min, v_max = (norm.v_min, norm.v_max) if norm.velocity == "minmax" else (
         manifest["stats"]["velocity"]["min"], manifest["stats"]["velocity"]["max"])
@@ -68,6 +106,11 @@ def evaluate_one(path: str | Path, dataset: str | Path, *, split: str | None = N
         gathers = torch.stack([g for g, _ in items])
         true = norm.velocity_inv(torch.stack([v for _, v in items])[:, None])
         pred = norm.velocity_inv(model(gathers).float())
+        if trained_range is not None:
+            outside = (true < trained_range[0] - 1e-3) | (true > trained_range[1] + 1e-3)
+            outside_cells += int(outside.sum())
+            outside_samples += int(outside.flatten(1).any(dim=1).sum())
+            total_cells += outside.numel()
         for key, values in velocity_metrics(pred, true, v_min, v_max).items():
             per_sample[key].extend(values.tolist())
         for j in range(len(items)):
@@ -76,6 +119,16 @@ def evaluate_one(path: str | Path, dataset: str | Path, *, split: str | None = N
     result = {"checkpoint": str(find_checkpoint(path)), "dataset": str(dataset), "split": split,
               "samples": len(ds), "epoch": state.get("epoch"), "velocity_range_mps": [v_min, v_max],
               "mean": {k: float(np.mean(v)) for k, v in per_sample.items()}, "per_sample": per_sample}
+    if trained_range is not None:
+        result["outside_training_range"] = {"range_mps": list(trained_range), "samples": outside_samples,
+                                            "fraction_of_cells": outside_cells / max(total_cells, 1)}
+        if outside_cells:
+            warnings.append(f"{outside_samples} of {len(ds)} samples have true velocities outside the "
+                            f"{trained_range[0]:g}-{trained_range[1]:g} m/s the network was trained on "
+                            f"({100 * outside_cells / total_cells:.2g} % of cells): it cannot predict those values")
+    for text in warnings:
+        log.warning("%s: %s", name or path, text)
+    result["warnings"] = warnings
     if misfit_samples:
         data_cfg = load_dataset_config(dataset)
         misfits = []
@@ -116,23 +169,29 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 
 def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | None = None, misfit_samples: int = 2,
-             figures: int = 2) -> dict:
+             figures: int = 2, allow_survey_mismatch: bool = False, full_verify: bool = False) -> dict:
     out = Path(out)
-    manifest = read_manifest(dataset)
+    if out.exists() and not out.is_dir():
+        raise HpcinvError(f"--out {str(out)!r} is a file; give a folder for the report")
     # every input is read and checked before anything is written
-    loaded = [_load(path, manifest, str(dataset)) for path in paths]
-    out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for path, model in zip(paths, loaded, strict=True):
-        name = run_name(path)
-        while name in results:  # the same checkpoint named twice still gets its own row
-            name += "'"
-        log.info("evaluating %s on %s", name, dataset)
-        results[name] = evaluate_one(path, dataset, split=split, misfit_samples=misfit_samples, figures=figures,
-                                     out=out, name=name, loaded=model)
+    manifest = require_readable(dataset, split, full=full_verify)
+    loaded = [_load(path, manifest, str(dataset), allow_survey_mismatch) for path in paths]
+    with folder_lock(dataset, shared=True, create=False):
+        out.mkdir(parents=True, exist_ok=True)
+        results = {}
+        for path, model in zip(paths, loaded, strict=True):
+            name = run_name(path)
+            while name in results:  # the same checkpoint named twice still gets its own row
+                name += "'"
+            log.info("evaluating %s on %s", name, dataset)
+            results[name] = evaluate_one(path, dataset, split=split, misfit_samples=misfit_samples, figures=figures,
+                                         out=out, name=name, loaded=model)
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=1))
     table = markdown_table(results)
+    notes = [f"- **{name}**: {w}" for name, r in results.items() for w in r["warnings"]]
     atomic_write_text(out / "metrics.md", f"# Evaluation on `{dataset}`" + (f" (split `{split}`)" if split else "")
                       + "\n\nMeans over samples; definitions in hpcinv/evaluate/metrics.py. `misfit` is the "
-                      "relative L2 data misfit of the re-simulated prediction.\n\n" + table)
-    return {"out": str(out), "table": table, "means": {n: r["mean"] for n, r in results.items()}}
+                      "relative L2 data misfit of the re-simulated prediction.\n\n" + table
+                      + ("\n## Warnings\n\n" + "\n".join(notes) + "\n" if notes else ""))
+    return {"out": str(out), "table": table, "means": {n: r["mean"] for n, r in results.items()},
+            "warnings": notes}

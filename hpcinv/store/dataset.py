@@ -5,9 +5,9 @@ fork) and reads one chunk per sample. Returns ``(gathers_STR, vel_ZX)`` float32 
 normalised by a :class:`~hpcinv.store.normalise.Normaliser`.
 
 Reads are checked: a shard is opened only if its range and config hash are its manifest record's (a
-swapped or foreign file is refused), and HDF5 verifies each chunk's Fletcher-32 checksum, so a
-damaged sample raises :class:`~hpcinv.errors.DataError` naming the shard and the sample instead of
-returning wrong numbers.
+swapped or foreign file is refused), and each sample's bytes must match the CRC-32 stored for it
+(dataset format 2), so a damaged sample raises :class:`~hpcinv.errors.DataError` naming the shard
+and the sample instead of returning wrong numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from hpcinv.errors import DataError
 from hpcinv.store.manifest import read_manifest, split_range
 from hpcinv.store.normalise import Normaliser
-from hpcinv.store.shard import SHARD_DIR
+from hpcinv.store.shard import SHARD_DIR, sample_crc32
 
 
 class ShardedDataset(Dataset):
@@ -53,6 +53,7 @@ class ShardedDataset(Dataset):
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
             raise IndexError(f"sample indices must lie in [0, {n})")
         self._files: dict[str, h5py.File] = {}
+        self._crcs: dict[str, np.ndarray | None] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -60,7 +61,7 @@ class ShardedDataset(Dataset):
 
     def _file(self, name: str) -> h5py.File:
         if self._pid != os.getpid():  # forked into a DataLoader worker: never reuse the parent's handles
-            self._files, self._pid = {}, os.getpid()
+            self._files, self._crcs, self._pid = {}, {}, os.getpid()
         fh = self._files.get(name)
         if fh is None:
             fh = self._files[name] = self._open(name)
@@ -80,6 +81,11 @@ class ShardedDataset(Dataset):
             fh.close()
             raise DataError(f"{path}: holds samples {got[0]}..{got[1] - 1} of config {got[2][:12]}, but the manifest "
                             f"says {span} of config {self.manifest['config_hash'][:12]} (a swapped or foreign file)")
+        try:
+            self._crcs[name] = fh["crc32"][:] if "crc32" in fh else None  # format 1 shards have none
+        except OSError as exc:
+            fh.close()
+            raise DataError(f"{path}: unreadable sample checksums: {' '.join(str(exc).split())}") from None
         return fh
 
     def positions_by_shard(self) -> list[np.ndarray]:
@@ -97,11 +103,17 @@ class ShardedDataset(Dataset):
         name, row = self.locate(int(index))
         fh = self._file(name)
         try:
-            return fh["gathers"][row], fh["velocity"][row]
+            gathers, vel = fh["gathers"][row], fh["velocity"][row]
+            problem = None
         except OSError as exc:
-            raise DataError(f"{self.root / SHARD_DIR / name}: sample {int(index)} (row {row}) is damaged: "
-                            f"{' '.join(str(exc).split())}; `hpcinv verify {self.root}` checks every shard, "
-                            "`hpcinv generate` recomputes bad ones") from None
+            problem = " ".join(str(exc).split())
+        crcs = self._crcs[name]
+        if problem is None and crcs is not None and sample_crc32(gathers, vel) != tuple(int(c) for c in crcs[row]):
+            problem = "its bytes do not match the CRC-32 stored for it"
+        if problem:
+            raise DataError(f"{self.root / SHARD_DIR / name}: sample {int(index)} (row {row}) is damaged: {problem}; "
+                            f"`hpcinv verify {self.root}` checks every shard, `hpcinv generate` recomputes bad ones")
+        return gathers, vel
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         gathers, vel = self.read(self.indices[i])
@@ -111,10 +123,24 @@ class ShardedDataset(Dataset):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_files"] = {}
+        state["_files"], state["_crcs"] = {}, {}
         return state
 
     def close(self) -> None:
         for fh in self._files.values():
             fh.close()
         self._files = {}
+
+
+class InMemory(Dataset):
+    """A rank's samples read once into RAM (``data.cache=memory``) — for datasets that fit."""
+
+    def __init__(self, ds: ShardedDataset, positions: np.ndarray):
+        self.items = {int(i): ds[int(i)] for i in positions}
+        self.length = len(ds)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        return self.items[int(i)]

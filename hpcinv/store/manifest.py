@@ -115,11 +115,13 @@ def check_shard(path: Path, rec: dict, manifest: dict, *, checksum: bool) -> str
         return f"{path.name}: corrupted: sha256 differs from the manifest"
     n = rec["stop"] - rec["start"]
     shapes = {"velocity": (n, *manifest["velocity_shape"]), "gathers": (n, *manifest["gathers_shape"])}
+    if manifest["format_version"] >= 2:
+        shapes["crc32"] = (n, 2)
     try:
         with h5py.File(path, "r") as fh:
             attrs = (int(fh.attrs["start"]), int(fh.attrs["stop"]), str(fh.attrs["config_hash"]))
             index = fh["index"][:]
-            bad_shape = [k for k, s in shapes.items() if fh[k].shape != s]
+            bad_shape = [k for k, s in shapes.items() if k not in fh or fh[k].shape != s]
     except Exception as exc:
         return f"{path.name}: unreadable HDF5 ({' '.join(str(exc).split())})"
     if attrs[2] != manifest["config_hash"]:

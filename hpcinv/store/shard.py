@@ -1,10 +1,11 @@
 """One HDF5 shard: a contiguous range of global sample indices, written atomically.
 
 Layout (see docs/FORMAT.md): datasets ``velocity`` (N, nz, nx) float32 m/s, ``gathers``
-(N, shots, time, receivers) float16/float32, ``index`` (N,) int64, one sample per chunk, each chunk
-carrying HDF5's Fletcher-32 checksum (a damaged sample fails when it is read, not silently); file
-attributes ``start``, ``stop``, ``format_version``, ``config_hash``, ``survey`` (JSON) and the
-shard's own streaming statistics (JSON), so a manifest can be rebuilt from the shards alone.
+(N, shots, time, receivers) float16/float32, ``index`` (N,) int64, one sample per chunk, and
+``crc32`` (N, 2) uint32: the CRC-32 of each sample's stored gathers and velocity bytes, checked on
+every read (a damaged sample fails when it is read, not silently); file attributes ``start``,
+``stop``, ``format_version``, ``config_hash``, ``survey`` (JSON) and the shard's own streaming
+statistics (JSON), so a manifest can be rebuilt from the shards alone.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 from hpcinv.fileio import atomic_path
 from hpcinv.store.stats import RunningStats
 
-FORMAT_VERSION = 2  # 2: per-chunk Fletcher-32 checksums; 1 (read, never extended): none
+FORMAT_VERSION = 2  # 2: a CRC-32 per sample; 1 (read, never extended): none
 READABLE_VERSIONS = (1, 2)
 SHARD_DIR = "shards"
 
@@ -60,14 +62,22 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def sample_crc32(gathers: np.ndarray, velocity: np.ndarray) -> tuple[int, int]:
+    """CRC-32 of one sample's stored gathers and velocity bytes (zlib: ~2.5 GB/s, 3 ms per paper sample)."""
+    return zlib.crc32(np.ascontiguousarray(gathers)), zlib.crc32(np.ascontiguousarray(velocity))
+
+
 def write_shard(folder: str | os.PathLike, spec: ShardSpec, velocity_NZX: np.ndarray, gathers_NSTR: np.ndarray,
                 *, config_hash: str, survey: dict, gathers_dtype: str = "float32", checksums: bool = True) -> dict:
     """Write ``spec`` atomically into ``folder`` and return its manifest record.
 
-    The file is written under a temporary name in the same folder, flushed and fsynced, then
-    renamed: a reader never sees a half-written shard, and a killed writer leaves only a
-    ``.tmp`` file that nothing accepts (generation removes such leftovers). ``checksums``: a
-    Fletcher-32 checksum per chunk (one sample), checked by HDF5 on every read.
+    The HDF5 file is built in memory, then written in one sequential write under a temporary name in
+    the same folder, fsynced and renamed: a reader never sees a half-written shard, a killed writer
+    leaves only a ``.tmp`` file that nothing accepts (generation removes such leftovers), and a full
+    disk is a plain ``OSError`` (HDF5 writing to a full disk itself leaves its library in a state that
+    crashes the process at exit). ``checksums``: the ``crc32`` dataset (format 2), checked by
+    :class:`~hpcinv.store.ShardedDataset` on every read. (HDF5's own Fletcher-32 filter is not used:
+    a chunk zeroed together with its checksum -- a lost or sparse block -- passes it.)
     """
     folder = Path(folder)
     n = spec.size
@@ -79,16 +89,24 @@ def write_shard(folder: str | os.PathLike, spec: ShardSpec, velocity_NZX: np.nda
     stats = {"velocity": RunningStats.of(velocity_NZX).to_dict(),
              # statistics of the stored values (after any float16 rounding)
              "gathers": RunningStats.of(gathers_NSTR).to_dict()}
-    final = folder / spec.name
-    with atomic_path(final) as tmp, h5py.File(tmp, "w", libver="latest") as fh:
-        fh.create_dataset("velocity", data=velocity_NZX, chunks=(1, *velocity_NZX.shape[1:]), fletcher32=checksums)
-        fh.create_dataset("gathers", data=gathers_NSTR, chunks=(1, *gathers_NSTR.shape[1:]), fletcher32=checksums)
-        fh.create_dataset("index", data=np.arange(spec.start, spec.stop, dtype=np.int64), fletcher32=checksums)
+    with h5py.File(spec.name, "w", driver="core", backing_store=False, libver="latest") as fh:
+        fh.create_dataset("velocity", data=velocity_NZX, chunks=(1, *velocity_NZX.shape[1:]))
+        fh.create_dataset("gathers", data=gathers_NSTR, chunks=(1, *gathers_NSTR.shape[1:]))
+        fh.create_dataset("index", data=np.arange(spec.start, spec.stop, dtype=np.int64))
+        if checksums:
+            fh.create_dataset("crc32", data=np.array([sample_crc32(g, v) for g, v in zip(gathers_NSTR, velocity_NZX,
+                                                                                        strict=True)], np.uint32))
         fh.attrs.update({
             "format_version": FORMAT_VERSION if checksums else 1, "start": spec.start, "stop": spec.stop,
             "config_hash": config_hash, "survey": json.dumps(survey), "stats": json.dumps(stats),
         })
-    return shard_record(final, spec, stats)
+        fh.flush()
+        image = fh.id.get_file_image()
+    final = folder / spec.name
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(image)
+    return {"name": spec.name, "start": spec.start, "stop": spec.stop, "bytes": len(image),
+            "sha256": hashlib.sha256(image).hexdigest(), "stats": stats}
 
 
 def shard_record(path: Path, spec: ShardSpec, stats: dict) -> dict:

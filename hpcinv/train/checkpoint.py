@@ -1,9 +1,15 @@
-"""Full-state training checkpoints: one ``state.pt`` per checkpoint folder, loaded with weights_only.
+"""Full-state training checkpoints: ``RUN_DIR/checkpoint_epochNNNNNN/state.pt``, loaded with weights_only.
 
 The state holds the model (unwrapped from DDP), optimizer, scheduler and GradScaler states, epoch and
 global step, the RNG states (torch, numpy, python), the resolved config, the model spec (to rebuild
-the network) and the normaliser (to map outputs back to m/s). Everything is tensors, numbers,
-strings and containers of them, so ``torch.load(weights_only=True)`` reads it.
+the network), the normaliser (to map outputs back to m/s) and the training data's survey. Everything
+is tensors, numbers, strings and containers of them, so ``torch.load(weights_only=True)`` reads it.
+
+hpcinv writes its checkpoints itself: each is built in a hidden folder and renamed into place, so a
+``checkpoint_epoch*`` folder exists only complete (the rename is the completion mark) and a resume
+always starts from the newest one on disk -- also after a SIGINT, a SIGKILL or a lost worker that hit
+between writing a checkpoint and Ray registering it. A checkpoint holding a NaN or Inf is never
+written and never loaded.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +26,11 @@ import torch
 from torch import nn
 
 from hpcinv.errors import HpcinvError
-from hpcinv.fileio import fsync_dir
+from hpcinv.fileio import TMP_INFIX, atomic_path
 
 STATE = "state.pt"
+CHECKPOINT_PREFIX = "checkpoint_epoch"
+CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_PREFIX}\d{{6}}")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -45,28 +55,63 @@ def save_state(folder: str | os.PathLike, state: dict) -> Path:
     """Write ``folder/state.pt`` atomically (temp + fsync + rename)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / STATE
-    tmp = folder / f".{STATE}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
+    with atomic_path(folder / STATE) as tmp, open(tmp, "wb") as fh:
         torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    fsync_dir(folder)
+    return folder / STATE
+
+
+def checkpoint_dir(run_dir: str | os.PathLike, epoch: int) -> Path:
+    return Path(run_dir) / f"{CHECKPOINT_PREFIX}{epoch:06d}"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """The complete checkpoint folders of a run, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if CHECKPOINT_NAME.fullmatch(p.name) and (p / STATE).is_file())
+
+
+def save_checkpoint(run_dir: str | os.PathLike, epoch: int, state: dict, keep: int) -> Path:
+    """Publish ``state`` as ``checkpoint_epoch{epoch}`` atomically, then delete all but the newest ``keep``."""
+    bad = nonfinite_entries(state)
+    if bad:
+        raise HpcinvError(f"refusing to write a checkpoint holding NaN/Inf values (in {', '.join(bad[:3])})")
+    final = checkpoint_dir(run_dir, epoch)
+    with atomic_path(final, folder=True) as tmp, open(tmp / STATE, "wb") as fh:
+        torch.save(state, fh)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def remove_partial_checkpoints(run_dir: str | os.PathLike) -> None:
+    """Folders of a checkpoint writer that was killed before its rename (never read by anything)."""
+    for leftover in Path(run_dir).glob(f".{CHECKPOINT_PREFIX}*{TMP_INFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def nonfinite_entries(tree, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a (nested) state that hold a NaN or Inf."""
+    if isinstance(tree, torch.Tensor):
+        return [prefix or "tensor"] if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else []
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else ()
+    found = []
+    for key, value in items:
+        found += nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
 def find_checkpoint(path: str | os.PathLike) -> Path:
-    """A ``state.pt`` from a file, a checkpoint folder, or a run folder (its latest checkpoint)."""
+    """A ``state.pt`` from a file, a checkpoint folder, or a run folder (its newest complete checkpoint)."""
     p = Path(path)
     if p.is_file():
         return p
     if (p / STATE).is_file():
         return p / STATE
-    if p.is_dir():
-        found = sorted(p.glob(f"checkpoint_*/{STATE}"), key=lambda f: f.parent.name)
-        if found:
-            return found[-1]
+    found = list_checkpoints(p)
+    if found:
+        return found[-1] / STATE
     raise HpcinvError(f"no checkpoint at {str(path)!r}: expected a {STATE}, a checkpoint folder or a run folder")
 
 

@@ -1,11 +1,18 @@
 """The per-worker training loop run by Ray Train on every DDP rank.
 
-Each rank: builds the network from the dataset's shapes, restores the last Ray Train checkpoint (or
-loads ``train.init_from`` for fine-tuning), applies activation checkpointing / precision, wraps the
-model in DDP (``ray.train.torch.prepare_model``), reads its own shards (shard-aware sampler), and
-every epoch validates, saves a full-state checkpoint (rank 0) and calls ``ray.train.report``.
-Rank 0 alone talks to W&B. A non-finite loss on any rank stops every rank before the epoch's
-checkpoint is written, and is reported as such to the driver.
+Each rank: restores the newest complete checkpoint on disk (rank 0 picks it and rolls the event log
+back to it, so a resumed epoch is never logged twice), or loads ``train.init_from`` for
+fine-tuning; builds the network from the dataset's shapes, applies activation checkpointing /
+precision, wraps the model in DDP (``ray.train.torch.prepare_model``), reads its own shards
+(shard-aware sampler), and every epoch validates, saves a full-state checkpoint (rank 0) and calls
+``ray.train.report``. Rank 0 alone talks to W&B.
+
+Every step starts with one all-reduce of two flags -- a damaged sample read on any rank, and NaN/Inf
+anywhere in the loss, weights or BatchNorm buffers after the previous step -- so all ranks stop at
+the same step, before a checkpoint could hold such values. Such stops, and any other deterministic
+error (a missing file, a bad checkpoint), are written to the event log and end the run cleanly on
+every rank: Ray Train's ``FailureConfig`` restarts workers for lost processes, never for errors that
+a restart would only repeat. The driver turns the event into one error line.
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ from __future__ import annotations
 import json
 import os
 import resource
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +32,20 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from hpcinv.config import TrainConfig
+from hpcinv.errors import DataError, HpcinvError
 from hpcinv.evaluate.metrics import velocity_metrics
+from hpcinv.fileio import atomic_write_text
 from hpcinv.nets import build_model, count_parameters, model_spec
-from hpcinv.store import Normaliser, ShardedDataset, read_manifest
+from hpcinv.store import InMemory, Normaliser, ShardedDataset, read_manifest
 from hpcinv.store.sampler import ShardAwareSampler
 from hpcinv.train.checkpoint import (
+    checkpoint_dir,
+    list_checkpoints,
     load_state,
     load_weights,
+    remove_partial_checkpoints,
     rng_state,
-    save_state,
+    save_checkpoint,
     set_rng_state,
     unwrap,
     weights_digest,
@@ -55,20 +67,6 @@ def velocity_range(norm: Normaliser, manifest: dict) -> tuple[float, float]:
     if norm.velocity == "minmax":
         return norm.v_min, norm.v_max
     return manifest["stats"]["velocity"]["min"], manifest["stats"]["velocity"]["max"]
-
-
-class InMemory(Dataset):
-    """A rank's samples read once into RAM (``data.cache=memory``) — for datasets that fit."""
-
-    def __init__(self, ds: ShardedDataset, positions: np.ndarray):
-        self.items = {int(i): ds[int(i)] for i in positions}
-        self.length = len(ds)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int):
-        return self.items[int(i)]
 
 
 def make_loader(ds: ShardedDataset, sampler, cfg: TrainConfig, device: torch.device, cached: bool) -> DataLoader:
@@ -127,17 +125,74 @@ def append_event(run_dir: Path, event: dict) -> None:
         os.close(fd)
 
 
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+def all_reduce_sum(values: list, device: torch.device) -> list[float]:
+    """Sum numbers (or 0-d tensors, which stay on the device until now) over all ranks: one collective
+    and one device-to-host copy."""
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values])
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
     return t.tolist()
 
 
 @torch.no_grad()
+def nonfinite_count(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """NaN/Inf values in the loss, every parameter and every floating-point buffer (BatchNorm running
+    statistics), as a device tensor: no host sync here."""
+    count = (~torch.isfinite(loss.detach())).sum()
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            count = count + (~torch.isfinite(t)).sum()
+    return count
+
+
+@torch.no_grad()
+def optimizer_nonfinite_count(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.Tensor:
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    for per_param in optimizer.state.values():
+        for t in per_param.values():
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                count = count + (~torch.isfinite(t)).sum().to(device)
+    return count
+
+
+def guarded(loader) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None, str | None]]:
+    """``(gathers, velocity, None)`` per batch; a damaged sample ends the epoch with ``(None, None, message)``
+    (also when a DataLoader worker process read it)."""
+    it = iter(loader)
+    while True:
+        try:
+            gathers, vel = next(it)
+        except StopIteration:
+            return
+        except DataError as exc:
+            yield None, None, DataError.message_of(exc)
+            return
+        yield gathers, vel, None
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    path = run_dir / EVENTS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def rollback_events(run_dir: Path, last_epoch: int) -> list[int]:
+    """Drop ``epoch_end`` events of epochs after ``last_epoch`` (the checkpoint a run resumes from): those
+    epochs run again. Returns the epochs dropped."""
+    events = read_events(run_dir)
+    keep = [e for e in events if not (e["event"] == "epoch_end" and e["epoch"] > last_epoch)]
+    if len(keep) == len(events):
+        return []
+    atomic_write_text(run_dir / EVENTS, "".join(json.dumps(e) + "\n" for e in keep))
+    return sorted({e["epoch"] for e in events if e["event"] == "epoch_end" and e["epoch"] > last_epoch})
+
+
+@torch.no_grad()
 def validate(model, ds: ShardedDataset, positions: np.ndarray, cfg: TrainConfig, norm: Normaliser,
-             v_range: tuple[float, float], device: torch.device) -> dict:
-    """Metrics in m/s over this rank's share of the validation set, summed over all ranks.
+             v_range: tuple[float, float], device: torch.device) -> tuple[dict, str | None, bool]:
+    """Metrics in m/s over this rank's share of the validation set, summed over all ranks; then this
+    rank's data error (or None) and whether any rank met one.
 
     Ranks may hold different numbers of validation batches, so the forward pass uses the unwrapped
     module: DDP's forward is a collective (buffer broadcast) and would wait for the other ranks.
@@ -145,10 +200,14 @@ def validate(model, ds: ShardedDataset, positions: np.ndarray, cfg: TrainConfig,
     model = unwrap(model)
     model.eval()
     sums = {k: 0.0 for k in ("mse", "rmse", "mae", "mae_pm1", "rmse_pm1", "ssim", "psnr", "psnr_signal", "loss")}
-    count = 0
+    count, error = 0, None
     loss_fn = loss_function(cfg.train.loss)
     for start in range(0, len(positions), cfg.train.batch_size):
-        batch = [ds[int(i)] for i in positions[start:start + cfg.train.batch_size]]
+        try:
+            batch = [ds[int(i)] for i in positions[start:start + cfg.train.batch_size]]
+        except DataError as exc:
+            error = str(exc)
+            break
         gathers = torch.stack([b[0] for b in batch]).to(device)
         target = torch.stack([b[1] for b in batch]).to(device)[:, None]
         with autocast(cfg.train.precision, device):
@@ -160,55 +219,97 @@ def validate(model, ds: ShardedDataset, positions: np.ndarray, cfg: TrainConfig,
             sums[key] += float(value.sum())
         count += len(batch)
     keys = sorted(sums)
-    totals = all_reduce_sum([sums[k] for k in keys] + [count], device)
-    n = max(totals[-1], 1)
+    totals = all_reduce_sum([sums[k] for k in keys] + [count, error is not None], device)
+    n = max(totals[-2], 1)
     model.train()
-    return {f"val/{k}": v / n for k, v in zip(keys, totals[:-1], strict=True)} | {"val/samples": int(totals[-1])}
+    metrics = {f"val/{k}": v / n for k, v in zip(keys, totals[:-2], strict=True)} | {"val/samples": int(totals[-2])}
+    return metrics, error, totals[-1] > 0
 
 
 # ------------------------------------------------------------------------------------ the loop
 
 
+class Stop(Exception):
+    """Every rank ends the run cleanly; the driver reports ``event`` (already in the event log)."""
+
+
+def _restore(cfg: TrainConfig, run_dir: Path, rank: int, device: torch.device) -> tuple[dict | None, list[int]]:
+    """The newest complete checkpoint on disk (chosen by rank 0, so all ranks agree), after rank 0 has
+    removed half-written ones and rolled the event log back to it."""
+    chosen, dropped = -1, []
+    if rank == 0:
+        remove_partial_checkpoints(run_dir)
+        found = list_checkpoints(run_dir)
+        if found:
+            chosen = int(found[-1].name.removeprefix("checkpoint_epoch"))
+        dropped = rollback_events(run_dir, chosen)
+    epoch = int(all_reduce_sum([chosen + 1 if rank == 0 else 0], device)[0]) - 1  # also a barrier
+    return (load_state(checkpoint_dir(run_dir, epoch)) if epoch >= 0 else None), dropped
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig.model_validate_json(loop_config["config"])
+    run_dir = Path(loop_config["run_dir"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(cfg.scaling.cpus_per_worker)
+    try:
+        _train(cfg, run_dir, rank, ctx.get_world_size(), device)
+    except Stop:
+        return
+
+
+def _stop_if(flag: float, rank: int, run_dir: Path, event: dict, mine: bool = True) -> None:
+    """All ranks call this with the same reduced ``flag``; the ranks concerned log ``event``, all stop."""
+    if flag:
+        if mine:
+            append_event(run_dir, {"rank": rank, **event})
+        raise Stop
+
+
+def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch.device) -> None:
+    import ray
     import ray.train
     import ray.train.torch
     from ray.experimental.tqdm_ray import tqdm
 
     from hpcinv.train.tracking import Tracker
 
-    cfg = TrainConfig.model_validate_json(loop_config["config"])
-    run_dir = Path(loop_config["run_dir"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    torch.set_num_threads(cfg.scaling.cpus_per_worker)
+    # ---- setup: any error here is deterministic; every rank learns of it through one all-reduce
+    error = None
+    try:
+        state, rolled_back = _restore(cfg, run_dir, rank, device)
+        manifest = read_manifest(cfg.data.train)
+        norm = normaliser_for(cfg, manifest)
+        v_range = velocity_range(norm, manifest)
+        train_ds = ShardedDataset(cfg.data.train, norm, split=cfg.data.train_split)
+        sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
+        cached = cfg.data.cache == "memory"
+        data: Dataset = InMemory(train_ds, np.concatenate(sampler.mine)) if cached else train_ds
+        loader = make_loader(data, sampler, cfg, device, cached)
+        val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
+        val_positions = np.arange(len(val_ds))[rank::world] if val_ds else None
+        spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(spec)
+        source = None
+        if state is not None:
+            load_weights(model, state, "to resume")
+        elif cfg.train.init_from:
+            source = load_state(cfg.train.init_from)
+            load_weights(model, source, repr(cfg.train.init_from))
+    except HpcinvError as exc:
+        error = DataError.message_of(exc) if isinstance(exc, DataError) else str(exc)
+    flag, = all_reduce_sum([error is not None], device)
+    _stop_if(flag, rank, run_dir, {"event": "error", "message": error}, mine=error is not None)
 
-    manifest = read_manifest(cfg.data.train)
-    norm = normaliser_for(cfg, manifest)
-    v_range = velocity_range(norm, manifest)
-    train_ds = ShardedDataset(cfg.data.train, norm, split=cfg.data.train_split)
-    sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
-    cached = cfg.data.cache == "memory"
-    data: Dataset = InMemory(train_ds, np.concatenate(sampler.mine)) if cached else train_ds
-    loader = make_loader(data, sampler, cfg, device, cached)
-    val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
-    val_positions = np.arange(len(val_ds))[rank::world] if val_ds else None
-
-    spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(spec)
-    checkpoint = ray.train.get_checkpoint()
-    state = None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = load_state(folder)
-        load_weights(model, state, "to resume")
-    elif cfg.train.init_from:
-        source = load_state(cfg.train.init_from)
-        load_weights(model, source, repr(cfg.train.init_from))
-        if rank == 0:
-            append_event(run_dir, {"event": "init_from", "path": cfg.train.init_from,
-                                   "weights": weights_digest(model), "source_weights": weights_digest(source["model"])})
+    if source is not None and rank == 0:
+        append_event(run_dir, {"event": "init_from", "path": cfg.train.init_from,
+                               "weights": weights_digest(model), "source_weights": weights_digest(source["model"])})
     if cfg.train.freeze_encoder:
         for module in model.encoder_modules():
             module.requires_grad_(False)
@@ -226,95 +327,103 @@ def train_loop_per_worker(loop_config: dict) -> None:
     best = state["best_val"] if state is not None else float("inf")
     append_event(run_dir, {"event": "resume" if state else "start", "rank": rank, "world": world,
                            "epoch": start_epoch, "step": step, "node": ray.get_runtime_context().get_node_id(),
-                           "slurm_node": os.environ.get("SLURMD_NODENAME")})
+                           "slurm_node": os.environ.get("SLURMD_NODENAME")}
+                 | ({"rolled_back_epochs": rolled_back} if rolled_back else {}))
 
     tracker = Tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json") | {"parameters": count_parameters(model)},
                       enabled=rank == 0)
     loss_fn = loss_function(cfg.train.loss)
-    for epoch in range(start_epoch, cfg.train.epochs):
-        sampler.set_epoch(epoch)
-        model.train()
-        bar = tqdm(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}") if rank == 0 else None
-        loss_sum, seen, nonfinite = 0.0, 0, False
-        t_epoch = time.perf_counter()
-        for gathers, vel in loader:
-            t0 = time.perf_counter()
-            gathers, target = gathers.to(device, non_blocking=True), vel.to(device, non_blocking=True)[:, None]
-            loss = train_step(model, gathers, target, optimizer, scaler, loss_fn, cfg.train.precision, device,
-                              cfg.train.grad_clip)
-            flag, = all_reduce_sum([0.0 if torch.isfinite(loss) else 1.0], device)
-            if flag:
-                nonfinite = True
-                break
-            step += 1
-            loss_sum += float(loss) * len(gathers)
-            seen += len(gathers)
-            dt = time.perf_counter() - t0
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            sampler.set_epoch(epoch)
+            model.train()
+            bar = tqdm(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}") if rank == 0 else None
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            seen, bad = 0, torch.zeros((), device=device)
+            t_epoch = time.perf_counter()
+            for gathers, vel, read_error in guarded(loader):
+                # one collective per step: a damaged sample on any rank, NaN/Inf after the previous step
+                bad_values, bad_data = all_reduce_sum([bad, read_error is not None], device)
+                _stop_if(bad_data, rank, run_dir, {"event": "error", "epoch": epoch, "step": step,
+                                                   "message": read_error}, mine=read_error is not None)
+                _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0)
+                t0 = time.perf_counter()
+                gathers, target = gathers.to(device, non_blocking=True), vel.to(device, non_blocking=True)[:, None]
+                loss = train_step(model, gathers, target, optimizer, scaler, loss_fn, cfg.train.precision, device,
+                                  cfg.train.grad_clip)
+                bad = nonfinite_count(model, loss)
+                step += 1
+                loss_sum += loss.double() * len(gathers)
+                seen += len(gathers)
+                if bar is not None:
+                    bar.update(len(gathers) * world)
+                if rank == 0 and step % cfg.tracking.log_every_steps == 0:
+                    dt = time.perf_counter() - t0
+                    tracker.log({"train/loss": float(loss), "train/lr": optimizer.param_groups[0]["lr"],
+                                 "train/samples_per_s": len(gathers) * world / dt, "train/step_time_s": dt,
+                                 "train/peak_memory_mb": peak_memory_mb(device), "epoch": epoch}, step=step)
             if bar is not None:
-                bar.update(len(gathers) * world)
-            if rank == 0 and step % cfg.tracking.log_every_steps == 0:
-                tracker.log({"train/loss": float(loss), "train/lr": optimizer.param_groups[0]["lr"],
-                             "train/samples_per_s": len(gathers) * world / dt, "train/step_time_s": dt,
-                             "train/peak_memory_mb": peak_memory_mb(device), "epoch": epoch}, step=step)
-        if bar is not None:
-            bar.close()
-        if nonfinite:
-            append_event(run_dir, {"event": "nonfinite", "rank": rank, "epoch": epoch, "step": step})
-            tracker.finish()
-            ray.train.report({"nonfinite": True, "epoch": epoch, "step": step})
-            return
-        scheduler.step()
-        total_loss, total_seen = all_reduce_sum([loss_sum, seen], device)
-        metrics = {"epoch": epoch, "step": step, "train/epoch_loss": total_loss / max(total_seen, 1),
-                   "train/epoch_time_s": time.perf_counter() - t_epoch, "lr": optimizer.param_groups[0]["lr"],
-                   "nonfinite": False}
-        if val_ds is not None:
-            metrics |= validate(model, val_ds, val_positions, cfg, norm, v_range, device)
-        append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step,
-                               "weights": weights_digest(model)} | ({"metrics": metrics} if rank == 0 else {}))
-        last = epoch + 1 == cfg.train.epochs
-        stopping = cfg.train.stop_after_epochs is not None and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs
-        score = metrics.get("val/mse", metrics["train/epoch_loss"])
-        improved = score < best
-        best = min(best, score)
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or last or stopping:
-                if rank == 0:
-                    save_state(tmp, {
-                        "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                        "step": step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
-                        "model_spec": spec, "normaliser": norm.to_dict(), "metrics": metrics, "best_val": best,
-                        "dataset": {"train": str(cfg.data.train), "config_hash": manifest["config_hash"],
-                                    "survey": json.dumps(manifest["survey"])},
-                    })
-                    if improved:
-                        tracker.artifact(f"model-{run_dir.name}", Path(tmp) / "state.pt", {"epoch": epoch, **{
-                            k: v for k, v in metrics.items() if isinstance(v, int | float)}})
-                ckpt = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_epoch{epoch:06d}")
-        if rank == 0:
-            tracker.log({k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "nonfinite"},
-                        step=step)
-            if cfg.tracking.figures and tracker.active:
-                _log_figure(tracker, model, val_ds or train_ds, norm, manifest, device, cfg, epoch, step)
-        if stopping:
-            break
-    tracker.finish()
+                bar.close()
+            # the last step, and the optimizer state a checkpoint will hold (identical on every rank)
+            bad_values, total_loss, total_seen = all_reduce_sum(
+                [bad + optimizer_nonfinite_count(optimizer, device), loss_sum, seen], device)
+            _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0)
+            scheduler.step()
+            metrics = {"epoch": epoch, "step": step, "train/epoch_loss": total_loss / max(total_seen, 1),
+                       "train/epoch_time_s": time.perf_counter() - t_epoch, "lr": optimizer.param_groups[0]["lr"]}
+            if val_ds is not None:
+                val_metrics, val_error, any_error = validate(model, val_ds, val_positions, cfg, norm, v_range, device)
+                _stop_if(any_error, rank, run_dir, {"event": "error", "epoch": epoch, "step": step,
+                                                    "message": val_error and DataError.message_of(val_error)},
+                         mine=val_error is not None)
+                metrics |= val_metrics
+            append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step,
+                                   "weights": weights_digest(model)} | ({"metrics": metrics} if rank == 0 else {}))
+            last = epoch + 1 == cfg.train.epochs
+            stopping = (cfg.train.stop_after_epochs is not None
+                        and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs)
+            score = metrics.get("val/mse", metrics["train/epoch_loss"])
+            improved = score < best
+            best = min(best, score)
+            if rank == 0 and ((epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or last or stopping):
+                saved = save_checkpoint(run_dir, epoch, {
+                    "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                    "step": step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
+                    "model_spec": spec, "normaliser": norm.to_dict(), "metrics": metrics, "best_val": best,
+                    "velocity_range_mps": list(v_range),
+                    "dataset": {"train": str(cfg.data.train), "config_hash": manifest["config_hash"],
+                                "survey": json.dumps(manifest["survey"])},
+                }, cfg.train.keep_checkpoints)
+                if improved:
+                    tracker.artifact(f"model-{run_dir.name}", saved / "state.pt", {"epoch": epoch, **{
+                        k: v for k, v in metrics.items() if isinstance(v, int | float)}})
+            ray.train.report(metrics)
+            if rank == 0:
+                tracker.log({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step=step)
+                if cfg.tracking.figures and tracker.active:
+                    _log_figure(tracker, model, val_ds or train_ds, norm, manifest, device, cfg, epoch, step)
+            if stopping:
+                break
+    finally:
+        tracker.finish()
 
 
 def _log_figure(tracker, model, ds: ShardedDataset, norm: Normaliser, manifest: dict, device, cfg, epoch, step):
     from hpcinv.evaluate.figures import close, velocity_figure
 
-    gathers, vel = ds[0]
+    try:
+        gathers, vel = ds[0]
+        raw_gathers = ds.read(int(ds.indices[0]))[0]
+    except DataError as exc:  # the rank that trains on this sample stops the run; a figure is not worth it
+        tracker.warn(f"no figure for epoch {epoch + 1}: {exc}")
+        return
     model.eval()
     with torch.no_grad(), autocast(cfg.train.precision, device):
         pred = unwrap(model)(gathers[None].to(device)).float()
     model.train()
     survey = manifest["survey"]
     fig = velocity_figure(norm.velocity_inv(vel).numpy(), norm.velocity_inv(pred[0, 0]).cpu().numpy(),
-                          ds.read(int(ds.indices[0]))[0][len(gathers) // 2], survey["dx_m"], survey["dt_s"],
-                          title=f"epoch {epoch + 1}")
+                          raw_gathers[len(gathers) // 2], survey["dx_m"], survey["dt_s"], title=f"epoch {epoch + 1}")
     tracker.image("val/figure", fig, step=step)
     close(fig)

@@ -20,12 +20,12 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
     CheckpointImpl,
     apply_activation_checkpointing,
     checkpoint_wrapper,
 )
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from hpcinv.nets.fcnvmb import ConvUnit
 

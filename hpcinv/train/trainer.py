@@ -2,29 +2,39 @@
 
 ``RUN_DIR`` is both the Ray Train run (``RunConfig(name=RUN_DIR.name, storage_path=RUN_DIR.parent)``)
 and hpcinv's run folder: ``config.yaml`` (resolved config), ``events.jsonl`` (start / resume / epoch
-events per rank), ``checkpoint_epochNNNNNN/state.pt`` (kept ``train.keep_checkpoints`` at a time),
-``wandb/`` (offline runs) and ``result.json``. Re-running the same command continues from the
-latest checkpoint; a run folder holding a different config is refused (only ``train.epochs``,
-``train.stop_after_epochs``, ``train.max_failures`` and ``tracking`` may change between runs).
+events per rank), ``checkpoint_epochNNNNNN/state.pt`` (kept ``train.keep_checkpoints`` at a time,
+written by hpcinv atomically: see :mod:`hpcinv.train.checkpoint`), ``wandb/`` (offline runs) and
+``result.json``. Re-running the same command continues from the newest complete checkpoint; a run
+folder holding a different config is refused (only ``train.epochs``, ``train.stop_after_epochs``,
+``train.max_failures``, ``data.verify`` and ``tracking`` may change between runs).
+
+Before Ray starts, every shard the run will read is checked (``data.verify``), and the run folder
+is locked (one training per folder) while its datasets are held shared (no ``generate --restart``
+under a running training). SIGINT/SIGTERM stop the workers and exit with one line; nothing finished
+is lost, because checkpoints are complete or absent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 
 from hpcinv.config import TrainConfig, load_config, save_config
-from hpcinv.errors import HpcinvError
+from hpcinv.errors import DataError, HpcinvError, Interrupted
 from hpcinv.fileio import atomic_write_text
-from hpcinv.store import read_manifest
-from hpcinv.train.checkpoint import load_state
-from hpcinv.train.loop import EVENTS, train_loop_per_worker
+from hpcinv.store import folder_lock, read_manifest, require_readable
+from hpcinv.train.checkpoint import list_checkpoints, load_state
+from hpcinv.train.loop import read_events, train_loop_per_worker
+from hpcinv.train.tracking import effective_mode
 
 log = logging.getLogger(__name__)
 
-MUTABLE = {("train", "epochs"), ("train", "stop_after_epochs"), ("train", "max_failures"), ("tracking",)}
+MUTABLE = {("train", "epochs"), ("train", "stop_after_epochs"), ("train", "max_failures"), ("data", "verify"),
+           ("tracking",)}
 
 
 def _comparable(cfg: TrainConfig) -> dict:
@@ -79,14 +89,11 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
             f"{cfg.scaling.num_workers} workers x batch {cfg.train.batch_size} exceeds the {n_train} training "
             "samples; lower train.batch_size or scaling.num_workers"
         )
+    full = cfg.data.verify == "full"
+    require_readable(cfg.data.train, cfg.data.train_split, full=full, what="training dataset")
+    if cfg.data.val:
+        require_readable(cfg.data.val, cfg.data.val_split, full=full, what="validation dataset")
     return manifest
-
-
-def read_events(run_dir: Path) -> list[dict]:
-    path = run_dir / EVENTS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def len_split(manifest: dict, split: str | None) -> int:
@@ -112,13 +119,52 @@ def check_resources(cfg: TrainConfig) -> None:
             "more (--cpus-per-task, --gpus-per-node, --nodes)")
 
 
+def newest_checkpoint_note(run_dir: Path) -> str:
+    found = list_checkpoints(run_dir)
+    if not found:
+        return "no checkpoint has been written yet"
+    return f"the newest checkpoint, {found[-1].name}, is kept"
+
+
+def _fit(trainer) -> None:
+    """``trainer.fit()``; SIGINT or SIGTERM aborts the run (workers stopped) and raises :class:`Interrupted`.
+
+    Ray Train registers its own SIGINT handler inside ``fit`` (it aborts the run and exits 1 without a
+    word); hpcinv installs its handler in that place instead, for both signals. The handler only asks
+    the controller to abort: ``fit`` then returns or raises, and the signal decides what that means. A
+    second signal interrupts at once.
+    """
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signals}
+    received: list[int] = []
+
+    def install(controller) -> None:
+        def handler(signum, frame):
+            if received:
+                raise Interrupted(received[0])
+            received.append(signum)
+            with contextlib.suppress(Exception):
+                controller.abort.remote()
+        for s in signals:
+            signal.signal(s, handler)
+
+    if hasattr(trainer, "_register_sigint_handler"):
+        trainer._register_sigint_handler = install
+    try:
+        trainer.fit()
+    except Exception:
+        if not received:
+            raise
+    finally:
+        for s, h in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(s, h)
+    if received:
+        raise Interrupted(received[0])
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) -> dict:
     """Run (or resume) the training of ``cfg`` in ``run_dir``; returns the final metrics."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from hpcinv.generate.distributed import init_ray
-
     run_dir = Path(run_dir).resolve()
     # Paths inside the config are resolved now, so workers (any cwd) and resumed runs agree.
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={
@@ -127,26 +173,40 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
             update={"init_from": str(Path(cfg.train.init_from).resolve())})})
     check_inputs(cfg, run_dir)
+    with contextlib.ExitStack() as held:
+        for folder in {cfg.data.train, cfg.data.val} - {None}:
+            held.enter_context(folder_lock(folder, shared=True, create=False))
+        held.enter_context(folder_lock(run_dir, what="run"))
+        return _train_locked(cfg, run_dir, address)
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from hpcinv.generate.distributed import init_ray
+
     init_ray(address)
     check_resources(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
+    mode = effective_mode(cfg.tracking, run_dir)  # an unreachable W&B server means offline, never a failure
+    worker_cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mode": mode})})
 
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump_json(), "run_dir": str(run_dir)},
+        train_loop_config={"config": worker_cfg.model_dump_json(), "run_dir": str(run_dir)},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
                                      placement_strategy=cfg.scaling.placement_strategy),
-        run_config=RunConfig(
-            name=run_dir.name, storage_path=str(run_dir.parent),
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-        ),
+        run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
     )
     t_start = time.time()
     try:
-        result = trainer.fit()
+        _fit(trainer)
+    except Interrupted as exc:
+        raise Interrupted(exc.signum, f"training stopped; {newest_checkpoint_note(run_dir)}; re-run the same "
+                                      "command to resume") from None
     except Exception as exc:  # TrainingFailedError wraps the worker's exception
         cause = exc
         while getattr(cause, "__cause__", None) is not None:
@@ -154,16 +214,22 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
         if isinstance(cause, HpcinvError):
             raise HpcinvError(str(cause)) from None
         raise HpcinvError(f"training failed after {cfg.train.max_failures} restart(s): {exc}") from exc
-    events = read_events(run_dir)
-    bad = [e for e in events if e["event"] == "nonfinite" and e["time"] >= t_start]
+    events = [e for e in read_events(run_dir) if e["time"] >= t_start]
+    errors = [e for e in events if e["event"] == "error"]
+    if errors:
+        where = f" in epoch {errors[0]['epoch'] + 1}" if "epoch" in errors[0] else " before the first step"
+        raise DataError(f"training stopped{where}: {errors[0]['message']}; {newest_checkpoint_note(run_dir)}")
+    bad = [e for e in events if e["event"] == "nonfinite"]
     if bad:
         raise HpcinvError(
-            f"training stopped: the loss became NaN/Inf in epoch {bad[0]['epoch'] + 1} after step {bad[0]['step']}; "
-            "no checkpoint was written for that epoch (the last good one is kept). Lower train.lr, set "
-            "train.grad_clip, or use train.precision=fp32"
+            f"training stopped: NaN/Inf in the loss, weights, BatchNorm statistics or optimizer state in epoch "
+            f"{bad[0]['epoch'] + 1} after step {bad[0]['step']}; nothing of that epoch was saved and "
+            f"{newest_checkpoint_note(run_dir)}. Lower train.lr, set train.grad_clip, or use train.precision=fp32"
         )
-    ends = [e for e in events if e["event"] == "epoch_end" and "metrics" in e]
-    summary = {"run_dir": str(run_dir), "checkpoint": result.checkpoint.path if result.checkpoint else None,
-               "epochs_done": ends[-1]["epoch"] + 1 if ends else 0, "metrics": ends[-1]["metrics"] if ends else {}}
+    ends = [e for e in read_events(run_dir) if e["event"] == "epoch_end" and "metrics" in e]
+    found = list_checkpoints(run_dir)
+    summary = {"run_dir": str(run_dir), "checkpoint": str(found[-1]) if found else None,
+               "epochs_done": ends[-1]["epoch"] + 1 if ends else 0, "metrics": ends[-1]["metrics"] if ends else {},
+               "tracking": mode}
     atomic_write_text(run_dir / "result.json", json.dumps(summary, indent=1))
     return summary

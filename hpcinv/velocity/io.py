@@ -134,9 +134,10 @@ def axis_weights(n_in: int, n_out: int) -> np.ndarray:
 
     Upsampling: linear interpolation. Downsampling by f = (n_in − 1)/(n_out − 1) > 1: each output
     sample is the mean of the input, read as cells of width 1, over its footprint [c − f/2, c + f/2]
-    (area averaging, clipped at the ends), so a layer thinner than the new spacing is averaged in
-    instead of being kept or dropped by where it happens to fall (plain interpolation at f = 4 is
-    exact decimation, ``v[::4]``). torch's antialiased interpolation assumes cell-centred grids whose
+    (area averaging), so a layer thinner than the new spacing is averaged in instead of being kept or
+    dropped by where it happens to fall (plain interpolation at f = 4 is exact decimation,
+    ``v[::4]``). Near the ends the footprint shrinks to stay centred, so the end samples are kept and
+    a linear trend is reproduced exactly. torch's antialiased interpolation assumes cell-centred grids whose
     corners move; hpcinv's grids are node-based (sources sit on the first and last columns).
     """
     if n_in == 1:
@@ -152,8 +153,8 @@ def axis_weights(n_in: int, n_out: int) -> np.ndarray:
         weights[np.arange(n_out), lo] = 1 - w
         weights[np.arange(n_out), lo + 1] += w
         return weights
-    left = np.clip(centres - f / 2, -0.5, n_in - 0.5)[:, None]
-    right = np.clip(centres + f / 2, -0.5, n_in - 0.5)[:, None]
+    half = np.minimum(f / 2, np.minimum(centres + 0.5, n_in - 0.5 - centres))
+    left, right = (centres - half)[:, None], (centres + half)[:, None]
     cells = np.arange(n_in)[None, :]
     overlap = np.clip(np.minimum(right, cells + 0.5) - np.maximum(left, cells - 0.5), 0, None)
     return overlap / overlap.sum(axis=1, keepdims=True)

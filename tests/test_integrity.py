@@ -1,0 +1,381 @@
+"""Nothing lost, nothing silently wrong: dataset locks, consistent resumes, verified reads, finite
+checkpoints, survey-checked evaluation, interrupts, GPU requests without GPUs, unreachable W&B."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import h5py
+import pytest
+import torch
+
+from hpcinv.config import TrackingConfig
+from hpcinv.errors import DataError
+from hpcinv.store import ShardedDataset, folder_lock, read_manifest, verify_dataset
+from hpcinv.train.checkpoint import list_checkpoints, load_state, nonfinite_entries
+from tests.conftest import CONFIGS, ROOT, one_error_line, run_cli
+
+TINY = str(CONFIGS / "tiny.yaml")
+TRAIN = str(CONFIGS / "tiny_train.yaml")
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _zero_chunk(shard, row: int, name: str = "gathers") -> None:
+    """Overwrite one sample's stored chunk with zeros, in place: the file keeps its size."""
+    with h5py.File(shard, "r") as fh:
+        info = fh[name].id.get_chunk_info_by_coord((row,) + (0,) * (fh[name].ndim - 1))
+    with open(shard, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(b"\0" * info.size)
+
+
+def _events(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _newest_epoch(run) -> int:
+    found = list_checkpoints(run)
+    return int(found[-1].name.removeprefix("checkpoint_epoch")) if found else -1
+
+
+def _popen(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hpcinv.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def _wait(what: str, condition, proc: subprocess.Popen | None = None, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended before {what}: {proc.stderr.read()[-3000:]}")
+        if time.time() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------------------- dataset locks
+
+
+def test_a_second_writer_is_refused_and_the_first_dataset_verifies(tmp_path):
+    out = tmp_path / "ds"
+    first = _popen("generate", TINY, "--out", str(out), "--quiet", "--in-process", "dataset.n_samples=480",
+                   "dataset.shard_size=4")
+
+    def shards_written() -> int:
+        with contextlib.suppress(Exception):
+            return len(read_manifest(out)["shards"])
+        return 0
+
+    _wait("the first shard", lambda: shards_written() >= 1, first)
+    same = run_cli("generate", TINY, "--out", str(out), "--in-process", "dataset.n_samples=480", "dataset.shard_size=4")
+    line = one_error_line(same)
+    assert f"dataset folder '{out}' is in use by" in line and f"pid {first.pid}" in line
+    other = run_cli("generate", TINY, "--out", str(out), "--in-process", "--restart", "dataset.n_samples=8",
+                    "dataset.seed=1")
+    assert "is in use by" in one_error_line(other)
+    assert first.poll() is None, "the first run should still be running"
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-3000:]
+    assert json.loads(stdout)["computed_shards"] == 120
+    report = verify_dataset(out)
+    assert report.ok and report.samples_ok == 480, report.problems
+
+
+def test_array_parts_share_the_lock_but_exclude_a_whole_run(tmp_path):
+    out = tmp_path / "ds"
+    args = ["generate", TINY, "--out", str(out), "--quiet", "--in-process", "dataset.n_samples=16"]
+    with folder_lock(out, shared=True):  # as another part of the same array job would
+        assert "is in use by" in one_error_line(run_cli(*args))
+        part = run_cli(*args, "--part", "0/2")
+        assert part.returncode == 0, part.stderr[-2000:]
+        assert json.loads(part.stdout)["computed_shards"] == 1
+    final = run_cli(*args)
+    assert final.returncode == 0, final.stderr[-2000:]
+    summary = json.loads(final.stdout)
+    assert summary["skipped_shards"] == 1 and summary["computed_shards"] == 1 and verify_dataset(out).ok
+
+
+def test_resume_needs_config_manifest_and_request_to_agree(tiny_dataset, tmp_path):
+    ds = _copy(tiny_dataset, tmp_path / "ds")
+    line = one_error_line(run_cli("generate", TINY, "--out", str(ds), "dataset.n_samples=8", "survey.f0_hz=7.0"))
+    assert "dataset.n_samples is 24 there, 8 here" in line and "survey.f0_hz is 8.0 there, 7.0 here" in line
+    config = ds / "config.yaml"
+    config.write_text(config.read_text().replace("seed: 0", "seed: 5"))
+    before = {p.name: p.read_bytes() for p in (ds / "shards").iterdir()}
+    line = one_error_line(run_cli("generate", TINY, "--out", str(ds), "dataset.seed=5"))
+    assert "config.yaml (hash" in line and "disagree: two different runs wrote into it" in line
+    line = one_error_line(run_cli("generate", TINY, "--out", str(ds)))
+    assert "disagree" in line
+    assert {p.name: p.read_bytes() for p in (ds / "shards").iterdir()} == before  # nothing touched
+
+
+def test_a_damaged_manifest_is_rebuilt_from_the_shards(tiny_dataset, tmp_path):
+    ds = _copy(tiny_dataset, tmp_path / "ds")
+    for content in (b"\x89\x00garbage\xff", b"[1, 2, 3]", b'{"format": "hpcinv-dataset", "format_version": 2}'):
+        (ds / "manifest.json").write_bytes(content)
+        proc = run_cli("verify", str(ds))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stdout.startswith("FAIL ") and "damaged manifest" in proc.stdout
+    assert "damaged manifest" in one_error_line(run_cli("train", TRAIN, "--out", str(tmp_path / "r"),
+                                                        f"data.train={ds}"))
+    rebuilt = run_cli("generate", TINY, "--out", str(ds), "--quiet", "--in-process")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    summary = json.loads(rebuilt.stdout)
+    assert summary["computed_shards"] == 0 and summary["skipped_shards"] == 3
+    assert read_manifest(ds) == read_manifest(tiny_dataset)
+
+
+# ------------------------------------------------------------------------------- verified reads
+
+
+def test_reads_check_each_shard_and_each_sample(tiny_dataset, tmp_path):
+    ds = _copy(tiny_dataset, tmp_path / "ds")
+    _zero_chunk(ds / "shards" / "shard-000001.h5", row=1)
+    reader = ShardedDataset(ds)
+    reader.read(8)  # the rest of the shard reads fine
+    with pytest.raises(DataError, match=r"shard-000001\.h5: sample 9 \(row 1\) is damaged"):
+        reader.read(9)
+    assert verify_dataset(ds, checksums=False).ok  # same size, same header: only the chunk checksum sees it
+    assert "shard-000001.h5: corrupted: sha256" in verify_dataset(ds).problems[0]
+    shutil.copy(ds / "shards" / "shard-000002.h5", ds / "shards" / "shard-000000.h5")
+    with pytest.raises(DataError, match=r"shard-000000\.h5: holds samples 16\.\.23 .* manifest says samples 0\.\.7"):
+        ShardedDataset(ds).read(0)
+
+
+def test_a_damaged_sample_stops_training_and_evaluation_naming_it(tiny_dataset, tiny_run, tmp_path):
+    ds = _copy(tiny_dataset, tmp_path / "ds")
+    _zero_chunk(ds / "shards" / "shard-000001.h5", row=1)
+    run = tmp_path / "run"
+    t0 = time.time()
+    line = one_error_line(run_cli("train", TRAIN, "--out", str(run), f"data.train={ds}", "tracking.mode=disabled"))
+    assert "training stopped in epoch 1: " in line and "shard-000001.h5: sample 9 (row 1) is damaged" in line
+    assert "no checkpoint has been written yet" in line and not list_checkpoints(run)
+    events = _events(run)
+    assert not [e for e in events if e["event"] == "resume"]  # a data error is not retried by Ray Train
+    assert len([e for e in events if e["event"] == "start"]) == 2 and time.time() - t0 < 120
+    line = one_error_line(run_cli("evaluate", str(tiny_run), "--data", str(ds), "--out", str(tmp_path / "rep")))
+    assert "shard-000001.h5: sample 9 (row 1) is damaged" in line
+    # data.verify=full finds it before Ray starts
+    line = one_error_line(run_cli("train", TRAIN, "--out", str(tmp_path / "r2"), f"data.train={ds}",
+                                  "data.verify=full"))
+    assert "shard-000001.h5: corrupted: sha256 differs" in line and not (tmp_path / "r2").exists()
+
+
+def test_swapped_and_missing_shards_are_refused_before_ray(tiny_dataset, tiny_run, tmp_path):
+    ds = _copy(tiny_dataset, tmp_path / "ds")
+    shutil.copy(ds / "shards" / "shard-000002.h5", ds / "shards" / "shard-000000.h5")
+    (ds / "shards" / "shard-000001.h5").unlink()
+    t0 = time.time()
+    line = one_error_line(run_cli("train", TRAIN, "--out", str(tmp_path / "r"), f"data.train={ds}"))
+    assert "training dataset" in line and "shard-000000.h5: holds samples 16..23, manifest says samples 0..7" in line
+    assert "(and 1 more)" in line and time.time() - t0 < 30 and not (tmp_path / "r").exists()
+    line = one_error_line(run_cli("evaluate", str(tiny_run), "--data", str(ds), "--out", str(tmp_path / "rep")))
+    assert "shard-000000.h5: holds samples 16..23" in line and not (tmp_path / "rep").exists()
+    shutil.copy(tiny_dataset / "shards" / "shard-000000.h5", ds / "shards" / "shard-000000.h5")
+    line = one_error_line(run_cli("train", TRAIN, "--out", str(tmp_path / "r"), f"data.train={ds}"))
+    assert "shard-000001.h5: file missing (samples 8..15)" in line
+
+
+# ---------------------------------------------------------------------------- finite checkpoints
+
+
+def test_the_guard_sees_nan_and_inf_beyond_the_loss():
+    from hpcinv.nets import FCNVMB
+    from hpcinv.train.loop import nonfinite_count, optimizer_nonfinite_count
+
+    model = FCNVMB(3, (16, 16), 4, 2)
+    loss = torch.tensor(0.5)
+    assert int(nonfinite_count(model, loss)) == 0
+    assert int(nonfinite_count(model, torch.tensor(float("nan")))) == 1
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_var[0] = float("inf")  # the loss stays finite in train mode; the checkpoint would not
+    assert int(nonfinite_count(model, loss)) == 1
+    bn.running_var[0] = 1.0
+    next(model.parameters()).data.view(-1)[0] = float("nan")
+    assert int(nonfinite_count(model, loss)) == 1
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 3, 16, 16)).mean().backward()
+    opt.step()
+    assert int(optimizer_nonfinite_count(opt, torch.device("cpu"))) > 0  # NaN moments of the NaN weight
+
+
+def test_diverging_training_never_writes_a_nonfinite_checkpoint(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    line = one_error_line(run_cli("train", TRAIN, "--out", str(run), f"data.train={tiny_dataset}", "train.lr=1e30",
+                                  "train.epochs=3", "tracking.mode=disabled"))
+    assert "training stopped: NaN/Inf in the loss, weights, BatchNorm statistics or optimizer state" in line
+    kept = list_checkpoints(run)
+    assert ("no checkpoint has been written yet" in line) == (not kept)
+    for folder in kept:
+        assert not nonfinite_entries(load_state(folder))
+
+
+def test_evaluate_refuses_a_checkpoint_holding_nan(tiny_run, tiny_dataset, tmp_path):
+    state = load_state(tiny_run)
+    key = next(k for k in state["model"] if k.endswith("running_var"))
+    state["model"][key][0] = float("inf")
+    torch.save(state, tmp_path / "state.pt")
+    line = one_error_line(run_cli("evaluate", str(tmp_path / "state.pt"), "--data", str(tiny_dataset), "--out",
+                                  str(tmp_path / "rep")))
+    assert f"holds NaN/Inf values (in {key})" in line and not (tmp_path / "rep").exists()
+
+
+# ----------------------------------------------------------------------- survey-checked evaluation
+
+
+def test_evaluation_refuses_another_survey_unless_allowed(tiny_run, tmp_path):
+    other = tmp_path / "other"
+    proc = run_cli("generate", TINY, "--out", str(other), "--in-process", "--quiet", "dataset.n_samples=4",
+                   "dataset.shard_size=4", "survey.f0_hz=5.0", "grid.dx_m=12.0", "survey.source_x_m=[0.0, 150.0, "
+                   "300.0, 450.0, 600.0]")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = one_error_line(run_cli("evaluate", str(tiny_run), "--data", str(other), "--out", str(tmp_path / "rep")))
+    for key in ("f0_hz is 5.0 in the data but 8.0 in training", "dx_m is 12.0 in the data but 15.0 in training",
+                "source_cells_zx differs"):
+        assert key in line, line
+    assert "--allow-survey-mismatch" in line and not (tmp_path / "rep").exists()
+    proc = run_cli("evaluate", str(tiny_run), "--data", str(other), "--out", str(tmp_path / "rep"),
+                   "--allow-survey-mismatch", "--misfit-samples", "0", "--figures", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / "rep" / "metrics.md").read_text()
+    assert "## Warnings" in report and "survey differs from training" in report and "f0_hz" in report
+
+
+def test_velocities_outside_the_trained_range_are_reported(tiny_run, tmp_path):
+    slow = tmp_path / "slow"
+    proc = run_cli("generate", TINY, "--out", str(slow), "--in-process", "--quiet", "dataset.n_samples=4",
+                   "dataset.shard_size=4", "velocity.synthetic.v_top_mps=[1400.0, 1450.0]",
+                   "modelling.min_points_per_wavelength=4.0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("evaluate", str(tiny_run), "--data", str(slow), "--out", str(tmp_path / "rep"),
+                   "--misfit-samples", "0", "--figures", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = json.loads((tmp_path / "rep" / "metrics.json").read_text()).values()
+    outside = result["outside_training_range"]
+    assert outside["range_mps"] == [1500.0, 4500.0] and outside["samples"] == 4 and outside["fraction_of_cells"] > 0
+    assert "outside the 1500-4500 m/s the network was trained on" in (tmp_path / "rep" / "metrics.md").read_text()
+
+
+# --------------------------------------------------------------------------------- interrupts
+
+
+def test_interrupted_training_resumes_from_the_newest_checkpoint(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", TRAIN, "--out", str(run), f"data.train={tiny_dataset}", "tracking.mode=disabled"]
+    newest = 0
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        proc = _popen(*args, "train.epochs=60")
+        _wait("a new checkpoint", lambda target=newest + 1: _newest_epoch(run) >= target, proc)
+        time.sleep(0.7)  # mid-epoch, or mid-checkpoint
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == code, stderr[-3000:]
+        lines = [ln for ln in stderr.splitlines() if "hpcinv: " in ln]
+        assert len(lines) == 1 and f"hpcinv: interrupted by {sig.name}: training stopped; the newest checkpoint, " \
+            "checkpoint_epoch" in lines[0] and "re-run the same command to resume" in lines[0], stderr[-2000:]
+        kept = list_checkpoints(run)
+        assert 1 <= len(kept) <= 2  # keep_checkpoints: 2
+        newest = _newest_epoch(run)
+    epochs = newest + 3
+    proc = run_cli(*args, f"train.epochs={epochs}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = _events(run)
+    resumes = [e for e in events if e["event"] == "resume"]
+    assert {e["epoch"] for e in resumes[-2:]} == {newest + 1}  # the newest checkpoint on disk, not an older one
+    ends = [(e["epoch"], e["rank"]) for e in events if e["event"] == "epoch_end"]
+    assert sorted(ends) == [(epoch, rank) for epoch in range(epochs) for rank in (0, 1)]  # each once
+    assert [p.name for p in list_checkpoints(run)] == [f"checkpoint_epoch{e:06d}" for e in (epochs - 2, epochs - 1)]
+    assert json.loads(proc.stdout)["epochs_done"] == epochs
+
+
+# ---------------------------------------------------------------------------- GPU requests
+
+
+def test_gpu_requests_without_gpus_fail_in_seconds(tiny_dataset, tmp_path):
+    t0 = time.time()
+    line = one_error_line(run_cli("generate", TINY, "--out", str(tmp_path / "a"), "modelling.device=cuda"))
+    assert "modelling.device=cuda but the Ray cluster has no GPU" in line
+    line = one_error_line(run_cli("generate", TINY, "--out", str(tmp_path / "b"), "--in-process",
+                                  "modelling.device=cuda"))
+    assert "modelling.device=cuda but this machine has no usable CUDA GPU" in line
+    line = one_error_line(run_cli("train", TRAIN, "--out", str(tmp_path / "c"), f"data.train={tiny_dataset}",
+                                  "scaling.use_gpu=true"))
+    assert "scaling.num_workers=2 needs {'CPU': 2, 'GPU': 2} but the Ray cluster has" in line
+    assert time.time() - t0 < 120 and not any((tmp_path / n).exists() for n in "abc")
+
+
+# ------------------------------------------------------------------------------------ W&B
+
+
+def test_an_unreachable_wandb_server_means_offline_not_failure(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    env = {"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "k" * 40}
+    t0 = time.time()
+    proc = run_cli("train", TRAIN, "--out", str(run), f"data.train={tiny_dataset}", "train.epochs=1",
+                   "tracking.mode=online", "tracking.init_timeout_s=3", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B server unreachable: http://127.0.0.1:9" in proc.stderr and "wandb sync" in proc.stderr
+    assert json.loads(proc.stdout)["tracking"] == "offline" and len(list(run.glob("wandb/offline-run-*"))) == 1
+    assert time.time() - t0 < 150
+
+
+def test_a_hanging_wandb_server_bounds_init_and_falls_back_to_offline(tmp_path, monkeypatch, caplog):
+    """The driver's check passed, but the server stops answering: the rank's wandb.init gives up after
+    tracking.init_timeout_s and logs offline."""
+    from hpcinv.train.tracking import Tracker
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted = []
+
+    def accept_and_never_answer():
+        with contextlib.suppress(OSError):  # until the test closes the socket
+            while True:
+                accepted.append(server.accept())
+
+    threading.Thread(target=accept_and_never_answer, daemon=True).start()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    t0 = time.time()
+    tracker = Tracker(TrackingConfig(mode="online", init_timeout_s=3.0), tmp_path / "run", {"a": 1}, enabled=True)
+    assert tracker.active and tracker.mode == "offline" and time.time() - t0 < 60
+    tracker.log({"x": 1.0}, step=1)
+    tracker.finish()
+    assert "logging offline" in caplog.text and "wandb sync" in caplog.text
+    assert len(list((tmp_path / "run").glob("wandb/offline-run-*"))) == 1
+    server.close()
+
+
+# ---------------------------------------------------------------------------------- full disk
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path):
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mount}"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {probe.stderr.strip()}")
+    out = mount / "ds"
+    script = (f"mount -t tmpfs -o size=1500k tmpfs {mount} && {sys.executable} -m hpcinv.cli generate {TINY} "
+              f"--out {out} --quiet --workers 2; echo rc=$?; ls -A {out / 'shards'}")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert "rc=2" in proc.stdout, (proc.stdout, proc.stderr[-3000:])
+    errors = [ln for ln in proc.stderr.splitlines() if "hpcinv: error:" in ln]
+    assert len(errors) == 1 and "disk full: cannot write" in errors[0] and "Traceback" not in proc.stderr
+    assert ".tmp-" not in proc.stdout  # no half-written shard left behind
