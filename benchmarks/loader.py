@@ -8,7 +8,7 @@ possible, and reads one epoch per variant:
 * ``shard_aware``: hpcinv's ``ShardAwareSampler`` (a rank's own shards, one after another);
 * DataLoader worker counts 0, 1, 2; and the in-memory cache (second epoch) for a dataset that fits;
 * ``checksum_cost``: the same epoch (shard-aware, 0 and 2 workers) of the same samples written with
-  and without the per-sample CRC-32 of dataset format 2 (checked on every read), read alternately,
+  and without the per-sample checksums of dataset format 2 (checked on every read), read alternately,
   best of ``--repeats`` each: the price of detecting a damaged sample on read.
 
     python benchmarks/loader.py [--samples 64] [--shard-size 16] [--repeats 3]

@@ -88,9 +88,10 @@ def training_range(state: dict, norm: Normaliser) -> tuple[float, float] | None:
 @torch.no_grad()
 def evaluate_one(path: str | Path, dataset: str | Path, *, split: str | None = None, batch_size: int = 8,
                  misfit_samples: int = 2, figures: int = 2, out: Path | None = None, name: str | None = None,
-                 loaded: tuple | None = None) -> dict:
-    """``loaded``: the (model, normaliser, state, warnings) of ``path`` if the caller already read it."""
-    manifest = require_readable(dataset, split)
+                 loaded: tuple | None = None, manifest: dict | None = None) -> dict:
+    """``loaded``: the (model, normaliser, state, warnings) of ``path`` and ``manifest`` the dataset's
+    checked manifest, if the caller already has them."""
+    manifest = manifest or require_readable(dataset, split)
     model, norm, state, warnings = loaded or _load(path, manifest, str(dataset))
     warnings = list(warnings)
     trained_range = training_range(state, norm)
@@ -185,7 +186,7 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | No
                 name += "'"
             log.info("evaluating %s on %s", name, dataset)
             results[name] = evaluate_one(path, dataset, split=split, misfit_samples=misfit_samples, figures=figures,
-                                         out=out, name=name, loaded=model)
+                                         out=out, name=name, loaded=model, manifest=manifest)
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=1))
     table = markdown_table(results)
     notes = [f"- **{name}**: {w}" for name, r in results.items() for w in r["warnings"]]

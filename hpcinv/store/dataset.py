@@ -5,7 +5,7 @@ fork) and reads one chunk per sample. Returns ``(gathers_STR, vel_ZX)`` float32 
 normalised by a :class:`~hpcinv.store.normalise.Normaliser`.
 
 Reads are checked: a shard is opened only if its range and config hash are its manifest record's (a
-swapped or foreign file is refused), and each sample's bytes must match the CRC-32 stored for it
+swapped or foreign file is refused), and each sample's bytes must match the checksum stored for it
 (dataset format 2), so a damaged sample raises :class:`~hpcinv.errors.DataError` naming the shard
 and the sample instead of returning wrong numbers.
 """
@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from hpcinv.errors import DataError
 from hpcinv.store.manifest import read_manifest, split_range
 from hpcinv.store.normalise import Normaliser
-from hpcinv.store.shard import SHARD_DIR, sample_crc32
+from hpcinv.store.shard import CHECKSUM_ALGORITHM, SHARD_DIR, sample_checksums
 
 
 class ShardedDataset(Dataset):
@@ -53,7 +53,7 @@ class ShardedDataset(Dataset):
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
             raise IndexError(f"sample indices must lie in [0, {n})")
         self._files: dict[str, h5py.File] = {}
-        self._crcs: dict[str, np.ndarray | None] = {}
+        self._sums: dict[str, np.ndarray | None] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -61,7 +61,7 @@ class ShardedDataset(Dataset):
 
     def _file(self, name: str) -> h5py.File:
         if self._pid != os.getpid():  # forked into a DataLoader worker: never reuse the parent's handles
-            self._files, self._crcs, self._pid = {}, {}, os.getpid()
+            self._files, self._sums, self._pid = {}, {}, os.getpid()
         fh = self._files.get(name)
         if fh is None:
             fh = self._files[name] = self._open(name)
@@ -81,8 +81,13 @@ class ShardedDataset(Dataset):
             fh.close()
             raise DataError(f"{path}: holds samples {got[0]}..{got[1] - 1} of config {got[2][:12]}, but the manifest "
                             f"says {span} of config {self.manifest['config_hash'][:12]} (a swapped or foreign file)")
+        algorithm = fh.attrs.get("checksum_algorithm")
+        if "checksums" in fh and algorithm != CHECKSUM_ALGORITHM:
+            fh.close()
+            raise DataError(f"{path}: sample checksums of unknown kind {algorithm!r} (this hpcinv knows "
+                            f"{CHECKSUM_ALGORITHM!r})")
         try:
-            self._crcs[name] = fh["crc32"][:] if "crc32" in fh else None  # format 1 shards have none
+            self._sums[name] = fh["checksums"][:] if "checksums" in fh else None  # format 1 shards have none
         except OSError as exc:
             fh.close()
             raise DataError(f"{path}: unreadable sample checksums: {' '.join(str(exc).split())}") from None
@@ -107,9 +112,9 @@ class ShardedDataset(Dataset):
             problem = None
         except OSError as exc:
             problem = " ".join(str(exc).split())
-        crcs = self._crcs[name]
-        if problem is None and crcs is not None and sample_crc32(gathers, vel) != tuple(int(c) for c in crcs[row]):
-            problem = "its bytes do not match the CRC-32 stored for it"
+        sums = self._sums[name]
+        if problem is None and sums is not None and sample_checksums(gathers, vel) != tuple(int(c) for c in sums[row]):
+            problem = "its bytes do not match the checksum stored for it"
         if problem:
             raise DataError(f"{self.root / SHARD_DIR / name}: sample {int(index)} (row {row}) is damaged: {problem}; "
                             f"`hpcinv verify {self.root}` checks every shard, `hpcinv generate` recomputes bad ones")
@@ -123,7 +128,7 @@ class ShardedDataset(Dataset):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_files"], state["_crcs"] = {}, {}
+        state["_files"], state["_sums"] = {}, {}
         return state
 
     def close(self) -> None:

@@ -116,7 +116,7 @@ def check_shard(path: Path, rec: dict, manifest: dict, *, checksum: bool) -> str
     n = rec["stop"] - rec["start"]
     shapes = {"velocity": (n, *manifest["velocity_shape"]), "gathers": (n, *manifest["gathers_shape"])}
     if manifest["format_version"] >= 2:
-        shapes["crc32"] = (n, 2)
+        shapes["checksums"] = (n, 2)
     try:
         with h5py.File(path, "r") as fh:
             attrs = (int(fh.attrs["start"]), int(fh.attrs["stop"]), str(fh.attrs["config_hash"]))

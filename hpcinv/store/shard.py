@@ -2,8 +2,8 @@
 
 Layout (see docs/FORMAT.md): datasets ``velocity`` (N, nz, nx) float32 m/s, ``gathers``
 (N, shots, time, receivers) float16/float32, ``index`` (N,) int64, one sample per chunk, and
-``crc32`` (N, 2) uint32: the CRC-32 of each sample's stored gathers and velocity bytes, checked on
-every read (a damaged sample fails when it is read, not silently); file attributes ``start``,
+``checksums`` (N, 2) uint64: the XXH3-64 digest of each sample's stored gathers and velocity bytes,
+checked on every read (a damaged sample fails when it is read, not silently); file attributes ``start``,
 ``stop``, ``format_version``, ``config_hash``, ``survey`` (JSON) and the shard's own streaming
 statistics (JSON), so a manifest can be rebuilt from the shards alone.
 """
@@ -13,17 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
+import xxhash
 
 from hpcinv.fileio import atomic_path
 from hpcinv.store.stats import RunningStats
 
-FORMAT_VERSION = 2  # 2: a CRC-32 per sample; 1 (read, never extended): none
+FORMAT_VERSION = 2  # 2: a checksum per sample; 1 (read, never extended): none
+CHECKSUM_ALGORITHM = "xxh3_64"
 READABLE_VERSIONS = (1, 2)
 SHARD_DIR = "shards"
 
@@ -62,9 +63,11 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def sample_crc32(gathers: np.ndarray, velocity: np.ndarray) -> tuple[int, int]:
-    """CRC-32 of one sample's stored gathers and velocity bytes (zlib: ~2.5 GB/s, 3 ms per paper sample)."""
-    return zlib.crc32(np.ascontiguousarray(gathers)), zlib.crc32(np.ascontiguousarray(velocity))
+def sample_checksums(gathers: np.ndarray, velocity: np.ndarray) -> tuple[int, int]:
+    """XXH3-64 of one sample's stored gathers and velocity bytes: ~30 GB/s on one core here, 0.2 ms
+    for a paper-size float16 sample (CRC-32 from zlib: 2.2 GB/s, 15 x slower)."""
+    return (xxhash.xxh3_64_intdigest(np.ascontiguousarray(gathers)),
+            xxhash.xxh3_64_intdigest(np.ascontiguousarray(velocity)))
 
 
 def write_shard(folder: str | os.PathLike, spec: ShardSpec, velocity_NZX: np.ndarray, gathers_NSTR: np.ndarray,
@@ -75,7 +78,7 @@ def write_shard(folder: str | os.PathLike, spec: ShardSpec, velocity_NZX: np.nda
     the same folder, fsynced and renamed: a reader never sees a half-written shard, a killed writer
     leaves only a ``.tmp`` file that nothing accepts (generation removes such leftovers), and a full
     disk is a plain ``OSError`` (HDF5 writing to a full disk itself leaves its library in a state that
-    crashes the process at exit). ``checksums``: the ``crc32`` dataset (format 2), checked by
+    crashes the process at exit). ``checksums``: the ``checksums`` dataset (format 2), checked by
     :class:`~hpcinv.store.ShardedDataset` on every read. (HDF5's own Fletcher-32 filter is not used:
     a chunk zeroed together with its checksum -- a lost or sparse block -- passes it.)
     """
@@ -94,8 +97,9 @@ def write_shard(folder: str | os.PathLike, spec: ShardSpec, velocity_NZX: np.nda
         fh.create_dataset("gathers", data=gathers_NSTR, chunks=(1, *gathers_NSTR.shape[1:]))
         fh.create_dataset("index", data=np.arange(spec.start, spec.stop, dtype=np.int64))
         if checksums:
-            fh.create_dataset("crc32", data=np.array([sample_crc32(g, v) for g, v in zip(gathers_NSTR, velocity_NZX,
-                                                                                        strict=True)], np.uint32))
+            fh.create_dataset("checksums", data=np.array(
+                [sample_checksums(g, v) for g, v in zip(gathers_NSTR, velocity_NZX, strict=True)], np.uint64))
+            fh.attrs["checksum_algorithm"] = CHECKSUM_ALGORITHM
         fh.attrs.update({
             "format_version": FORMAT_VERSION if checksums else 1, "start": spec.start, "stop": spec.stop,
             "config_hash": config_hash, "survey": json.dumps(survey), "stats": json.dumps(stats),

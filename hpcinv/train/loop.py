@@ -171,10 +171,19 @@ def guarded(loader) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None, 
 
 
 def read_events(run_dir: Path) -> list[dict]:
+    """The event log; a line cut short by a process killed while appending it is skipped."""
     path = run_dir / EVENTS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            events.append(event)
+    return events
 
 
 def rollback_events(run_dir: Path, last_epoch: int) -> list[int]:
@@ -236,15 +245,21 @@ class Stop(Exception):
 def _restore(cfg: TrainConfig, run_dir: Path, rank: int, device: torch.device) -> tuple[dict | None, list[int]]:
     """The newest complete checkpoint on disk (chosen by rank 0, so all ranks agree), after rank 0 has
     removed half-written ones and rolled the event log back to it."""
-    chosen, dropped = -1, []
+    chosen, dropped, problem = -1, [], None
     if rank == 0:
-        remove_partial_checkpoints(run_dir)
-        found = list_checkpoints(run_dir)
-        if found:
-            chosen = int(found[-1].name.removeprefix("checkpoint_epoch"))
-        dropped = rollback_events(run_dir, chosen)
-    epoch = int(all_reduce_sum([chosen + 1 if rank == 0 else 0], device)[0]) - 1  # also a barrier
-    return (load_state(checkpoint_dir(run_dir, epoch)) if epoch >= 0 else None), dropped
+        try:
+            remove_partial_checkpoints(run_dir)
+            found = list_checkpoints(run_dir)
+            if found:
+                chosen = int(found[-1].name.removeprefix("checkpoint_epoch"))
+            dropped = rollback_events(run_dir, chosen)
+        except HpcinvError as exc:
+            chosen, problem = -2, str(exc)
+    # every rank takes part in this all-reduce, whatever happened above (it is also a barrier)
+    chosen = int(all_reduce_sum([chosen + 2 if rank == 0 else 0], device)[0]) - 2
+    if chosen == -2:
+        raise HpcinvError(problem or "rank 0 could not prepare the run folder to resume (see its error)")
+    return (load_state(checkpoint_dir(run_dir, chosen)) if chosen >= 0 else None), dropped
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
