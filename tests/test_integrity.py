@@ -204,6 +204,10 @@ def test_the_guard_sees_nan_and_inf_beyond_the_loss():
     bn.running_var[0] = 1.0
     next(model.parameters()).data.view(-1)[0] = float("nan")
     assert int(nonfinite_count(model, loss)) == 1
+    next(model.parameters()).data.view(-1)[1] = -float("inf")  # NaN and -Inf in one tensor: still seen
+    assert int(nonfinite_count(model, loss)) == 1
+    next(model.parameters()).data.view(-1)[0] = float("inf")  # +Inf and -Inf: their sum is NaN
+    assert int(nonfinite_count(model, loss)) == 1
     opt = torch.optim.Adam(model.parameters())
     model(torch.randn(2, 3, 16, 16)).mean().backward()
     opt.step()

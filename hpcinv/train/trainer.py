@@ -214,7 +214,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
         if isinstance(cause, HpcinvError):
             raise HpcinvError(str(cause)) from None
         raise HpcinvError(f"training failed after {cfg.train.max_failures} restart(s): {exc}") from exc
-    events = [e for e in read_events(run_dir) if e["time"] >= t_start]
+    all_events = read_events(run_dir)
+    events = [e for e in all_events if e["time"] >= t_start]
     errors = [e for e in events if e["event"] == "error"]
     if errors:
         where = f" in epoch {errors[0]['epoch'] + 1}" if "epoch" in errors[0] else " before the first step"
@@ -226,7 +227,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
             f"{bad[0]['epoch'] + 1} after step {bad[0]['step']}; nothing of that epoch was saved and "
             f"{newest_checkpoint_note(run_dir)}. Lower train.lr, set train.grad_clip, or use train.precision=fp32"
         )
-    ends = [e for e in read_events(run_dir) if e["event"] == "epoch_end" and "metrics" in e]
+    ends = [e for e in all_events if e["event"] == "epoch_end" and "metrics" in e]
     found = list_checkpoints(run_dir)
     summary = {"run_dir": str(run_dir), "checkpoint": str(found[-1]) if found else None,
                "epochs_done": ends[-1]["epoch"] + 1 if ends else 0, "metrics": ends[-1]["metrics"] if ends else {},
