@@ -4,9 +4,13 @@
     hpcinv generate CONFIG --out DIR [--address HOST:PORT] [--workers N] [--in-process] [--restart] [--part I/K]
                     [key=value ...]
     hpcinv train CONFIG --out RUN_DIR [--address HOST:PORT] [key.sub=value ...]
-    hpcinv evaluate RUN_OR_CHECKPOINT [...] --data DATASET --out DIR [--split S]
+    hpcinv predict RUN_OR_CHECKPOINT --data DATASET --out DIR [--split S]
+    hpcinv refine [CONFIG] --data DATASET --init {RUN_OR_CHECKPOINT | PREDICTIONS_DIR | smooth} --out DIR
+                  [--split S] [--address HOST:PORT] [--workers N] [--in-process] [refine.key=value ...]
+    hpcinv evaluate RUN_OR_CHECKPOINT_OR_STORE [...] --data DATASET --out DIR [--split S] [--baseline DATASET[:SPLIT]]
+    hpcinv import-gathers CONFIG --gathers FILE.npy --out DIR [key=value ...]
     hpcinv verify DIR [--no-checksums]
-    hpcinv cluster [--cluster-dir DIR] [--object-store-gb G] generate|train ...   (under srun, one task per node)
+    hpcinv cluster [--cluster-dir DIR] [--object-store-gb G] generate|train|refine ...   (under srun, one per node)
 
 User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2.
 SIGINT and SIGTERM print one line, ``hpcinv: interrupted ...``, and exit 130 / 143.
@@ -25,7 +29,7 @@ import threading
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 
-from hpcinv.config import DataConfig, TrainConfig, load_config
+from hpcinv.config import DataConfig, RefineConfig, TrainConfig, load_config
 from hpcinv.errors import HpcinvError, Interrupted
 
 
@@ -92,9 +96,45 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate(args.runs, args.data, args.out, split=args.split, misfit_samples=args.misfit_samples,
                       figures=args.figures, allow_survey_mismatch=args.allow_survey_mismatch,
-                      full_verify=args.verify == "full")
+                      full_verify=args.verify == "full", baseline=args.baseline, samples=args.samples)
     print(result["table"], end="")
     print(f"report: {result['out']}/metrics.md")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from hpcinv.predict import predict
+
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = predict(args.run, args.data, args.out, split=args.split, shard_size=args.shard_size,
+                          allow_survey_mismatch=args.allow_survey_mismatch, restart=args.restart,
+                          progress=not args.quiet, samples=args.samples)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _cmd_refine(args: argparse.Namespace) -> int:
+    from hpcinv.refine import refine
+
+    if args.config and "=" in args.config and not os.path.exists(args.config):  # no config file: an override
+        args.overrides, args.config = [args.config, *args.overrides], None
+    cfg = load_config(RefineConfig, args.config, args.overrides)
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = refine(args.data, args.init, args.out, cfg, split=args.split, restart=args.restart,
+                         progress=not args.quiet, use_ray=not args.in_process, address=args.address,
+                         workers=args.workers, figures=args.figures, allow_survey_mismatch=args.allow_survey_mismatch,
+                         samples=args.samples)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _cmd_import_gathers(args: argparse.Namespace) -> int:
+    from hpcinv.generate.gathers import import_gathers
+
+    cfg = load_config(DataConfig, args.config, args.overrides)
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = import_gathers(cfg, args.gathers, args.out, key=args.key, progress=not args.quiet)
+    print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -121,8 +161,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from hpcinv.cluster import run_on_cluster
 
-    if not args.command_args or args.command_args[0] not in ("generate", "train"):
-        raise HpcinvError(f"hpcinv cluster runs 'generate ...' or 'train ...', got {' '.join(args.command_args)!r}")
+    if not args.command_args or args.command_args[0] not in ("generate", "train", "refine"):
+        raise HpcinvError(f"hpcinv cluster runs 'generate ...', 'train ...' or 'refine ...', got "
+                          f"{' '.join(args.command_args)!r}")
     cluster_dir = args.cluster_dir or os.environ.get("HPCINV_CLUSTER_DIR") or os.path.join(
         os.environ.get("SLURM_SUBMIT_DIR", "."), ".hpcinv-ray")
     store = args.object_store_gb or (float(os.environ["HPCINV_OBJECT_STORE_GB"])
@@ -134,11 +175,15 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 
 def add_evaluate_options(ev: argparse.ArgumentParser) -> None:
     """The options of ``hpcinv evaluate``, shared with ``python -m launch.evaluate``."""
-    ev.add_argument("runs", nargs="+", help="run folders, checkpoint folders or state.pt files (several: a comparison)")
+    ev.add_argument("runs", nargs="+", help="run folders, checkpoint folders, state.pt files, or folders made by "
+                    "predict / refine (several: a comparison)")
     ev.add_argument("--data", required=True, help="dataset folder")
     ev.add_argument("--split", help="dataset split (e.g. test)")
     ev.add_argument("--out", required=True, help="report folder")
-    ev.add_argument("--misfit-samples", type=_whole(0), default=2, help="samples re-simulated for the data misfit")
+    ev.add_argument("--samples", type=_whole(1), help="only the first N samples of the split (a documented subset)")
+    ev.add_argument("--misfit-samples", type=_whole(0), help="samples re-simulated for the data misfit (default: all)")
+    ev.add_argument("--baseline", metavar="DATASET[:SPLIT]", help="data whose mean model is the data-free baseline row "
+                    "(default: the first network's training data)")
     ev.add_argument("--figures", type=_whole(0), default=2, help="figures per run")
     ev.add_argument("--verify", choices=("fast", "full"), default="fast", help="check the shards to be read: fast "
                     "(sizes, headers, ranges; per-sample checksums on read) or full (also each shard's sha256)")
@@ -176,6 +221,47 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_options(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
+    pr = sub.add_parser("predict", help="apply a trained network to every sample of a dataset (a velocity store)")
+    pr.add_argument("run", help="run folder, checkpoint folder or state.pt")
+    pr.add_argument("--data", required=True, help="dataset folder (true velocities optional)")
+    pr.add_argument("--split", help="dataset split (e.g. test)")
+    pr.add_argument("--out", required=True, help="output folder (re-run to resume)")
+    pr.add_argument("--samples", type=_whole(1), help="only the first N samples of the split (a documented subset)")
+    pr.add_argument("--shard-size", type=_whole(1), default=16, help="models per output shard")
+    pr.add_argument("--restart", action="store_true", help="discard another predict's output in --out")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument("--allow-survey-mismatch", action="store_true", help="apply a network to data of another survey")
+    pr.set_defaults(func=_cmd_predict)
+
+    rf = sub.add_parser("refine", help="full-waveform inversion from a network's prediction or a smooth model")
+    rf.add_argument("config", nargs="?", help="refine config (YAML, e.g. configs/refine_bench.yaml; default: the "
+                    "built-in refine settings)")
+    rf.add_argument("--data", required=True, help="dataset folder: its gathers and survey are inverted")
+    rf.add_argument("--init", required=True, metavar="START", help="a run/checkpoint (its predictions), a folder "
+                    "made by predict or refine, or 'smooth' (a linear v(z), see refine.smooth_*)")
+    rf.add_argument("--split", help="dataset split (e.g. test)")
+    rf.add_argument("--out", required=True, help="output folder (re-run to resume)")
+    rf.add_argument("--samples", type=_whole(1), help="only the first N samples of the split (a documented subset)")
+    rf.add_argument("--restart", action="store_true", help="discard another refine's output in --out")
+    rf.add_argument("--quiet", action="store_true", help="no progress bar")
+    rf.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
+    rf.add_argument("--workers", type=_whole(1), help="refine actors (default: one per CPU core / refine.threads, "
+                    "or per GPU)")
+    rf.add_argument("--in-process", action="store_true", help="no Ray: refine every model in this process")
+    rf.add_argument("--figures", type=_whole(0), default=2, help="samples drawn in figures/")
+    rf.add_argument("--allow-survey-mismatch", action="store_true", help="start from a network of another survey")
+    rf.add_argument("overrides", nargs="*", metavar="refine.key=value", help="config overrides")
+    rf.set_defaults(func=_cmd_refine)
+
+    ig = sub.add_parser("import-gathers", help="store recorded gathers (no true velocities) as a dataset")
+    ig.add_argument("config", help="data config giving the survey, grid and modelling of the recording")
+    ig.add_argument("--gathers", required=True, help=".npy (or .npz with --key) of shape (N, shots, time, receivers)")
+    ig.add_argument("--key", help="array name in a .npz")
+    ig.add_argument("--out", required=True, help="dataset folder (created)")
+    ig.add_argument("--quiet", action="store_true", help="no progress bar")
+    ig.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    ig.set_defaults(func=_cmd_import_gathers)
+
     qs = sub.add_parser("quickstart", help="generate, train and evaluate a small model on this machine")
     qs.add_argument("--out", default="runs/quickstart", help="folder for dataset, run and report")
     qs.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -189,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--no-checksums", action="store_true", help="skip sha256 (sizes and contents only)")
     ver.set_defaults(func=_cmd_verify)
 
-    cl = sub.add_parser("cluster", help="run generate/train on a Ray cluster over this SLURM job step "
+    cl = sub.add_parser("cluster", help="run generate/train/refine on a Ray cluster over this SLURM job step "
                                         "(srun --ntasks-per-node=1 hpcinv cluster train ...)")
     cl.add_argument("--cluster-dir", help="shared folder for the head address and the job's token "
                                           "(default: $HPCINV_CLUSTER_DIR, else $SLURM_SUBMIT_DIR/.hpcinv-ray)")

@@ -316,7 +316,7 @@ def _run_head(work: Callable[[str], T], task: SlurmTask, folder: Path, node_ip: 
         _wait(f"the Ray head at {address}", 120, lambda: _port_open(node_ip, gcs_port), node)
         atomic_write_text(folder / HEAD_FILE, json.dumps({"address": address, "job": task.job_id,
                                                           "attempt": task.attempt, "nodes": task.n_nodes}))
-        from hpcinv.generate.distributed import init_ray
+        from hpcinv.actors import init_ray
 
         init_ray(address)
         _wait(f"{task.n_nodes} Ray nodes to join", join_timeout_s,

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> None:
     ex = common.executor(args, "evaluate", nodes=1)
     job = EvaluateJob(args.runs, args.data, args.out, split=args.split, misfit_samples=args.misfit_samples,
                       figures=args.figures, allow_survey_mismatch=args.allow_survey_mismatch,
-                      full_verify=args.verify == "full")
+                      full_verify=args.verify == "full", baseline=args.baseline, samples=args.samples)
     jobs = common.submit(args.folder, lambda: [ex.submit(job)])
     common.report(args, jobs, out=args.out)
 

@@ -10,10 +10,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def velocity_figure(true_ZX: np.ndarray, pred_ZX: np.ndarray, gather_TR: np.ndarray | None = None,
+def velocity_figure(true_ZX: np.ndarray | None, pred_ZX: np.ndarray, gather_TR: np.ndarray | None = None,
                     dx_m: float = 1.0, dt_s: float = 1.0, title: str = ""):
-    """One figure: truth | prediction (shared colour bar) | difference | profiles | a shot gather."""
-    true_ZX, pred_ZX = np.asarray(true_ZX, dtype=np.float64), np.asarray(pred_ZX, dtype=np.float64)
+    """One figure: truth | prediction (shared colour bar) | difference | profiles | a shot gather.
+    Without a truth (gathers-only data): the prediction and the gather."""
+    pred_ZX = np.asarray(pred_ZX, dtype=np.float64)
+    if true_ZX is None:
+        return _prediction_only(pred_ZX, gather_TR, dx_m, dt_s, title)
+    true_ZX = np.asarray(true_ZX, dtype=np.float64)
     nz, nx = true_ZX.shape
     extent = [0, (nx - 1) * dx_m / 1000, (nz - 1) * dx_m / 1000, 0]
     vmin, vmax = min(true_ZX.min(), pred_ZX.min()), max(true_ZX.max(), pred_ZX.max())
@@ -43,6 +47,63 @@ def velocity_figure(true_ZX: np.ndarray, pred_ZX: np.ndarray, gather_TR: np.ndar
         axes[4].imshow(g, cmap="gray", vmin=-clip, vmax=clip, aspect="auto",
                        extent=[0, nr - 1, (nt - 1) * dt_s, 0])
         axes[4].set(title="shot gather (input)", xlabel="receiver", ylabel="time (s)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _extent(shape, dx_m: float) -> list[float]:
+    nz, nx = shape
+    return [0, (nx - 1) * dx_m / 1000, (nz - 1) * dx_m / 1000, 0]
+
+
+def _gather(ax, gather_TR: np.ndarray, dt_s: float) -> None:
+    g = np.asarray(gather_TR, dtype=np.float64)
+    clip = np.percentile(np.abs(g), 98) or 1.0
+    nt, nr = g.shape
+    ax.imshow(g, cmap="gray", vmin=-clip, vmax=clip, aspect="auto", extent=[0, nr - 1, (nt - 1) * dt_s, 0])
+    ax.set(title="shot gather (input)", xlabel="receiver", ylabel="time (s)")
+
+
+def _prediction_only(pred_ZX, gather_TR, dx_m, dt_s, title):
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.6), constrained_layout=True)
+    im = axes[0].imshow(pred_ZX, cmap="jet", extent=_extent(pred_ZX.shape, dx_m), aspect="auto")
+    axes[0].set(title="velocity (no true model)", xlabel="x (km)", ylabel="depth (km)")
+    fig.colorbar(im, ax=axes[0], label="m/s", shrink=0.9)
+    if gather_TR is not None:
+        _gather(axes[1], gather_TR, dt_s)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def refine_figure(true_ZX: np.ndarray | None, start_ZX: np.ndarray, refined_ZX: np.ndarray, history: np.ndarray,
+                  band_ends: list[int], dx_m: float, title: str = ""):
+    """truth (if any) | start | refined (shared colour bar) | refined − truth (or − start) | misfit vs iteration."""
+    models = [("true", true_ZX)] if true_ZX is not None else []
+    models += [("start", start_ZX), ("refined", refined_ZX)]
+    models = [(name, np.asarray(m, dtype=np.float64)) for name, m in models]
+    vmin = min(m.min() for _, m in models)
+    vmax = max(m.max() for _, m in models)
+    ncols = len(models) + 2
+    fig, axes = plt.subplots(1, ncols, figsize=(4.0 * ncols, 3.4), constrained_layout=True)
+    extent = _extent(models[0][1].shape, dx_m)
+    for ax, (name, m) in zip(axes, models, strict=False):
+        im = ax.imshow(m, cmap="jet", vmin=vmin, vmax=vmax, extent=extent, aspect="auto")
+        ax.set(title=f"{name} velocity", xlabel="x (km)", ylabel="depth (km)")
+    fig.colorbar(im, ax=axes[:len(models)], label="m/s", shrink=0.9)
+    reference = models[0] if true_ZX is not None else models[-2]
+    diff = models[-1][1] - reference[1]
+    lim = float(np.abs(diff).max()) or 1.0
+    ax = axes[len(models)]
+    im = ax.imshow(diff, cmap="seismic", vmin=-lim, vmax=lim, extent=extent, aspect="auto")
+    ax.set(title=f"refined - {reference[0]}", xlabel="x (km)")
+    fig.colorbar(im, ax=ax, label="m/s", shrink=0.9)
+    ax = axes[-1]
+    ax.semilogy(np.arange(1, len(history) + 1), history)
+    for end in band_ends[:-1]:
+        ax.axvline(end + 0.5, color="0.6", ls=":")
+    ax.set(title="misfit of the band (dotted: next band)", xlabel="iteration", ylabel="relative misfit")
     if title:
         fig.suptitle(title)
     return fig

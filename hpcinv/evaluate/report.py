@@ -1,14 +1,19 @@
-"""``hpcinv evaluate``: metrics per sample and averaged, figures, data misfit, comparisons.
+"""``hpcinv evaluate``: metrics per sample and averaged, figures, data misfit, side by side.
 
-For each run or checkpoint the network is rebuilt from the checkpoint's model spec, its
-normaliser maps outputs back to m/s, and every sample of the dataset (or split) is predicted.
+Each input is a run, a checkpoint, or a velocity store (the output of ``hpcinv predict`` or
+``hpcinv refine``). A network is rebuilt from its checkpoint and applied to every sample of the
+dataset (or split); a store's velocities are read (it must have been made from this dataset). Every
+report also has a **data-free baseline** row: the mean velocity model of the first network's
+training data (``--baseline DATASET[:SPLIT]`` names another), predicted for every sample whatever the
+gathers. All rows are scored the same way, on the same samples and velocity range.
+
 Before anything is written, every input is checked: the shards to be read (as ``train`` does), the
-checkpoint (finite tensors; shapes), and the dataset's survey, grid and modelling settings against
-those the network was trained on (a mismatch is refused, naming each differing key, unless
-``allow_survey_mismatch`` makes it a warning in the report). True velocities outside the range the
-network was trained on are reported.
-Outputs in ``--out``: ``metrics.json`` (per run: per-sample and mean metrics, misfits),
-``metrics.md`` (a side-by-side table of all runs) and ``figures/<run>/sample_NNNNNN.png``.
+checkpoints (finite tensors; shapes; the survey they were trained on, refused on a mismatch unless
+``allow_survey_mismatch``), the stores (their dataset). True velocities outside the range a network
+was trained on are reported. On a gathers-only dataset only the data misfit is scored.
+
+Outputs in ``--out``: ``metrics.json`` (per row: per-sample and mean metrics, misfits),
+``metrics.md`` (the side-by-side table) and ``figures/<row>/sample_NNNNNN.png``.
 Metric definitions: :mod:`hpcinv.evaluate.metrics`.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,137 +31,147 @@ from hpcinv.errors import HpcinvError
 from hpcinv.evaluate.metrics import METRICS, velocity_metrics
 from hpcinv.evaluate.misfit import data_misfit
 from hpcinv.fileio import atomic_write_text
-from hpcinv.nets import build_model
-from hpcinv.store import Normaliser, ShardedDataset, folder_lock, load_dataset_config, require_readable
-from hpcinv.train.checkpoint import find_checkpoint, load_state, load_weights, nonfinite_entries
+from hpcinv.predict import load_network, predict_gathers
+from hpcinv.store import ShardedDataset, folder_lock, load_dataset_config, require_readable
+from hpcinv.store.dataset import mean_velocity
+from hpcinv.store.manifest import has_velocity, select_range
+from hpcinv.store.velocities import VelocityStore, is_velocity_store
+from hpcinv.train.checkpoint import find_checkpoint, load_state
 
 log = logging.getLogger(__name__)
 
 TABLE_METRICS = ("mae", "rmse", "mae_pm1", "rmse_pm1", "ssim", "psnr", "psnr_signal", "misfit")
+BASELINE = "data-free baseline (mean training model)"
+
+
+@dataclass
+class Row:
+    """One row of the comparison: a velocity model for every evaluated sample."""
+
+    name: str
+    velocity: np.ndarray  # (n, nz, nx) m/s, the samples [lo, hi) in order
+    info: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    trained_range: tuple[float, float] | None = None
+    training_data: tuple[str, str | None] | None = None  # (dataset, split) the network learned from
 
 
 def run_name(path: str | Path) -> str:
+    if is_velocity_store(path):
+        return Path(path).resolve().name
     file = find_checkpoint(path)
-    run = file.parent.parent if file.parent.name.startswith("checkpoint_") else file.parent
-    return f"{run.name}/{file.parent.name}" if file.parent.name.startswith("checkpoint_") else file.parent.name
+    return f"{file.parent.parent.name}/{file.parent.name}" if file.parent.name.startswith("checkpoint_") \
+        else file.parent.name
 
 
-def survey_differences(trained: dict, data: dict) -> list[str]:
-    """Keys of the survey record (geometry, wavelet, time axis, grid, modelling) that differ."""
-    keys = [k for k in sorted(set(trained) | set(data)) if trained.get(k) != data.get(k)]
-    return [f"{k} differs" if isinstance(data.get(k), list) or isinstance(trained.get(k), list)
-            else f"{k} is {data.get(k)!r} in the data but {trained.get(k)!r} in training" for k in keys]
+def training_of(state: dict) -> tuple[str, str | None] | None:
+    """(dataset, split) a checkpoint's network was trained on, where it records them."""
+    data = (state.get("config") or {}).get("data") or {}
+    return (data["train"], data.get("train_split")) if data.get("train") else None
 
 
-def _load(path: str | Path, manifest: dict, dataset: str, allow_survey_mismatch: bool = False):
-    """(model, normaliser, state, warnings) of a checkpoint, checked against the dataset."""
-    state = load_state(path)
-    bad = nonfinite_entries(state["model"])
-    if bad:
-        raise HpcinvError(f"checkpoint {str(path)!r} holds NaN/Inf values (in {', '.join(bad[:3])}); the run that "
-                          "wrote it diverged, so there is nothing to evaluate")
-    spec = state["model_spec"]
-    if (list(spec["gathers_shape"]), list(spec["velocity_shape"])) != (manifest["gathers_shape"],
-                                                                       manifest["velocity_shape"]):
-        raise HpcinvError(
-            f"checkpoint {str(path)!r} expects gathers {spec['gathers_shape']} -> velocity {spec['velocity_shape']} "
-            f"but dataset {dataset!r} holds {manifest['gathers_shape']} -> {manifest['velocity_shape']} "
-            "(a different survey or grid)"
-        )
-    warnings = []
-    trained = json.loads(state.get("dataset", {}).get("survey") or "null")
-    if trained is None:
-        warnings.append("the checkpoint does not record its training survey: not compared with the data")
-    elif diffs := survey_differences(trained, manifest["survey"]):
-        text = "; ".join(diffs)
-        if not allow_survey_mismatch:
-            raise HpcinvError(f"dataset {dataset!r} was recorded with another survey than checkpoint {str(path)!r} "
-                              f"was trained on: {text}; evaluate on data of the training survey, or pass "
-                              "--allow-survey-mismatch to score it anyway")
-        warnings.append(f"survey differs from training (--allow-survey-mismatch): {text}")
-    model = build_model(spec)
-    load_weights(model, state, repr(str(path)))
-    return model.eval(), Normaliser(**state["normaliser"]), state, warnings
-
-
-def training_range(state: dict, norm: Normaliser) -> tuple[float, float] | None:
+def training_range(state: dict, norm) -> tuple[float, float] | None:
     """The velocity range the network learned to output (m/s), where the checkpoint tells it."""
     if "velocity_range_mps" in state:
         return tuple(state["velocity_range_mps"])
     return (norm.v_min, norm.v_max) if norm.velocity == "minmax" else None
 
 
-@torch.no_grad()
-def evaluate_one(path: str | Path, dataset: str | Path, *, split: str | None = None, batch_size: int = 8,
-                 misfit_samples: int = 2, figures: int = 2, out: Path | None = None, name: str | None = None,
-                 loaded: tuple | None = None, manifest: dict | None = None) -> dict:
-    """``loaded``: the (model, normaliser, state, warnings) of ``path`` and ``manifest`` the dataset's
-    checked manifest, if the caller already has them."""
-    manifest = manifest or require_readable(dataset, split)
-    model, norm, state, warnings = loaded or _load(path, manifest, str(dataset))
-    warnings = list(warnings)
-    trained_range = training_range(state, norm)
-    outside_cells = outside_samples = total_cells = 0
-    ds = ShardedDataset(dataset, norm, split=split)
-    v_min, v_max = (norm.v_min, norm.v_max) if norm.velocity == "minmax" else (
-        manifest["stats"]["velocity"]["min"], manifest["stats"]["velocity"]["max"])
-    per_sample: dict[str, list[float]] = {k: [] for k in METRICS}
-    preds: dict[int, np.ndarray] = {}
-    keep = set(range(max(figures, misfit_samples)))
+def network_row(path: str, ds: ShardedDataset, manifest: dict, dataset: str, allow_survey_mismatch: bool,
+                batch_size: int = 16) -> Row:
+    model, norm, state, warnings = load_network(path, manifest, dataset, allow_survey_mismatch)
+    preds = []
     for start in range(0, len(ds), batch_size):
-        items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
-        gathers = torch.stack([g for g, _ in items])
-        true = norm.velocity_inv(torch.stack([v for _, v in items])[:, None])
-        pred = norm.velocity_inv(model(gathers).float())
-        if trained_range is not None:
-            outside = (true < trained_range[0] - 1e-3) | (true > trained_range[1] + 1e-3)
-            outside_cells += int(outside.sum())
-            outside_samples += int(outside.flatten(1).any(dim=1).sum())
-            total_cells += outside.numel()
-        for key, values in velocity_metrics(pred, true, v_min, v_max).items():
-            per_sample[key].extend(values.tolist())
-        for j in range(len(items)):
-            if start + j in keep:
-                preds[start + j] = pred[j, 0].numpy()
-    result = {"checkpoint": str(find_checkpoint(path)), "dataset": str(dataset), "split": split,
-              "samples": len(ds), "epoch": state.get("epoch"), "velocity_range_mps": [v_min, v_max],
-              "mean": {k: float(np.mean(v)) for k, v in per_sample.items()}, "per_sample": per_sample}
-    if trained_range is not None:
-        result["outside_training_range"] = {"range_mps": list(trained_range), "samples": outside_samples,
-                                            "fraction_of_cells": outside_cells / max(total_cells, 1)}
-        if outside_cells:
-            warnings.append(f"{outside_samples} of {len(ds)} samples have true velocities outside the "
-                            f"{trained_range[0]:g}-{trained_range[1]:g} m/s the network was trained on "
-                            f"({100 * outside_cells / total_cells:.2g} % of cells): it cannot predict those values")
-    for text in warnings:
-        log.warning("%s: %s", name or path, text)
-    result["warnings"] = warnings
-    if misfit_samples:
-        data_cfg = load_dataset_config(dataset)
-        misfits = []
-        for i in range(min(misfit_samples, len(ds))):
-            gathers, _ = ds.read(int(ds.indices[i]))
-            misfits.append(data_misfit(preds[i], gathers, data_cfg))
-        result["misfit_per_sample"] = misfits
-        result["mean"]["misfit"] = float(np.mean(misfits))
-    if figures and out is not None:
-        from hpcinv.evaluate.figures import close, velocity_figure
+        stop = min(start + batch_size, len(ds))
+        preds.append(predict_gathers(model, norm, np.stack([ds.read(int(ds.indices[i]))[0]
+                                                            for i in range(start, stop)])))
+    info = {"checkpoint": str(find_checkpoint(path)), "epoch": state.get("epoch"),
+            "normaliser_range_mps": [norm.v_min, norm.v_max] if norm.velocity == "minmax" else None}
+    return Row(run_name(path), np.concatenate(preds), info, list(warnings), training_range(state, norm),
+               training_of(state))
 
-        name = name or run_name(path)
-        folder = out / "figures" / name.replace("/", "_").replace("'", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        survey = manifest["survey"]
-        paths = []
-        for i in range(min(figures, len(ds))):
-            gathers, vel = ds.read(int(ds.indices[i]))
-            fig = velocity_figure(vel, preds[i], gathers[len(gathers) // 2], survey["dx_m"], survey["dt_s"],
-                                  title=f"{name} — sample {int(ds.indices[i])}")
-            file = folder / f"sample_{int(ds.indices[i]):06d}.png"
-            fig.savefig(file, dpi=110)
-            close(fig)
-            paths.append(str(file))
-        result["figures"] = paths
+
+def store_row(path: str, dataset: str, manifest: dict, lo: int, hi: int) -> Row:
+    store = VelocityStore(path)
+    store.check_dataset(dataset, manifest, lo, hi)
+    _, velocity = store.read_range(lo, hi)
+    source = store.manifest["source"]
+    checkpoint = source.get("checkpoint") or source.get("network_checkpoint")
+    training = None
+    if checkpoint and Path(checkpoint).is_file():
+        training = training_of(load_state(checkpoint))
+    return Row(f"{run_name(path)} ({store.kind})", velocity, {"store": str(path), "kind": store.kind,
+                                                              "source": source}, training_data=training)
+
+
+def parse_baseline(text: str) -> tuple[str, str | None]:
+    root, _, split = text.partition(":")
+    return root, split or None
+
+
+def baseline_row(training: tuple[str, str | None], manifest: dict, n: int) -> Row:
+    root, split = training
+    mean = mean_velocity(root, split)
+    if list(mean.shape) != list(manifest["velocity_shape"]):
+        raise HpcinvError(f"the baseline's dataset {root!r} has models of {list(mean.shape)} cells, the evaluated one "
+                          f"{manifest['velocity_shape']}; pass --baseline a dataset of the same grid")
+    return Row(BASELINE, np.broadcast_to(mean, (n, *mean.shape)),
+               {"baseline_dataset": str(root), "baseline_split": split})
+
+
+def score(row: Row, ds: ShardedDataset, truth: np.ndarray | None, v_range: tuple[float, float], misfit_n: int,
+          data_cfg) -> dict:
+    n = len(ds)
+    result = {**row.info, "dataset": str(ds.root), "samples": n, "velocity_range_mps": list(v_range),
+              "mean": {}, "per_sample": {}}
+    warnings = list(row.warnings)
+    if truth is not None:
+        per_sample: dict[str, list[float]] = {k: [] for k in METRICS}
+        for start in range(0, n, 64):
+            pred = torch.from_numpy(np.ascontiguousarray(row.velocity[start:start + 64]))[:, None]
+            true = torch.from_numpy(truth[start:start + 64])[:, None]
+            for key, values in velocity_metrics(pred, true, *v_range).items():
+                per_sample[key].extend(values.tolist())
+        result["per_sample"] = per_sample
+        result["mean"] = {k: float(np.mean(v)) for k, v in per_sample.items()}
+        if row.trained_range is not None:
+            lo, hi = row.trained_range
+            outside = (truth < lo - 1e-3) | (truth > hi + 1e-3)
+            result["outside_training_range"] = {"range_mps": [lo, hi], "samples": int(outside.any(axis=(1, 2)).sum()),
+                                                "fraction_of_cells": float(outside.mean())}
+            if outside.any():
+                warnings.append(f"{result['outside_training_range']['samples']} of {n} samples have true velocities "
+                                f"outside the {lo:g}-{hi:g} m/s the network was trained on ({100 * outside.mean():.2g} "
+                                "% of cells): it cannot predict those values")
+    if misfit_n:
+        misfits = [data_misfit(row.velocity[i], ds.read(int(ds.indices[i]))[0], data_cfg) for i in range(misfit_n)]
+        result["misfit_per_sample"] = misfits
+        result["misfit_samples"] = misfit_n
+        result["mean"]["misfit"] = float(np.mean(misfits))
+    for text in warnings:
+        log.warning("%s: %s", row.name, text)
+    result["warnings"] = warnings
     return result
+
+
+def write_figures(row: Row, ds: ShardedDataset, truth: np.ndarray | None, manifest: dict, count: int,
+                  out: Path) -> list[str]:
+    from hpcinv.evaluate.figures import close, velocity_figure
+
+    folder = out / "figures" / "".join(c if c.isalnum() or c in "-_." else "_" for c in row.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    survey, paths = manifest["survey"], []
+    for i in range(min(count, len(ds))):
+        index = int(ds.indices[i])
+        gathers, _ = ds.read(index)
+        reference = truth[i] if truth is not None else None
+        fig = velocity_figure(reference, row.velocity[i], gathers[len(gathers) // 2], survey["dx_m"], survey["dt_s"],
+                              title=f"{row.name} — sample {index}")
+        file = folder / f"sample_{index:06d}.png"
+        fig.savefig(file, dpi=110)
+        close(fig)
+        paths.append(str(file))
+    return paths
 
 
 def markdown_table(results: dict[str, dict]) -> str:
@@ -169,30 +185,53 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | None = None, misfit_samples: int = 2,
-             figures: int = 2, allow_survey_mismatch: bool = False, full_verify: bool = False) -> dict:
+def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | None = None,
+             misfit_samples: int | None = None, figures: int = 2, allow_survey_mismatch: bool = False,
+             full_verify: bool = False, baseline: str | None = None, samples: int | None = None) -> dict:
+    """Score ``paths`` (runs, checkpoints, velocity stores) and the data-free baseline on ``dataset``.
+    ``misfit_samples``: the first that many samples are re-simulated for the data misfit (None: all)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise HpcinvError(f"--out {str(out)!r} is a file; give a folder for the report")
     # every input is read and checked before anything is written
     manifest = require_readable(dataset, split, full=full_verify)
-    loaded = [_load(path, manifest, str(dataset), allow_survey_mismatch) for path in paths]
+    lo, hi = select_range(manifest, split, samples, f"dataset {dataset!r}")
+    ds = ShardedDataset(dataset, indices=np.arange(lo, hi))
+    rows = [store_row(p, dataset, manifest, lo, hi) if is_velocity_store(p) else
+            network_row(p, ds, manifest, dataset, allow_survey_mismatch) for p in paths]
+    training = parse_baseline(baseline) if baseline else next((r.training_data for r in rows if r.training_data),
+                                                                None)
+    notes = []
+    if training is not None:
+        require_readable(training[0], training[1], what="baseline dataset")
+        rows.append(baseline_row(training, manifest, len(ds)))
+    else:
+        notes.append("no data-free baseline: no input names its training data; pass --baseline DATASET[:SPLIT]")
+    truth = np.stack([ds.read(int(i))[1] for i in ds.indices]) if has_velocity(manifest) else None
+    ranges = [r.info.get("normaliser_range_mps") for r in rows if r.info.get("normaliser_range_mps")]
+    stats = manifest["stats"].get("velocity") or manifest["stats"]["gathers"]
+    v_range = tuple(ranges[0]) if ranges else (stats["min"], stats["max"])
+    misfit_n = len(ds) if misfit_samples is None else min(misfit_samples, len(ds))
+    data_cfg = load_dataset_config(dataset)
+    results: dict[str, dict] = {}
     with folder_lock(dataset, shared=True, create=False):
         out.mkdir(parents=True, exist_ok=True)
-        results = {}
-        for path, model in zip(paths, loaded, strict=True):
-            name = run_name(path)
-            while name in results:  # the same checkpoint named twice still gets its own row
-                name += "'"
-            log.info("evaluating %s on %s", name, dataset)
-            results[name] = evaluate_one(path, dataset, split=split, misfit_samples=misfit_samples, figures=figures,
-                                         out=out, name=name, loaded=model, manifest=manifest)
+        for row in rows:
+            while row.name in results:  # the same input named twice still gets its own row
+                row.name += "'"
+            log.info("scoring %s on %s", row.name, dataset)
+            results[row.name] = score(row, ds, truth, v_range, misfit_n, data_cfg)
+            if figures:
+                results[row.name]["figures"] = write_figures(row, ds, truth, manifest, figures, out)
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=1))
     table = markdown_table(results)
-    notes = [f"- **{name}**: {w}" for name, r in results.items() for w in r["warnings"]]
-    atomic_write_text(out / "metrics.md", f"# Evaluation on `{dataset}`" + (f" (split `{split}`)" if split else "")
-                      + "\n\nMeans over samples; definitions in hpcinv/evaluate/metrics.py. `misfit` is the "
-                      "relative L2 data misfit of the re-simulated prediction.\n\n" + table
+    notes += [f"- **{name}**: {w}" for name, r in results.items() for w in r["warnings"]]
+    scope = (f"`misfit` is the relative L2 data misfit of the re-simulated model over {misfit_n} of {len(ds)} samples"
+             if misfit_n else "no data misfit computed (--misfit-samples 0)")
+    truth_note = "" if truth is not None else " The dataset holds gathers only: velocity metrics need true models."
+    where = (f" (split `{split}`" if split else " (") + (f", its first {hi - lo} samples)" if samples else ")")
+    atomic_write_text(out / "metrics.md", f"# Evaluation on `{dataset}`" + (where if where != " ()" else "")
+                      + f"\n\nMeans over samples; definitions in hpcinv/evaluate/metrics.py. {scope}.{truth_note} "
+                      f"The {BASELINE} predicts the same model for every sample.\n\n" + table
                       + ("\n## Warnings\n\n" + "\n".join(notes) + "\n" if notes else ""))
-    return {"out": str(out), "table": table, "means": {n: r["mean"] for n, r in results.items()},
-            "warnings": notes}
+    return {"out": str(out), "table": table, "means": {n: r["mean"] for n, r in results.items()}, "warnings": notes}

@@ -15,11 +15,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm import tqdm
 
 from hpcinv.config import EXECUTION_KEYS, DataConfig, config_hash, load_config, save_config
 from hpcinv.errors import HpcinvError
@@ -28,22 +26,12 @@ from hpcinv.physics import validate_physics
 from hpcinv.physics.survey import n_output_samples
 from hpcinv.store.lock import LOCK, folder_lock
 from hpcinv.store.manifest import CONFIG, MANIFEST, read_manifest, write_manifest
-from hpcinv.store.shard import (
-    FORMAT_VERSION,
-    SHARD_DIR,
-    ShardSpec,
-    file_sha256,
-    plan_shards,
-    read_shard_record,
-)
+from hpcinv.store.shard import FORMAT_VERSION, SHARD_DIR, ShardSpec, plan_shards
 from hpcinv.velocity import VelocitySource, make_source
+from hpcinv.work import Executor, record_shards, remove_stale, resume_shards
 
 log = logging.getLogger(__name__)
 
-MANIFEST_INTERVAL_S = 2.0  # at most one manifest rewrite per interval while shards complete
-
-# Runs the given shards and yields their records as they complete (in any order).
-Executor = Callable[[list[ShardSpec]], Iterator[dict]]
 
 
 @dataclass
@@ -194,33 +182,14 @@ def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
             raise HpcinvError("--restart cannot be combined with a part: discard the dataset once, before the parts")
         specs = specs[part[0]::part[1]]
     open_dataset_folder(cfg, out, restart=restart)
-    for spec in specs:  # temp files left by a killed writer (only this plan's: another part may be writing)
-        for stale in (out / SHARD_DIR).glob(f".{spec.name}.tmp-*"):
-            stale.unlink(missing_ok=True)
+    remove_stale(out, specs)
     manifest = _empty_manifest(cfg, len(source), physics)
     if (out / MANIFEST).exists():
         try:
             manifest = read_manifest(out)
         except HpcinvError as exc:
             log.warning("%s; rebuilding it from the shards on disk", exc)
-
-    recorded = {r["name"]: r for r in manifest["shards"]}
-    kept, todo, adopted = [], [], 0
-    for spec in specs:
-        path = out / SHARD_DIR / spec.name
-        rec = recorded.get(spec.name)
-        if rec and path.is_file() and path.stat().st_size == rec["bytes"] and file_sha256(path) == rec["sha256"]:
-            kept.append(rec)
-            continue
-        if path.is_file():
-            try:
-                kept.append(read_shard_record(path, spec, new_hash))
-                adopted += not rec
-                continue
-            except ValueError as exc:
-                log.warning("recomputing %s: %s", spec.name, exc)
-                path.unlink()
-        todo.append(spec)
+    kept, todo, adopted = resume_shards(out, specs, manifest["shards"], new_hash)
     if part is not None:
         return Plan(cfg, out, source, manifest, todo, skipped=len(kept), adopted=adopted, part=part)
     manifest["shards"] = kept
@@ -239,25 +208,9 @@ def in_process_executor(plan: Plan) -> Executor:
 def execute(plan: Plan, executor: Executor, *, progress: bool = True) -> Summary:
     """Run ``plan.todo`` through ``executor``, recording each finished shard in the manifest."""
     t0 = time.perf_counter()
-    manifest = plan.manifest
     todo_samples = sum(s.size for s in plan.todo)
-    bar = tqdm(total=todo_samples, unit="sample", desc="generate", disable=not progress, dynamic_ncols=True)
-    records: Iterable[dict] = executor(plan.todo)
-    last_write, unsaved = time.monotonic(), 0
-    for rec in records:
-        bar.update(rec["stop"] - rec["start"])
-        if plan.part is not None:  # shards describe themselves; the final run without a part records them
-            continue
-        manifest["shards"].append(rec)
-        unsaved += 1
-        # Rewriting a manifest of thousands of shards after each one would cost O(n²) bytes; a shard
-        # finished but not yet recorded is adopted on resume (its file describes itself).
-        if time.monotonic() - last_write >= MANIFEST_INTERVAL_S:
-            write_manifest(plan.out, manifest)
-            last_write, unsaved = time.monotonic(), 0
-    if unsaved:
-        write_manifest(plan.out, manifest)
-    bar.close()
+    record_shards(plan.out, plan.manifest, executor(plan.todo), total=todo_samples, desc="generate",
+                  progress=progress, write=plan.part is None)
     wall = time.perf_counter() - t0
     rate = round(todo_samples / wall, 3) if wall > 0 else 0.0
     if plan.part is not None:

@@ -40,7 +40,8 @@ def check_velocity_range(vel: torch.Tensor, modelling: ModellingConfig) -> None:
 
 def _propagate(vel_BZX: torch.Tensor, geometry: Geometry, wavelet: torch.Tensor, grid: GridConfig,
                survey: SurveyConfig, modelling: ModellingConfig) -> torch.Tensor:
-    """Raw receiver data (B, shots, nt, receivers) for B models, all shots in one deepwave call."""
+    """Raw receiver data (B, shots, nt, receivers) for B models, all shots in one deepwave call.
+    Differentiable with respect to the velocity (deepwave's adjoint)."""
     n_models, n_shots = vel_BZX.shape[0], geometry.n_shots
     src_loc, rec_loc = geometry.torch_locations(n_models, vel_BZX.device)
     amplitudes = wavelet.to(vel_BZX.device).expand(n_models * n_shots, 1, -1)
@@ -93,6 +94,20 @@ def simulate(vel, survey: SurveyConfig, grid: GridConfig, modelling: ModellingCo
             chunks.append(data.to(dtype))
     gathers = torch.cat(chunks)
     return gathers[0] if single else gathers
+
+
+def model_shots(vel_ZX: torch.Tensor, cfg: DataConfig, shots: torch.Tensor | None = None, *,
+                wavelet: torch.Tensor | None = None, geometry: Geometry | None = None) -> torch.Tensor:
+    """Differentiable gathers (shots, time, receivers) of one model for the ``shots`` given (all by
+    default), with the dataset's time downsampling: what full-waveform inversion compares with the
+    recorded data. ``vel_ZX`` must already lie within ``(0, max_vel_mps]``."""
+    geometry = geometry or make_geometry(cfg.survey, cfg.grid)
+    if shots is not None:
+        geometry = Geometry(geometry.source_cells[np.asarray(shots.cpu())], geometry.receiver_cells)
+    wavelet = ricker(cfg.survey, dtype=vel_ZX.dtype) if wavelet is None else wavelet
+    data = _propagate(vel_ZX[None], geometry, wavelet, cfg.grid, cfg.survey, cfg.modelling)[0]
+    keep = torch.as_tensor(downsample_indices(cfg.survey.nt, cfg.survey.downsample), device=data.device)
+    return data[:, keep, :]
 
 
 def simulate_config(vel, cfg: DataConfig, **kwargs) -> torch.Tensor:

@@ -22,9 +22,11 @@ import torch
 from torch.utils.data import Dataset
 
 from hpcinv.errors import DataError
-from hpcinv.store.manifest import read_manifest, split_range
+from hpcinv.store.manifest import has_velocity, read_manifest, split_range
 from hpcinv.store.normalise import Normaliser
 from hpcinv.store.shard import CHECKSUM_ALGORITHM, SHARD_DIR, sample_checksums
+
+NO_VELOCITY = np.zeros(0, np.float32)  # what a gathers-only sample's velocity checksum covers
 
 
 class ShardedDataset(Dataset):
@@ -39,6 +41,7 @@ class ShardedDataset(Dataset):
                 f"{self.manifest['n_samples']} samples); re-run `hpcinv generate` on it to finish"
             )
         self.normaliser = normaliser or Normaliser()
+        self.has_velocity = has_velocity(self.manifest)
         shards = self.manifest["shards"]
         self._starts = [r["start"] for r in shards]
         self._names = [r["name"] for r in shards]
@@ -103,17 +106,20 @@ class ShardedDataset(Dataset):
         k = bisect.bisect_right(self._starts, index) - 1
         return self._names[k], index - self._starts[k]
 
-    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (gathers_STR, vel_ZX) of global sample ``index`` as stored."""
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw (gathers_STR, vel_ZX) of global sample ``index`` as stored (vel_ZX None in a gathers-only
+        dataset)."""
         name, row = self.locate(int(index))
         fh = self._file(name)
         try:
-            gathers, vel = fh["gathers"][row], fh["velocity"][row]
+            gathers = fh["gathers"][row]
+            vel = fh["velocity"][row] if self.has_velocity else None
             problem = None
         except OSError as exc:
             problem = " ".join(str(exc).split())
         sums = self._sums[name]
-        if problem is None and sums is not None and sample_checksums(gathers, vel) != tuple(int(c) for c in sums[row]):
+        stored = (gathers, vel if vel is not None else NO_VELOCITY) if problem is None else None
+        if stored is not None and sums is not None and sample_checksums(*stored) != tuple(int(c) for c in sums[row]):
             problem = "its bytes do not match the checksum stored for it"
         if problem:
             raise DataError(f"{self.root / SHARD_DIR / name}: sample {int(index)} (row {row}) is damaged: {problem}; "
@@ -122,6 +128,9 @@ class ShardedDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         gathers, vel = self.read(self.indices[i])
+        if vel is None:
+            raise DataError(f"dataset {str(self.root)!r} holds gathers only (no true velocities): it can be predicted, "
+                            "refined and scored by data misfit, not trained on")
         g = torch.from_numpy(np.asarray(gathers, dtype=np.float32))
         v = torch.from_numpy(np.asarray(vel, dtype=np.float32))
         return self.normaliser.gathers_fwd(g), self.normaliser.velocity_fwd(v)
@@ -149,3 +158,15 @@ class InMemory(Dataset):
 
     def __getitem__(self, i: int):
         return self.items[int(i)]
+
+
+def mean_velocity(root: str | os.PathLike, split: str | None = None) -> np.ndarray:
+    """The mean velocity model (nz, nx) float32 of a dataset's split: the data-free baseline."""
+    ds = ShardedDataset(root, split=split)
+    if not ds.has_velocity:
+        raise DataError(f"dataset {str(root)!r} holds gathers only: it has no velocity models to average")
+    total = np.zeros(ds.manifest["velocity_shape"], np.float64)
+    for index in ds.indices:
+        total += ds.read(int(index))[1]
+    ds.close()
+    return (total / max(len(ds), 1)).astype(np.float32)

@@ -25,19 +25,31 @@ CONFIG = "config.yaml"
 FORMAT_NAME = "hpcinv-dataset"
 
 
+VELOCITY_FORMAT_NAME = "hpcinv-velocities"  # predictions and refined models: hpcinv.store.velocities
+VELOCITY_FORMAT_VERSIONS = (1,)
+
 REQUIRED_KEYS = {"config_hash": str, "n_samples": int, "shard_size": int, "velocity_shape": list,
                  "gathers_shape": list, "survey": dict, "shards": list, "stats": dict, "samples_written": int,
                  "complete": bool}
 SHARD_KEYS = {"name": str, "start": int, "stop": int, "bytes": int, "sha256": str, "stats": dict}
 
 
-def _schema_problem(manifest: object) -> str | None:
+FORMATS = {  # format name -> (readable versions, required top-level keys)
+    FORMAT_NAME: (READABLE_VERSIONS, REQUIRED_KEYS),
+    VELOCITY_FORMAT_NAME: (VELOCITY_FORMAT_VERSIONS, {
+        "config_hash": str, "kind": str, "n_samples": int, "shard_size": int, "velocity_shape": list,
+        "dataset": dict, "source": dict, "shards": list, "stats": dict, "samples_written": int, "complete": bool}),
+}
+
+
+def _schema_problem(manifest: object, fmt: str) -> str | None:
     if not isinstance(manifest, dict):
         return f"is not a JSON object but a {type(manifest).__name__}"
-    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") not in READABLE_VERSIONS:
-        return (f"is not a {FORMAT_NAME} manifest of a version this hpcinv reads {list(READABLE_VERSIONS)} "
+    versions, required = FORMATS[fmt]
+    if manifest.get("format") != fmt or manifest.get("format_version") not in versions:
+        return (f"is not a {fmt} manifest of a version this hpcinv reads {list(versions)} "
                 f"(format {manifest.get('format')!r}, version {manifest.get('format_version')!r})")
-    for key, kind in REQUIRED_KEYS.items():
+    for key, kind in required.items():
         if not isinstance(manifest.get(key), kind):
             return f"lacks {key!r} or it is not a {kind.__name__}"
     for i, rec in enumerate(manifest["shards"]):
@@ -47,17 +59,18 @@ def _schema_problem(manifest: object) -> str | None:
     return None
 
 
-def read_manifest(root: str | os.PathLike) -> dict:
-    """The manifest of the dataset folder ``root``; every way it can be absent or damaged is one
-    :class:`~hpcinv.errors.HpcinvError` line."""
+def read_manifest(root: str | os.PathLike, fmt: str = FORMAT_NAME) -> dict:
+    """The manifest of the dataset folder ``root`` (``fmt``: of a velocity store); every way it can
+    be absent or damaged is one :class:`~hpcinv.errors.HpcinvError` line."""
     root = Path(root)
+    what = "dataset" if fmt == FORMAT_NAME else "velocity store (predictions or refined models)"
     if not root.exists():
-        raise HpcinvError(f"dataset folder {str(root)!r} does not exist")
+        raise HpcinvError(f"{what} folder {str(root)!r} does not exist")
     if not root.is_dir():
-        raise HpcinvError(f"{str(root)!r} is a file, not a dataset folder")
+        raise HpcinvError(f"{str(root)!r} is a file, not a {what} folder")
     path = root / MANIFEST
     if not path.is_file():
-        raise HpcinvError(f"{str(root)!r} is not an hpcinv dataset: {MANIFEST} is missing")
+        raise HpcinvError(f"{str(root)!r} is not an hpcinv {what}: {MANIFEST} is missing")
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -65,7 +78,7 @@ def read_manifest(root: str | os.PathLike) -> dict:
                           "config.yaml rebuilds it from the shards") from None
     except OSError as exc:
         raise HpcinvError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
-    problem = _schema_problem(manifest)
+    problem = _schema_problem(manifest, fmt)
     if problem:
         raise HpcinvError(f"{path}: damaged manifest: it {problem}")
     return manifest
@@ -74,7 +87,7 @@ def read_manifest(root: str | os.PathLike) -> dict:
 def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
     shards = sorted(manifest["shards"], key=lambda r: r["start"])
     stats = {}
-    for key in ("velocity", "gathers"):
+    for key in sorted({k for rec in shards for k in rec["stats"]}):
         merged = RunningStats()
         for rec in shards:
             merged = merged.merge(RunningStats.from_dict(rec["stats"][key]))
@@ -83,6 +96,11 @@ def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
     manifest = {**manifest, "shards": shards, "stats": stats, "samples_written": done,
                 "complete": done == manifest["n_samples"]}
     atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=1))
+
+
+def has_velocity(manifest: dict) -> bool:
+    """Whether a dataset holds true velocities (a gathers-only dataset of recorded data does not)."""
+    return manifest.get("has_velocity", True)
 
 
 def load_dataset_config(root: str | os.PathLike) -> DataConfig:
@@ -114,7 +132,9 @@ def check_shard(path: Path, rec: dict, manifest: dict, *, checksum: bool) -> str
     if checksum and file_sha256(path) != rec["sha256"]:
         return f"{path.name}: corrupted: sha256 differs from the manifest"
     n = rec["stop"] - rec["start"]
-    shapes = {"velocity": (n, *manifest["velocity_shape"]), "gathers": (n, *manifest["gathers_shape"])}
+    shapes = {"gathers": (n, *manifest["gathers_shape"])}
+    if has_velocity(manifest):
+        shapes["velocity"] = (n, *manifest["velocity_shape"])
     if manifest["format_version"] >= 2:
         shapes["checksums"] = (n, 2)
     try:
@@ -178,6 +198,16 @@ def split_range(manifest: dict, split: str | None, what: str) -> tuple[int, int]
         raise HpcinvError(f"{what} has no split {split!r}; it has {sorted(splits) or 'none (use all samples)'}")
     lo, hi = splits[split]
     return int(lo), int(hi)
+
+
+def select_range(manifest: dict, split: str | None, samples: int | None, what: str) -> tuple[int, int]:
+    """[lo, hi) of ``split``, cut to its first ``samples`` samples if given."""
+    lo, hi = split_range(manifest, split, what)
+    if samples is not None:
+        if samples < 1:
+            raise HpcinvError(f"--samples must be >= 1, got {samples}")
+        hi = min(hi, lo + samples)
+    return lo, hi
 
 
 def require_readable(root: str | os.PathLike, split: str | None = None, *, full: bool = False,

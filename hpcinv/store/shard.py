@@ -70,44 +70,58 @@ def sample_checksums(gathers: np.ndarray, velocity: np.ndarray) -> tuple[int, in
             xxhash.xxh3_64_intdigest(np.ascontiguousarray(velocity)))
 
 
-def write_shard(folder: str | os.PathLike, spec: ShardSpec, velocity_NZX: np.ndarray, gathers_NSTR: np.ndarray,
+def write_shard(folder: str | os.PathLike, spec: ShardSpec, velocity_NZX: np.ndarray | None, gathers_NSTR: np.ndarray,
                 *, config_hash: str, survey: dict, gathers_dtype: str = "float32", checksums: bool = True) -> dict:
-    """Write ``spec`` atomically into ``folder`` and return its manifest record.
+    """Write ``spec``'s samples of a dataset atomically into ``folder`` and return its manifest record.
+
+    ``velocity_NZX`` is None for a gathers-only dataset (recorded data without a true model).
+    ``checksums``: the ``checksums`` dataset (format 2), checked by :class:`~hpcinv.store.ShardedDataset`
+    on every read. (HDF5's own Fletcher-32 filter is not used: a chunk zeroed together with its
+    checksum -- a lost or sparse block -- passes it.)
+    """
+    n = spec.size
+    gathers_NSTR = np.ascontiguousarray(gathers_NSTR, dtype=gathers_dtype)
+    arrays = {"gathers": gathers_NSTR}
+    # statistics of the stored values (after any float16 rounding)
+    stats = {"gathers": RunningStats.of(gathers_NSTR).to_dict()}
+    if velocity_NZX is not None:
+        velocity_NZX = np.ascontiguousarray(velocity_NZX, dtype=np.float32)
+        arrays["velocity"] = velocity_NZX
+        stats["velocity"] = RunningStats.of(velocity_NZX).to_dict()
+    if velocity_NZX is not None and velocity_NZX.shape[0] != n or gathers_NSTR.shape[0] != n:
+        raise ValueError(f"shard {spec.name} expects {n} samples, got velocity "
+                         f"{None if velocity_NZX is None else velocity_NZX.shape} and gathers {gathers_NSTR.shape}")
+    attrs = {"format_version": FORMAT_VERSION if checksums else 1, "config_hash": config_hash,
+             "survey": json.dumps(survey), "stats": json.dumps(stats)}
+    if checksums:
+        empty = np.zeros(0, np.float32)  # a gathers-only sample's velocity digest is that of no bytes
+        arrays["checksums"] = np.array([sample_checksums(g, v) for g, v in zip(
+            gathers_NSTR, velocity_NZX if velocity_NZX is not None else [empty] * n, strict=True)], np.uint64)
+        attrs["checksum_algorithm"] = CHECKSUM_ALGORITHM
+    return write_arrays(folder, spec, arrays, np.arange(spec.start, spec.stop, dtype=np.int64), attrs, stats)
+
+
+def write_arrays(folder: str | os.PathLike, spec: ShardSpec, arrays: dict[str, np.ndarray], index: np.ndarray,
+                 attrs: dict, stats: dict) -> dict:
+    """Write one shard file atomically: per-sample ``arrays`` (one sample per chunk), the samples'
+    ``index``, file attributes ``start``/``stop`` (the shard's range) and ``attrs``; return its record.
 
     The HDF5 file is built in memory, then written in one sequential write under a temporary name in
     the same folder, fsynced and renamed: a reader never sees a half-written shard, a killed writer
-    leaves only a ``.tmp`` file that nothing accepts (generation removes such leftovers), and a full
+    leaves only a ``.tmp`` file that nothing accepts (writers remove such leftovers), and a full
     disk is a plain ``OSError`` (HDF5 writing to a full disk itself leaves its library in a state that
-    crashes the process at exit). ``checksums``: the ``checksums`` dataset (format 2), checked by
-    :class:`~hpcinv.store.ShardedDataset` on every read. (HDF5's own Fletcher-32 filter is not used:
-    a chunk zeroed together with its checksum -- a lost or sparse block -- passes it.)
+    crashes the process at exit).
     """
-    folder = Path(folder)
-    n = spec.size
-    if velocity_NZX.shape[0] != n or gathers_NSTR.shape[0] != n:
-        raise ValueError(f"shard {spec.name} expects {n} samples, got velocity {velocity_NZX.shape} "
-                         f"and gathers {gathers_NSTR.shape}")
-    velocity_NZX = np.ascontiguousarray(velocity_NZX, dtype=np.float32)
-    gathers_NSTR = np.ascontiguousarray(gathers_NSTR, dtype=gathers_dtype)
-    stats = {"velocity": RunningStats.of(velocity_NZX).to_dict(),
-             # statistics of the stored values (after any float16 rounding)
-             "gathers": RunningStats.of(gathers_NSTR).to_dict()}
     with h5py.File(spec.name, "w", driver="core", backing_store=False, libver="latest") as fh:
-        fh.create_dataset("velocity", data=velocity_NZX, chunks=(1, *velocity_NZX.shape[1:]))
-        fh.create_dataset("gathers", data=gathers_NSTR, chunks=(1, *gathers_NSTR.shape[1:]))
-        fh.create_dataset("index", data=np.arange(spec.start, spec.stop, dtype=np.int64))
-        if checksums:
-            fh.create_dataset("checksums", data=np.array(
-                [sample_checksums(g, v) for g, v in zip(gathers_NSTR, velocity_NZX, strict=True)], np.uint64))
-            fh.attrs["checksum_algorithm"] = CHECKSUM_ALGORITHM
-        fh.attrs.update({
-            "format_version": FORMAT_VERSION if checksums else 1, "start": spec.start, "stop": spec.stop,
-            "config_hash": config_hash, "survey": json.dumps(survey), "stats": json.dumps(stats),
-        })
+        for key, data in arrays.items():
+            if data.shape[0] != spec.size:
+                raise ValueError(f"shard {spec.name} expects {spec.size} samples, got {key} {data.shape}")
+            fh.create_dataset(key, data=data, chunks=(1, *data.shape[1:]) if data.ndim > 1 else None)
+        fh.create_dataset("index", data=np.asarray(index, dtype=np.int64))
+        fh.attrs.update({"start": spec.start, "stop": spec.stop, **attrs})
         fh.flush()
         image = fh.id.get_file_image()
-    final = folder / spec.name
-    with atomic_path(final) as tmp:
+    with atomic_path(Path(folder) / spec.name) as tmp:
         tmp.write_bytes(image)
     return {"name": spec.name, "start": spec.start, "stop": spec.stop, "bytes": len(image),
             "sha256": hashlib.sha256(image).hexdigest(), "stats": stats}
@@ -118,20 +132,24 @@ def shard_record(path: Path, spec: ShardSpec, stats: dict) -> dict:
             "sha256": file_sha256(path), "stats": stats}
 
 
-def read_shard_record(path: Path, spec: ShardSpec, config_hash: str) -> dict:
+def read_shard_record(path: Path, spec: ShardSpec, config_hash: str, index: np.ndarray | None = None) -> dict:
     """Rebuild the manifest record of a complete shard found on disk (e.g. after a driver crash).
 
-    Raises ``ValueError`` if the file is unreadable or does not hold exactly ``spec``'s samples.
+    Raises ``ValueError`` if the file is unreadable or does not hold exactly ``spec``'s samples (whose
+    sample ``index`` is ``spec``'s range unless given).
     """
+    expected = np.arange(spec.start, spec.stop) if index is None else index
     try:
         with h5py.File(path, "r") as fh:
             attrs = dict(fh.attrs)
-            index = fh["index"][:]
-            n_vel, n_gat = fh["velocity"].shape[0], fh["gathers"].shape[0]
+            found = fh["index"][:]
+            sizes = {fh[k].shape[0] for k in fh if k != "index"}
     except Exception as exc:
         raise ValueError(f"{path.name}: unreadable HDF5 ({exc})") from None
     if attrs.get("config_hash") != config_hash:
         raise ValueError(f"{path.name}: written with another config (hash {attrs.get('config_hash')})")
-    if not (np.array_equal(index, np.arange(spec.start, spec.stop)) and n_vel == n_gat == spec.size):
-        raise ValueError(f"{path.name}: holds indices {index[:1]}..{index[-1:]} not [{spec.start}, {spec.stop})")
+    if not (np.array_equal(found, expected) and sizes == {spec.size}
+            and (int(attrs.get("start", -1)), int(attrs.get("stop", -1))) == (spec.start, spec.stop)):
+        raise ValueError(f"{path.name}: holds indices {found[:1]}..{found[-1:]}, not those of [{spec.start}, "
+                         f"{spec.stop})")
     return shard_record(path, spec, json.loads(attrs["stats"]))

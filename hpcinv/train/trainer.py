@@ -27,6 +27,7 @@ from hpcinv.config import TrainConfig, load_config, save_config
 from hpcinv.errors import DataError, HpcinvError, Interrupted
 from hpcinv.fileio import atomic_write_text
 from hpcinv.store import folder_lock, read_manifest, require_readable
+from hpcinv.store.manifest import has_velocity
 from hpcinv.train.checkpoint import list_checkpoints, load_state
 from hpcinv.train.loop import read_events, train_loop_per_worker
 from hpcinv.train.tracking import effective_mode
@@ -58,6 +59,10 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
             splits = read_manifest(folder).get("splits") or {}
             if split not in splits:
                 raise HpcinvError(f"data.{name}_split={split!r} is not a split of {folder!r}; it has {sorted(splits)}")
+    for name, folder in (("train", cfg.data.train), ("val", cfg.data.val)):
+        if folder and not has_velocity(read_manifest(folder)):
+            raise HpcinvError(f"data.{name}={folder!r} holds gathers only (no true velocities): it can be predicted, "
+                              "refined and scored by data misfit, not trained on")
     if cfg.data.val:
         val = read_manifest(cfg.data.val)
         if (val["gathers_shape"], val["velocity_shape"]) != (manifest["gathers_shape"], manifest["velocity_shape"]):
@@ -184,7 +189,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from hpcinv.generate.distributed import init_ray
+    from hpcinv.actors import init_ray
 
     init_ray(address)
     check_resources(cfg)

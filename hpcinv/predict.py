@@ -1,0 +1,134 @@
+"""``hpcinv predict``: a trained network's velocity model for every sample of a dataset.
+
+The network is rebuilt from its checkpoint (the model spec and normaliser stored there), checked
+against the dataset (finite weights; the input and output shapes; the survey, grid and modelling it
+was trained on, see :func:`survey_differences`), and applied to every sample of the dataset or its
+split, shard by shard, in this process. The output is a velocity store (:mod:`hpcinv.store.velocities`):
+velocities in m/s, the dataset index of each, the checkpoint (path, sha256, epoch) and the dataset
+(path, config hash, split) they came from. Shards are written atomically; re-running the same command
+finishes an interrupted one; on the same machine a rerun writes bit-identical velocities.
+Works on gathers-only datasets (no true velocities are read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hpcinv.errors import HpcinvError
+from hpcinv.nets import build_model
+from hpcinv.store import Normaliser, ShardedDataset, folder_lock, plan_shards, require_readable
+from hpcinv.store.folder import check_store_folder, open_store_folder
+from hpcinv.store.manifest import read_manifest, select_range
+from hpcinv.store.shard import SHARD_DIR, ShardSpec, file_sha256
+from hpcinv.store.velocities import read_store_manifest, store_manifest, write_velocity_shard
+from hpcinv.train.checkpoint import find_checkpoint, load_state, load_weights, nonfinite_entries
+from hpcinv.work import record_shards, remove_stale, resume_shards
+
+log = logging.getLogger(__name__)
+
+
+def survey_differences(trained: dict, data: dict) -> list[str]:
+    """Keys of the survey record (geometry, wavelet, time axis, grid, modelling) that differ."""
+    keys = [k for k in sorted(set(trained) | set(data)) if trained.get(k) != data.get(k)]
+    return [f"{k} differs" if isinstance(data.get(k), list) or isinstance(trained.get(k), list)
+            else f"{k} is {data.get(k)!r} in the data but {trained.get(k)!r} in training" for k in keys]
+
+
+def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mismatch: bool = False):
+    """(model, normaliser, state, warnings) of a checkpoint, checked against the dataset's manifest."""
+    state = load_state(path)
+    bad = nonfinite_entries(state["model"])
+    if bad:
+        raise HpcinvError(f"checkpoint {str(path)!r} holds NaN/Inf values (in {', '.join(bad[:3])}); the run that "
+                          "wrote it diverged, so there is nothing to apply")
+    spec = state["model_spec"]
+    if (list(spec["gathers_shape"]), list(spec["velocity_shape"])) != (manifest["gathers_shape"],
+                                                                       manifest["velocity_shape"]):
+        raise HpcinvError(
+            f"checkpoint {str(path)!r} expects gathers {spec['gathers_shape']} -> velocity {spec['velocity_shape']} "
+            f"but dataset {dataset!r} holds {manifest['gathers_shape']} -> {manifest['velocity_shape']} "
+            "(a different survey or grid)"
+        )
+    warnings = []
+    trained = json.loads(state.get("dataset", {}).get("survey") or "null")
+    if trained is None:
+        warnings.append("the checkpoint does not record its training survey: not compared with the data")
+    elif diffs := survey_differences(trained, manifest["survey"]):
+        text = "; ".join(diffs)
+        if not allow_survey_mismatch:
+            raise HpcinvError(f"dataset {dataset!r} was recorded with another survey than checkpoint {str(path)!r} "
+                              f"was trained on: {text}; use data of the training survey, or pass "
+                              "--allow-survey-mismatch to apply it anyway")
+        warnings.append(f"survey differs from training (--allow-survey-mismatch): {text}")
+    model = build_model(spec)
+    load_weights(model, state, repr(str(path)))
+    return model.eval(), Normaliser(**state["normaliser"]), state, warnings
+
+
+@torch.no_grad()
+def predict_gathers(model: torch.nn.Module, norm: Normaliser, gathers_NSTR: np.ndarray) -> np.ndarray:
+    """Velocities (n, nz, nx) float32 m/s of a batch of stored gathers."""
+    g = norm.gathers_fwd(torch.from_numpy(np.asarray(gathers_NSTR, dtype=np.float32)))
+    return norm.velocity_inv(model(g).float())[:, 0].numpy()
+
+
+def _hash(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def plan_store(out: Path, manifest: dict, lo: int) -> tuple[list[dict], list[ShardSpec]]:
+    """(records kept, shards to compute) of a velocity store being (re)made in ``out``."""
+    specs = plan_shards(manifest["n_samples"], manifest["shard_size"])
+    remove_stale(out, specs)
+    kept, todo, _ = resume_shards(out, specs, manifest["shards"], manifest["config_hash"],
+                                  index_of=lambda s: np.arange(lo + s.start, lo + s.stop))
+    return kept, todo
+
+
+def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, split: str | None = None,
+            shard_size: int = 16, allow_survey_mismatch: bool = False, restart: bool = False,
+            progress: bool = True, full_verify: bool = False, samples: int | None = None) -> dict:
+    """Write the network's velocity for every sample of ``dataset`` (its ``split``; its first ``samples``)
+    into ``out``."""
+    if shard_size < 1:
+        raise HpcinvError(f"--shard-size must be >= 1, got {shard_size}")
+    out = Path(out)
+    manifest = require_readable(dataset, split, full=full_verify)
+    lo, hi = select_range(manifest, split, samples, f"dataset {str(dataset)!r}")
+    model, norm, state, warnings = load_network(checkpoint, manifest, str(dataset), allow_survey_mismatch)
+    for text in warnings:
+        log.warning("%s", text)
+    file = find_checkpoint(checkpoint)
+    source = {"checkpoint": str(file.resolve()), "checkpoint_sha256": file_sha256(file), "epoch": state.get("epoch"),
+              "model": state["model_spec"]["config"]["name"], "warnings": warnings}
+    fingerprint = {k: source[k] for k in ("checkpoint_sha256",)} | {
+        "dataset": manifest["config_hash"], "range": [lo, hi], "shard_size": shard_size}
+    new = store_manifest("prediction", _hash(fingerprint), dataset, manifest, split, (lo, hi), shard_size, source)
+    check_store_folder(out, new, restart=restart, command="predict")  # before anything is written
+    ds = ShardedDataset(dataset)
+    with folder_lock(dataset, shared=True, create=False), folder_lock(out, what="velocity store"):
+        store = open_store_folder(out, new, restart=restart, command="predict")
+        kept, todo = plan_store(out, store, lo)
+        store["shards"] = list(kept)
+
+        def run(spec: ShardSpec) -> dict:
+            gathers = np.stack([ds.read(i)[0] for i in range(lo + spec.start, lo + spec.stop)])
+            return write_velocity_shard(out / SHARD_DIR, spec, lo, predict_gathers(model, norm, gathers),
+                                        config_hash=store["config_hash"])
+
+        record_shards(out, store, (run(spec) for spec in todo), total=sum(s.size for s in todo), desc="predict",
+                      progress=progress)
+    final = read_store_manifest(out)
+    return {"out": str(out), "samples": final["n_samples"], "computed_shards": len(todo),
+            "skipped_shards": len(kept), "complete": final["complete"], "warnings": warnings}
+
+
+def dataset_of(store_root: str | Path) -> dict:
+    """The dataset manifest a velocity store was made from (by the path it records)."""
+    return read_manifest(read_store_manifest(store_root)["dataset"]["path"])

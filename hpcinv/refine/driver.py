@@ -1,0 +1,253 @@
+"""Refine driver: check every input, resolve the start, plan and resume shards, run them, report.
+
+Everything that can be refused is refused before anything is written: the dataset (complete, its
+shards readable), the start (a checkpoint trained on this survey and grid, a velocity store of this
+dataset and range, or ``smooth``), the bounds (``v_max`` may not exceed the dataset's pinned
+``modelling.max_vel_mps``, which fixes deepwave's stable time step; ``v_min`` may not go below the
+slowest velocity the grid resolves for the wavelet; the bounds may not exclude the start). Then the
+output folder is locked and filled like a generated dataset: shards written atomically by workers,
+the manifest by this driver, a re-run recomputes only missing shards. At the end ``summary.json``
+and figures are written.
+
+Output folder: ``manifest.json`` + ``shards/`` (a velocity store of kind ``refined``), ``start/``
+(the network's predictions, when the start is a checkpoint), ``refine.yaml`` (the config),
+``summary.json``, ``figures/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hpcinv.config import RefineConfig, save_config
+from hpcinv.errors import HpcinvError
+from hpcinv.fileio import atomic_write_text
+from hpcinv.physics.validate import MAX_FREQ_FACTOR, PLAUSIBLE_MPS
+from hpcinv.predict import load_network, plan_store, predict, predict_gathers
+from hpcinv.refine.fwi import gaussian_smooth
+from hpcinv.refine.worker import SCORES, RefineWorker
+from hpcinv.store import ShardedDataset, folder_lock, load_dataset_config, require_readable
+from hpcinv.store.dataset import mean_velocity
+from hpcinv.store.folder import check_store_folder, open_store_folder
+from hpcinv.store.manifest import has_velocity, select_range, write_manifest
+from hpcinv.store.velocities import VelocityStore, is_velocity_store, read_store_manifest, store_manifest
+from hpcinv.work import Executor, record_shards
+
+log = logging.getLogger(__name__)
+
+START = "start"  # sub-folder holding the network's predictions when the start is a checkpoint
+OUTPUTS = (START, "refine.yaml", "summary.json", "figures")  # what refine writes beside its store
+EXECUTION_KEYS = ("device", "threads")  # how fast, not what: left out of the store's hash
+
+
+def resolve_bounds(rc, data_cfg) -> tuple[float, float]:
+    """[v_min, v_max] of the inversion, checked against the dataset's modelling settings."""
+    modelling, survey, grid = data_cfg.modelling, data_cfg.survey, data_cfg.grid
+    resolved_min = modelling.min_points_per_wavelength * MAX_FREQ_FACTOR * survey.f0_hz * grid.dx_m
+    v_min = rc.v_min_mps if rc.v_min_mps is not None else max(resolved_min, PLAUSIBLE_MPS[0])
+    v_max = rc.v_max_mps if rc.v_max_mps is not None else modelling.max_vel_mps
+    if v_max > modelling.max_vel_mps * (1 + 1e-6):
+        raise HpcinvError(
+            f"refine.v_max_mps={v_max:g} exceeds the dataset's pinned modelling.max_vel_mps={modelling.max_vel_mps:g}: "
+            "deepwave's time step is stable only up to that velocity (CFL), and the recorded data were modelled with "
+            f"it; use refine.v_max_mps <= {modelling.max_vel_mps:g}")
+    if v_min < resolved_min * (1 - 1e-6):
+        raise HpcinvError(
+            f"refine.v_min_mps={v_min:g} is below {resolved_min:g} m/s, the slowest velocity the dataset's grid "
+            f"(dx {grid.dx_m:g} m) resolves for its wavelet ({survey.f0_hz:g} Hz at "
+            f"{modelling.min_points_per_wavelength:g} points per wavelength): modelling would be dispersive; use "
+            f"refine.v_min_mps >= {resolved_min:g}")
+    if v_min >= v_max:
+        raise HpcinvError(f"refine bounds [{v_min:g}, {v_max:g}] m/s are empty; give v_min_mps < v_max_mps")
+    return v_min, v_max
+
+
+def smooth_start(rc, data_cfg) -> tuple[np.ndarray, dict]:
+    """The classical start: a linear v(z), or (``smooth_reference``) a dataset's mean model averaged
+    laterally and smoothed in depth. Returns the model and its description."""
+    nz, nx = data_cfg.grid.nz, data_cfg.grid.nx
+    if rc.smooth_reference:
+        root, _, split = rc.smooth_reference.partition(":")
+        require_readable(root, split or None, what="refine.smooth_reference dataset")
+        mean = mean_velocity(root, split or None)
+        if mean.shape != (nz, nx):
+            raise HpcinvError(f"refine.smooth_reference {root!r} has models of {list(mean.shape)} cells, the data "
+                              f"{[nz, nx]}; give a dataset of the same grid")
+        profile = mean.mean(axis=1)
+        if rc.smooth_sigma_cells:
+            profile = gaussian_smooth(_torch(np.repeat(profile[:, None], 3, axis=1)), rc.smooth_sigma_cells)[:, 1]
+            profile = profile.numpy()
+        how = {"kind": "reference_1d", "reference": rc.smooth_reference, "sigma_cells": rc.smooth_sigma_cells}
+    else:
+        profile = np.linspace(rc.smooth_v_top_mps, rc.smooth_v_bottom_mps, nz)
+        how = {"kind": "linear_vz", "top_mps": rc.smooth_v_top_mps, "bottom_mps": rc.smooth_v_bottom_mps}
+    return np.repeat(np.asarray(profile, np.float32)[:, None], nx, axis=1), how
+
+
+def _torch(array):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def check_start(starts: np.ndarray, indices, bounds: tuple[float, float], max_fraction: float, what: str) -> None:
+    """Refuse a start whose models lie outside the bounds in more than ``max_fraction`` of their cells."""
+    v_min, v_max = bounds
+    outside = ((starts < v_min - 1e-3) | (starts > v_max + 1e-3)).reshape(len(starts), -1).mean(axis=1)
+    worst = int(np.argmax(outside))
+    if outside[worst] > max_fraction:
+        model = starts[worst]
+        raise HpcinvError(
+            f"the bounds [{v_min:g}, {v_max:g}] m/s exclude the start ({what}): {100 * outside[worst]:.3g} % of the "
+            f"cells of sample {int(indices[worst])} lie outside (it spans {model.min():.0f}..{model.max():.0f} m/s, "
+            f"refine.start_outside_max_fraction={max_fraction:g}); widen refine.v_min_mps / refine.v_max_mps")
+
+
+def _hash(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def refine(data: str | Path, init: str, out: str | Path, cfg: RefineConfig, *, split: str | None = None,
+           restart: bool = False, progress: bool = True, use_ray: bool = False, address: str | None = None,
+           workers: int | None = None, figures: int = 2, allow_survey_mismatch: bool = False,
+           samples: int | None = None) -> dict:
+    """Refine every model of ``data`` (its ``split``; its first ``samples``) from ``init`` into ``out``."""
+    t0 = time.perf_counter()
+    rc, out = cfg.refine, Path(out)
+    if workers is not None and workers < 1:
+        raise HpcinvError(f"--workers must be a whole number >= 1, got {workers}")
+    manifest = require_readable(data, split)
+    lo, hi = select_range(manifest, split, samples, f"dataset {str(data)!r}")
+    data_cfg = load_dataset_config(data)
+    bounds = resolve_bounds(rc, data_cfg)
+    ds = ShardedDataset(data, indices=np.arange(lo, hi))
+    start_model, start_store, predicted, source = None, None, None, {}
+    if init == "smooth":
+        start_model, how = smooth_start(rc, data_cfg)
+        check_start(start_model[None], [lo], bounds, rc.start_outside_max_fraction, "the smooth start")
+        source = {"init": "smooth", "smooth": how}
+        fingerprint = {"smooth": how}
+    elif is_velocity_store(init):
+        store = VelocityStore(init)
+        store.check_dataset(data, manifest, lo, hi)
+        check_start(store.read_range(lo, hi)[1], range(lo, hi), bounds, rc.start_outside_max_fraction,
+                    f"velocity store {init!r}")
+        start_store = str(Path(init).resolve())
+        source = {"init": "store", "start": start_store, "start_kind": store.kind,
+                  "network_checkpoint": store.manifest["source"].get("checkpoint")
+                  or store.manifest["source"].get("network_checkpoint")}
+        fingerprint = {"store": store.manifest["config_hash"]}
+    else:
+        model, norm, state, _ = load_network(init, manifest, str(data), allow_survey_mismatch)
+        predicted = np.concatenate([predict_gathers(model, norm, np.stack([ds.read(int(i))[0] for i in chunk]))
+                                    for chunk in np.array_split(ds.indices, max(1, len(ds) // 16))])
+        check_start(predicted, ds.indices, bounds, rc.start_outside_max_fraction, f"the predictions of {init!r}")
+        start_store = str((out / START).resolve())
+        from hpcinv.store.shard import file_sha256
+        from hpcinv.train.checkpoint import find_checkpoint
+
+        checkpoint = find_checkpoint(init)
+        source = {"init": "checkpoint", "start": start_store, "network_checkpoint": str(checkpoint.resolve())}
+        fingerprint = {"checkpoint_sha256": file_sha256(checkpoint)}
+    settings = {k: v for k, v in rc.model_dump(mode="json").items() if k not in EXECUTION_KEYS}
+    source |= {"bounds_mps": list(bounds), "refine": settings}
+    fingerprint |= {"dataset": manifest["config_hash"], "range": [lo, hi], "bounds": list(bounds),
+                    "refine": settings}
+    new = store_manifest("refined", _hash(fingerprint), data, manifest, split, (lo, hi), rc.shard_size, source)
+    check_store_folder(out, new, restart=restart, command="refine", known=OUTPUTS)
+    executor_of = _executor(use_ray, address, rc)  # joins the cluster before anything is written
+    v_stats = manifest["stats"].get("velocity")
+    score_range = (v_stats["min"], v_stats["max"]) if has_velocity(manifest) else None
+    with folder_lock(data, shared=True, create=False), folder_lock(out, what="refine output"):
+        store = open_store_folder(out, new, restart=restart, command="refine", known=OUTPUTS)
+        write_manifest(out, store)
+        save_config(cfg, out / "refine.yaml")
+        if predicted is not None:
+            predict(init, data, out / START, split=split, progress=progress, samples=samples,
+                    allow_survey_mismatch=allow_survey_mismatch)
+        kept, todo = plan_store(out, store, lo)
+        store["shards"] = list(kept)
+        worker_args = dict(dataset=str(Path(data).resolve()), out=str(out.resolve()), rc=rc, bounds=bounds, lo=lo,
+                           store_hash=store["config_hash"], start_store=start_store, start_model=start_model,
+                           score_range=score_range)
+        stats: dict = {}
+        record_shards(out, store, executor_of(worker_args, workers, stats)(todo), total=sum(s.size for s in todo),
+                      desc="refine", progress=progress)
+        final = read_store_manifest(out)
+        if not final["complete"]:
+            raise HpcinvError(f"refine ended with {final['samples_written']} of {final['n_samples']} models")
+        summary = write_summary(out, ds, start_store, start_model, figures)
+    summary |= {"computed_shards": len(todo), "skipped_shards": len(kept), "wall_s": round(time.perf_counter() - t0, 3),
+                "workers": stats.get("workers", 1 if todo else 0), "failures_retried": stats.get("retries", 0)}
+    return summary
+
+
+def _executor(use_ray: bool, address: str | None, rc):
+    """A function (worker args, workers, stats) -> Executor, in this process or on Ray actors."""
+    if use_ray:
+        from hpcinv.refine.distributed import init_ray, ray_executor
+
+        init_ray(address)
+        return ray_executor
+
+    def in_process(worker_args: dict, workers, stats: dict) -> Executor:
+        def run(specs):
+            if specs:
+                worker = RefineWorker(**worker_args)
+                for spec in specs:
+                    yield worker.run(spec)
+        return run
+    return in_process
+
+
+def write_summary(out: Path, ds: ShardedDataset, start_store: str | None, start_model: np.ndarray | None,
+                  figures: int) -> dict:
+    """``summary.json`` (per sample and in mean: misfit before/after, and MAE/RMSE/SSIM before/after
+    where true models exist) and the first ``figures`` samples' figures."""
+    store = VelocityStore(out)
+    samples, histories = [], {}
+    for index, extra in store.details():
+        samples += extra["samples"]
+        histories |= {int(i): h for i, h in zip(index, extra["misfit_history"], strict=True)}
+    mean = {f"misfit_{k}": float(np.mean([s[f"misfit_{k}"] for s in samples])) for k in ("before", "after")}
+    if samples and "before" in samples[0]:
+        for when in ("before", "after"):
+            mean |= {f"{key}_{when}": float(np.mean([s[when][key] for s in samples])) for key in SCORES}
+    mean |= {"iterations": float(np.mean([s["iterations"] for s in samples])),
+             "wall_s_per_model": float(np.mean([s["wall_s"] for s in samples]))}
+    summary = {"out": str(out), "samples": len(samples), "mean": mean,
+               "kept_start": sum(s["kept_start"] for s in samples),
+               "bounds_mps": store.manifest["source"]["bounds_mps"], "init": store.manifest["source"]["init"],
+               "per_sample": samples}
+    if figures:
+        summary["figures"] = _figures(out, ds, store, samples[:figures], histories, start_store, start_model)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    return {k: v for k, v in summary.items() if k != "per_sample"}
+
+
+def _figures(out: Path, ds: ShardedDataset, store: VelocityStore, samples: list[dict], histories: dict,
+             start_store: str | None, start_model: np.ndarray | None) -> list[str]:
+    from hpcinv.evaluate.figures import close, refine_figure
+
+    folder = out / "figures"
+    folder.mkdir(exist_ok=True)
+    start = VelocityStore(start_store) if start_store else None
+    paths = []
+    for s in samples:
+        index = s["index"]
+        _, truth = ds.read(index)
+        begin = start.read_range(index, index + 1)[1][0] if start else start_model
+        refined = store.read_range(index, index + 1)[1][0]
+        history = histories[index][np.isfinite(histories[index])]
+        fig = refine_figure(truth, begin, refined, history, s["band_ends"], ds.manifest["survey"]["dx_m"],
+                            title=f"sample {index}: misfit {s['misfit_before']:.3g} -> {s['misfit_after']:.3g}")
+        file = folder / f"sample_{index:06d}.png"
+        fig.savefig(file, dpi=100)
+        close(fig)
+        paths.append(str(file))
+    return paths

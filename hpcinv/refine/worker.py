@@ -1,0 +1,70 @@
+"""The unit of refine work: FWI of every model of one output shard, written atomically.
+
+Used in-process and inside Ray actors (:mod:`hpcinv.refine.distributed`); no distributed code here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hpcinv.config import RefineSection
+from hpcinv.evaluate.metrics import velocity_metrics
+from hpcinv.physics.forward import resolve_device
+from hpcinv.refine.fwi import refine_model
+from hpcinv.store import ShardedDataset, ShardSpec, load_dataset_config
+from hpcinv.store.shard import SHARD_DIR
+from hpcinv.store.velocities import VelocityStore, write_velocity_shard
+
+SCORES = ("mae", "rmse", "ssim")
+
+
+def velocity_scores(model_ZX: np.ndarray, true_ZX: np.ndarray, v_range: tuple[float, float]) -> dict:
+    """MAE, RMSE (m/s) and SSIM (on ``v_range``) of one model, as evaluate defines them."""
+    got = velocity_metrics(torch.from_numpy(model_ZX)[None, None], torch.from_numpy(true_ZX)[None, None], *v_range)
+    return {k: float(got[k][0]) for k in SCORES}
+
+
+class RefineWorker:
+    """Refines the models of output shards: one per process, ``refine.threads`` torch threads."""
+
+    def __init__(self, dataset: str | os.PathLike, out: str | os.PathLike, rc: RefineSection,
+                 bounds: tuple[float, float], lo: int, store_hash: str, *, start_store: str | None = None,
+                 start_model: np.ndarray | None = None, score_range: tuple[float, float] | None = None):
+        """The start is a velocity store (``start_store``) or one model for every sample (``start_model``)."""
+        torch.set_num_threads(rc.threads)
+        self.ds = ShardedDataset(dataset)
+        self.cfg = load_dataset_config(dataset)
+        self.folder = Path(out) / SHARD_DIR
+        self.rc, self.bounds, self.lo, self.hash = rc, bounds, lo, store_hash
+        self.start_store = VelocityStore(start_store) if start_store else None
+        self.start_model = start_model
+        self.score_range = score_range
+        self.device = resolve_device(rc.device)
+        self.iterations = sum(rc.iterations_per_band)
+
+    def starts(self, lo: int, hi: int) -> np.ndarray:
+        if self.start_store is not None:
+            return self.start_store.read_range(lo, hi)[1]
+        return np.broadcast_to(self.start_model, (hi - lo, *self.start_model.shape))
+
+    def run(self, spec: ShardSpec) -> dict:
+        lo, hi = self.lo + spec.start, self.lo + spec.stop
+        starts = self.starts(lo, hi)
+        refined, history, samples = [], np.full((spec.size, max(self.iterations, 1)), np.nan, np.float32), []
+        for row, index in enumerate(range(lo, hi)):
+            gathers, truth = self.ds.read(index)
+            result = refine_model(starts[row], gathers, self.cfg, self.rc, self.bounds, seed=self.rc.seed + index,
+                                  device=self.device)
+            refined.append(result.velocity)
+            history[row, :len(result.history)] = result.history
+            summary = {"index": index, **result.summary()}
+            if truth is not None and self.score_range is not None:
+                summary["before"] = velocity_scores(np.asarray(starts[row], np.float32), truth, self.score_range)
+                summary["after"] = velocity_scores(result.velocity, truth, self.score_range)
+            samples.append(summary)
+        return write_velocity_shard(self.folder, spec, self.lo, np.stack(refined), config_hash=self.hash,
+                                    extra={"misfit_history": history}, samples=samples)

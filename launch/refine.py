@@ -1,0 +1,58 @@
+"""Submit refine (full-waveform inversion from a network's prediction or a smooth start) to SLURM.
+
+    python -m launch.refine [CONFIG] --data DATASET --init START --out DIR [--split S] [--nodes N ...]
+                            [refine.key=value ...]
+
+One job spans ``--nodes`` nodes with one Ray cluster: a refine actor per CPU core (``refine.threads``
+each) or per GPU. Every input is checked here, on the login node, before anything is queued. A
+preempted or timed-out job is requeued and keeps every finished shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hpcinv.config import RefineConfig, load_config
+from hpcinv.errors import HpcinvError
+from hpcinv.jobs import RefineJob
+from hpcinv.store import require_readable
+from hpcinv.store.velocities import VelocityStore, is_velocity_store
+from launch import common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser("Submit hpcinv refine to SLURM")
+    p.add_argument("config", nargs="?", help="refine config (YAML; default: the built-in settings)")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--init", required=True, help="run/checkpoint, predict/refine output folder, or 'smooth'")
+    p.add_argument("--out", required=True, help="output folder on shared storage")
+    p.add_argument("--split", help="dataset split (e.g. test)")
+    p.add_argument("--samples", type=int, help="only the first N samples of the split")
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.config and "=" in args.config and not Path(args.config).exists():
+        args.overrides, args.config = [args.config, *args.overrides], None
+    cfg = load_config(RefineConfig, args.config, args.overrides)
+    if not args.after:  # inputs made by an earlier job in the chain do not exist yet
+        require_readable(args.data, args.split)
+        if args.init != "smooth" and not Path(args.init).exists():
+            raise HpcinvError(f"--init {args.init!r} does not exist (give a run, checkpoint, store or 'smooth')")
+        if is_velocity_store(args.init):
+            VelocityStore(args.init)  # complete and readable
+    ex = common.executor(args, "refine")
+    job = RefineJob(cfg, args.data, args.init, args.out, common.cluster_dir(args), split=args.split,
+                    samples=args.samples, object_store_gb=args.object_store_gb)
+    jobs = common.submit(args.folder, lambda: [ex.submit(job)])
+    common.report(args, jobs, out=args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.main(run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
