@@ -191,6 +191,15 @@ def add_evaluate_options(ev: argparse.ArgumentParser) -> None:
                     "the network was trained on (a warning in the report instead of an error)")
 
 
+def _store_options(p: argparse.ArgumentParser, command: str) -> None:
+    """What ``predict`` and ``refine`` share: the samples to cover and the output velocity store."""
+    p.add_argument("--split", help="dataset split (e.g. test)")
+    p.add_argument("--samples", type=_whole(1), help="only the first N samples of the split (a documented subset)")
+    p.add_argument("--out", required=True, help="output folder (re-run to resume)")
+    p.add_argument("--restart", action="store_true", help=f"discard another {command}'s output in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hpcinv", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -224,12 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="apply a trained network to every sample of a dataset (a velocity store)")
     pr.add_argument("run", help="run folder, checkpoint folder or state.pt")
     pr.add_argument("--data", required=True, help="dataset folder (true velocities optional)")
-    pr.add_argument("--split", help="dataset split (e.g. test)")
-    pr.add_argument("--out", required=True, help="output folder (re-run to resume)")
-    pr.add_argument("--samples", type=_whole(1), help="only the first N samples of the split (a documented subset)")
+    _store_options(pr, "predict")
     pr.add_argument("--shard-size", type=_whole(1), default=16, help="models per output shard")
-    pr.add_argument("--restart", action="store_true", help="discard another predict's output in --out")
-    pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.add_argument("--allow-survey-mismatch", action="store_true", help="apply a network to data of another survey")
     pr.set_defaults(func=_cmd_predict)
 
@@ -239,11 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--data", required=True, help="dataset folder: its gathers and survey are inverted")
     rf.add_argument("--init", required=True, metavar="START", help="a run/checkpoint (its predictions), a folder "
                     "made by predict or refine, or 'smooth' (a linear v(z), see refine.smooth_*)")
-    rf.add_argument("--split", help="dataset split (e.g. test)")
-    rf.add_argument("--out", required=True, help="output folder (re-run to resume)")
-    rf.add_argument("--samples", type=_whole(1), help="only the first N samples of the split (a documented subset)")
-    rf.add_argument("--restart", action="store_true", help="discard another refine's output in --out")
-    rf.add_argument("--quiet", action="store_true", help="no progress bar")
+    _store_options(rf, "refine")
     rf.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
     rf.add_argument("--workers", type=_whole(1), help="refine actors (default: one per CPU core / refine.threads, "
                     "or per GPU)")

@@ -1,14 +1,26 @@
 import pytest
+import yaml
 
-from hpcinv.config import DataConfig, config_hash, load_config, parse_overrides
+from hpcinv.config import DataConfig, RefineConfig, TrainConfig, config_hash, load_config, parse_overrides
 from hpcinv.errors import ConfigError
 from tests.conftest import CONFIGS, tiny_config
 
 
-def test_presets_load():
-    for name in ("tiny.yaml", "fcnvmb_paper.yaml"):
-        cfg = load_config(DataConfig, CONFIGS / name)
-        assert cfg.grid.nz > 0
+def test_every_preset_validates_as_its_kind():
+    kinds = {}
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        top = set(yaml.safe_load(path.read_text()))
+        cls = RefineConfig if "refine" in top else TrainConfig if top & {"model", "train"} else DataConfig
+        raw = yaml.safe_load(path.read_text())
+        overrides = []
+        if cls is DataConfig and raw.get("velocity", {}).get("source", "synthetic") != "synthetic" \
+                and not raw["velocity"].get("path"):
+            overrides = ["velocity.path=models.npz"]  # presets of imported collections take the path as a setting
+        if cls is TrainConfig and not (raw.get("data") or {}).get("train"):
+            overrides = ["data.train=runs/some_dataset"]
+        kinds[path.name] = type(load_config(cls, path, overrides)).__name__
+    assert kinds["tiny.yaml"] == "DataConfig" and kinds["tiny_train.yaml"] == "TrainConfig"
+    assert kinds["refine_bench.yaml"] == "RefineConfig" and kinds["refine_paper.yaml"] == "RefineConfig"
 
 
 def test_overrides_are_typed_and_nested():

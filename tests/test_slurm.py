@@ -123,6 +123,19 @@ def test_submitit_generation_job_spans_two_nodes_and_verifies(slurm_dataset):
     assert ray_processes_of(info["job_id"]) == []
 
 
+def test_refine_job_spans_two_nodes_with_an_actor_on_each(slurm_dataset, tmp_path):
+    out = tmp_path / "refined"
+    proc, (submitted, finished) = launch(
+        "refine", "--data", str(slurm_dataset / "ds"), "--init", "smooth", "--out", str(out), "--samples", "4",
+        "--nodes", "2", "--folder", str(tmp_path / "logs"), "--wait", "refine.shard_size=1",
+        "refine.bands_hz=[6.0, null]", "refine.iterations_per_band=[2, 2]", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = finished["result"]
+    assert result["samples"] == 4 and result["workers"] == 2 and result["computed_shards"] == 4
+    assert json.loads((out / "summary.json").read_text())["samples"] == 4
+    assert ray_processes_of(submitted["jobs"][0]["job_id"]) == []
+
+
 def test_array_generation_parts_then_merge(tmp_path):
     proc, out = launch("generate", str(CONFIGS / "tiny.yaml"), "--out", str(tmp_path / "ds"), "--array", "2",
                        "--folder", str(tmp_path / "logs"), "--wait", *STORE, cwd=tmp_path)

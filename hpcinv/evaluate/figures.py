@@ -111,3 +111,10 @@ def refine_figure(true_ZX: np.ndarray | None, start_ZX: np.ndarray, refined_ZX: 
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def save(fig, path, dpi: int = 110) -> str:
+    """Write ``fig`` to ``path`` (PNG), close it, return the path."""
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return str(path)

@@ -156,7 +156,7 @@ def score(row: Row, ds: ShardedDataset, truth: np.ndarray | None, v_range: tuple
 
 def write_figures(row: Row, ds: ShardedDataset, truth: np.ndarray | None, manifest: dict, count: int,
                   out: Path) -> list[str]:
-    from hpcinv.evaluate.figures import close, velocity_figure
+    from hpcinv.evaluate.figures import save, velocity_figure
 
     folder = out / "figures" / "".join(c if c.isalnum() or c in "-_." else "_" for c in row.name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -167,10 +167,7 @@ def write_figures(row: Row, ds: ShardedDataset, truth: np.ndarray | None, manife
         reference = truth[i] if truth is not None else None
         fig = velocity_figure(reference, row.velocity[i], gathers[len(gathers) // 2], survey["dx_m"], survey["dt_s"],
                               title=f"{row.name} — sample {index}")
-        file = folder / f"sample_{index:06d}.png"
-        fig.savefig(file, dpi=110)
-        close(fig)
-        paths.append(str(file))
+        paths.append(save(fig, folder / f"sample_{index:06d}.png"))
     return paths
 
 

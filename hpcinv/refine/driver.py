@@ -232,7 +232,7 @@ def write_summary(out: Path, ds: ShardedDataset, start_store: str | None, start_
 
 def _figures(out: Path, ds: ShardedDataset, store: VelocityStore, samples: list[dict], histories: dict,
              start_store: str | None, start_model: np.ndarray | None) -> list[str]:
-    from hpcinv.evaluate.figures import close, refine_figure
+    from hpcinv.evaluate.figures import refine_figure, save
 
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
@@ -246,8 +246,5 @@ def _figures(out: Path, ds: ShardedDataset, store: VelocityStore, samples: list[
         history = histories[index][np.isfinite(histories[index])]
         fig = refine_figure(truth, begin, refined, history, s["band_ends"], ds.manifest["survey"]["dx_m"],
                             title=f"sample {index}: misfit {s['misfit_before']:.3g} -> {s['misfit_after']:.3g}")
-        file = folder / f"sample_{index:06d}.png"
-        fig.savefig(file, dpi=100)
-        close(fig)
-        paths.append(str(file))
+        paths.append(save(fig, folder / f"sample_{index:06d}.png", dpi=100))
     return paths
