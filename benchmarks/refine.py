@@ -6,12 +6,14 @@ with a plain forward modelling of the same shots: what ``refine``'s per-model bu
 
 ``--shots`` limits the shots of one iteration (a paper-size iteration is timed on a few shots and
 scaled linearly: shots are independent in deepwave). Prints JSON: seconds per forward, per iteration,
-their ratio, and the iteration cost per model for all shots.
+their ratio, the iteration cost per model for all shots, and the process's peak resident memory
+growth during the iterations (deepwave keeps the forward wavefield of every step for the adjoint).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -52,6 +54,7 @@ def main() -> None:
     optimizer = torch.optim.Adam([v], lr=rc.lr_mps)
     dt_out = cfg.survey.dt_s * cfg.survey.downsample
     forward, iteration = [], []
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(args.iterations):
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -73,7 +76,8 @@ def main() -> None:
           "shots_total": geometry.n_shots, "shots_timed": n, "threads": 1, "forward_s": round(f, 4),
           "iteration_s": round(it, 4),
           "iteration_vs_forward": round(it / f, 3), "iteration_s_all_shots": round(it * scale, 3),
-          "forward_s_all_shots": round(f * scale, 3)})
+          "forward_s_all_shots": round(f * scale, 3),
+          "peak_rss_growth_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1)})
 
 
 if __name__ == "__main__":

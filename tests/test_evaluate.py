@@ -45,7 +45,9 @@ def test_evaluate_a_run_and_a_bare_checkpoint_side_by_side(short_run, tiny_datas
                    "--misfit-samples", "1", "--figures", "1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "r" / "metrics.json").read_text())
-    assert len(results) == 2  # one row per run in the comparison
+    assert len(results) == 3  # one row per run in the comparison, and the data-free baseline
+    baseline = results.pop("data-free baseline (mean training model)")
+    assert baseline["baseline_split"] is None and baseline["mean"]["mae"] > 0
     means = [r["mean"] for r in results.values()]
     assert means[0] == means[1]  # the run's latest checkpoint is that state.pt
     for r in results.values():
@@ -53,7 +55,7 @@ def test_evaluate_a_run_and_a_bare_checkpoint_side_by_side(short_run, tiny_datas
     table = (tmp_path / "r" / "metrics.md").read_text()
     assert table.count("| run |") == 1 and "misfit" in table and "mae (m/s)" in table
     pngs = list((tmp_path / "r" / "figures").glob("*/*.png"))
-    assert len(pngs) == 2 and all(p.stat().st_size > 10_000 for p in pngs)
+    assert len(pngs) == 3 and all(p.stat().st_size > 10_000 for p in pngs)
 
 
 def test_evaluate_bad_inputs(short_run, tiny_dataset, tmp_path):

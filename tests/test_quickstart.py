@@ -17,9 +17,10 @@ def test_shortened_quickstart_writes_a_report(tmp_path):
     text = report.read_text()
     assert "| run/checkpoint_epoch000001 | 8 |" in text and "misfit" in text and "wandb sync" in text
     metrics = json.loads((out / "report" / "metrics.json").read_text())
-    (result,) = metrics.values()
-    assert result["samples"] == 8 and result["split"] == "test" and 0 < result["mean"]["ssim"] <= 1
-    assert len(list((out / "report" / "figures").glob("*/*.png"))) == 3
+    result, baseline = metrics["run/checkpoint_epoch000001"], metrics["data-free baseline (mean training model)"]
+    assert result["samples"] == 8 and 0 < result["mean"]["ssim"] <= 1 and baseline["baseline_split"] == "train"
+    assert result["misfit_samples"] == 8 and "data-free baseline (mean training model) | 8 |" in text
+    assert len(list((out / "report" / "figures").glob("*/*.png"))) == 6
     assert any("val/mse" in row for row in history(out / "run"))
     # re-running resumes: nothing is generated or trained again
     again = run_cli(*args, timeout=600)

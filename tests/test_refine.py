@@ -72,6 +72,19 @@ def test_fwi_from_a_smoothed_true_model_cuts_misfit_5x_and_velocity_error_within
     assert len(result.history) == 35 and result.band_ends == [10, 35] and not result.kept_start
 
 
+def test_safeguard_never_returns_a_model_that_fits_the_data_worse_than_its_start(small):
+    cfg = load_dataset_config(small)
+    gathers, truth = ShardedDataset(small).read(1)
+    exact = refine_model(truth, gathers, cfg, RefineSection(bands_hz=[None], iterations_per_band=[3]), (1800.0, 4500.0))
+    assert exact.misfit_before == 0.0 and exact.stopped == "start_fits" and exact.history == []
+    assert exact.velocity.tobytes() == truth.tobytes()
+    start = gaussian_smooth(torch.from_numpy(truth), 2.0).numpy()
+    wild = RefineSection(bands_hz=[None], iterations_per_band=[3], lr_mps=1500.0, smooth_gradient_cells=0.0)
+    result = refine_model(start, gathers, cfg, wild, (1800.0, 4500.0))  # steps of 1500 m/s: every one makes it worse
+    assert result.band_misfits[0] > result.misfit_before and result.kept_start
+    assert result.misfit_after == result.misfit_before and result.velocity.tobytes() == start.tobytes()
+
+
 def test_refine_from_a_store_writes_a_store_summary_and_figures_and_evaluate_compares_all(small, tmp_path):
     start = smoothed_store(small, tmp_path / "start")
     out = tmp_path / "refined"

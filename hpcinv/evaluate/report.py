@@ -217,7 +217,8 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | No
             while row.name in results:  # the same input named twice still gets its own row
                 row.name += "'"
             log.info("scoring %s on %s", row.name, dataset)
-            results[row.name] = score(row, ds, truth, v_range, misfit_n, data_cfg)
+            results[row.name] = score(row, ds, truth, v_range, misfit_n, data_cfg) | {"split": split,
+                                                                                        "range": [lo, hi]}
             if figures:
                 results[row.name]["figures"] = write_figures(row, ds, truth, manifest, figures, out)
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=1))
