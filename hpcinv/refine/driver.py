@@ -79,9 +79,9 @@ def smooth_start(rc, data_cfg) -> tuple[np.ndarray, dict]:
             raise HpcinvError(f"refine.smooth_reference {root!r} has models of {list(mean.shape)} cells, the data "
                               f"{[nz, nx]}; give a dataset of the same grid")
         profile = mean.mean(axis=1)
-        if rc.smooth_sigma_cells:
-            profile = gaussian_smooth(_torch(np.repeat(profile[:, None], 3, axis=1)), rc.smooth_sigma_cells)[:, 1]
-            profile = profile.numpy()
+        if rc.smooth_sigma_cells:  # a laterally constant model: smoothing it in 2-D smooths the profile in depth
+            wide = np.repeat(profile[:, None], 2 * int(np.ceil(3 * rc.smooth_sigma_cells)) + 2, axis=1)
+            profile = gaussian_smooth(_torch(wide), rc.smooth_sigma_cells)[:, 0].numpy()
         how = {"kind": "reference_1d", "reference": rc.smooth_reference, "sigma_cells": rc.smooth_sigma_cells}
     else:
         profile = np.linspace(rc.smooth_v_top_mps, rc.smooth_v_bottom_mps, nz)
