@@ -38,16 +38,20 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "bench.yaml"))
     parser.add_argument("--shots", type=int, help="shots per timed iteration (default: all)")
     parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (timings synchronised)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    cfg = load_config(DataConfig, args.config, ["velocity.source=synthetic", "velocity.path=null", *args.overrides])
+    one_model = ["velocity.source=synthetic", "velocity.path=null", "dataset.n_samples=1"]
+    cfg = load_config(DataConfig, args.config, [*one_model, *args.overrides])
     torch.set_num_threads(1)
     rc = RefineSection()
     geometry = make_geometry(cfg.survey, cfg.grid)
     n = min(args.shots or geometry.n_shots, geometry.n_shots)
     shots = torch.arange(n)
-    truth = torch.from_numpy(make_source(cfg).model(0))
-    wavelet = ricker(cfg.survey)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    truth = torch.from_numpy(make_source(cfg).model(0)).to(device)
+    wavelet = ricker(cfg.survey).to(device)
     with torch.no_grad():
         observed = model_shots(truth, cfg, shots, wavelet=wavelet, geometry=geometry)
     v = gaussian_smooth(truth, 4.0).clone().requires_grad_(True)
@@ -56,9 +60,11 @@ def main() -> None:
     forward, iteration = [], []
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(args.iterations):
+        sync()
         t0 = time.perf_counter()
         with torch.no_grad():
             model_shots(v, cfg, shots, wavelet=wavelet, geometry=geometry)
+        sync()
         forward.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         residual = lowpass(model_shots(v, cfg, shots, wavelet=wavelet, geometry=geometry) - observed, 3.0, dt_out)
@@ -69,15 +75,17 @@ def main() -> None:
         optimizer.step()
         with torch.no_grad():
             v.clamp_(1500.0, cfg.modelling.max_vel_mps)
+        sync()
         iteration.append(time.perf_counter() - t0)
     f, it = float(np.median(forward)), float(np.median(iteration))
     scale = geometry.n_shots / n
     emit({"config": args.config, "grid": [cfg.grid.nz, cfg.grid.nx], "nt": cfg.survey.nt,
-          "shots_total": geometry.n_shots, "shots_timed": n, "threads": 1, "forward_s": round(f, 4),
-          "iteration_s": round(it, 4),
+          "shots_total": geometry.n_shots, "shots_timed": n, "threads": 1, "device": str(device),
+          "forward_s": round(f, 4), "iteration_s": round(it, 4),
           "iteration_vs_forward": round(it / f, 3), "iteration_s_all_shots": round(it * scale, 3),
           "forward_s_all_shots": round(f * scale, 3),
-          "peak_rss_growth_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1)})
+          "peak_rss_growth_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1),
+          "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None})
 
 
 if __name__ == "__main__":

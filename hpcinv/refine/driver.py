@@ -224,6 +224,9 @@ def write_summary(out: Path, ds: ShardedDataset, start_store: str | None, start_
                "kept_start": sum(s["kept_start"] for s in samples),
                "bounds_mps": store.manifest["source"]["bounds_mps"], "init": store.manifest["source"]["init"],
                "per_sample": samples}
+    if "before" in (samples[0] if samples else {}):
+        v = ds.manifest["stats"]["velocity"]  # the range SSIM is scored on (evaluate uses the network's)
+        summary["ssim_range_mps"] = [v["min"], v["max"]]
     if figures:
         summary["figures"] = _figures(out, ds, store, samples[:figures], histories, start_store, start_model)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))

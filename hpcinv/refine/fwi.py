@@ -108,10 +108,10 @@ def refine_model(start_ZX: np.ndarray, observed_STR: np.ndarray, cfg: DataConfig
     in one deepwave call on ``device``."""
     t0 = time.perf_counter()
     v_min, v_max = v_bounds
-    start = torch.as_tensor(np.asarray(start_ZX, dtype=np.float32)).to(device)
+    start = torch.tensor(np.asarray(start_ZX, dtype=np.float32)).to(device)
     clipped = int(((start < v_min) | (start > v_max)).sum())
     v = start.clamp(v_min, v_max).clone().requires_grad_(True)
-    observed = torch.as_tensor(np.asarray(observed_STR, dtype=np.float32)).to(device)
+    observed = torch.tensor(np.asarray(observed_STR, dtype=np.float32)).to(device)
     geometry = make_geometry(cfg.survey, cfg.grid)
     wavelet = ricker(cfg.survey).to(device)
     n_shots = geometry.n_shots
