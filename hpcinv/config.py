@@ -58,31 +58,46 @@ class SaltModelConfig(Section):
     roughness_m: list[float] = Field([2.0, 15.0], description="amplitude of small interface wiggles")
     fault_probability: float = Field(0.3, ge=0.0, le=1.0)
     fault_throw_m: list[float] = Field([20.0, 120.0])
-    salt_velocity_mps: float = Field(4500.0, gt=0)
+    salt_velocity_mps: float | list[float] = Field(
+        4500.0, description="salt velocity (m/s), or [low, high]: one value drawn per model")
     n_salt: list[int] = Field([1, 2], description="salt bodies per model, inclusive range")
     dome_probability: float = Field(0.85, ge=0.0, le=1.0, description="dome from the base vs. a lens")
     salt_top_depth: list[float] = Field([0.3, 0.75], description="salt top as a fraction of depth")
     salt_width: list[float] = Field([0.3, 0.8], description="salt width as a fraction of the extent")
+    water_depth_m: list[float] = Field(
+        [0.0, 0.0], description="water layer thickness (m) at the surface, [low, high]; [0, 0] = no water")
+    water_velocity_mps: float = Field(1500.0, gt=0)
 
     @model_validator(mode="after")
     def _ranges(self) -> SaltModelConfig:
         for name in ("n_layers", "v_top_mps", "v_bottom_mps", "fold_amplitude_m", "roughness_m",
-                     "fault_throw_m", "n_salt", "salt_top_depth", "salt_width"):
-            lo_hi = getattr(self, name)
+                     "fault_throw_m", "n_salt", "salt_top_depth", "salt_width", "salt_velocity_mps",
+                     "water_depth_m"):
+            lo_hi = self.salt_velocity_range() if name == "salt_velocity_mps" else getattr(self, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] < 0:
                 raise ValueError(f"{name} must be [low, high] with 0 <= low <= high, got {lo_hi}")
         if self.n_layers[0] < 1:
             raise ValueError(f"n_layers must be >= 1, got {self.n_layers}")
+        if self.salt_velocity_range()[0] <= 0:
+            raise ValueError(f"salt_velocity_mps must be > 0, got {self.salt_velocity_mps}")
         for name in ("salt_top_depth", "salt_width"):
             if getattr(self, name)[1] > 1:
                 raise ValueError(f"{name} is a fraction in [0, 1], got {getattr(self, name)}")
         return self
 
+    def salt_velocity_range(self) -> list[float]:
+        v = self.salt_velocity_mps
+        return [float(v), float(v)] if isinstance(v, (int, float)) else list(v)
+
     def velocity_bounds(self) -> tuple[float, float]:
         vmax = max(self.v_bottom_mps[1], self.v_top_mps[1])
         if self.n_salt[1] > 0:
-            vmax = max(vmax, self.salt_velocity_mps)
-        return self.v_top_mps[0], vmax
+            vmax = max(vmax, self.salt_velocity_range()[1])
+        vmin = self.v_top_mps[0]
+        if self.water_depth_m[1] > 0:
+            vmin = min(vmin, self.water_velocity_mps)
+            vmax = max(vmax, self.water_velocity_mps)
+        return vmin, vmax
 
 
 VelocitySourceName = Literal["synthetic", "fcnvmb", "npz", "openfwi", "segy", "binary"]
@@ -201,6 +216,10 @@ C = TypeVar("C", bound=BaseModel)
 
 # Settings that change how fast a dataset is made but not what it holds; left out of the hash.
 EXECUTION_KEYS = {"modelling": ("device", "threads", "models_per_call")}
+# Settings added after datasets were made, with the default that reproduces those datasets: left out
+# of the hash while at that default, so a dataset made before they existed keeps its identity.
+LATER_KEYS = {("velocity", "synthetic", "water_depth_m"): [0.0, 0.0],
+              ("velocity", "synthetic", "water_velocity_mps"): 1500.0}
 
 
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -306,6 +325,12 @@ def config_hash(cfg: BaseModel) -> str:
     for section, keys in EXECUTION_KEYS.items():
         for key in keys:
             data.get(section, {}).pop(key, None)
+    for (*parents, key), default in LATER_KEYS.items():
+        node = data
+        for name in parents:
+            node = node.get(name, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and node.get(key, default) == default:
+            node.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -337,6 +362,9 @@ class TrainDataConfig(Section):
     gathers_norm: Literal["none", "standard", "openfwi"] = "standard"
     velocity_norm: Literal["none", "minmax", "standard"] = "minmax"
     v_range_mps: list[float] | None = Field(None, description="[min, max] for minmax; null: the dataset's")
+    mirror_probability: float = Field(
+        0.0, ge=0.0, le=1.0, description="chance that a training sample is mirrored left-right (model flipped, "
+        "shots and receivers reversed: exact on a symmetric survey, refused on another)")
     loader_workers: int = Field(1, ge=0, description="DataLoader worker processes per training worker")
     cache: Literal["none", "memory"] = Field("none", description="memory: keep this rank's samples in RAM")
     prefetch_factor: int = Field(2, ge=1)

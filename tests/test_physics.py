@@ -133,3 +133,44 @@ def test_validation_report_and_paper_preset():
     assert report.points_per_wavelength == pytest.approx(2000 / (2.5 * 12 * 10))
     assert report.step_ratio >= 1 and report.inner_dt_s <= cfg.survey.dt_s
     assert two_way_time_s(1000, 2000, 2000) == pytest.approx(1.0)
+
+
+def test_mirrored_model_equals_reversed_shots_and_receivers():
+    """On a symmetric survey, the simulator's gathers of the flipped model are the original gathers
+    with shot order and receivers reversed: mirror augmentation is exact."""
+    from hpcinv.physics.forward import model_shots
+    from hpcinv.physics.survey import make_geometry, mirror, mirror_asymmetry
+    from hpcinv.velocity import salt_model
+
+    cfg = tiny_config("grid.nx=65")  # 5 shots at cells 0, 16, 32, 48, 64; a receiver in every column
+    geometry = make_geometry(cfg.survey, cfg.grid)
+    assert mirror_asymmetry(geometry.source_cells, geometry.receiver_cells, cfg.grid.nx) is None
+    vel = torch.from_numpy(salt_model(cfg.velocity.synthetic, cfg.grid, 0, 3)).double()
+    assert not torch.equal(vel, vel.flip(-1))  # an asymmetric model: the check below can fail
+    gathers = model_shots(vel, cfg)
+    flipped = model_shots(vel.flip(-1).contiguous(), cfg)
+    expect, expect_vel = mirror(gathers, vel)
+    assert torch.equal(expect_vel, vel.flip(-1))
+    assert relative_l2(flipped.numpy(), expect.numpy()) < 1e-6
+    assert relative_l2(flipped.numpy(), gathers.numpy()) > 0.05  # the mirror is not the identity here
+
+    # 64 columns: the middle shot lands on cell 32, whose mirror image (31) holds no shot
+    odd = tiny_config()
+    g = make_geometry(odd.survey, odd.grid)
+    assert "source 2 at cell (z, x) = (0, 32) has no mirror image at (0, 31)" in mirror_asymmetry(
+        g.source_cells, g.receiver_cells, odd.grid.nx)
+
+
+def test_mirror_some_flips_the_chosen_samples_only():
+    from hpcinv.train.loop import mirror_some
+
+    g = torch.randn(6, 5, 7, 9)
+    v = torch.randn(6, 1, 4, 9)
+    rng = torch.Generator().manual_seed(0)
+    out_g, out_v = mirror_some(g, v, 0.5, rng)
+    flipped = [i for i in range(6) if not torch.equal(out_g[i], g[i])]
+    assert 0 < len(flipped) < 6  # seed 0 flips some, not all
+    for i in range(6):
+        want = (g[i].flip(0, 2), v[i].flip(-1)) if i in flipped else (g[i], v[i])
+        assert torch.equal(out_g[i], want[0]) and torch.equal(out_v[i], want[1])
+    assert torch.equal(mirror_some(g, v, 0.0, rng)[0], g)

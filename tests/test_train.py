@@ -134,6 +134,8 @@ def test_bad_training_inputs_fail_before_ray(tiny_dataset, tmp_path, trained):
         ([f"data.train={tiny_dataset}", f"train.init_from={tmp_path}"], "no checkpoint at"),
         ([f"data.train={tiny_dataset}", "train.batch_size=20"], "exceeds the 24 training samples"),
         ([f"data.train={tiny_dataset}", "train.optimiser=sgd"], "unknown key 'train.optimiser'"),
+        ([f"data.train={tiny_dataset}", "data.mirror_probability=0.5"],
+         "data.mirror_probability=0.5 needs a left-right symmetric survey"),
     ]
     for overrides, expect in cases:
         t0 = time.time()

@@ -149,3 +149,31 @@ def test_downsampling_averages_thin_layers_instead_of_aliasing(phase):
     np.testing.assert_allclose(resample(across, 51, 76)[0, :, 1:-1], 2250.0, rtol=1e-6)
     smooth = np.linspace(2000, 4000, 201, dtype=np.float32)[None, :, None].repeat(301, axis=2)
     np.testing.assert_allclose(resample(smooth, 51, 76)[0, :, 0], np.linspace(2000, 4000, 51), rtol=1e-5)
+
+
+def test_water_layer_and_salt_velocity_range():
+    """Water replaces only the cells above a seabed within the drawn thickness (+15 % undulation), and
+    leaves every other cell of the model bit-identical; a salt range draws one salt velocity per model."""
+    dry = tiny_config("velocity.synthetic.fault_probability=0.0")
+    wet = tiny_config("velocity.synthetic.fault_probability=0.0", "velocity.synthetic.water_depth_m=[60, 150]")
+    dx = wet.grid.dx_m
+    thicknesses = []
+    for i in range(8):
+        a = salt_model(dry.velocity.synthetic, dry.grid, 0, i)
+        b = salt_model(wet.velocity.synthetic, wet.grid, 0, i)
+        water = b == 1500.0
+        assert np.array_equal(a[~water], b[~water])
+        rows = water.sum(axis=0)  # water cells per column, all at the top
+        assert all(water[:r, c].all() for c, r in enumerate(rows))
+        assert rows.min() >= 1 and rows.max() * dx <= 150 * 1.15 + dx
+        thicknesses.append(rows.mean() * dx)
+    assert np.ptp(thicknesses) > 20  # thickness is drawn per model
+    assert wet.velocity.synthetic.velocity_bounds()[0] == 1500.0
+    assert dry.velocity.synthetic.velocity_bounds()[0] == 2000.0
+
+    ranged = tiny_config("velocity.synthetic.salt_velocity_mps=[4000, 5000]", "velocity.synthetic.n_salt=[1, 1]")
+    salts = {float(salt_model(ranged.velocity.synthetic, ranged.grid, 0, i).max()) for i in range(6)}
+    assert len(salts) == 6 and all(4000 <= s <= 5000 for s in salts)
+    assert ranged.velocity.synthetic.velocity_bounds()[1] == 5000.0
+    with pytest.raises(ConfigError, match=r"salt_velocity_mps must be \[low, high\]"):
+        tiny_config("velocity.synthetic.salt_velocity_mps=[5000, 4000]")

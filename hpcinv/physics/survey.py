@@ -94,3 +94,30 @@ def downsample_indices(nt: int, factor: int) -> np.ndarray:
 
 def n_output_samples(survey: SurveyConfig) -> int:
     return survey.nt // survey.downsample
+
+
+def mirror_asymmetry(source_cells_zx, receiver_cells_zx, nx: int) -> str | None:
+    """Why a survey is not left-right symmetric on an ``nx``-column grid, or None when it is.
+
+    On a symmetric survey (source i mirrored onto source S-1-i, receiver j onto receiver R-1-j, at
+    the same depths) the acoustic wave equation makes flipping a model left-right exactly equal to
+    reversing the shot order and the receivers of its gathers (:func:`mirror`).
+    """
+    for name, cells in (("source", np.asarray(source_cells_zx)), ("receiver", np.asarray(receiver_cells_zx))):
+        mirrored = (nx - 1 - cells[::-1, 1], cells[::-1, 0])
+        if not (np.array_equal(mirrored[0], cells[:, 1]) and np.array_equal(mirrored[1], cells[:, 0])):
+            bad = int(np.flatnonzero((mirrored[0] != cells[:, 1]) | (mirrored[1] != cells[:, 0]))[0])
+            return (f"{name} {bad} at cell (z, x) = {tuple(int(c) for c in cells[bad])} has no mirror image at "
+                    f"({int(cells[len(cells) - 1 - bad, 0])}, {nx - 1 - int(cells[len(cells) - 1 - bad, 1])}) on "
+                    f"the {nx}-column grid (evenly spread positions are symmetric when the gaps between them "
+                    "are whole cells, e.g. n_shots - 1 divides nx - 1)")
+    return None
+
+
+def mirror(gathers, velocity):
+    """The mirror image of a sample on a symmetric survey: shots and receivers reversed (gathers
+    ``(..., shots, time, receivers)``), the model flipped left-right (``(..., nz, nx)``)."""
+    lib = torch if isinstance(gathers, torch.Tensor) else np
+    if lib is torch:
+        return gathers.flip(-3, -1), velocity.flip(-1)
+    return np.flip(gathers, (-3, -1)), np.flip(velocity, -1)

@@ -36,6 +36,7 @@ from hpcinv.errors import DataError, HpcinvError
 from hpcinv.evaluate.metrics import velocity_metrics
 from hpcinv.fileio import atomic_write_text
 from hpcinv.nets import build_model, count_parameters, model_spec
+from hpcinv.physics.survey import mirror
 from hpcinv.store import InMemory, Normaliser, ShardedDataset, read_manifest
 from hpcinv.store.sampler import ShardAwareSampler
 from hpcinv.train.checkpoint import (
@@ -74,6 +75,16 @@ def make_loader(ds: ShardedDataset, sampler, cfg: TrainConfig, device: torch.dev
     return DataLoader(ds, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                       prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None)
+
+
+def mirror_some(gathers: torch.Tensor, target: torch.Tensor, probability: float, rng: torch.Generator):
+    """Mirror each sample of a batch with ``probability`` (see :func:`hpcinv.physics.survey.mirror`)."""
+    flip = (torch.rand(len(gathers), generator=rng) < probability).to(gathers.device)
+    if not bool(flip.any()):
+        return gathers, target
+    mirrored_g, mirrored_t = mirror(gathers, target)
+    return (torch.where(flip[:, None, None, None], mirrored_g, gathers),
+            torch.where(flip[:, None, None, None], mirrored_t, target))
 
 
 def loss_function(name: str):
@@ -361,6 +372,8 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             seen, bad = 0, torch.zeros((), device=device)
             t_epoch = time.perf_counter()
+            # which samples are mirrored: a function of (seed, epoch, rank), so a resumed epoch repeats it
+            mirror_rng = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch * 1_009 + rank)
             for gathers, vel, read_error in guarded(loader):
                 # one collective per step: a damaged sample on any rank, NaN/Inf after the previous step
                 bad_values, bad_data = all_reduce_sum([bad, read_error is not None], device)
@@ -369,6 +382,8 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                 _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0)
                 t0 = time.perf_counter()
                 gathers, target = gathers.to(device, non_blocking=True), vel.to(device, non_blocking=True)[:, None]
+                if cfg.data.mirror_probability > 0:
+                    gathers, target = mirror_some(gathers, target, cfg.data.mirror_probability, mirror_rng)
                 loss = train_step(model, gathers, target, optimizer, scaler, loss_fn, cfg.train.precision, device,
                                   cfg.train.grad_clip)
                 bad = nonfinite_count(model, loss)

@@ -26,6 +26,7 @@ from pathlib import Path
 from hpcinv.config import TrainConfig, load_config, save_config
 from hpcinv.errors import DataError, HpcinvError, Interrupted
 from hpcinv.fileio import atomic_write_text
+from hpcinv.physics.survey import mirror_asymmetry
 from hpcinv.store import folder_lock, read_manifest, require_readable
 from hpcinv.store.manifest import has_velocity
 from hpcinv.train.checkpoint import list_checkpoints, load_state
@@ -63,6 +64,12 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
         if folder and not has_velocity(read_manifest(folder)):
             raise HpcinvError(f"data.{name}={folder!r} holds gathers only (no true velocities): it can be predicted, "
                               "refined and scored by data misfit, not trained on")
+    if cfg.data.mirror_probability > 0:
+        survey = manifest["survey"]
+        why = mirror_asymmetry(survey["source_cells_zx"], survey["receiver_cells_zx"], survey["nx"])
+        if why:
+            raise HpcinvError(f"data.mirror_probability={cfg.data.mirror_probability} needs a left-right symmetric "
+                              f"survey, but in {cfg.data.train!r} {why}; set data.mirror_probability=0")
     if cfg.data.val:
         val = read_manifest(cfg.data.val)
         if (val["gathers_shape"], val["velocity_shape"]) != (manifest["gathers_shape"], manifest["velocity_shape"]):

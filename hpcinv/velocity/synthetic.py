@@ -2,7 +2,8 @@
 
 A model is a layered sedimentary background — constant-velocity layers whose velocity increases
 with depth, bounded by gently folded, slightly rough interfaces, optionally cut by one normal fault
-— with one or more salt bodies (domes rising from the base, or lenses) at the salt velocity.
+— with one or more salt bodies (domes rising from the base, or lenses) at the salt velocity (one
+value, or one drawn per model from a range), and optionally a water layer of random thickness on top.
 
 Every model is a pure function of (config, seed, global index): its RNG is
 ``numpy.random.default_rng([seed, index])`` and nothing else is random, so regenerating index i
@@ -107,7 +108,13 @@ def salt_model(cfg: SaltModelConfig, grid: GridConfig, seed: int, index: int) ->
     x = np.arange(grid.nx) * grid.dx_m
     extent_z, extent_x = z[-1], x[-1]
     vel_ZX = _background(rng, cfg, z, x, extent_z)
-    vel_ZX[_salt_mask(rng, cfg, z, x, extent_z, extent_x)] = cfg.salt_velocity_mps
+    salt_velocity = _uniform(rng, cfg.salt_velocity_range())  # draws nothing for a single value
+    vel_ZX[_salt_mask(rng, cfg, z, x, extent_z, extent_x)] = salt_velocity
+    if cfg.water_depth_m[1] > 0:
+        # Water on top: a seabed at a random depth, gently undulating (up to 15 % of that depth).
+        depth = _uniform(rng, cfg.water_depth_m)
+        seabed = np.maximum(depth + _smooth_curve(rng, x / x[-1], 0.15 * depth, n_terms=2), 0.0)
+        vel_ZX[z[:, None] < seabed[None, :]] = cfg.water_velocity_mps
     return vel_ZX.astype(np.float32)
 
 
