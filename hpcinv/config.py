@@ -357,6 +357,8 @@ class TrainDataConfig(Section):
 
     train: str | None = Field(None, description="training dataset folder")
     train_split: str | None = Field(None, description="split of the training dataset (null: all samples)")
+    mix: list[str] = Field([], description="more training datasets, each FOLDER or FOLDER:SPLIT, trained on together "
+                           "with data.train (same survey and grid; normalised by their pooled statistics)")
     val: str | None = Field(None, description="validation dataset folder (null: no validation)")
     val_split: str | None = None
     gathers_norm: Literal["none", "standard", "openfwi"] = "standard"
@@ -430,6 +432,16 @@ class TrainConfig(Section):
         if not self.data.train:
             raise ValueError("data.train must name a dataset folder (e.g. data.train=runs/tiny)")
         return self
+
+    def training_sets(self) -> list[tuple[str, str | None]]:
+        """(folder, split) of every training dataset: data.train, then data.mix."""
+        return [(self.data.train, self.data.train_split), *map(folder_and_split, self.data.mix)]
+
+
+def folder_and_split(text: str) -> tuple[str, str | None]:
+    """``"FOLDER:SPLIT"`` -> (FOLDER, SPLIT); ``"FOLDER"`` -> (FOLDER, None)."""
+    folder, sep, split = str(text).rpartition(":")
+    return (folder, split or None) if sep else (str(text), None)
 
 
 # ------------------------------------------------------------------------------------- refine

@@ -145,3 +145,38 @@ def test_bad_training_inputs_fail_before_ray(tiny_dataset, tmp_path, trained):
     proc = run_cli("train", TRAIN, "--out", str(trained[0]), f"data.train={tiny_dataset}", "train.lr=0.1")
     assert proc.returncode == 2 and "holds a run with a different config" in proc.stderr
     assert find_checkpoint(trained[0]).parent.name == "checkpoint_epoch000002"
+
+
+def test_training_on_a_mixture_of_datasets(tiny_dataset, tmp_path):
+    """data.mix adds a second dataset (another seed of the same survey): every epoch sees both, the
+    checkpoint records both, and evaluate's data-free baseline averages both; another survey is refused."""
+    second = tmp_path / "second"
+    proc = run_cli("generate", str(CONFIGS / "tiny.yaml"), "--out", str(second), "--quiet", "dataset.seed=7",
+                   "dataset.n_samples=8", "dataset.shard_size=4")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "run"
+    proc = _train(run, tiny_dataset, f"data.mix=[{second}]", "train.epochs=1", "tracking.mode=disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ends = [e for e in _events(run) if e["event"] == "epoch_end" and "metrics" in e]
+    from hpcinv.store.dataset import Concatenated, ShardedDataset
+    from hpcinv.store.sampler import ShardAwareSampler
+
+    mixed = Concatenated([ShardedDataset(tiny_dataset), ShardedDataset(second)])
+    assert len(mixed) == 24 + 8
+    # shards of 8, 8, 8, 4, 4 samples dealt to 2 ranks: 20 and 12, the shorter rank wraps to 20
+    assert ends[-1]["metrics"]["train/epoch_samples"] == 2 * len(ShardAwareSampler(mixed.positions_by_shard(), 0, 2))
+    assert ends[-1]["metrics"]["train/epoch_samples"] == 40
+    state = load_state(find_checkpoint(run))
+    assert state["dataset"]["mix"] == [str(second)]
+
+    report = tmp_path / "report"
+    proc = run_cli("evaluate", str(run), "--data", str(second), "--out", str(report), "--misfit-samples", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    baseline = json.loads((report / "metrics.json").read_text())["data-free baseline (mean training model)"]
+    assert baseline["baseline_mix"] == [str(second)]
+
+    other = tmp_path / "other"
+    assert run_cli("generate", str(CONFIGS / "tiny.yaml"), "--out", str(other), "--quiet", "survey.f0_hz=7.0",
+                   "dataset.n_samples=8", "dataset.shard_size=4").returncode == 0
+    proc = _train(tmp_path / "r2", tiny_dataset, f"data.mix=[{other}]")
+    assert proc.returncode == 2 and f"data.mix entry '{other}'" in proc.stderr and "survey: f0_hz" in proc.stderr

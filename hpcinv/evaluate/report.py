@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpcinv.config import folder_and_split
 from hpcinv.errors import HpcinvError
 from hpcinv.evaluate.metrics import METRICS, velocity_metrics
 from hpcinv.evaluate.misfit import data_misfit
@@ -53,7 +54,7 @@ class Row:
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     trained_range: tuple[float, float] | None = None
-    training_data: tuple[str, str | None] | None = None  # (dataset, split) the network learned from
+    training_data: list[tuple[str, str | None]] | None = None  # (dataset, split) pairs the network learned from
 
 
 def run_name(path: str | Path) -> str:
@@ -64,10 +65,12 @@ def run_name(path: str | Path) -> str:
         else file.parent.name
 
 
-def training_of(state: dict) -> tuple[str, str | None] | None:
-    """(dataset, split) a checkpoint's network was trained on, where it records them."""
+def training_of(state: dict) -> list[tuple[str, str | None]] | None:
+    """(dataset, split) pairs a checkpoint's network was trained on, where it records them."""
     data = (state.get("config") or {}).get("data") or {}
-    return (data["train"], data.get("train_split")) if data.get("train") else None
+    if not data.get("train"):
+        return None
+    return [(data["train"], data.get("train_split")), *map(folder_and_split, data.get("mix") or [])]
 
 
 def training_range(state: dict, norm) -> tuple[float, float] | None:
@@ -104,19 +107,15 @@ def store_row(path: str, dataset: str, manifest: dict, lo: int, hi: int) -> Row:
                                                               "source": source}, training_data=training)
 
 
-def parse_baseline(text: str) -> tuple[str, str | None]:
-    root, _, split = text.partition(":")
-    return root, split or None
-
-
-def baseline_row(training: tuple[str, str | None], manifest: dict, n: int) -> Row:
-    root, split = training
-    mean = mean_velocity(root, split)
+def baseline_row(training: list[tuple[str, str | None]], manifest: dict, n: int) -> Row:
+    (root, split), *more = training
+    mean = mean_velocity(root, split, more)
     if list(mean.shape) != list(manifest["velocity_shape"]):
         raise HpcinvError(f"the baseline's dataset {root!r} has models of {list(mean.shape)} cells, the evaluated one "
                           f"{manifest['velocity_shape']}; pass --baseline a dataset of the same grid")
     return Row(BASELINE, np.broadcast_to(mean, (n, *mean.shape)),
-               {"baseline_dataset": str(root), "baseline_split": split})
+               {"baseline_dataset": str(root), "baseline_split": split,
+                **({"baseline_mix": [f"{f}:{s}" if s else str(f) for f, s in more]} if more else {})})
 
 
 def score(row: Row, ds: ShardedDataset, truth: np.ndarray | None, v_range: tuple[float, float], misfit_n: int,
@@ -196,11 +195,12 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | No
     ds = ShardedDataset(dataset, indices=np.arange(lo, hi))
     rows = [store_row(p, dataset, manifest, lo, hi) if is_velocity_store(p) else
             network_row(p, ds, manifest, dataset, allow_survey_mismatch) for p in paths]
-    training = parse_baseline(baseline) if baseline else next((r.training_data for r in rows if r.training_data),
+    training = [folder_and_split(baseline)] if baseline else next((r.training_data for r in rows if r.training_data),
                                                                 None)
     notes = []
     if training is not None:
-        require_readable(training[0], training[1], what="baseline dataset")
+        for folder, split in training:
+            require_readable(folder, split, what="baseline dataset")
         rows.append(baseline_row(training, manifest, len(ds)))
     else:
         notes.append("no data-free baseline: no input names its training data; pass --baseline DATASET[:SPLIT]")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcinv.config import RefineConfig, save_config
+from hpcinv.config import RefineConfig, folder_and_split, save_config
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
 from hpcinv.physics.validate import MAX_FREQ_FACTOR, PLAUSIBLE_MPS
@@ -72,9 +72,9 @@ def smooth_start(rc, data_cfg) -> tuple[np.ndarray, dict]:
     laterally and smoothed in depth. Returns the model and its description."""
     nz, nx = data_cfg.grid.nz, data_cfg.grid.nx
     if rc.smooth_reference:
-        root, _, split = rc.smooth_reference.partition(":")
-        require_readable(root, split or None, what="refine.smooth_reference dataset")
-        mean = mean_velocity(root, split or None)
+        root, split = folder_and_split(rc.smooth_reference)
+        require_readable(root, split, what="refine.smooth_reference dataset")
+        mean = mean_velocity(root, split)
         if mean.shape != (nz, nx):
             raise HpcinvError(f"refine.smooth_reference {root!r} has models of {list(mean.shape)} cells, the data "
                               f"{[nz, nx]}; give a dataset of the same grid")

@@ -146,6 +146,30 @@ class ShardedDataset(Dataset):
         self._files = {}
 
 
+class Concatenated(Dataset):
+    """Several :class:`ShardedDataset` as one (training on a mixture): positions run through the first,
+    then the second, ...; shards stay whole for the shard-aware sampler."""
+
+    def __init__(self, datasets: list[ShardedDataset]):
+        self.datasets = datasets
+        self.offsets = np.concatenate([[0], np.cumsum([len(d) for d in datasets])])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int):
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.datasets[k][int(i) - int(self.offsets[k])]
+
+    def positions_by_shard(self) -> list[np.ndarray]:
+        return [g + offset for d, offset in zip(self.datasets, self.offsets, strict=False)
+                for g in d.positions_by_shard()]
+
+    def close(self) -> None:
+        for d in self.datasets:
+            d.close()
+
+
 class InMemory(Dataset):
     """A rank's samples read once into RAM (``data.cache=memory``) — for datasets that fit."""
 
@@ -160,13 +184,22 @@ class InMemory(Dataset):
         return self.items[int(i)]
 
 
-def mean_velocity(root: str | os.PathLike, split: str | None = None) -> np.ndarray:
-    """The mean velocity model (nz, nx) float32 of a dataset's split: the data-free baseline."""
-    ds = ShardedDataset(root, split=split)
-    if not ds.has_velocity:
-        raise DataError(f"dataset {str(root)!r} holds gathers only: it has no velocity models to average")
-    total = np.zeros(ds.manifest["velocity_shape"], np.float64)
-    for index in ds.indices:
-        total += ds.read(int(index))[1]
-    ds.close()
-    return (total / max(len(ds), 1)).astype(np.float32)
+def mean_velocity(root: str | os.PathLike, split: str | None = None,
+                  more: list[tuple[str, str | None]] = ()) -> np.ndarray:
+    """The mean velocity model (nz, nx) float32 of a dataset's split (and of the ``more`` (folder,
+    split) pairs, every model weighted alike): the data-free baseline."""
+    total, count = None, 0
+    for folder, part in [(root, split), *more]:
+        ds = ShardedDataset(folder, split=part)
+        if not ds.has_velocity:
+            raise DataError(f"dataset {str(folder)!r} holds gathers only: it has no velocity models to average")
+        if total is None:
+            total = np.zeros(ds.manifest["velocity_shape"], np.float64)
+        elif list(total.shape) != list(ds.manifest["velocity_shape"]):
+            raise DataError(f"dataset {str(folder)!r} has models of {ds.manifest['velocity_shape']} cells, "
+                            f"{str(root)!r} of {list(total.shape)}: they cannot be averaged together")
+        for index in ds.indices:
+            total += ds.read(int(index))[1]
+        count += len(ds)
+        ds.close()
+    return (total / max(count, 1)).astype(np.float32)

@@ -210,6 +210,18 @@ def select_range(manifest: dict, split: str | None, samples: int | None, what: s
     return lo, hi
 
 
+def pooled_stats(manifests: list[dict]) -> dict:
+    """The statistics of several datasets taken together (exact merge of their count, mean, M2, range)."""
+    pooled = {}
+    for key in sorted({k for m in manifests for k in m["stats"]}):
+        merged = RunningStats()
+        for m in manifests:
+            if key in m["stats"]:
+                merged = merged.merge(RunningStats.from_dict(m["stats"][key]))
+        pooled[key] = merged.to_dict()
+    return pooled
+
+
 def require_readable(root: str | os.PathLike, split: str | None = None, *, full: bool = False,
                      what: str = "dataset") -> dict:
     """Before a run reads ``root`` (its ``split``): the dataset is complete and every shard it will read

@@ -38,6 +38,8 @@ from hpcinv.fileio import atomic_write_text
 from hpcinv.nets import build_model, count_parameters, model_spec
 from hpcinv.physics.survey import mirror
 from hpcinv.store import InMemory, Normaliser, ShardedDataset, read_manifest
+from hpcinv.store.dataset import Concatenated
+from hpcinv.store.manifest import pooled_stats
 from hpcinv.store.sampler import ShardAwareSampler
 from hpcinv.train.checkpoint import (
     checkpoint_dir,
@@ -314,10 +316,15 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     error = None
     try:
         state, rolled_back = _restore(cfg, run_dir, rank, device)
-        manifest = read_manifest(cfg.data.train)
-        norm = normaliser_for(cfg, manifest)
-        v_range = velocity_range(norm, manifest)
-        train_ds = ShardedDataset(cfg.data.train, norm, split=cfg.data.train_split)
+        sets = cfg.training_sets()
+        manifests = [read_manifest(folder) for folder, _ in sets]
+        manifest = manifests[0]
+        # a mixture is normalised as one dataset, by the statistics of all its samples
+        pooled = manifest if len(manifests) == 1 else {**manifest, "stats": pooled_stats(manifests)}
+        norm = normaliser_for(cfg, pooled)
+        v_range = velocity_range(norm, pooled)
+        parts = [ShardedDataset(folder, norm, split=split) for folder, split in sets]
+        train_ds = parts[0] if len(parts) == 1 else Concatenated(parts)
         sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
         cached = cfg.data.cache == "memory"
         data: Dataset = InMemory(train_ds, np.concatenate(sampler.mine)) if cached else train_ds
@@ -405,6 +412,7 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0)
             scheduler.step()
             metrics = {"epoch": epoch, "step": step, "train/epoch_loss": total_loss / max(total_seen, 1),
+                       "train/epoch_samples": int(total_seen),
                        "train/epoch_time_s": time.perf_counter() - t_epoch, "lr": optimizer.param_groups[0]["lr"]}
             if val_ds is not None:
                 val_metrics, val_error, any_error = validate(model, val_ds, val_positions, cfg, norm, v_range, device)
@@ -427,7 +435,8 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                     "step": step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
                     "model_spec": spec, "normaliser": norm.to_dict(), "metrics": metrics, "best_val": best,
                     "velocity_range_mps": list(v_range),
-                    "dataset": {"train": str(cfg.data.train), "config_hash": manifest["config_hash"],
+                    "dataset": {"train": str(cfg.data.train), "mix": list(cfg.data.mix),
+                                "config_hash": manifest["config_hash"],
                                 "survey": json.dumps(manifest["survey"])},
                 }, cfg.train.keep_checkpoints)
                 if improved:
@@ -437,7 +446,7 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             if rank == 0:
                 tracker.log({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step=step)
                 if cfg.tracking.figures and tracker.active:
-                    _log_figure(tracker, model, val_ds or train_ds, norm, manifest, device, cfg, epoch, step)
+                    _log_figure(tracker, model, val_ds or parts[0], norm, manifest, device, cfg, epoch, step)
             if stopping:
                 break
     finally:

@@ -64,6 +64,8 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
         if folder and not has_velocity(read_manifest(folder)):
             raise HpcinvError(f"data.{name}={folder!r} holds gathers only (no true velocities): it can be predicted, "
                               "refined and scored by data misfit, not trained on")
+    for entry, (folder, split) in zip(cfg.data.mix, cfg.training_sets()[1:], strict=True):
+        _check_mixed(entry, folder, split, read_manifest(folder), cfg.data.train, manifest)
     if cfg.data.mirror_probability > 0:
         survey = manifest["survey"]
         why = mirror_asymmetry(survey["source_cells_zx"], survey["receiver_cells_zx"], survey["nx"])
@@ -95,17 +97,37 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
                 f"run folder {str(run_dir)!r} holds a run with a different config; use a new --out, or the same "
                 "config (only train.epochs, train.stop_after_epochs, train.max_failures and tracking may change)"
             )
-    n_train = len_split(manifest, cfg.data.train_split)
+    n_train = sum(len_split(read_manifest(folder), split) for folder, split in cfg.training_sets())
     if cfg.scaling.num_workers * cfg.train.batch_size > n_train:
         raise HpcinvError(
             f"{cfg.scaling.num_workers} workers x batch {cfg.train.batch_size} exceeds the {n_train} training "
             "samples; lower train.batch_size or scaling.num_workers"
         )
     full = cfg.data.verify == "full"
-    require_readable(cfg.data.train, cfg.data.train_split, full=full, what="training dataset")
+    for folder, split in cfg.training_sets():
+        require_readable(folder, split, full=full, what="training dataset")
     if cfg.data.val:
         require_readable(cfg.data.val, cfg.data.val_split, full=full, what="validation dataset")
     return manifest
+
+
+def _check_mixed(entry: str, folder: str, split: str | None, mixed: dict, train: str, manifest: dict) -> None:
+    """A data.mix dataset must be trainable and hold the same kind of sample as data.train."""
+    where = f"data.mix entry {entry!r}"
+    if not mixed["complete"]:
+        raise HpcinvError(f"{where}: dataset {folder!r} is incomplete; finish it with `hpcinv generate`")
+    if not has_velocity(mixed):
+        raise HpcinvError(f"{where}: dataset {folder!r} holds gathers only (no true velocities): not trainable")
+    splits = mixed.get("splits") or {}
+    if split is not None and split not in splits:
+        raise HpcinvError(f"{where}: {split!r} is not a split of {folder!r}; it has {sorted(splits)}")
+    for key in ("gathers_shape", "velocity_shape", "survey"):
+        mine, theirs = mixed[key], manifest[key]
+        if mine != theirs:
+            differ = [f"{mine} vs {theirs}"] if key != "survey" else \
+                sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise HpcinvError(f"{where}: {folder!r} was recorded differently from data.train={train!r} ({key}: "
+                              f"{', '.join(map(str, differ))}); a mixture needs one survey and grid")
 
 
 def len_split(manifest: dict, split: str | None) -> int:
@@ -186,7 +208,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
             update={"init_from": str(Path(cfg.train.init_from).resolve())})})
     check_inputs(cfg, run_dir)
     with contextlib.ExitStack() as held:
-        for folder in {cfg.data.train, cfg.data.val} - {None}:
+        for folder in {*(f for f, _ in cfg.training_sets()), cfg.data.val} - {None}:
             held.enter_context(folder_lock(folder, shared=True, create=False))
         held.enter_context(folder_lock(run_dir, what="run"))
         return _train_locked(cfg, run_dir, address)
