@@ -48,10 +48,12 @@ def test_evaluate_a_run_and_a_bare_checkpoint_side_by_side(short_run, tiny_datas
     assert len(results) == 3  # one row per run in the comparison, and the data-free baseline
     baseline = results.pop("data-free baseline (mean training model)")
     assert baseline["baseline_split"] is None and baseline["mean"]["mae"] > 0
+    assert baseline["mean"]["spread"] < 1e-6 and baseline["mean"]["spread_ratio"] < 1e-6  # one model for all
     means = [r["mean"] for r in results.values()]
     assert means[0] == means[1]  # the run's latest checkpoint is that state.pt
     for r in results.values():
         assert r["samples"] == 24 and len(r["per_sample"]["mae"]) == 24 and r["mean"]["misfit"] > 0
+        assert r["mean"]["spread"] > 0 and 0 < r["mean"]["spread_ratio"] < 2
     table = (tmp_path / "r" / "metrics.md").read_text()
     assert table.count("| run |") == 1 and "misfit" in table and "mae (m/s)" in table
     pngs = list((tmp_path / "r" / "figures").glob("*/*.png"))
@@ -80,3 +82,12 @@ def test_evaluate_bad_inputs(short_run, tiny_dataset, tmp_path):
     line = one_error_line(run_cli("evaluate", str(short_run), "--data", str(tiny_dataset), "--out",
                                   str(tmp_path / "a-file")))
     assert "is a file; give a folder" in line and (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_spread_measures_how_much_models_differ():
+    from hpcinv.evaluate.metrics import spread
+
+    same = np.full((5, 4, 6), 3000.0)
+    assert spread(same) == 0.0
+    two = np.stack([np.full((4, 6), 2900.0), np.full((4, 6), 3100.0)])
+    assert spread(two) == pytest.approx(100.0)

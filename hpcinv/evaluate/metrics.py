@@ -14,6 +14,7 @@ For a prediction p and a truth t in m/s over an nz × nx model, with the dataset
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
@@ -39,3 +40,11 @@ def velocity_metrics(pred_B1ZX: torch.Tensor, true_B1ZX: torch.Tensor, v_min: fl
         "psnr": 10 * torch.log10(span**2 / mse.clamp_min(tiny)),
         "psnr_signal": 10 * torch.log10(true.pow(2).mean(dim=(1, 2, 3)) / mse.clamp_min(tiny)),
     }
+
+
+def spread(models_NZX: np.ndarray) -> float:
+    """RMS deviation (m/s) of a set of models from their mean model: how much they differ from one
+    another. A network whose predictions hardly depend on its input has a spread far below the true
+    models' spread."""
+    m = np.asarray(models_NZX, dtype=np.float64)
+    return float(np.sqrt(np.mean((m - m.mean(axis=0)) ** 2)))

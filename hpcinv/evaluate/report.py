@@ -29,7 +29,7 @@ import torch
 
 from hpcinv.config import folder_and_split
 from hpcinv.errors import HpcinvError
-from hpcinv.evaluate.metrics import METRICS, velocity_metrics
+from hpcinv.evaluate.metrics import METRICS, spread, velocity_metrics
 from hpcinv.evaluate.misfit import data_misfit
 from hpcinv.fileio import atomic_write_text
 from hpcinv.predict import load_network, predict_gathers
@@ -41,7 +41,8 @@ from hpcinv.train.checkpoint import find_checkpoint, load_state
 
 log = logging.getLogger(__name__)
 
-TABLE_METRICS = ("mae", "rmse", "mae_pm1", "rmse_pm1", "ssim", "psnr", "psnr_signal", "misfit")
+TABLE_METRICS = ("mae", "rmse", "mae_pm1", "rmse_pm1", "ssim", "psnr", "psnr_signal", "spread", "spread_ratio",
+                 "misfit")
 BASELINE = "data-free baseline (mean training model)"
 
 
@@ -142,6 +143,9 @@ def score(row: Row, ds: ShardedDataset, truth: np.ndarray | None, v_range: tuple
                 warnings.append(f"{result['outside_training_range']['samples']} of {n} samples have true velocities "
                                 f"outside the {lo:g}-{hi:g} m/s the network was trained on ({100 * outside.mean():.2g} "
                                 "% of cells): it cannot predict those values")
+    result["mean"]["spread"] = spread(row.velocity)
+    if truth is not None and n > 1:
+        result["mean"]["spread_ratio"] = result["mean"]["spread"] / max(spread(truth), 1e-9)
     if misfit_n:
         misfits = [data_misfit(row.velocity[i], ds.read(int(ds.indices[i]))[0], data_cfg) for i in range(misfit_n)]
         result["misfit_per_sample"] = misfits
@@ -171,7 +175,7 @@ def write_figures(row: Row, ds: ShardedDataset, truth: np.ndarray | None, manife
 
 
 def markdown_table(results: dict[str, dict]) -> str:
-    units = {"mae": "m/s", "rmse": "m/s", "psnr": "dB", "psnr_signal": "dB"}
+    units = {"mae": "m/s", "rmse": "m/s", "psnr": "dB", "psnr_signal": "dB", "spread": "m/s"}
     keys = [k for k in TABLE_METRICS if any(k in r["mean"] for r in results.values())]
     head = "| run | samples | " + " | ".join(f"{k} ({units[k]})" if k in units else k for k in keys) + " |"
     rows = [head, "|" + "---|" * (len(keys) + 2)]
@@ -230,6 +234,9 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | No
     where = (f" (split `{split}`" if split else " (") + (f", its first {hi - lo} samples)" if samples else ")")
     atomic_write_text(out / "metrics.md", f"# Evaluation on `{dataset}`" + (where if where != " ()" else "")
                       + f"\n\nMeans over samples; definitions in hpcinv/evaluate/metrics.py. {scope}.{truth_note} "
-                      f"The {BASELINE} predicts the same model for every sample.\n\n" + table
+                      f"The {BASELINE} predicts the same model for every sample. `spread`: RMS deviation of a row's "
+                      "models from their mean model (m/s), `spread_ratio`: that over the true models' spread (about 1 "
+                      "when predictions vary with the input as much as the truth does, 0 for the baseline).\n\n"
+                      + table
                       + ("\n## Warnings\n\n" + "\n".join(notes) + "\n" if notes else ""))
     return {"out": str(out), "table": table, "means": {n: r["mean"] for n, r in results.items()}, "warnings": notes}
