@@ -155,7 +155,8 @@ def test_training_on_a_mixture_of_datasets(tiny_dataset, tmp_path):
                    "dataset.n_samples=8", "dataset.shard_size=4")
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "run"
-    proc = _train(run, tiny_dataset, f"data.mix=[{second}]", "train.epochs=1", "tracking.mode=disabled")
+    relative = os.path.relpath(second, ROOT)  # resolved against the cwd before Ray workers (any cwd) see it
+    proc = _train(run, tiny_dataset, f"data.mix=[{relative}]", "train.epochs=1", "tracking.mode=disabled")
     assert proc.returncode == 0, proc.stderr[-3000:]
     ends = [e for e in _events(run) if e["event"] == "epoch_end" and "metrics" in e]
     from hpcinv.store.dataset import Concatenated, ShardedDataset

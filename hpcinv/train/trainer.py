@@ -201,8 +201,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
     """Run (or resume) the training of ``cfg`` in ``run_dir``; returns the final metrics."""
     run_dir = Path(run_dir).resolve()
     # Paths inside the config are resolved now, so workers (any cwd) and resumed runs agree.
+    mix = [str(Path(folder).resolve()) + (f":{split}" if split else "") for folder, split in cfg.training_sets()[1:]]
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={
-        k: str(Path(v).resolve()) for k in ("train", "val") if (v := getattr(cfg.data, k))})})
+        k: str(Path(v).resolve()) for k in ("train", "val") if (v := getattr(cfg.data, k))} | {"mix": mix})})
     if cfg.train.init_from:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
             update={"init_from": str(Path(cfg.train.init_from).resolve())})})
