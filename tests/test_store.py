@@ -156,5 +156,13 @@ def test_shard_aware_sampler_gives_ranks_whole_shards_and_equal_lengths():
     assert set(seen[0]) == set(range(0, 8)) | set(range(16, 20)) and set(seen[1]) == set(range(8, 16))
     ranks[0].set_epoch(1)
     assert list(ranks[0]) != seen[0] and sorted(ranks[0]) == sorted(seen[0])  # reshuffled, same samples
+    # the rank's shards are interleaved, not read one after another: the first 4 samples (a batch)
+    # come from both of rank 0's shards in most epochs
+    mixed_batches = 0
+    for epoch in range(20):
+        ranks[0].set_epoch(epoch)
+        first = list(ranks[0])[:4]
+        mixed_batches += any(i < 8 for i in first) and any(i >= 16 for i in first)
+    assert mixed_batches >= 10
     few = [list(ShardAwareSampler([np.arange(5)], r, 2, shuffle=False)) for r in range(2)]
     assert few == [[0, 2, 4], [1, 3, 1]]  # fewer shards than ranks: samples are split instead

@@ -1,9 +1,11 @@
 """Shard-aware sampling for data-parallel training.
 
-Each rank owns a fixed set of whole shards (shard k → rank k mod world), so over an epoch a rank
-reads its own files, one after another, and an in-memory cache on that rank stays useful across
-epochs. Every epoch the order of the rank's shards and of the samples inside each shard is
-reshuffled (seed + epoch). Ranks yield the same number of samples (the shortest rank wraps around,
+Each rank owns a fixed set of whole shards (shard k → rank k mod world), so a rank only ever opens
+its own files and an in-memory cache on that rank stays useful across epochs. Every epoch all the
+rank's samples are shuffled together (seed + epoch): a batch draws from every shard the rank owns,
+never from one shard alone -- batches drawn shard by shard hold one model family each when training
+on a mixture, and BatchNorm's running statistics then match none of them (measured: a network trained
+that way on two families predicted the second family's own training models worse than their mean). Ranks yield the same number of samples (the shortest rank wraps around,
 like ``DistributedSampler``), so collective operations stay in step.
 """
 
@@ -35,8 +37,8 @@ class ShardAwareSampler(Sampler[int]):
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.mine)) if self.shuffle else range(len(self.mine))
-        out = np.concatenate([rng.permutation(self.mine[k]) if self.shuffle else self.mine[k] for k in order])
+        mine = np.concatenate(self.mine) if self.mine else np.zeros(0, dtype=np.int64)
+        out = rng.permutation(mine) if self.shuffle else mine
         if len(out) < self.length:
             out = np.resize(out, self.length)
         return iter(out.tolist())
