@@ -5,7 +5,7 @@ temporary folder (the loader does not care about physics), drops it from the pag
 possible, and reads one epoch per variant:
 
 * ``random``: global random order (what a plain ``DistributedSampler`` does);
-* ``shard_aware``: hpcinv's ``ShardAwareSampler`` (a rank's own shards, one after another);
+* ``shard_aware``: hpcinv's ``ShardAwareSampler`` (a rank's own shards, its samples shuffled together);
 * DataLoader worker counts 0, 1, 2; and the in-memory cache (second epoch) for a dataset that fits;
 * ``checksum_cost``: the same epoch (shard-aware, 0 and 2 workers) of the same samples written with
   and without the per-sample checksums of dataset format 2 (checked on every read), read alternately,
