@@ -3,10 +3,11 @@
 Each rank owns a fixed set of whole shards (shard k → rank k mod world), so a rank only ever opens
 its own files and an in-memory cache on that rank stays useful across epochs. Every epoch all the
 rank's samples are shuffled together (seed + epoch): a batch draws from every shard the rank owns,
-never from one shard alone -- batches drawn shard by shard hold one model family each when training
-on a mixture, and BatchNorm's running statistics then match none of them (measured: a network trained
-that way on two families predicted the second family's own training models worse than their mean). Ranks yield the same number of samples (the shortest rank wraps around,
-like ``DistributedSampler``), so collective operations stay in step.
+never from one shard alone -- batches drawn shard by shard hold one model family each when
+training on a mixture, and BatchNorm's running statistics then match none of them (measured: a
+network trained that way on two families predicted the second family's own training models worse
+than their mean). Ranks yield the same number of samples (the shortest rank wraps around, like
+``DistributedSampler``), so collective operations stay in step.
 """
 
 from __future__ import annotations
