@@ -4,9 +4,15 @@ Writes a dataset of random paper-size samples (29 x 400 x 301 gathers) in float1
 temporary folder (the loader does not care about physics), drops it from the page cache where
 possible, and reads one epoch per variant:
 
-* ``random``: global random order (what a plain ``DistributedSampler`` does);
-* ``shard_aware``: hpcinv's ``ShardAwareSampler`` (a rank's own shards, its samples shuffled together);
-* DataLoader worker counts 0, 1, 2; and the in-memory cache (second epoch) for a dataset that fits;
+* ``per_sample``: the earlier input path, kept here for comparison -- a DataLoader over
+  ``ShardedDataset.__getitem__`` (one HDF5 read, float32 conversion and normalisation per sample on
+  the CPU, then collate);
+* ``batched``: the training input path -- DataLoader workers that read a whole batch each
+  (``RawBatches``, one HDF5 read per shard touched), converted and normalised a batch at a time by
+  ``DeviceFeed`` (here on the CPU; on a GPU it is done there);
+* ``random`` vs ``shard_aware`` order (a plain ``DistributedSampler`` vs hpcinv's ``ShardAwareSampler``);
+* DataLoader worker counts 0, 1, 2; and the rank cache (``RawCache``, the stored dtype) for a
+  dataset that fits;
 * ``checksum_cost``: the same epoch (shard-aware, 0 and 2 workers) of the same samples written with
   and without the per-sample checksums of dataset format 2 (checked on every read), read alternately,
   best of ``--repeats`` each: the price of detecting a damaged sample on read.
@@ -32,8 +38,18 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
 
-from hpcinv.store import InMemory, ShardedDataset, ShardSpec, write_manifest, write_shard  # noqa: E402
+from hpcinv.store import (  # noqa: E402
+    Normaliser,
+    RawBatches,
+    RawCache,
+    ShardedDataset,
+    ShardSpec,
+    read_manifest,
+    write_manifest,
+    write_shard,
+)
 from hpcinv.store.sampler import ShardAwareSampler  # noqa: E402
+from hpcinv.train.feed import DeviceFeed, cache_batches  # noqa: E402
 
 SHAPE = (29, 400, 301)
 
@@ -48,9 +64,15 @@ def make_dataset(root: Path, n: int, shard_size: int, dtype: str, checksums: boo
         v = rng.uniform(2000, 4500, (stop - start, 201, 301)).astype(np.float32)
         records.append(write_shard(root / "shards", ShardSpec(k, start, stop), v, g, config_hash="bench", survey={},
                                    gathers_dtype=dtype, checksums=checksums))
+    stats = {"gathers": {"mean": 0.0, "std": 1.0, "min": -5.0, "max": 5.0},
+             "velocity": {"mean": 3250.0, "std": 700.0, "min": 2000.0, "max": 4500.0}}
     write_manifest(root, {"format": "hpcinv-dataset", "format_version": 2, "config_hash": "bench", "n_samples": n,
                           "shard_size": shard_size, "velocity_shape": [201, 301], "gathers_shape": list(SHAPE),
-                          "gathers_dtype": dtype, "survey": {}, "physics": {}, "shards": records})
+                          "gathers_dtype": dtype, "survey": {}, "physics": {}, "shards": records, "stats": stats})
+
+
+NORM = {"gathers": "openfwi", "velocity": "minmax"}
+BATCH = 4
 
 
 def drop_cache(root: Path) -> bool:
@@ -68,9 +90,20 @@ def drop_cache(root: Path) -> bool:
 
 
 def epoch(ds, sampler, workers: int) -> float:
-    loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers)
+    """One epoch of the per-sample path: normalised float32 samples, collated."""
+    loader = DataLoader(ds, batch_size=BATCH, sampler=sampler, num_workers=workers)
     t0 = time.perf_counter()
     for g, _ in loader:
+        assert torch.isfinite(g[:, 0, 0, 0]).all()
+    return time.perf_counter() - t0
+
+
+def epoch_batched(ds, sampler, workers: int, norm: Normaliser) -> float:
+    """One epoch of the training input path: whole stored batches, normalised by the feed."""
+    loader = DataLoader(RawBatches(ds), batch_size=None, num_workers=workers,
+                        sampler=torch.utils.data.BatchSampler(sampler, BATCH, drop_last=False))
+    t0 = time.perf_counter()
+    for g, _ in DeviceFeed(norm, torch.device("cpu"))(iter(loader)):
         assert torch.isfinite(g[:, 0, 0, 0]).all()
     return time.perf_counter() - t0
 
@@ -86,21 +119,29 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=os.environ.get("HPCINV_BENCH_DIR")) as tmp:
             root = Path(tmp) / "ds"
             make_dataset(root, args.samples, args.shard_size, dtype)
-            ds = ShardedDataset(root)
+            norm = Normaliser.from_manifest(read_manifest(root), NORM["gathers"], NORM["velocity"])
+            ds = ShardedDataset(root, norm)
             mb = np.prod(SHAPE) * np.dtype(dtype).itemsize / 2**20
             row = {}
             rng = np.random.default_rng(1)
             for name, sampler in (("random", rng.permutation(len(ds)).tolist()),
                                   ("shard_aware", ShardAwareSampler(ds.positions_by_shard(), 0, 1, seed=0))):
                 for workers in (0, 1, 2):
-                    cold = drop_cache(root)
-                    dt = epoch(ds, sampler, workers)
-                    row[f"{name}/workers{workers}"] = {"samples_per_s": round(len(ds) / dt, 2),
-                                                       "mb_per_s": round(len(ds) * mb / dt, 1), "cold_cache": cold}
-            cached = InMemory(ds, np.arange(len(ds)))
-            dt = epoch(cached, list(range(len(ds))), 0)
-            row["memory_cache/workers0"] = {"samples_per_s": round(len(ds) / dt, 2),
-                                            "mb_per_s": round(len(ds) * mb / dt, 1)}
+                    for path in ("per_sample", "batched"):  # side by side, same cold cache
+                        cold = drop_cache(root)
+                        dt = epoch(ds, sampler, workers) if path == "per_sample" else \
+                            epoch_batched(ds, sampler, workers, norm)
+                        row[f"{path}/{name}/workers{workers}"] = {
+                            "samples_per_s": round(len(ds) / dt, 2), "mb_per_s": round(len(ds) * mb / dt, 1),
+                            "cold_cache": cold}
+            cache = RawCache(ds, np.arange(len(ds)), torch.device("cpu"))
+            order = list(range(len(ds)))
+            t0 = time.perf_counter()
+            for g, _ in DeviceFeed(norm, torch.device("cpu"))(cache_batches(cache, order, BATCH)):
+                assert torch.isfinite(g[:, 0, 0, 0]).all()
+            dt = time.perf_counter() - t0
+            row["cache/batched"] = {"samples_per_s": round(len(ds) / dt, 2), "mb_per_s": round(len(ds) * mb / dt, 1),
+                                    "cache_mb_per_sample": round(cache.nbytes / len(ds) / 2**20, 2)}
             results[dtype] = row
             checksum_cost[dtype] = compare_checksums(root, Path(tmp) / "plain", args, dtype)
     emit({"benchmark": "loader", "samples": args.samples, "shard_size": args.shard_size,

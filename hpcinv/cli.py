@@ -10,6 +10,7 @@
     hpcinv evaluate RUN_OR_CHECKPOINT_OR_STORE [...] --data DATASET --out DIR [--split S] [--baseline DATASET[:SPLIT]]
     hpcinv import-gathers CONFIG --gathers FILE.npy --out DIR [key=value ...]
     hpcinv verify DIR [--no-checksums]
+    hpcinv doctor [--gpu] [--no-probe]
     hpcinv cluster [--cluster-dir DIR] [--object-store-gb G] generate|train|refine ...   (under srun, one per node)
 
 User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2.
@@ -158,6 +159,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from hpcinv.doctor import findings
+
+    found = findings(gpu=args.gpu, probe=not args.no_probe)
+    for finding in found:
+        print(finding)
+    return 1 if any(f.level == "fail" for f in found) else 0
+
+
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from hpcinv.cluster import run_on_cluster
 
@@ -275,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("dir")
     ver.add_argument("--no-checksums", action="store_true", help="skip sha256 (sizes and contents only)")
     ver.set_defaults(func=_cmd_verify)
+
+    doc = sub.add_parser("doctor", help="preflight: can this node run the GPU paths (torch CUDA build, driver, "
+                                        "deepwave's kernels for each GPU, NCCL, memory)? exit 1 if not")
+    doc.add_argument("--gpu", action="store_true", help="a GPU job is meant to run here: no GPU is a failure")
+    doc.add_argument("--no-probe", action="store_true", help="skip running a one-shot deepwave model per GPU")
+    doc.set_defaults(func=_cmd_doctor)
 
     cl = sub.add_parser("cluster", help="run generate/train/refine on a Ray cluster over this SLURM job step "
                                         "(srun --ntasks-per-node=1 hpcinv cluster train ...)")

@@ -367,9 +367,17 @@ class TrainDataConfig(Section):
     mirror_probability: float = Field(
         0.0, ge=0.0, le=1.0, description="chance that a training sample is mirrored left-right (model flipped, "
         "shots and receivers reversed: exact on a symmetric survey, refused on another)")
-    loader_workers: int = Field(1, ge=0, description="DataLoader worker processes per training worker")
-    cache: Literal["none", "memory"] = Field("none", description="memory: keep this rank's samples in RAM")
-    prefetch_factor: int = Field(2, ge=1)
+    loader_workers: int = Field(1, ge=0, description="DataLoader worker processes per training worker (each "
+                                "reads whole batches, one HDF5 read per shard touched)")
+    cache: Literal["none", "memory"] = Field(
+        "none", description="memory: read this rank's samples once, as stored (float16 gathers), into one "
+        "contiguous tensor: on the GPU when it takes at most data.cache_gpu_fraction of its memory and fits in "
+        "what is free, else in pinned host memory; refused when the node has not the memory available")
+    cache_gpu_fraction: float = Field(0.3, ge=0.0, le=0.9, description="largest share of a GPU's memory that "
+                                      "data.cache=memory may take there (0: always in host memory)")
+    prefetch_factor: int = Field(2, ge=1, description="batches each DataLoader worker reads ahead")
+    prefetch_batches: int = Field(2, ge=1, description="batches converted and normalised on the device ahead of "
+                                  "the training step (by a background thread)")
     verify: Literal["fast", "full"] = Field(
         "fast", description="before training, check every shard to be read: fast = size, HDF5 header, sample "
         "range and config hash (milliseconds per shard; damaged samples are caught by their per-chunk checksums "
@@ -397,6 +405,9 @@ class OptimConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint")
     stop_after_epochs: int | None = Field(None, ge=1, description="stop early (the run can be resumed)")
+    check_every_steps: int = Field(
+        16, ge=1, description="steps between the checks for NaN/Inf and damaged samples on every rank (each is one "
+        "collective and one device-to-host read; also done at every epoch's end, before any checkpoint)")
 
 
 class ScalingSection(Section):

@@ -41,6 +41,10 @@ class ShardWorker:
 
     def __init__(self, cfg: DataConfig, out_dir: str | os.PathLike, source: VelocitySource | None = None):
         torch.set_num_threads(cfg.modelling.threads)
+        if cfg.modelling.device == "cuda":
+            from hpcinv.doctor import require_gpu_ready
+
+            require_gpu_ready("modelling.device=cuda")
         self.cfg = cfg
         self.folder = Path(out_dir) / SHARD_DIR
         self.source = source or make_source(cfg)

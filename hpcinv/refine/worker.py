@@ -44,6 +44,10 @@ class RefineWorker:
         self.start_model = start_model
         self.score_range = score_range
         self.device = resolve_device(rc.device)
+        if self.device.type == "cuda":
+            from hpcinv.doctor import require_gpu_ready
+
+            require_gpu_ready(f"refine.device={rc.device}")
         self.iterations = sum(rc.iterations_per_band)
 
     def starts(self, lo: int, hi: int) -> np.ndarray:

@@ -3,7 +3,8 @@
 The format is described in docs/FORMAT.md. No distributed code lives here.
 """
 
-from hpcinv.store.dataset import InMemory, ShardedDataset
+from hpcinv.store.batches import RawBatches, RawCache
+from hpcinv.store.dataset import ShardedDataset
 from hpcinv.store.lock import folder_lock
 from hpcinv.store.manifest import (
     CONFIG,
@@ -20,6 +21,7 @@ from hpcinv.store.normalise import Normaliser
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, file_sha256, plan_shards, write_shard
 from hpcinv.store.stats import RunningStats
 
-__all__ = ["ShardedDataset", "InMemory", "Normaliser", "ShardSpec", "plan_shards", "write_shard", "file_sha256",
+__all__ = ["ShardedDataset", "RawBatches", "RawCache", "Normaliser", "ShardSpec", "plan_shards", "write_shard",
+           "file_sha256",
            "read_manifest", "write_manifest", "verify_dataset", "require_readable", "split_range", "VerifyReport",
            "load_dataset_config", "folder_lock", "RunningStats", "MANIFEST", "CONFIG", "SHARD_DIR"]

@@ -126,6 +126,43 @@ class ShardedDataset(Dataset):
                             f"`hpcinv verify {self.root}` checks every shard, `hpcinv generate` recomputes bad ones")
         return gathers, vel
 
+    def read_batch(self, positions) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw (gathers_BSTR in the stored dtype, vel_BZX float32 or None) of dataset ``positions``, in
+        their order: one HDF5 read per shard touched (rows sorted), each sample's checksum checked."""
+        indices = self.indices[np.asarray(positions, dtype=np.int64)]
+        shape = tuple(self.manifest["gathers_shape"])
+        gathers = np.empty((len(indices), *shape), np.dtype(self.manifest.get("gathers_dtype", "float32")))
+        vel = (np.empty((len(indices), *self.manifest["velocity_shape"]), np.float32)
+               if self.has_velocity else None)
+        shard_of = np.searchsorted(self._starts, indices, side="right") - 1
+        for k in np.unique(shard_of):
+            where = np.flatnonzero(shard_of == k)
+            rows = indices[where] - self._starts[k]
+            order = np.argsort(rows, kind="stable")
+            unique_rows, inverse = np.unique(rows[order], return_inverse=True)
+            name = self._names[k]
+            try:
+                g = self._file(name)["gathers"][unique_rows]
+                v = self._file(name)["velocity"][unique_rows] if vel is not None else None
+            except OSError as exc:  # read them one by one to name the damaged sample
+                for i in where:
+                    self.read(int(indices[i]))
+                raise DataError(f"{self.root / SHARD_DIR / name}: reading rows {unique_rows.tolist()} failed: "
+                                f"{' '.join(str(exc).split())}") from exc
+            sums = self._sums[name]
+            if sums is not None:
+                for j, row in enumerate(unique_rows):
+                    stored = (g[j], v[j] if v is not None else NO_VELOCITY)
+                    if sample_checksums(*stored) != tuple(int(c) for c in sums[row]):
+                        # read() raises naming shard, sample and row -- or returns the good bytes of a flaky read
+                        g[j], again = self.read(int(row + self._starts[k]))
+                        if v is not None:
+                            v[j] = again
+            gathers[where[order]] = g[inverse]
+            if vel is not None:
+                vel[where[order]] = v[inverse]
+        return gathers, vel
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         gathers, vel = self.read(self.indices[i])
         if vel is None:
@@ -161,6 +198,19 @@ class Concatenated(Dataset):
         k = int(np.searchsorted(self.offsets, i, side="right")) - 1
         return self.datasets[k][int(i) - int(self.offsets[k])]
 
+    def read_batch(self, positions) -> tuple[np.ndarray, np.ndarray | None]:
+        positions = np.asarray(positions, dtype=np.int64)
+        part = np.searchsorted(self.offsets, positions, side="right") - 1
+        pieces = {k: self.datasets[k].read_batch(positions[part == k] - self.offsets[k]) for k in np.unique(part)}
+        first = next(iter(pieces.values()))
+        gathers = np.empty((len(positions), *first[0].shape[1:]), first[0].dtype)
+        vel = None if first[1] is None else np.empty((len(positions), *first[1].shape[1:]), np.float32)
+        for k, (g, v) in pieces.items():
+            gathers[part == k] = g
+            if vel is not None:
+                vel[part == k] = v
+        return gathers, vel
+
     def positions_by_shard(self) -> list[np.ndarray]:
         return [g + offset for d, offset in zip(self.datasets, self.offsets, strict=False)
                 for g in d.positions_by_shard()]
@@ -168,20 +218,6 @@ class Concatenated(Dataset):
     def close(self) -> None:
         for d in self.datasets:
             d.close()
-
-
-class InMemory(Dataset):
-    """A rank's samples read once into RAM (``data.cache=memory``) — for datasets that fit."""
-
-    def __init__(self, ds: ShardedDataset, positions: np.ndarray):
-        self.items = {int(i): ds[int(i)] for i in positions}
-        self.length = len(ds)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int):
-        return self.items[int(i)]
 
 
 def mean_velocity(root: str | os.PathLike, split: str | None = None,

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader
 
 from hpcinv.config import TrainConfig
 from hpcinv.errors import DataError, HpcinvError
@@ -37,7 +37,8 @@ from hpcinv.evaluate.metrics import velocity_metrics
 from hpcinv.fileio import atomic_write_text
 from hpcinv.nets import build_model, count_parameters, model_spec
 from hpcinv.physics.survey import mirror
-from hpcinv.store import InMemory, Normaliser, ShardedDataset, read_manifest
+from hpcinv.store import Normaliser, ShardedDataset, read_manifest
+from hpcinv.store.batches import RawBatches, RawCache
 from hpcinv.store.dataset import Concatenated
 from hpcinv.store.manifest import pooled_stats
 from hpcinv.store.sampler import ShardAwareSampler
@@ -53,6 +54,7 @@ from hpcinv.train.checkpoint import (
     unwrap,
     weights_digest,
 )
+from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches, normalised
 from hpcinv.train.parallel import apply_checkpointing, autocast, grad_scaler
 
 EVENTS = "events.jsonl"
@@ -72,11 +74,18 @@ def velocity_range(norm: Normaliser, manifest: dict) -> tuple[float, float]:
     return manifest["stats"]["velocity"]["min"], manifest["stats"]["velocity"]["max"]
 
 
-def make_loader(ds: ShardedDataset, sampler, cfg: TrainConfig, device: torch.device, cached: bool) -> DataLoader:
-    workers = 0 if cached else cfg.data.loader_workers
-    return DataLoader(ds, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                      prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None)
+def make_source(ds, sampler: ShardAwareSampler, cfg: TrainConfig, device: torch.device):
+    """A function of no arguments giving one epoch of raw batches (in the sampler's current order): from
+    this rank's cache (``data.cache=memory``) or from DataLoader workers that read a whole batch each."""
+    if cfg.data.cache == "memory":
+        cache = RawCache(ds, np.concatenate(sampler.mine), device, cfg.data.cache_gpu_fraction)
+        return lambda: cache_batches(cache, iter(sampler), cfg.train.batch_size, pinned_ring=2)
+    workers = cfg.data.loader_workers
+    loader = DataLoader(RawBatches(ds), batch_size=None, num_workers=workers,
+                        sampler=BatchSampler(sampler, cfg.train.batch_size, drop_last=False),
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                        prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None)
+    return lambda: iter(loader)
 
 
 def mirror_some(gathers: torch.Tensor, target: torch.Tensor, probability: float, rng: torch.Generator):
@@ -94,11 +103,15 @@ def loss_function(name: str):
 
 
 def train_step(model: nn.Module, gathers: torch.Tensor, target: torch.Tensor, optimizer, scaler, loss_fn,
-               precision: str, device: torch.device, grad_clip: float | None = None) -> torch.Tensor:
-    """One optimisation step; returns the (detached) loss. Shared by the Ray loop and the benchmarks."""
+               precision: str, device: torch.device, grad_clip: float | None = None,
+               weight: float = 1.0) -> torch.Tensor:
+    """One optimisation step; returns the (detached) loss. Shared by the Ray loop and the benchmarks.
+    ``weight`` 0 makes a step that only keeps a rank in DDP's collectives (see :func:`epoch_batches`)."""
     with autocast(precision, device):
         pred = model(gathers)
     loss = loss_fn(pred.float(), target)
+    if weight != 1.0:
+        loss = loss * weight
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if grad_clip:
@@ -173,19 +186,25 @@ def optimizer_nonfinite_count(optimizer: torch.optim.Optimizer, device: torch.de
                             if isinstance(t, torch.Tensor)], device)
 
 
-def guarded(loader) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None, str | None]]:
-    """``(gathers, velocity, None)`` per batch; a damaged sample ends the epoch with ``(None, None, message)``
-    (also when a DataLoader worker process read it)."""
-    it = iter(loader)
-    while True:
-        try:
-            gathers, vel = next(it)
-        except StopIteration:
-            return
-        except DataError as exc:
-            yield None, None, DataError.message_of(exc)
-            return
-        yield gathers, vel, None
+def epoch_batches(batches: Iterator, n_batches: int, blank: tuple[torch.Tensor, torch.Tensor]
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, float, str | None]]:
+    """Exactly ``n_batches`` ``(gathers, target, weight, read_error)`` from the device feed.
+
+    Ranks learn of a damaged sample only at the next check (every ``train.check_every_steps`` steps and
+    at the epoch's end), and until then every rank must keep taking part in DDP's gradient all-reduce.
+    So after a damaged read a rank repeats its last good batch (or ``blank``) with weight 0 and carries
+    the message; the run stops at the check, and no checkpoint ever holds the weights of those steps.
+    """
+    error, last = None, blank
+    for _ in range(n_batches):
+        if error is None:
+            try:
+                last = next(batches)
+            except DataError as exc:
+                error = DataError.message_of(exc)
+            except StopIteration:
+                raise HpcinvError(f"the training input ended before the epoch's {n_batches} batches") from None
+        yield (*last, 0.0 if error else 1.0, error)
 
 
 def read_events(run_dir: Path) -> list[dict]:
@@ -229,14 +248,13 @@ def validate(model, ds: ShardedDataset, positions: np.ndarray, cfg: TrainConfig,
     sums = {k: 0.0 for k in ("mse", "rmse", "mae", "mae_pm1", "rmse_pm1", "ssim", "psnr", "psnr_signal", "loss")}
     count, error = 0, None
     loss_fn = loss_function(cfg.train.loss)
-    for start in range(0, len(positions), cfg.train.batch_size):
+    reader = RawBatches(ds)
+    for batch in batches_of(positions, cfg.train.batch_size):
         try:
-            batch = [ds[int(i)] for i in positions[start:start + cfg.train.batch_size]]
+            gathers, target = normalised(*reader[batch], norm, device)
         except DataError as exc:
             error = str(exc)
             break
-        gathers = torch.stack([b[0] for b in batch]).to(device)
-        target = torch.stack([b[1] for b in batch]).to(device)[:, None]
         with autocast(cfg.train.precision, device):
             pred = model(gathers)
         pred = pred.float()
@@ -315,7 +333,11 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     # ---- setup: any error here is deterministic; every rank learns of it through one all-reduce
     error = None
     try:
-        state, rolled_back = _restore(cfg, run_dir, rank, device)
+        state, rolled_back = _restore(cfg, run_dir, rank, device)  # a collective: every rank comes here first
+        if device.type == "cuda":
+            from hpcinv.doctor import require_gpu_ready
+
+            require_gpu_ready("training with scaling.use_gpu=true")
         sets = cfg.training_sets()
         manifests = [read_manifest(folder) for folder, _ in sets]
         manifest = manifests[0]
@@ -326,28 +348,26 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
         parts = [ShardedDataset(folder, norm, split=split) for folder, split in sets]
         train_ds = parts[0] if len(parts) == 1 else Concatenated(parts)
         sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
-        cached = cfg.data.cache == "memory"
-        data: Dataset = InMemory(train_ds, np.concatenate(sampler.mine)) if cached else train_ds
-        loader = make_loader(data, sampler, cfg, device, cached)
+        source = make_source(train_ds, sampler, cfg, device)
         val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
         val_positions = np.arange(len(val_ds))[rank::world] if val_ds else None
         spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
         torch.manual_seed(cfg.train.seed)
         model = build_model(spec)
-        source = None
+        init_state = None
         if state is not None:
             load_weights(model, state, "to resume")
         elif cfg.train.init_from:
-            source = load_state(cfg.train.init_from)
-            load_weights(model, source, repr(cfg.train.init_from))
+            init_state = load_state(cfg.train.init_from)
+            load_weights(model, init_state, repr(cfg.train.init_from))
     except HpcinvError as exc:
         error = DataError.message_of(exc) if isinstance(exc, DataError) else str(exc)
     flag, = all_reduce_sum([error is not None], device)
     _stop_if(flag, rank, run_dir, {"event": "error", "message": error}, mine=error is not None)
 
-    if source is not None and rank == 0:
+    if init_state is not None and rank == 0:
         append_event(run_dir, {"event": "init_from", "path": cfg.train.init_from,
-                               "weights": weights_digest(model), "source_weights": weights_digest(source["model"])})
+                               "weights": weights_digest(model), "source_weights": weights_digest(init_state["model"])})
     if cfg.train.freeze_encoder:
         for module in model.encoder_modules():
             module.requires_grad_(False)
@@ -371,44 +391,59 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     tracker = Tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json") | {"parameters": count_parameters(model)},
                       enabled=rank == 0)
     loss_fn = loss_function(cfg.train.loss)
+    feed = DeviceFeed(norm, device, cfg.data.prefetch_batches)
+    n_batches = -(-len(sampler) // cfg.train.batch_size)
+    blank = (torch.zeros((1, *manifest["gathers_shape"]), device=device),
+             torch.zeros((1, 1, *manifest["velocity_shape"]), device=device))
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             sampler.set_epoch(epoch)
             model.train()
             bar = tqdm(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}") if rank == 0 else None
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            seen, bad = 0, torch.zeros((), device=device)
+            # on the device, read only at checks: NaN/Inf tensors after any step since the last check
+            bad = torch.zeros((), dtype=torch.float64, device=device)
+            seen, read_error = 0, None
             t_epoch = time.perf_counter()
             # which samples are mirrored: a function of (seed, epoch, rank), so a resumed epoch repeats it
             mirror_rng = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch * 1_009 + rank)
-            for gathers, vel, read_error in guarded(loader):
-                # one collective per step: a damaged sample on any rank, NaN/Inf after the previous step
-                bad_values, bad_data = all_reduce_sum([bad, read_error is not None], device)
-                _stop_if(bad_data, rank, run_dir, {"event": "error", "epoch": epoch, "step": step,
-                                                   "message": read_error}, mine=read_error is not None)
-                _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0)
-                t0 = time.perf_counter()
-                gathers, target = gathers.to(device, non_blocking=True), vel.to(device, non_blocking=True)[:, None]
-                if cfg.data.mirror_probability > 0:
-                    gathers, target = mirror_some(gathers, target, cfg.data.mirror_probability, mirror_rng)
-                loss = train_step(model, gathers, target, optimizer, scaler, loss_fn, cfg.train.precision, device,
-                                  cfg.train.grad_clip)
-                bad = nonfinite_count(model, loss)
-                step += 1
-                loss_sum += loss.double() * len(gathers)
-                seen += len(gathers)
-                if bar is not None:
-                    bar.update(len(gathers) * world)
-                if rank == 0 and step % cfg.tracking.log_every_steps == 0:
-                    dt = time.perf_counter() - t0
-                    tracker.log({"train/loss": float(loss), "train/lr": optimizer.param_groups[0]["lr"],
-                                 "train/samples_per_s": len(gathers) * world / dt, "train/step_time_s": dt,
-                                 "train/peak_memory_mb": peak_memory_mb(device), "epoch": epoch}, step=step)
+            batches = feed(source())
+            try:
+                for b, (gathers, target, weight, read_error) in enumerate(epoch_batches(batches, n_batches, blank)):
+                    t0 = time.perf_counter()
+                    if cfg.data.mirror_probability > 0:
+                        gathers, target = mirror_some(gathers, target, cfg.data.mirror_probability, mirror_rng)
+                    loss = train_step(model, gathers, target, optimizer, scaler, loss_fn, cfg.train.precision,
+                                      device, cfg.train.grad_clip, weight)
+                    bad += nonfinite_count(model, loss)
+                    step += 1
+                    if weight:
+                        loss_sum += loss.double() * len(gathers)
+                        seen += len(gathers)
+                    if bar is not None:
+                        bar.update(len(gathers) * world)
+                    if rank == 0 and step % cfg.tracking.log_every_steps == 0:
+                        dt = time.perf_counter() - t0
+                        tracker.log({"train/loss": float(loss), "train/lr": optimizer.param_groups[0]["lr"],
+                                     "train/samples_per_s": len(gathers) * world / dt, "train/step_time_s": dt,
+                                     "train/peak_memory_mb": peak_memory_mb(device), "epoch": epoch}, step=step)
+                    if (b + 1) % cfg.train.check_every_steps == 0 and b + 1 < n_batches:
+                        # one collective and one host read per check: a damaged sample on any rank, NaN/Inf
+                        bad_values, bad_data = all_reduce_sum([bad, read_error is not None], device)
+                        _stop_if(bad_data, rank, run_dir, {"event": "error", "epoch": epoch, "step": step,
+                                                           "message": read_error}, mine=read_error is not None)
+                        _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step},
+                                 rank == 0)
+            finally:
+                batches.close()
             if bar is not None:
                 bar.close()
-            # the last step, and the optimizer state a checkpoint will hold (identical on every rank)
-            bad_values, total_loss, total_seen = all_reduce_sum(
-                [bad + optimizer_nonfinite_count(optimizer, device), loss_sum, seen], device)
+            # never skipped before a checkpoint: every step since the last check, the optimizer state a
+            # checkpoint will hold (identical on every rank), and damaged reads
+            bad_values, bad_data, total_loss, total_seen = all_reduce_sum(
+                [bad + optimizer_nonfinite_count(optimizer, device), read_error is not None, loss_sum, seen], device)
+            _stop_if(bad_data, rank, run_dir, {"event": "error", "epoch": epoch, "step": step,
+                                               "message": read_error}, mine=read_error is not None)
             _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0)
             scheduler.step()
             metrics = {"epoch": epoch, "step": step, "train/epoch_loss": total_loss / max(total_seen, 1),

@@ -36,7 +36,8 @@ from hpcinv.train.tracking import effective_mode
 log = logging.getLogger(__name__)
 
 MUTABLE = {("train", "epochs"), ("train", "stop_after_epochs"), ("train", "max_failures"), ("data", "verify"),
-           ("tracking",)}
+           ("tracking",), ("train", "check_every_steps"), ("data", "loader_workers"), ("data", "cache"),
+           ("data", "cache_gpu_fraction"), ("data", "prefetch_factor"), ("data", "prefetch_batches")}
 
 
 def _comparable(cfg: TrainConfig) -> dict:

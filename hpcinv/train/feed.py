@@ -1,0 +1,119 @@
+"""The training input path: stored batches onto the device, converted and normalised there, ahead of time.
+
+A background thread pulls whole raw batches (float16 gathers as stored; from DataLoader workers that
+read one batch each, or from a rank's :class:`~hpcinv.store.batches.RawCache`), copies them to the
+device with non-blocking copies from pinned memory on a side CUDA stream, converts them to float32
+and normalises them there, and keeps ``depth`` batches ready. The training thread only waits on an
+event: no per-sample Python, no CPU normalisation, no collate or pinning copy in the step.
+
+On CPU the same thread reads and normalises ahead (the step overlaps the next batch's read).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+
+import torch
+
+from hpcinv.errors import DataError
+from hpcinv.store.batches import RawCache
+from hpcinv.store.normalise import Normaliser
+
+_END = object()
+
+
+def normalised(gathers: torch.Tensor, velocity: torch.Tensor, norm: Normaliser, device: torch.device,
+               non_blocking: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """A raw batch on ``device`` as the network sees it: float32 gathers_BSTR and target_B1ZX, normalised."""
+    g = gathers.to(device, non_blocking=non_blocking).float()
+    v = velocity.to(device, non_blocking=non_blocking).float()
+    return norm.gathers_fwd(g), norm.velocity_fwd(v)[:, None]
+
+
+def batches_of(order: Iterable[int], batch_size: int) -> Iterator[list[int]]:
+    batch = []
+    for position in order:
+        batch.append(int(position))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def cache_batches(cache: RawCache, order: Iterable[int], batch_size: int, pinned_ring: int = 0):
+    """Batches gathered from ``cache``; into ``pinned_ring`` reused pinned buffers when the cache is in
+    pinned host memory (so the device copy is asynchronous)."""
+    if not pinned_ring or cache.device.type != "cpu" or not cache.gathers.is_pinned():
+        for positions in batches_of(order, batch_size):
+            yield cache.take(positions)
+        return
+    ring = [(torch.empty((batch_size, *cache.gathers.shape[1:]), dtype=cache.gathers.dtype, pin_memory=True),
+             torch.empty((batch_size, *cache.velocity.shape[1:]), dtype=cache.velocity.dtype, pin_memory=True))
+            for _ in range(pinned_ring)]
+    for k, positions in enumerate(batches_of(order, batch_size)):
+        yield cache.take(positions, out=ring[k % pinned_ring])
+
+
+class DeviceFeed:
+    """Iterate ``(gathers, target)`` device batches, normalised, prepared ``depth`` batches ahead.
+
+    ``source`` yields raw ``(gathers, velocity)`` CPU (or device) tensors. A :class:`DataError` raised by
+    the source is raised by the iterator at the batch where it happened. The background thread waits
+    for each batch's copy and normalisation (on the side stream) before it takes the next from the
+    source, so a source may refill its pinned buffers as soon as it is asked for the next batch; the
+    training thread receives finished device tensors and never waits on the copy.
+    """
+
+    def __init__(self, norm: Normaliser, device: torch.device, depth: int = 2):
+        self.norm, self.device, self.depth = norm, device, max(1, depth)
+        self.cuda = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+
+    def __call__(self, source: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        slots: queue.Queue = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+
+        def produce():
+            try:
+                for gathers, velocity in source:
+                    if stop.is_set():
+                        return
+                    if self.cuda:
+                        with torch.cuda.stream(self.stream):
+                            item = normalised(gathers, velocity, self.norm, self.device, non_blocking=True)
+                            done = torch.cuda.Event()
+                            done.record(self.stream)
+                        done.synchronize()  # the pinned buffer may be refilled once its copy is done
+                    else:
+                        item = normalised(gathers, velocity, self.norm, self.device)
+                    slots.put(item)
+            except BaseException as exc:  # handed to the training thread, raised there
+                slots.put(exc)
+                return
+            slots.put(_END)
+
+        worker = threading.Thread(target=produce, name="hpcinv-feed", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = slots.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, DataError):
+                        raise DataError(DataError.message_of(item)) from item
+                    raise item
+                if self.cuda:  # the tensors were made on the side stream: tell the allocator who uses them
+                    for t in item:
+                        t.record_stream(torch.cuda.current_stream(self.device))
+                yield item
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    slots.get_nowait()
+                except queue.Empty:
+                    worker.join(timeout=0.05)

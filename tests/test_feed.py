@@ -1,0 +1,116 @@
+"""The training input path: whole batches as stored, normalised on the device, prepared ahead."""
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from hpcinv.errors import DataError, HpcinvError
+from hpcinv.store import Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
+from hpcinv.store import batches as batches_module
+from hpcinv.store.dataset import Concatenated
+from hpcinv.store.sampler import ShardAwareSampler
+from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches
+from hpcinv.train.loop import epoch_batches
+
+
+def _zero_chunk(shard, row: int) -> None:
+    with h5py.File(shard, "r") as fh:
+        info = fh["gathers"].id.get_chunk_info_by_coord((row, 0, 0, 0))
+    with open(shard, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(b"\0" * info.size)
+
+
+def _norm(root) -> Normaliser:
+    return Normaliser.from_manifest(read_manifest(root), "openfwi", "minmax")
+
+
+def test_read_batch_equals_sample_reads_in_any_order(tiny_dataset):
+    ds = ShardedDataset(tiny_dataset, split=None)
+    positions = [17, 3, 9, 3, 0, 23, 8]  # several shards, unsorted, a repeat
+    gathers, vel = ds.read_batch(positions)
+    assert gathers.dtype == np.dtype(read_manifest(tiny_dataset)["gathers_dtype"]) and vel.dtype == np.float32
+    for k, p in enumerate(positions):
+        g, v = ds.read(p)
+        assert gathers[k].tobytes() == g.tobytes() and vel[k].tobytes() == v.tobytes()
+    both = Concatenated([ShardedDataset(tiny_dataset, indices=[5, 6]), ShardedDataset(tiny_dataset, indices=[20])])
+    g2, _ = both.read_batch([2, 0, 1])
+    assert [x.tobytes() for x in g2] == [ds.read(i)[0].tobytes() for i in (20, 5, 6)]
+
+
+def test_read_batch_names_a_damaged_sample(tiny_dataset, tmp_path):
+    root = shutil.copytree(tiny_dataset, tmp_path / "ds")
+    _zero_chunk(root / "shards" / "shard-000001.h5", row=1)
+    ds = ShardedDataset(root)
+    ds.read_batch([8, 10])  # the rest of the shard reads fine
+    with pytest.raises(DataError, match=r"shard-000001\.h5: sample 9 \(row 1\) is damaged"):
+        ds.read_batch([8, 9, 10])
+
+
+def test_the_feed_gives_what_the_per_sample_path_gave(tiny_dataset):
+    """Normalised on the device, a batch at a time, equals the old CPU path sample by sample."""
+    norm = _norm(tiny_dataset)
+    ds = ShardedDataset(tiny_dataset, norm)
+    order = [4, 11, 19, 0, 7]
+    got = list(DeviceFeed(norm, torch.device("cpu"), depth=2)(
+        RawBatches(ds)[b] for b in batches_of(order, 2)))
+    assert [len(g) for g, _ in got] == [2, 2, 1]
+    gathers, target = torch.cat([g for g, _ in got]), torch.cat([t for _, t in got])
+    assert gathers.dtype == torch.float32 and target.shape == (5, 1, *read_manifest(tiny_dataset)["velocity_shape"])
+    for k, p in enumerate(order):
+        g, v = ds[p]
+        torch.testing.assert_close(gathers[k], g, rtol=0, atol=0)
+        torch.testing.assert_close(target[k, 0], v, rtol=0, atol=0)
+
+
+def test_the_cache_holds_the_stored_bytes_and_refuses_what_does_not_fit(tiny_dataset, monkeypatch):
+    ds = ShardedDataset(tiny_dataset)
+    sampler = ShardAwareSampler(ds.positions_by_shard(), rank=1, world=2, seed=0)
+    mine = np.concatenate(sampler.mine)
+    cache = RawCache(ds, mine, torch.device("cpu"))
+    assert cache.place == "host" and len(cache.gathers) == len(mine)
+    assert cache.nbytes == len(mine) * (ds.read(0)[0].nbytes + ds.read(0)[1].nbytes)
+    order = list(sampler)
+    for batch, (g, v) in zip(batches_of(order, 3), cache_batches(cache, order, 3), strict=True):
+        want_g, want_v = ds.read_batch(batch)
+        assert g.numpy().tobytes() == want_g.tobytes() and v.numpy().tobytes() == want_v.tobytes()
+    with pytest.raises(IndexError, match="not in this rank's cache"):
+        cache.take([int(np.setdiff1d(np.arange(len(ds)), mine)[0])])
+    monkeypatch.setattr(batches_module, "available_host_bytes", lambda: 10_000)
+    with pytest.raises(HpcinvError, match=r"data.cache=memory needs 0\.\d+ GiB .* has 0\.00 GiB available.*"
+                                          r"data.cache=none"):
+        RawCache(ds, mine, torch.device("cpu"))
+
+
+def test_a_damaged_batch_is_raised_where_it_happened_and_the_thread_ends(tiny_dataset, tmp_path):
+    root = shutil.copytree(tiny_dataset, tmp_path / "ds")
+    _zero_chunk(root / "shards" / "shard-000001.h5", row=1)
+    norm = _norm(root)
+    reader = RawBatches(ShardedDataset(root))
+    feed = DeviceFeed(norm, torch.device("cpu"), depth=2)
+    it = feed(reader[b] for b in [[0, 1], [8, 9], [16, 17]])
+    assert len(next(it)[0]) == 2
+    with pytest.raises(DataError, match=r"sample 9 \(row 1\) is damaged"):
+        next(it)
+    # a rank that met it keeps stepping with weight 0 until the check that stops every rank
+    blank = (torch.zeros(1), torch.zeros(1))
+    steps = list(epoch_batches(feed(reader[b] for b in [[0, 1], [8, 9], [16, 17]]), 4, blank))
+    assert [w for *_, w, _ in steps] == [1.0, 0.0, 0.0, 0.0]
+    assert steps[1][3] and "sample 9 (row 1) is damaged" in steps[1][3] and steps[0][3] is None
+    assert steps[3][0] is steps[0][0]  # the last good batch, repeated
+    with pytest.raises(HpcinvError, match="ended before the epoch's 5 batches"):
+        list(epoch_batches(feed(reader[b] for b in [[0], [1]]), 5, blank))
+
+
+def test_closing_the_feed_early_stops_its_thread(tiny_dataset):
+    import threading
+
+    norm = _norm(tiny_dataset)
+    reader = RawBatches(ShardedDataset(tiny_dataset))
+    it = DeviceFeed(norm, torch.device("cpu"), depth=1)(reader[[i]] for i in range(24))
+    next(it)
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name == "hpcinv-feed"]

@@ -1,0 +1,105 @@
+"""GPU tier: runs wherever CUDA is available (``pytest -m gpu``), skips cleanly elsewhere (CI has no GPU)."""
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from hpcinv.config import DataConfig, ModelConfig, load_config
+from hpcinv.nets import build_model, model_spec
+from hpcinv.physics import simulate
+from hpcinv.store import Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
+from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches
+from hpcinv.train.loop import train_step
+from hpcinv.train.parallel import grad_scaler
+from hpcinv.velocity import make_source
+from tests.conftest import CONFIGS
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible here)")]
+
+
+def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def test_the_preflight_passes_on_this_gpu():
+    from hpcinv.doctor import findings
+
+    found = findings(gpu=True, probe=True)
+    assert not [f for f in found if f.level == "fail"], "\n".join(map(str, found))
+
+
+@pytest.mark.parametrize("models_per_call", [1, 4])
+def test_cuda_modelling_agrees_with_cpu(models_per_call):
+    cfg = load_config(DataConfig, CONFIGS / "tiny.yaml")
+    models = make_source(cfg).models(0, 4)
+    modelling = cfg.modelling.model_copy(update={"models_per_call": models_per_call})
+    cpu = simulate(models, cfg.survey, cfg.grid, modelling, device="cpu")
+    cuda = simulate(models, cfg.survey, cfg.grid, modelling, device="cuda")
+    assert cuda.device.type == "cuda"
+    assert _rel_l2(cuda.cpu(), cpu) <= 1e-4
+
+
+def test_a_bf16_training_step_on_cuda():
+    device = torch.device("cuda")
+    spec = model_spec(ModelConfig(name="fcnvmb", base_channels=8, depth=3), [5, 64, 48], [32, 48])
+    torch.manual_seed(0)
+    model = build_model(spec).to(device)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    gathers, target = torch.randn(4, 5, 64, 48, device=device), torch.rand(4, 1, 32, 48, device=device)
+    losses = [float(train_step(model, gathers, target, optimizer, grad_scaler("bf16", device),
+                               torch.nn.functional.mse_loss, "bf16", device)) for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_the_loader_delivers_normalised_batches_to_the_gpu(tiny_dataset):
+    device = torch.device("cuda")
+    norm = Normaliser.from_manifest(read_manifest(tiny_dataset), "openfwi", "minmax")
+    ds = ShardedDataset(tiny_dataset, norm)
+    order = [3, 17, 8, 0, 22]
+    reader = RawBatches(ds)
+    on_gpu = list(DeviceFeed(norm, device)(reader[b] for b in batches_of(order, 2)))
+    on_cpu = list(DeviceFeed(norm, torch.device("cpu"))(reader[b] for b in batches_of(order, 2)))
+    for (g, t), (gc, tc) in zip(on_gpu, on_cpu, strict=True):
+        assert g.device.type == "cuda" and g.dtype == torch.float32
+        torch.testing.assert_close(g.cpu(), gc, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(t.cpu(), tc, rtol=1e-5, atol=1e-6)
+    cache = RawCache(ds, np.arange(len(ds)), device)
+    assert cache.place == "device"  # a tiny dataset takes far less than data.cache_gpu_fraction
+    pinned = RawCache(ds, np.arange(len(ds)), device, gpu_fraction=0.0)
+    assert pinned.place == "pinned" and pinned.gathers.is_pinned()
+    for c in (cache, pinned):
+        got = list(DeviceFeed(norm, device)(cache_batches(c, order, 2, pinned_ring=2)))
+        for (g, t), (gc, tc) in zip(got, on_cpu, strict=True):
+            torch.testing.assert_close(g.cpu(), gc, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(t.cpu(), tc, rtol=1e-5, atol=1e-6)
+
+
+def _ddp_rank(rank: int, world: int, port: int) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("nccl", rank=rank, world_size=world)
+    torch.cuda.set_device(rank)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 1).cuda(), device_ids=[rank])
+    loss = model(torch.full((4, 8), float(rank + 1), device="cuda")).sum()
+    loss.backward()
+    grads = model.module.weight.grad.clone()
+    gathered = [torch.zeros_like(grads) for _ in range(world)]
+    dist.all_gather(gathered, grads)
+    assert all(torch.equal(g, gathered[0]) for g in gathered)  # DDP averaged the ranks' gradients
+    assert torch.allclose(grads, torch.full_like(grads, 4 * (world + 1) / 2))
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_two_rank_nccl_ddp_smoke():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_rank, args=(2, port), nprocs=2, join=True)
