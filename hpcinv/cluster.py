@@ -272,6 +272,10 @@ def run_on_cluster(work: Callable[[str], T], cluster_dir: str | Path, *, object_
                    join_timeout_s: float = 300.0, task: SlurmTask | None = None) -> T | None:
     """Run ``work(address)`` on rank 0 of a Ray cluster spanning this SLURM step; None on other ranks."""
     task = task or SlurmTask.from_env()
+    if _gpus(os.environ) > 0:  # a GPU node that cannot work fails now, naming why (srun ends the step)
+        from hpcinv.doctor import require_gpu_ready
+
+        require_gpu_ready(f"node {task.node_rank} of SLURM job {task.job_id} (it was given GPUs)")
     folder = Path(cluster_dir).resolve() / task.attempt
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     _use_token(folder / TOKEN_FILE)
