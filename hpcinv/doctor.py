@@ -42,7 +42,7 @@ def kernel_targets(library: str | Path) -> dict:
     sm, ptx = set(), set()
     with open(library, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
         magic, pos = struct.pack("<I", FATBIN_MAGIC), 0
-        while (start := data.find(magic, pos)) >= 0:
+        while (start := data.find(magic, pos)) >= 0 and start + 16 <= len(data):
             _, header_size, size = struct.unpack_from("<HHQ", data, start + 4)
             if header_size != 16 or start + header_size + size > len(data):
                 pos = start + 4
