@@ -53,6 +53,16 @@ def test_manifest_statistics_match_data(tiny_dataset):
     assert manifest["physics"]["step_ratio"] >= 1
 
 
+def test_running_stats_of_a_tensor_equal_those_of_its_array():
+    """Generation reduces the gathers where they were modelled (a GPU) instead of on the host."""
+    x = torch.randn(3, 5, 40, 7, generator=torch.Generator().manual_seed(0)).half() * 3 + 1
+    on_device, on_host = RunningStats.of(x), RunningStats.of(x.numpy())
+    assert on_device.count == on_host.count and (on_device.min, on_device.max) == (on_host.min, on_host.max)
+    assert on_device.mean == pytest.approx(on_host.mean, rel=1e-12)
+    assert on_device.m2 == pytest.approx(on_host.m2, rel=1e-12)
+    assert RunningStats.of(torch.zeros(0)).count == 0
+
+
 def test_running_stats_merge_equals_whole():
     rng = np.random.default_rng(0)
     a, b = rng.normal(3, 2, 1000), rng.normal(-1, 5, 333)

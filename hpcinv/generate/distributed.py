@@ -24,9 +24,10 @@ from hpcinv.work import Executor
 
 __all__ = ["ModellingActor", "check_gpus", "init_ray", "ray_executor", "uses_gpu", "n_workers_available"]
 
-@ray.remote(max_restarts=-1, max_task_retries=0)
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2)
 class ModellingActor:
-    """A long-lived process that models and writes shards."""
+    """A long-lived process that models and writes shards: two of its queued shards run at once on two
+    threads, one modelling (the device is held by one at a time) while the other is written."""
 
     def __init__(self, cfg_json: str, out_dir: str, collection_refs: list | None = None):
         """``collection_refs``: [ObjectRef] of an imported collection, fetched here (zero-copy per node);

@@ -16,6 +16,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,10 +199,18 @@ def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
 
 
 def in_process_executor(plan: Plan) -> Executor:
+    """Shards modelled in this process; each is written by a writer thread while the next is modelled."""
     def run(specs: list[ShardSpec]) -> Iterator[dict]:
         worker = ShardWorker(plan.cfg, plan.out, source=plan.source)
-        for spec in specs:
-            yield worker.run(spec)
+        with ThreadPoolExecutor(1, thread_name_prefix="hpcinv-writer") as writer:
+            pending = None
+            for spec in specs:
+                modelled = worker.model(spec)
+                if pending is not None:
+                    yield pending.result()
+                pending = writer.submit(worker.write, spec, *modelled)
+            if pending is not None:
+                yield pending.result()
     return run
 
 

@@ -8,6 +8,7 @@ and then turns :class:`~hpcinv.store.ShardSpec` s into shard files, returning sm
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from hpcinv.config import DataConfig, config_hash
 from hpcinv.physics import make_geometry, simulate
 from hpcinv.physics.survey import n_output_samples, peak_time_s
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, write_shard
+from hpcinv.store.stats import RunningStats
 from hpcinv.velocity import VelocitySource, make_source
 
 
@@ -52,14 +54,30 @@ class ShardWorker:
         self.hash = config_hash(cfg)
         self.attrs = survey_attrs(cfg)
         self.gathers_dtype = getattr(torch, cfg.dataset.gathers_dtype)
+        self.device_lock = threading.Lock()  # one shard modelled at a time; another may be written meanwhile
 
     def models(self, spec: ShardSpec) -> np.ndarray:
         return self.source.models(spec.start, spec.stop)
 
-    def run(self, spec: ShardSpec) -> dict:
-        """Model samples [spec.start, spec.stop) and write them as one shard; return its record."""
+    def model(self, spec: ShardSpec) -> tuple[np.ndarray, np.ndarray, RunningStats]:
+        """Velocities, gathers (host, stored dtype) and the gathers' statistics of one shard. Holds the
+        device for the modelling only: the statistics are reduced where the gathers are (on the GPU)."""
         vel_NZX = self.models(spec)
-        gathers = simulate(vel_NZX, self.cfg.survey, self.cfg.grid, self.cfg.modelling,
-                           dtype=self.gathers_dtype, geometry=self.geometry)
-        return write_shard(self.folder, spec, vel_NZX, gathers.cpu().numpy(), config_hash=self.hash,
-                           survey=self.attrs, gathers_dtype=self.cfg.dataset.gathers_dtype)
+        with self.device_lock:
+            gathers = simulate(vel_NZX, self.cfg.survey, self.cfg.grid, self.cfg.modelling,
+                               dtype=self.gathers_dtype, geometry=self.geometry)
+            stats = RunningStats.of(gathers)
+            host = gathers.cpu().numpy()
+        return vel_NZX, host, stats
+
+    def run(self, spec: ShardSpec) -> dict:
+        """Model samples [spec.start, spec.stop) and write them as one shard; return its record.
+
+        Two calls may run at once on two threads (the modelling actor allows it): one models while the
+        other writes, fsyncs and hashes its shard, so the device does not wait for the host work."""
+        return self.write(spec, *self.model(spec))
+
+    def write(self, spec: ShardSpec, vel_NZX: np.ndarray, gathers: np.ndarray, stats: RunningStats) -> dict:
+        """Write a modelled shard atomically (HDF5 image, fsync, rename, sha256 of the image); its record."""
+        return write_shard(self.folder, spec, vel_NZX, gathers, config_hash=self.hash, survey=self.attrs,
+                           gathers_dtype=self.cfg.dataset.gathers_dtype, gathers_stats=stats)

@@ -71,19 +71,21 @@ def sample_checksums(gathers: np.ndarray, velocity: np.ndarray) -> tuple[int, in
 
 
 def write_shard(folder: str | os.PathLike, spec: ShardSpec, velocity_NZX: np.ndarray | None, gathers_NSTR: np.ndarray,
-                *, config_hash: str, survey: dict, gathers_dtype: str = "float32", checksums: bool = True) -> dict:
+                *, config_hash: str, survey: dict, gathers_dtype: str = "float32", checksums: bool = True,
+                gathers_stats: RunningStats | None = None) -> dict:
     """Write ``spec``'s samples of a dataset atomically into ``folder`` and return its manifest record.
 
     ``velocity_NZX`` is None for a gathers-only dataset (recorded data without a true model).
     ``checksums``: the ``checksums`` dataset (format 2), checked by :class:`~hpcinv.store.ShardedDataset`
     on every read. (HDF5's own Fletcher-32 filter is not used: a chunk zeroed together with its
-    checksum -- a lost or sparse block -- passes it.)
+    checksum -- a lost or sparse block -- passes it.) ``gathers_stats``: the statistics of the gathers
+    as stored, when the caller has them already (computed on the GPU where they were modelled).
     """
     n = spec.size
     gathers_NSTR = np.ascontiguousarray(gathers_NSTR, dtype=gathers_dtype)
     arrays = {"gathers": gathers_NSTR}
     # statistics of the stored values (after any float16 rounding)
-    stats = {"gathers": RunningStats.of(gathers_NSTR).to_dict()}
+    stats = {"gathers": (gathers_stats or RunningStats.of(gathers_NSTR)).to_dict()}
     if velocity_NZX is not None:
         velocity_NZX = np.ascontiguousarray(velocity_NZX, dtype=np.float32)
         arrays["velocity"] = velocity_NZX

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 
 @dataclass
@@ -16,7 +17,15 @@ class RunningStats:
     max: float = float("-inf")
 
     @classmethod
-    def of(cls, values: np.ndarray) -> RunningStats:
+    def of(cls, values) -> RunningStats:
+        """Statistics of an array; a torch tensor is reduced where it lives (on its GPU: one small copy back)."""
+        if isinstance(values, torch.Tensor):
+            x = values.detach().flatten().double()
+            if x.numel() == 0:
+                return cls()
+            mean = x.mean()
+            mean_, m2, lo, hi = torch.stack([mean, ((x - mean) ** 2).sum(), x.min(), x.max()]).tolist()
+            return cls(int(x.numel()), mean_, m2, lo, hi)
         x = np.asarray(values, dtype=np.float64).ravel()
         if x.size == 0:
             return cls()
