@@ -389,7 +389,12 @@ class OptimConfig(Section):
     batch_size: int = Field(10, ge=1, description="per training worker")
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
-    scale_lr_with_workers: bool = Field(False, description="OpenFWI: lr x world size")
+    scale_lr_with_workers: bool = Field(False, description="OpenFWI: lr x world size (the linear scaling rule; "
+                                        "use train.warmup_epochs with it on many workers)")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warm-up from ~0 over this many epochs, "
+                                 "step by step (then the schedule)")
+    accumulate_steps: int = Field(1, ge=1, description="batches whose gradients are summed per optimizer step "
+                                  "(effective batch: batch_size x accumulate_steps x workers)")
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine", "step"] = "constant"
     step_epochs: int = Field(30, ge=1, description="step schedule: epochs between decays")
@@ -405,6 +410,9 @@ class OptimConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint")
     stop_after_epochs: int | None = Field(None, ge=1, description="stop early (the run can be resumed)")
+    record_weights_digest: bool = Field(
+        False, description="every rank logs a sha256 of its weights at each epoch's end (shows that DDP keeps "
+        "ranks in step; costs a device-to-host copy of the whole model per rank and epoch)")
     check_every_steps: int = Field(
         16, ge=1, description="steps between the checks for NaN/Inf and damaged samples on every rank (each is one "
         "collective and one device-to-host read; also done at every epoch's end, before any checkpoint)")

@@ -20,6 +20,7 @@ from hpcinv.config import TrackingConfig
 from hpcinv.errors import DataError
 from hpcinv.store import ShardedDataset, folder_lock, read_manifest, verify_dataset
 from hpcinv.train.checkpoint import list_checkpoints, load_state, nonfinite_entries
+from hpcinv.train.loop import read_events
 from tests.conftest import CONFIGS, ROOT, one_error_line, run_cli
 
 TINY = str(CONFIGS / "tiny.yaml")
@@ -41,7 +42,7 @@ def _zero_chunk(shard, row: int, name: str = "gathers") -> None:
 
 
 def _events(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()]
+    return read_events(run)
 
 
 def _newest_epoch(run) -> int:

@@ -2,6 +2,7 @@
 
 import json
 
+from hpcinv.train.loop import read_events
 from tests.conftest import run_cli
 from tests.wandb_offline import history
 
@@ -25,5 +26,5 @@ def test_shortened_quickstart_writes_a_report(tmp_path):
     # re-running resumes: nothing is generated or trained again
     again = run_cli(*args, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    starts = [json.loads(x) for x in (out / "run" / "events.jsonl").read_text().splitlines()]
+    starts = read_events(out / "run")
     assert sum(e["event"] == "start" for e in starts) == 2  # one per rank, from the first run only

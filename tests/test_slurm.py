@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from hpcinv.train.loop import read_events
 from tests.conftest import CONFIGS, ROOT, run_cli
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
@@ -92,7 +93,7 @@ def ray_processes_of(job_id: str) -> list[str]:
 
 
 def events(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+    return read_events(run_dir)
 
 
 @pytest.fixture(scope="module")

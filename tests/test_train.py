@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hpcinv.train.checkpoint import BN_BUFFERS, find_checkpoint, list_checkpoints, load_state
+from hpcinv.train.loop import read_events
 from hpcinv.train.tracking import run_id
 from tests.conftest import CONFIGS, ROOT, descendants, run_cli
 from tests.wandb_offline import history, kinds
@@ -19,8 +20,12 @@ from tests.wandb_offline import history, kinds
 TRAIN = str(CONFIGS / "tiny_train.yaml")
 
 
+def read_events_file(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _events(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    return read_events(run)
 
 
 def _train(run: Path, dataset: Path, *overrides: str, timeout: float = 400):
@@ -31,7 +36,7 @@ def _train(run: Path, dataset: Path, *overrides: str, timeout: float = 400):
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("train") / "run"
-    proc = _train(run, tiny_dataset, f"data.val={tiny_dataset}", "train.epochs=3")
+    proc = _train(run, tiny_dataset, f"data.val={tiny_dataset}", "train.epochs=3", "train.record_weights_digest=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run, json.loads(proc.stdout)
 
@@ -40,6 +45,9 @@ def test_two_worker_ddp_run(trained):
     run, summary = trained
     events = _events(run)
     ends = [e for e in events if e["event"] == "epoch_end"]
+    # each rank writes its own event file (no two nodes append to one file)
+    assert {e["rank"] for e in read_events_file(run / "events.rank1.jsonl")} == {1}
+    assert {e.get("rank", 0) for e in read_events_file(run / "events.jsonl")} == {0}
     # both ranks hold identical weights after every epoch (DDP keeps them in step)
     for epoch in range(3):
         digests = {e["rank"]: e["weights"] for e in ends if e["epoch"] == epoch}

@@ -18,10 +18,12 @@ a restart would only repeat. The driver turns the event into one error line.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -102,37 +104,71 @@ def loss_function(name: str):
     return F.mse_loss if name == "mse" else F.l1_loss
 
 
-def train_step(model: nn.Module, gathers: torch.Tensor, target: torch.Tensor, optimizer, scaler, loss_fn,
-               precision: str, device: torch.device, grad_clip: float | None = None,
-               weight: float = 1.0) -> torch.Tensor:
-    """One optimisation step; returns the (detached) loss. Shared by the Ray loop and the benchmarks.
-    ``weight`` 0 makes a step that only keeps a rank in DDP's collectives (see :func:`epoch_batches`)."""
+def forward_backward(model: nn.Module, gathers: torch.Tensor, target: torch.Tensor, scaler, loss_fn,
+                     precision: str, device: torch.device, weight: float = 1.0) -> torch.Tensor:
+    """Accumulate the gradients of ``weight`` x the loss of one batch; returns the (detached) loss.
+    ``weight`` 0 makes a pass that only keeps a rank in DDP's collectives (see :func:`epoch_batches`);
+    1 / N averages N accumulated micro-batches."""
     with autocast(precision, device):
         pred = model(gathers)
     loss = loss_fn(pred.float(), target)
-    if weight != 1.0:
-        loss = loss * weight
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(loss * weight if weight != 1.0 else loss).backward()
+    return loss.detach()
+
+
+def optimizer_step(model: nn.Module, optimizer, scaler, grad_clip: float | None = None) -> None:
+    """Apply the accumulated gradients (clipped if asked) and clear them."""
     if grad_clip:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    return loss.detach()
+    optimizer.zero_grad(set_to_none=True)
 
 
-def make_optimizer(cfg: TrainConfig, params, world: int):
+def train_step(model: nn.Module, gathers: torch.Tensor, target: torch.Tensor, optimizer, scaler, loss_fn,
+               precision: str, device: torch.device, grad_clip: float | None = None) -> torch.Tensor:
+    """One optimisation step on one batch; returns the (detached) loss. What the Ray loop does with
+    ``train.accumulate_steps=1``; used by the benchmarks."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = forward_backward(model, gathers, target, scaler, loss_fn, precision, device)
+    optimizer_step(model, optimizer, scaler, grad_clip)
+    return loss
+
+
+def lr_factor(opt, step: int, steps_per_epoch: int) -> float:
+    """The learning rate after ``step`` optimizer steps, as a factor of the (scaled) base rate.
+
+    The schedule is a function of the epoch (``cosine``: half a cosine from 1 to 0 over ``epochs``;
+    ``step``: x ``gamma`` every ``step_epochs``; ``constant``), times a linear warm-up over the first
+    ``warmup_epochs`` epochs, step by step. A pure function of the step, so a resumed run continues it
+    exactly, whatever it was restarted with."""
+    epoch = step // max(steps_per_epoch, 1)
+    if opt.schedule == "cosine":
+        factor = 0.5 * (1 + math.cos(math.pi * epoch / opt.epochs))
+    elif opt.schedule == "step":
+        factor = opt.gamma ** (epoch // opt.step_epochs)
+    else:
+        factor = 1.0
+    warmup_steps = opt.warmup_epochs * steps_per_epoch
+    return factor * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else factor
+
+
+def make_optimizer(cfg: TrainConfig, params, world: int, steps_per_epoch: int = 1):
+    """Optimizer and a per-step LambdaLR following :func:`lr_factor`. ``train.scale_lr_with_workers``
+    multiplies the base rate by the world size (the linear scaling rule; pair it with a warm-up)."""
     lr = cfg.train.lr * (world if cfg.train.scale_lr_with_workers else 1)
     cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
     optimizer = cls(params, lr=lr, weight_decay=cfg.train.weight_decay)
-    if cfg.train.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.train.epochs)
-    elif cfg.train.schedule == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.train.step_epochs, cfg.train.gamma)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg.train, s, steps_per_epoch))
     return optimizer, scheduler
+
+
+def resume_schedule(scheduler, optimizer, steps: int) -> None:
+    """Put the schedule at ``steps`` optimizer steps (after the optimizer's state was loaded)."""
+    scheduler.last_epoch = steps
+    for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * fn(steps)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -141,10 +177,16 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def events_file(run_dir: Path, rank: int) -> Path:
+    """Rank 0 writes ``events.jsonl``, rank k ``events.rank<k>.jsonl``: one writer per file, so ranks on
+    several nodes never interleave a line (appends from several NFS clients are not atomic)."""
+    return run_dir / (EVENTS if rank == 0 else f"events.rank{rank}.jsonl")
+
+
 def append_event(run_dir: Path, event: dict) -> None:
-    """One JSON line per event; O_APPEND keeps lines from several ranks whole."""
+    """One JSON line per event, in the file of the event's rank (rank 0 when it names none)."""
     line = (json.dumps({"time": time.time(), **event}) + "\n").encode()
-    fd = os.open(run_dir / EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(events_file(run_dir, int(event.get("rank", 0))), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
     finally:
@@ -207,11 +249,12 @@ def epoch_batches(batches: Iterator, n_batches: int, blank: tuple[torch.Tensor, 
         yield (*last, 0.0 if error else 1.0, error)
 
 
-def read_events(run_dir: Path) -> list[dict]:
-    """The event log; a line cut short by a process killed while appending it is skipped."""
-    path = run_dir / EVENTS
-    if not path.exists():
-        return []
+def _event_files(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("events*.jsonl"))
+
+
+def _read_lines(path: Path) -> list[dict]:
+    """A file's events; a line cut short by a process killed while appending it is skipped."""
     events = []
     for line in path.read_text(errors="replace").splitlines():
         try:
@@ -223,15 +266,23 @@ def read_events(run_dir: Path) -> list[dict]:
     return events
 
 
+def read_events(run_dir: Path) -> list[dict]:
+    """The run's event log: every rank's file, merged in time order."""
+    events = [e for path in _event_files(run_dir) for e in _read_lines(path)]
+    return sorted(events, key=lambda e: e.get("time", 0.0))
+
+
 def rollback_events(run_dir: Path, last_epoch: int) -> list[int]:
     """Drop ``epoch_end`` events of epochs after ``last_epoch`` (the checkpoint a run resumes from): those
     epochs run again. Returns the epochs dropped."""
-    events = read_events(run_dir)
-    keep = [e for e in events if not (e["event"] == "epoch_end" and e["epoch"] > last_epoch)]
-    if len(keep) == len(events):
-        return []
-    atomic_write_text(run_dir / EVENTS, "".join(json.dumps(e) + "\n" for e in keep))
-    return sorted({e["epoch"] for e in events if e["event"] == "epoch_end" and e["epoch"] > last_epoch})
+    dropped = set()
+    for path in _event_files(run_dir):
+        events = _read_lines(path)
+        keep = [e for e in events if not (e["event"] == "epoch_end" and e["epoch"] > last_epoch)]
+        if len(keep) < len(events):
+            dropped |= {e["epoch"] for e in events if e["event"] == "epoch_end" and e["epoch"] > last_epoch}
+            atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in keep))
+    return sorted(dropped)
 
 
 @torch.no_grad()
@@ -373,15 +424,19 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             module.requires_grad_(False)
     apply_checkpointing(model, cfg.train.activation_checkpointing)
     model = ray.train.torch.prepare_model(model)
-    optimizer, scheduler = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], world)
+    n_batches = -(-len(sampler) // cfg.train.batch_size)  # per rank and epoch, the same on every rank
+    accumulate = cfg.train.accumulate_steps
+    steps_per_epoch = -(-n_batches // accumulate)  # optimizer steps
+    optimizer, scheduler = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], world,
+                                          steps_per_epoch)
     scaler = grad_scaler(cfg.train.precision, device)
     start_epoch, step = 0, 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         start_epoch, step = state["epoch"] + 1, state["step"]
+        resume_schedule(scheduler, optimizer, start_epoch * steps_per_epoch)
     best = state["best_val"] if state is not None else float("inf")
     append_event(run_dir, {"event": "resume" if state else "start", "rank": rank, "world": world,
                            "epoch": start_epoch, "step": step, "node": ray.get_runtime_context().get_node_id(),
@@ -392,7 +447,6 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                       enabled=rank == 0)
     loss_fn = loss_function(cfg.train.loss)
     feed = DeviceFeed(norm, device, cfg.data.prefetch_batches)
-    n_batches = -(-len(sampler) // cfg.train.batch_size)
     blank = (torch.zeros((1, *manifest["gathers_shape"]), device=device),
              torch.zeros((1, 1, *manifest["velocity_shape"]), device=device))
     try:
@@ -413,8 +467,16 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                     t0 = time.perf_counter()
                     if cfg.data.mirror_probability > 0:
                         gathers, target = mirror_some(gathers, target, cfg.data.mirror_probability, mirror_rng)
-                    loss = train_step(model, gathers, target, optimizer, scaler, loss_fn, cfg.train.precision,
-                                      device, cfg.train.grad_clip, weight)
+                    # gradients of `accumulate` batches are summed (DDP all-reduces only with the last)
+                    last_micro = (b + 1) % accumulate == 0 or b + 1 == n_batches
+                    in_group = min(accumulate, n_batches - b // accumulate * accumulate)
+                    quiet = model.no_sync() if not last_micro and hasattr(model, "no_sync") else nullcontext()
+                    with quiet:
+                        loss = forward_backward(model, gathers, target, scaler, loss_fn, cfg.train.precision,
+                                                device, weight / in_group)
+                    if last_micro:
+                        optimizer_step(model, optimizer, scaler, cfg.train.grad_clip)
+                        scheduler.step()
                     bad += nonfinite_count(model, loss)
                     step += 1
                     if weight:
@@ -445,7 +507,6 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             _stop_if(bad_data, rank, run_dir, {"event": "error", "epoch": epoch, "step": step,
                                                "message": read_error}, mine=read_error is not None)
             _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0)
-            scheduler.step()
             metrics = {"epoch": epoch, "step": step, "train/epoch_loss": total_loss / max(total_seen, 1),
                        "train/epoch_samples": int(total_seen),
                        "train/epoch_time_s": time.perf_counter() - t_epoch, "lr": optimizer.param_groups[0]["lr"]}
@@ -455,8 +516,9 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                                                     "message": val_error and DataError.message_of(val_error)},
                          mine=val_error is not None)
                 metrics |= val_metrics
-            append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step,
-                                   "weights": weights_digest(model)} | ({"metrics": metrics} if rank == 0 else {}))
+            append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step}
+                         | ({"weights": weights_digest(model)} if cfg.train.record_weights_digest else {})
+                         | ({"metrics": metrics} if rank == 0 else {}))
             last = epoch + 1 == cfg.train.epochs
             stopping = (cfg.train.stop_after_epochs is not None
                         and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs)

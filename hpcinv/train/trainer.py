@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 MUTABLE = {("train", "epochs"), ("train", "stop_after_epochs"), ("train", "max_failures"), ("data", "verify"),
            ("tracking",), ("train", "check_every_steps"), ("data", "loader_workers"), ("data", "cache"),
-           ("data", "cache_gpu_fraction"), ("data", "prefetch_factor"), ("data", "prefetch_batches")}
+           ("data", "cache_gpu_fraction"), ("data", "prefetch_factor"), ("data", "prefetch_batches"),
+           ("train", "record_weights_digest")}
 
 
 def _comparable(cfg: TrainConfig) -> dict:
@@ -224,6 +225,10 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
 
     init_ray(address)
     check_resources(cfg)
+    if cfg.train.scale_lr_with_workers and cfg.scaling.num_workers >= 8 and not cfg.train.warmup_epochs:
+        log.warning("train.scale_lr_with_workers multiplies the learning rate by %d without a warm-up; large "
+                    "rates early in training often diverge: consider train.warmup_epochs (e.g. 5)",
+                    cfg.scaling.num_workers)
     save_config(cfg, run_dir / "config.yaml")
     mode = effective_mode(cfg.tracking, run_dir)  # an unreachable W&B server means offline, never a failure
     worker_cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mode": mode})})
