@@ -13,6 +13,12 @@ possible, and reads one epoch per variant:
 * ``random`` vs ``shard_aware`` order (a plain ``DistributedSampler`` vs hpcinv's ``ShardAwareSampler``);
 * DataLoader worker counts 0, 1, 2; and the rank cache (``RawCache``, the stored dtype) for a
   dataset that fits;
+* ``host_side`` (float16, paper size: what a GPU rank's host must deliver): raw batches of the training
+  input path without the normalisation (which runs on the GPU there) -- from the rank cache
+  (``RawCache`` gathered per batch) and from page-cached shards (``RawBatches`` through DataLoader
+  workers 0, 1, 2) -- against a plain memory copy of the same bytes, measured in the same run, best of
+  ``--repeats``; with the goals (cache >= 0.5 x memcpy and >= 400 samples/s, page-cached shards >= 150
+  samples/s per loader worker);
 * ``checksum_cost``: the same epoch (shard-aware, 0 and 2 workers) of the same samples written with
   and without the per-sample checksums of dataset format 2 (checked on every read), read alternately,
   best of ``--repeats`` each: the price of detecting a damaged sample on read.
@@ -143,9 +149,47 @@ def main() -> None:
             row["cache/batched"] = {"samples_per_s": round(len(ds) / dt, 2), "mb_per_s": round(len(ds) * mb / dt, 1),
                                     "cache_mb_per_sample": round(cache.nbytes / len(ds) / 2**20, 2)}
             results[dtype] = row
+            if dtype == "float16":
+                host = host_side(root, args.repeats)
             checksum_cost[dtype] = compare_checksums(root, Path(tmp) / "plain", args, dtype)
-    emit({"benchmark": "loader", "samples": args.samples, "shard_size": args.shard_size,
-          "sample_shape": list(SHAPE), "results": results, "checksum_cost": checksum_cost})
+    emit({"benchmark": "loader", "samples": args.samples, "shard_size": args.shard_size, "batch": BATCH,
+          "sample_shape": list(SHAPE), "host_side": host, "results": results, "checksum_cost": checksum_cost})
+
+
+def host_side(root: Path, repeats: int) -> dict:
+    """Raw batches (stored dtype, no normalisation) from the cache and from page-cached shards vs memcpy."""
+    ds = ShardedDataset(root)
+    n, sample_bytes = len(ds), int(np.prod(SHAPE)) * 2
+    order = ShardAwareSampler(ds.positions_by_shard(), 0, 1, seed=0)
+    cache = RawCache(ds, np.arange(n), torch.device("cpu"))
+    src = cache.gathers.reshape(-1)
+    dst = torch.empty_like(src)
+    best: dict[str, float] = {}
+
+    def timed(label: str, fn) -> None:
+        t0 = time.perf_counter()
+        fn()
+        best[label] = min(best.get(label, float("inf")), time.perf_counter() - t0)
+
+    def drain(batches) -> None:
+        for g, _ in batches:
+            assert g.dtype == torch.float16
+
+    for _ in range(repeats):
+        timed("memcpy", lambda: dst.copy_(src))
+        timed("cache", lambda: drain(cache_batches(cache, order, BATCH)))
+        for workers in (0, 1, 2):
+            loader = DataLoader(RawBatches(ds), batch_size=None, num_workers=workers,
+                                sampler=torch.utils.data.BatchSampler(order, BATCH, drop_last=False))
+            timed(f"page_cache/workers{workers}", lambda loader=loader: drain(loader))
+    rows = {k: {"samples_per_s": round(n / t, 1), "gb_per_s": round(n * sample_bytes / t / 1e9, 2)}
+            for k, t in best.items()}
+    per_worker = {w: rows[f"page_cache/workers{w}"]["samples_per_s"] / max(w, 1) for w in (1, 2)}
+    return {**rows, "cache_vs_memcpy": round(best["memcpy"] / best["cache"], 3),
+            "goals": {"cache_ge_half_memcpy": best["memcpy"] / best["cache"] >= 0.5,
+                      "cache_ge_400_samples_per_s": rows["cache"]["samples_per_s"] >= 400,
+                      "page_cache_ge_150_per_worker": min(per_worker.values()) >= 150},
+            "page_cache_samples_per_s_per_worker": {f"workers{w}": round(v, 1) for w, v in per_worker.items()}}
 
 
 def compare_checksums(checked: Path, plain: Path, args, dtype: str) -> dict:

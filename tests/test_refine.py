@@ -210,7 +210,8 @@ def test_predict_is_bit_identical_and_gathers_only_data_can_be_predicted_refined
                    "--baseline", str(tiny_dataset))
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "rep" / "metrics.json").read_text())
-    assert set(results["fr (refined)"]["mean"]) == {"misfit"} and len(results) == 2
+    # no true velocities: the data misfit, and how much the models differ (no ratio to a truth's spread)
+    assert set(results["fr (refined)"]["mean"]) == {"misfit", "spread"} and len(results) == 2
     proc = run_cli("train", str(CONFIGS / "tiny_train.yaml"), "--out", str(tmp_path / "t"), f"data.train={field}",
                    "tracking.mode=disabled")
     assert "holds gathers only" in one_error_line(proc)
