@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hpcinv.config import DataConfig, load_config
-from hpcinv.evaluate.metrics import velocity_metrics
 from hpcinv.evaluate.misfit import data_misfit
+from hpcinv.metrics import velocity_metrics
 from hpcinv.store import ShardedDataset
 from tests.conftest import one_error_line, run_cli
 
@@ -85,7 +85,7 @@ def test_evaluate_bad_inputs(short_run, tiny_dataset, tmp_path):
 
 
 def test_spread_measures_how_much_models_differ():
-    from hpcinv.evaluate.metrics import spread
+    from hpcinv.metrics import spread
 
     same = np.full((5, 4, 6), 3000.0)
     assert spread(same) == 0.0

@@ -1,1 +1,1 @@
-"""Evaluation: velocity metrics in m/s (this package), figures and reports."""
+"""Evaluation: reports of runs, checkpoints and velocity stores on a dataset (metrics: :mod:`hpcinv.metrics`)."""

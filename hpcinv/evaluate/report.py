@@ -14,7 +14,7 @@ was trained on are reported. On a gathers-only dataset only the data misfit is s
 
 Outputs in ``--out``: ``metrics.json`` (per row: per-sample and mean metrics, misfits),
 ``metrics.md`` (the side-by-side table) and ``figures/<row>/sample_NNNNNN.png``.
-Metric definitions: :mod:`hpcinv.evaluate.metrics`.
+Metric definitions: :mod:`hpcinv.metrics.scores`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import torch
 
 from hpcinv.config import folder_and_split
 from hpcinv.errors import HpcinvError
-from hpcinv.evaluate.metrics import METRICS, spread, velocity_metrics
 from hpcinv.evaluate.misfit import data_misfit
 from hpcinv.fileio import atomic_write_text
+from hpcinv.metrics import METRICS, spread, velocity_metrics
 from hpcinv.predict import load_network, predict_gathers
 from hpcinv.store import ShardedDataset, folder_lock, load_dataset_config, require_readable
 from hpcinv.store.dataset import mean_velocity
@@ -159,7 +159,7 @@ def score(row: Row, ds: ShardedDataset, truth: np.ndarray | None, v_range: tuple
 
 def write_figures(row: Row, ds: ShardedDataset, truth: np.ndarray | None, manifest: dict, count: int,
                   out: Path) -> list[str]:
-    from hpcinv.evaluate.figures import save, velocity_figure
+    from hpcinv.metrics.figures import save, velocity_figure
 
     folder = out / "figures" / "".join(c if c.isalnum() or c in "-_." else "_" for c in row.name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -233,7 +233,7 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | No
     truth_note = "" if truth is not None else " The dataset holds gathers only: velocity metrics need true models."
     where = (f" (split `{split}`" if split else " (") + (f", its first {hi - lo} samples)" if samples else ")")
     atomic_write_text(out / "metrics.md", f"# Evaluation on `{dataset}`" + (where if where != " ()" else "")
-                      + f"\n\nMeans over samples; definitions in hpcinv/evaluate/metrics.py. {scope}.{truth_note} "
+                      + f"\n\nMeans over samples; definitions in hpcinv/metrics/scores.py. {scope}.{truth_note} "
                       f"The {BASELINE} predicts the same model for every sample. `spread`: RMS deviation of a row's "
                       "models from their mean model (m/s), `spread_ratio`: that over the true models' spread (about 1 "
                       "when predictions vary with the input as much as the truth does, 0 for the baseline).\n\n"

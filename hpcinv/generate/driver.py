@@ -25,7 +25,7 @@ from hpcinv.errors import HpcinvError
 from hpcinv.generate.worker import ShardWorker, survey_attrs
 from hpcinv.physics import validate_physics
 from hpcinv.physics.survey import n_output_samples
-from hpcinv.store.lock import LOCK, folder_lock
+from hpcinv.store.lock import LOCK
 from hpcinv.store.manifest import CONFIG, MANIFEST, read_manifest, write_manifest
 from hpcinv.store.shard import FORMAT_VERSION, SHARD_DIR, ShardSpec, plan_shards
 from hpcinv.velocity import VelocitySource, make_source
@@ -236,42 +236,6 @@ def execute(plan: Plan, executor: Executor, *, progress: bool = True) -> Summary
 def check_workers(workers: int | None) -> None:
     if workers is not None and workers < 1:
         raise HpcinvError(f"--workers must be a whole number >= 1, got {workers} (leave it out for one per core/GPU)")
-
-
-def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progress: bool = True,
-             use_ray: bool = False, address: str | None = None, workers: int | None = None,
-             part: tuple[int, int] | None = None) -> Summary:
-    """Generate (or finish) the dataset of ``cfg`` in ``out`` (only ``part=(i, k)`` of its shards if given).
-
-    In this process by default; with ``use_ray`` on Ray actors — joining ``address`` (or
-    ``RAY_ADDRESS``), else a local Ray instance sized to the machine. Everything that can be checked
-    is checked before the folder is touched; then the folder's lock is held until the end.
-    """
-    check_part(part)
-    check_workers(workers)
-    validated = validate(cfg)
-    check_output(cfg, out, restart=restart)
-    if not use_ray:
-        check_device(cfg)
-        with folder_lock(out, shared=part is not None):
-            plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
-            return execute(plan, in_process_executor(plan), progress=progress)
-
-    from hpcinv.generate.distributed import check_gpus, init_ray, ray_executor
-
-    init_ray(address)  # before anything is written: an unreachable cluster leaves no trace
-    check_gpus(cfg)
-    with folder_lock(out, shared=part is not None):
-        plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
-        stats: dict = {}
-        summary = execute(plan, ray_executor(plan, workers=workers, stats=stats), progress=progress)
-    per_worker = stats.get("per_worker_samples", {})
-    summary.extra |= {
-        "workers": stats.get("workers", 0), "failures_retried": stats.get("retries", 0),
-        "actor_startup_s": stats.get("startup_s", 0.0),
-        "samples_per_s_per_worker": {str(k): round(v / summary.wall_s, 3) for k, v in sorted(per_worker.items())},
-    }
-    return summary
 
 
 def check_device(cfg: DataConfig) -> None:

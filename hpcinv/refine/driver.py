@@ -235,7 +235,7 @@ def write_summary(out: Path, ds: ShardedDataset, start_store: str | None, start_
 
 def _figures(out: Path, ds: ShardedDataset, store: VelocityStore, samples: list[dict], histories: dict,
              start_store: str | None, start_model: np.ndarray | None) -> list[str]:
-    from hpcinv.evaluate.figures import refine_figure, save
+    from hpcinv.metrics.figures import refine_figure, save
 
     folder = out / "figures"
     folder.mkdir(exist_ok=True)

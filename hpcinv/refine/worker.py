@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from hpcinv.config import RefineSection
-from hpcinv.evaluate.metrics import velocity_metrics
+from hpcinv.metrics import velocity_metrics
 from hpcinv.physics.forward import resolve_device
 from hpcinv.refine.fwi import refine_model
 from hpcinv.store import ShardedDataset, ShardSpec, load_dataset_config

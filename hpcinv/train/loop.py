@@ -35,8 +35,8 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from hpcinv.config import TrainConfig
 from hpcinv.errors import DataError, HpcinvError
-from hpcinv.evaluate.metrics import velocity_metrics
 from hpcinv.fileio import atomic_write_text
+from hpcinv.metrics import velocity_metrics
 from hpcinv.nets import build_model, count_parameters, model_spec
 from hpcinv.physics.survey import mirror
 from hpcinv.store import Normaliser, ShardedDataset, read_manifest
@@ -551,7 +551,7 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
 
 
 def _log_figure(tracker, model, ds: ShardedDataset, norm: Normaliser, manifest: dict, device, cfg, epoch, step):
-    from hpcinv.evaluate.figures import close, velocity_figure
+    from hpcinv.metrics.figures import close, velocity_figure
 
     try:
         gathers, vel = ds[0]

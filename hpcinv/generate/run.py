@@ -1,0 +1,60 @@
+"""``generate()``: the one entry that runs a dataset's generation in this process or on Ray actors.
+
+It sits above :mod:`hpcinv.generate.driver` (planning, the manifest, the in-process executor) and
+:mod:`hpcinv.generate.distributed` (the Ray actors, which need the driver's :class:`Plan`), so
+neither of those imports the other's caller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpcinv.config import DataConfig
+from hpcinv.generate.driver import (
+    Summary,
+    check_device,
+    check_output,
+    check_part,
+    check_workers,
+    execute,
+    in_process_executor,
+    prepare,
+    validate,
+)
+from hpcinv.store.lock import folder_lock
+
+
+def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progress: bool = True,
+             use_ray: bool = False, address: str | None = None, workers: int | None = None,
+             part: tuple[int, int] | None = None) -> Summary:
+    """Generate (or finish) the dataset of ``cfg`` in ``out`` (only ``part=(i, k)`` of its shards if given).
+
+    In this process by default; with ``use_ray`` on Ray actors — joining ``address`` (or
+    ``RAY_ADDRESS``), else a local Ray instance sized to the machine. Everything that can be checked
+    is checked before the folder is touched; then the folder's lock is held until the end.
+    """
+    check_part(part)
+    check_workers(workers)
+    validated = validate(cfg)
+    check_output(cfg, out, restart=restart)
+    if not use_ray:
+        check_device(cfg)
+        with folder_lock(out, shared=part is not None):
+            plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
+            return execute(plan, in_process_executor(plan), progress=progress)
+
+    from hpcinv.generate.distributed import check_gpus, init_ray, ray_executor
+
+    init_ray(address)  # before anything is written: an unreachable cluster leaves no trace
+    check_gpus(cfg)
+    with folder_lock(out, shared=part is not None):
+        plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
+        stats: dict = {}
+        summary = execute(plan, ray_executor(plan, workers=workers, stats=stats), progress=progress)
+    per_worker = stats.get("per_worker_samples", {})
+    summary.extra |= {
+        "workers": stats.get("workers", 0), "failures_retried": stats.get("retries", 0),
+        "actor_startup_s": stats.get("startup_s", 0.0),
+        "samples_per_s_per_worker": {str(k): round(v / summary.wall_s, 3) for k, v in sorted(per_worker.items())},
+    }
+    return summary
