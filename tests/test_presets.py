@@ -1,0 +1,62 @@
+"""Every preset a user can pick loads and validates: configs/*.yaml and the presets shipped in the package.
+
+Data presets go through every check ``hpcinv generate`` runs before it writes anything (velocity source,
+splits, dispersion, CFL, record length, geometry); a preset that imports a public collection takes its
+path as a setting, supplied here from ../shared/data when present (the schema alone otherwise).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hpcinv.config import DataConfig, RefineConfig, TrainConfig, load_config
+from hpcinv.generate.driver import validate
+from hpcinv.physics import make_geometry
+from hpcinv.physics.survey import mirror_asymmetry
+from tests.conftest import FCNVMB_NPZ, OPENFWI_NPZ, ROOT
+
+PRESETS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "hpcinv" / "presets").glob("*.yaml"))
+COLLECTIONS = ("npz", "openfwi")
+
+
+def _collection(preset: Path, source: str, tmp_path: Path) -> Path | None:
+    """The public collection a preset imports, in the form it expects; None when ../shared/data is absent."""
+    if not OPENFWI_NPZ.exists():
+        return None
+    if source == "openfwi":  # OpenFWI's own files: (N, 1, 70, 70) arrays in .npy
+        path = tmp_path / "model1.npy"
+        np.save(path, np.load(OPENFWI_NPZ)["CurveFaultA"][:8, None])
+        return path
+    return OPENFWI_NPZ if "openfwi" in preset.name else FCNVMB_NPZ
+
+
+def _kind(text: dict):
+    if "refine" in text:
+        return RefineConfig
+    return TrainConfig if {"model", "train"} & set(text) else DataConfig
+
+
+def test_there_are_presets_of_every_kind():
+    kinds = {_kind(yaml.safe_load(p.read_text())) for p in PRESETS}
+    assert kinds == {DataConfig, TrainConfig, RefineConfig} and len(PRESETS) >= 19
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: str(Path(p).relative_to(ROOT)))
+def test_every_preset_loads_and_validates(preset, tmp_path):
+    text = yaml.safe_load(preset.read_text())
+    kind = _kind(text)
+    overrides = []
+    source = (text.get("velocity") or {}).get("source")
+    collection = _collection(preset, source, tmp_path) if kind is DataConfig and source in COLLECTIONS else None
+    if kind is DataConfig and source in COLLECTIONS:
+        overrides.append(f"velocity.path={collection or tmp_path / 'absent.npz'}")
+    if kind is TrainConfig and not (text.get("data") or {}).get("train"):
+        overrides.append("data.train=runs/somewhere")  # the quickstart fills it in
+    cfg = load_config(kind, preset, overrides)
+    if kind is DataConfig and (source not in COLLECTIONS or collection is not None):
+        validate(cfg)  # every physical check generate makes before writing
+    if kind is DataConfig and preset.name.startswith("bench2"):  # mirror augmentation relies on it
+        geometry = make_geometry(cfg.survey, cfg.grid)
+        assert mirror_asymmetry(geometry.source_cells, geometry.receiver_cells, cfg.grid.nx) is None
