@@ -11,6 +11,7 @@
     hpcinv import-gathers CONFIG --gathers FILE.npy --out DIR [key=value ...]
     hpcinv verify DIR [--no-checksums]
     hpcinv doctor [--gpu] [--no-probe]
+    hpcinv config show PRESET [key.sub=value ...]
     hpcinv cluster [--cluster-dir DIR] [--object-store-gb G] generate|train|refine ...   (under srun, one per node)
 
 User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2.
@@ -159,6 +160,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    from hpcinv.config import config_kind, describe
+
+    kind = config_kind(args.preset)
+    cfg = load_config(kind, args.preset, args.overrides)
+    print(f"# {args.preset}: a {kind.__name__}, resolved with {len(args.overrides)} override(s)")
+    print(describe(cfg))
+    return 0
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from hpcinv.doctor import findings
 
@@ -285,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("dir")
     ver.add_argument("--no-checksums", action="store_true", help="skip sha256 (sizes and contents only)")
     ver.set_defaults(func=_cmd_verify)
+
+    cf = sub.add_parser("config", help="show a preset resolved (with overrides), each key with its description")
+    cf_sub = cf.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    show = cf_sub.add_parser("show", help="print the resolved config of PRESET with each key's description")
+    show.add_argument("preset", help="a config file (configs/*.yaml)")
+    show.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    show.set_defaults(func=_cmd_config_show)
 
     doc = sub.add_parser("doctor", help="preflight: can this node run the GPU paths (torch CUDA build, driver, "
                                         "deepwave's kernels for each GPU, NCCL, memory)? exit 1 if not")

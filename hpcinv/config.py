@@ -319,6 +319,36 @@ def to_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
+def config_kind(path: str | os.PathLike) -> type[BaseModel]:
+    """Which config a YAML file is: a ``refine`` section makes a refine config, ``model``/``train``/``scaling``
+    a training config, anything else a dataset config."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        loaded = {}  # load_config reports what is wrong with the file
+    keys = set(loaded) if isinstance(loaded, dict) else set()
+    if "refine" in keys:
+        return RefineConfig
+    return TrainConfig if keys & {"model", "train", "scaling"} else DataConfig
+
+
+def describe(cfg: BaseModel, indent: int = 0) -> str:
+    """The resolved config as YAML, each key followed by its description."""
+    lines, pad = [], " " * indent
+    for name, field in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        note = f"  # {field.description}" if field.description else ""
+        if isinstance(value, BaseModel):
+            doc = (type(value).__doc__ or "").strip().split("\n")[0]
+            lines.append(f"{pad}{name}:" + (f"  # {doc}" if doc and not note else note))
+            lines.append(describe(value, indent + 2))
+        else:
+            text = yaml.safe_dump(value if not isinstance(value, BaseModel) else value.model_dump(mode="json"),
+                                  default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+            lines.append(f"{pad}{name}: {text}{note}")
+    return "\n".join(lines)
+
+
 def config_hash(cfg: BaseModel) -> str:
     """sha256 of the canonical JSON of everything that decides a dataset's bits."""
     data = cfg.model_dump(mode="json")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from hpcinv.config import DataConfig, RefineConfig, TrainConfig, load_config
+from hpcinv.config import DataConfig, RefineConfig, TrainConfig, config_kind, load_config
 from hpcinv.generate.driver import validate
 from hpcinv.physics import make_geometry
 from hpcinv.physics.survey import mirror_asymmetry
-from tests.conftest import FCNVMB_NPZ, OPENFWI_NPZ, ROOT
+from tests.conftest import FCNVMB_NPZ, OPENFWI_NPZ, ROOT, one_error_line, run_cli
 
 PRESETS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "hpcinv" / "presets").glob("*.yaml"))
 COLLECTIONS = ("npz", "openfwi")
@@ -32,21 +32,15 @@ def _collection(preset: Path, source: str, tmp_path: Path) -> Path | None:
     return OPENFWI_NPZ if "openfwi" in preset.name else FCNVMB_NPZ
 
 
-def _kind(text: dict):
-    if "refine" in text:
-        return RefineConfig
-    return TrainConfig if {"model", "train"} & set(text) else DataConfig
-
-
 def test_there_are_presets_of_every_kind():
-    kinds = {_kind(yaml.safe_load(p.read_text())) for p in PRESETS}
+    kinds = {config_kind(p) for p in PRESETS}
     assert kinds == {DataConfig, TrainConfig, RefineConfig} and len(PRESETS) >= 19
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: str(Path(p).relative_to(ROOT)))
 def test_every_preset_loads_and_validates(preset, tmp_path):
     text = yaml.safe_load(preset.read_text())
-    kind = _kind(text)
+    kind = config_kind(preset)
     overrides = []
     source = (text.get("velocity") or {}).get("source")
     collection = _collection(preset, source, tmp_path) if kind is DataConfig and source in COLLECTIONS else None
@@ -60,3 +54,14 @@ def test_every_preset_loads_and_validates(preset, tmp_path):
     if kind is DataConfig and preset.name.startswith("bench2"):  # mirror augmentation relies on it
         geometry = make_geometry(cfg.survey, cfg.grid)
         assert mirror_asymmetry(geometry.source_cells, geometry.receiver_cells, cfg.grid.nx) is None
+
+
+def test_config_show_prints_the_resolved_config_with_descriptions():
+    proc = run_cli("config", "show", str(ROOT / "configs" / "bench2_inversionnet.yaml"), "train.epochs=3")
+    assert proc.returncode == 0, proc.stderr
+    assert "a TrainConfig, resolved with 1 override(s)" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert "  epochs: 3" in lines and "  name: inversionnet" in lines
+    assert any(line.startswith("  batch_size: 10  # per training worker") for line in lines)
+    line = one_error_line(run_cli("config", "show", str(ROOT / "configs" / "bench2.yaml")))
+    assert "velocity.source='npz' needs velocity.path" in line
