@@ -14,7 +14,10 @@
     hpcinv config show PRESET [key.sub=value ...]
     hpcinv cluster [--cluster-dir DIR] [--object-store-gb G] generate|train|refine ...   (under srun, one per node)
 
-User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2.
+User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2 (with
+``-v`` also the traceback of their cause). Anything else is a bug or a crash, not the user's input: one
+line ``hpcinv: internal error: ...`` naming a file that holds the full traceback (``$HPCINV_LOG_DIR``,
+else the temporary folder), exit 1; ``-v`` prints the traceback too.
 SIGINT and SIGTERM print one line, ``hpcinv: interrupted ...``, and exit 130 / 143.
 """
 
@@ -28,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 
@@ -347,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         return args.func(args)
-    except HpcinvError as exc:
+    except HpcinvError as exc:  # the user's input: one line (its cause with -v)
+        if args.verbose:
+            traceback.print_exc()
         print(f"hpcinv: error: {exc}", file=sys.stderr)
         return 2
     except Interrupted as exc:
@@ -357,6 +363,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hpcinv: interrupted by SIGINT", file=sys.stderr)
         return 128 + signal.SIGINT
+    except Exception as exc:  # a bug or a crash, not the user's input: keep the traceback
+        text = traceback.format_exc()
+        if args.verbose:
+            print(text, file=sys.stderr, end="")
+        log = _save_traceback(text)
+        print(f"hpcinv: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]} (not a problem "
+              f"with your input; full traceback in {log}, or re-run with -v)", file=sys.stderr)
+        return 1
+
+
+def _save_traceback(text: str) -> str:
+    """Write a traceback where the user can find it: $HPCINV_LOG_DIR, else the temporary folder."""
+    import tempfile
+    import time
+
+    folder = os.environ.get("HPCINV_LOG_DIR") or tempfile.gettempdir()
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"hpcinv-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log", dir=folder)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return path
+    except OSError:
+        return "(could not be written; re-run with -v)"
 
 
 if __name__ == "__main__":

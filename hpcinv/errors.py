@@ -31,6 +31,11 @@ class DataError(HpcinvError):
         return last[0] if last else type(exc).__name__
 
 
+class TrainingFailed(RuntimeError):
+    """Training failed for a reason that is not the user's input (a crash Ray Train's restarts did not
+    cure): not an :class:`HpcinvError`, so the CLI keeps its traceback."""
+
+
 class LockedError(HpcinvError):
     """A folder is held by another hpcinv process."""
 

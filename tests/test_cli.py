@@ -136,3 +136,38 @@ def test_restart_discards_other_config(tmp_path):
     proc = run_cli("generate", TINY, "--out", str(out), "--quiet", "--restart", "dataset.n_samples=8")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["computed_shards"] == 1 and verify_dataset(out).samples_ok == 8
+
+
+def test_an_internal_error_is_one_line_with_its_traceback_kept(monkeypatch, tmp_path, capsys):
+    """A bug is not reported like bad input: exit 1, one line naming the saved traceback; -v prints it."""
+    from hpcinv import cli
+
+    def broken(args):
+        raise KeyError("an internal slip")
+
+    monkeypatch.setattr(cli, "_cmd_verify", broken)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # leave pytest's handlers alone
+    monkeypatch.setenv("HPCINV_LOG_DIR", str(tmp_path))
+    assert cli.main(["verify", "somewhere"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hpcinv: internal error: KeyError: 'an internal slip' (not a problem with your input")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    saved = next(tmp_path.glob("hpcinv-*.log")).read_text()
+    assert "Traceback" in saved and "in broken" in saved
+    assert cli.main(["-v", "verify", "somewhere"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_user_error_shows_its_cause_with_v(monkeypatch, tmp_path, capsys):
+    from hpcinv import cli
+
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    bad = tmp_path / "models.npz"
+    bad.write_bytes(b"not an npz file")
+    args = ["generate", str(CONFIGS / "tiny.yaml"), "--out", str(tmp_path / "ds"), "velocity.source=npz",
+            f"velocity.path={bad}"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hpcinv: error: cannot read velocity collection") and "Traceback" not in err
+    assert cli.main(["-v", *args]) == 2
+    assert "Traceback" in capsys.readouterr().err

@@ -120,7 +120,7 @@ def load_state(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise HpcinvError(f"cannot read checkpoint {str(file)!r}: {exc}") from None
+        raise HpcinvError(f"cannot read checkpoint {str(file)!r}: {exc}") from exc
     if not isinstance(state, dict) or "model" not in state or "model_spec" not in state:
         raise HpcinvError(f"{str(file)!r} is not an hpcinv checkpoint (no model / model_spec)")
     return state

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from hpcinv.config import TrainConfig, load_config, save_config
-from hpcinv.errors import DataError, HpcinvError, Interrupted
+from hpcinv.errors import DataError, HpcinvError, Interrupted, TrainingFailed
 from hpcinv.fileio import atomic_write_text
 from hpcinv.physics.survey import mirror_asymmetry
 from hpcinv.store import folder_lock, read_manifest, require_readable
@@ -254,7 +254,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
             cause = cause.__cause__
         if isinstance(cause, HpcinvError):
             raise HpcinvError(str(cause)) from None
-        raise HpcinvError(f"training failed after {cfg.train.max_failures} restart(s): {exc}") from exc
+        raise TrainingFailed(f"training failed after {cfg.train.max_failures} restart(s): {exc}") from exc
     all_events = read_events(run_dir)
     events = [e for e in all_events if e["time"] >= t_start]
     errors = [e for e in events if e["event"] == "error"]

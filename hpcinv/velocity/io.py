@@ -68,7 +68,7 @@ def _read_mat(path: Path, key: str | list[str] | None) -> np.ndarray:
                     from None
             return np.asarray(fh[found], dtype=np.float32).T
     except (ValueError, OSError) as exc:
-        raise HpcinvError(f"cannot read MATLAB file {str(path)!r}: {exc}") from None
+        raise HpcinvError(f"cannot read MATLAB file {str(path)!r}: {exc}") from exc
 
 
 def _as_stack(arr: np.ndarray, what: str) -> np.ndarray:
@@ -125,7 +125,7 @@ def read_collection(cfg: VelocityConfig) -> np.ndarray:
     except HpcinvError:
         raise
     except Exception as exc:  # unreadable or malformed file: one clear line, naming it
-        raise HpcinvError(f"cannot read velocity collection {path!r} as {source}: {exc}") from None
+        raise HpcinvError(f"cannot read velocity collection {path!r} as {source}: {exc}") from exc
     raise HpcinvError(f"unknown velocity source {source!r}")
 
 
