@@ -16,7 +16,9 @@ from hpcinv.config import DataConfig, load_config
 from hpcinv.physics import simulate
 from hpcinv.store import ShardedDataset, read_manifest, verify_dataset
 from hpcinv.velocity import make_source
-from tests.conftest import CONFIGS, FCNVMB_NPZ, ROOT, descendants, run_cli
+from tests.conftest import CONFIGS, FCNVMB_NPZ, ROOT, descendants, needs_shared, run_cli
+
+pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
 
 TINY = str(CONFIGS / "tiny.yaml")
 MANY_SHARDS = ["dataset.n_samples=64", "dataset.shard_size=2"]
@@ -154,7 +156,7 @@ def test_splits_are_recorded_and_selectable(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.skipif(not FCNVMB_NPZ.exists(), reason="reference data not present")
+@needs_shared
 def test_fcnvmb_sim_data_preset_models_the_reference_models(tmp_path):
     from hpcinv.generate.driver import validate
 

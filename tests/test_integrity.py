@@ -23,6 +23,8 @@ from hpcinv.train.checkpoint import list_checkpoints, load_state, nonfinite_entr
 from hpcinv.train.loop import read_events
 from tests.conftest import CONFIGS, ROOT, one_error_line, run_cli
 
+pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
+
 TINY = str(CONFIGS / "tiny.yaml")
 TRAIN = str(CONFIGS / "tiny_train.yaml")
 

@@ -2,9 +2,13 @@
 
 import json
 
+import pytest
+
 from hpcinv.train.loop import read_events
 from tests.conftest import run_cli
 from tests.wandb_offline import history
+
+pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
 
 
 def test_shortened_quickstart_writes_a_report(tmp_path):

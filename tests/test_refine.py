@@ -19,6 +19,8 @@ from hpcinv.refine.fwi import gaussian_smooth, lowpass, refine_model
 from hpcinv.store import ShardedDataset, load_dataset_config, plan_shards, read_manifest, write_manifest
 from hpcinv.store.velocities import VelocityStore, read_store_manifest, store_manifest, write_velocity_shard
 
+pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
+
 TINY = str(CONFIGS / "tiny.yaml")
 FAST = ["refine.bands_hz=[6.0, null]", "refine.iterations_per_band=[4, 6]", "refine.patience=0"]
 

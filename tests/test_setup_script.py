@@ -4,8 +4,6 @@ anything else (checked with a stand-in interpreter that records what it is asked
 import shutil
 import subprocess
 
-import pytest
-
 from tests.conftest import ROOT
 
 FAKE_PYTHON = """#!/usr/bin/env bash
@@ -28,7 +26,6 @@ def _setup(tmp_path, **env) -> list[str]:
     return (venv / "calls.log").read_text().splitlines()
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_setup_installs_the_tested_torch_first(tmp_path):
     calls = _setup(tmp_path)
     torch_call = calls.index("-m pip install -q torch==2.13.0")

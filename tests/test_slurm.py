@@ -22,6 +22,8 @@ import pytest
 from hpcinv.train.loop import read_events
 from tests.conftest import CONFIGS, ROOT, run_cli
 
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 STORE = ["--object-store-gb", "0.2"]
 

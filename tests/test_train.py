@@ -17,6 +17,8 @@ from hpcinv.train.tracking import run_id
 from tests.conftest import CONFIGS, ROOT, descendants, run_cli
 from tests.wandb_offline import history, kinds
 
+pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
+
 TRAIN = str(CONFIGS / "tiny_train.yaml")
 
 
