@@ -76,9 +76,9 @@ def _part(text: str) -> tuple[int, int]:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    cfg = load_config(DataConfig, args.config, args.overrides)  # a bad config is reported before torch loads
     from hpcinv.generate import generate
 
-    cfg = load_config(DataConfig, args.config, args.overrides)
     # stdout carries only the JSON summary; Ray's forwarded worker logs go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         summary = generate(cfg, args.out, restart=args.restart, progress=not args.quiet, use_ray=not args.in_process,
@@ -88,9 +88,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_config(TrainConfig, args.config, args.overrides)  # a bad config is reported before torch and Ray load
     from hpcinv.train.trainer import train
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
     with contextlib.redirect_stdout(sys.stderr):
         summary = train(cfg, args.out, address=args.address)
     print(json.dumps(summary, indent=1))
@@ -120,11 +120,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_refine(args: argparse.Namespace) -> int:
-    from hpcinv.refine import refine
-
     if args.config and "=" in args.config and not os.path.exists(args.config):  # no config file: an override
         args.overrides, args.config = [args.config, *args.overrides], None
-    cfg = load_config(RefineConfig, args.config, args.overrides)
+    cfg = load_config(RefineConfig, args.config, args.overrides)  # a bad config is reported before torch loads
+    from hpcinv.refine import refine
+
     with contextlib.redirect_stdout(sys.stderr):
         summary = refine(args.data, args.init, args.out, cfg, split=args.split, restart=args.restart,
                          progress=not args.quiet, use_ray=not args.in_process, address=args.address,
@@ -135,9 +135,9 @@ def _cmd_refine(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_gathers(args: argparse.Namespace) -> int:
+    cfg = load_config(DataConfig, args.config, args.overrides)
     from hpcinv.generate.gathers import import_gathers
 
-    cfg = load_config(DataConfig, args.config, args.overrides)
     with contextlib.redirect_stdout(sys.stderr):
         summary = import_gathers(cfg, args.gathers, args.out, key=args.key, progress=not args.quiet)
     print(json.dumps(summary, indent=1))

@@ -171,3 +171,15 @@ def test_a_user_error_shows_its_cause_with_v(monkeypatch, tmp_path, capsys):
     assert err.startswith("hpcinv: error: cannot read velocity collection") and "Traceback" not in err
     assert cli.main(["-v", *args]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["train", str(CONFIGS / "tiny_train.yaml"), "train.epochs=zero"],
+                                     ["generate", str(CONFIGS / "tiny.yaml"), "grid.nz=zero"],
+                                     ["refine", "--data", "d", "--init", "smooth", "refine.lr_mps=zero"]])
+def test_a_bad_config_is_reported_before_torch_and_ray_load(command, tmp_path):
+    code = ("import sys\nfrom hpcinv import cli\n"
+            f"rc = cli.main({[*command, '--out', str(tmp_path / 'out')]!r})\n"
+            "print(rc, 'torch' in sys.modules, 'ray' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
+    assert "Input should be a valid" in proc.stderr and not (tmp_path / "out").exists()
