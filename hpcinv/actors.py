@@ -50,6 +50,20 @@ class _DropDefaultTokenNotice(logging.Filter):
 logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DropDefaultTokenNotice())
 
 
+# Ray Train's placement-group cleaner asks the State API (served by the dashboard, which hpcinv does not
+# start) whether the controller lives, and warns every few seconds that it cannot: noise, not a problem.
+NOISY_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_worker() -> None:
+    """Run in every Ray worker process at start (``worker_process_setup_hook``): the State API's clients
+    find this cluster (not another Ray instance on the same machine, which made them fail with a
+    traceback), and the loggers in :data:`NOISY_LOGGERS` print errors only."""
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
     """Join ``address`` (or ``RAY_ADDRESS``), or start a local instance sized to this machine."""
     if ray.is_initialized():
@@ -57,7 +71,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address not in ("local", "auto"):
         _check_reachable(address)
-    kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
+    kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False,
+                  runtime_env={"worker_process_setup_hook": "hpcinv.actors.quiet_worker"})
     if not address or address == "local":
         ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
     else:

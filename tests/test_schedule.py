@@ -64,3 +64,13 @@ def test_accumulated_halves_equal_one_full_batch_step():
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     assert all(p.grad is None for p in models[1].parameters())  # cleared for the next group
+
+
+def test_an_epoch_line_for_logs():
+    from hpcinv.train.loop import epoch_line
+
+    metrics = {"epoch": 2, "train/epoch_time_s": 40.0, "train/epoch_samples": 2400, "train/epoch_loss": 0.01234,
+               "val/mae": 140.26, "val/ssim": 0.7812}
+    line = epoch_line(metrics, epochs=10, elapsed_s=120.0, epochs_run=3)
+    assert line == ("epoch 3/10: 2400 samples in 40.0 s (60.0 samples/s), loss 0.01234, val MAE 140.3 m/s, "
+                    "SSIM 0.781; ETA 4 min 40 s")

@@ -40,6 +40,11 @@ def trained(tiny_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("train") / "run"
     proc = _train(run, tiny_dataset, f"data.val={tiny_dataset}", "train.epochs=3", "train.record_weights_digest=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # a log that is not a terminal gets one line per epoch, and none of Ray Train's cleaner noise
+    lines = [line for line in proc.stderr.splitlines() if "samples/s), loss" in line]
+    assert [line.split("epoch ")[1][:4] for line in lines] == ["1/3:", "2/3:", "3/3:"], proc.stderr[-3000:]
+    assert "val MAE" in lines[-1] and "ETA 0 min 00 s" in lines[-1]
+    assert "Failed to query Ray Train Controller" not in proc.stderr and "it/s]" not in proc.stderr
     return run, json.loads(proc.stdout)
 
 

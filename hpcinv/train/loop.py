@@ -360,7 +360,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     torch.set_num_threads(cfg.scaling.cpus_per_worker)
     try:
-        _train(cfg, run_dir, rank, ctx.get_world_size(), device)
+        _train(cfg, run_dir, rank, ctx.get_world_size(), device, loop_config.get("progress_bars", True))
     except Stop:
         return
 
@@ -373,7 +373,20 @@ def _stop_if(flag: float, rank: int, run_dir: Path, event: dict, mine: bool = Tr
         raise Stop
 
 
-def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch.device) -> None:
+def epoch_line(metrics: dict, epochs: int, elapsed_s: float, epochs_run: int) -> str:
+    """One line per epoch for logs that are not a terminal: samples/s, losses and an ETA."""
+    epoch, seconds = metrics["epoch"], metrics["train/epoch_time_s"]
+    left = (epochs - epoch - 1) * elapsed_s / max(epochs_run, 1)
+    text = (f"epoch {epoch + 1}/{epochs}: {metrics['train/epoch_samples']} samples in {seconds:.1f} s "
+            f"({metrics['train/epoch_samples'] / max(seconds, 1e-9):.1f} samples/s), "
+            f"loss {metrics['train/epoch_loss']:.4g}")
+    if "val/mae" in metrics:
+        text += f", val MAE {metrics['val/mae']:.1f} m/s, SSIM {metrics['val/ssim']:.3f}"
+    return text + f"; ETA {int(left // 60)} min {int(left % 60):02d} s"
+
+
+def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch.device,
+           progress_bars: bool = True) -> None:
     import ray
     import ray.train
     import ray.train.torch
@@ -447,13 +460,15 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                       enabled=rank == 0)
     loss_fn = loss_function(cfg.train.loss)
     feed = DeviceFeed(norm, device, cfg.data.prefetch_batches)
+    t_run = time.perf_counter()
     blank = (torch.zeros((1, *manifest["gathers_shape"]), device=device),
              torch.zeros((1, 1, *manifest["velocity_shape"]), device=device))
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             sampler.set_epoch(epoch)
             model.train()
-            bar = tqdm(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}") if rank == 0 else None
+            bar = (tqdm(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
+                   if rank == 0 and progress_bars else None)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             # on the device, read only at checks: NaN/Inf tensors after any step since the last check
             bad = torch.zeros((), dtype=torch.float64, device=device)
@@ -519,6 +534,9 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step}
                          | ({"weights": weights_digest(model)} if cfg.train.record_weights_digest else {})
                          | ({"metrics": metrics} if rank == 0 else {}))
+            if rank == 0 and not progress_bars:
+                print(epoch_line(metrics, cfg.train.epochs, time.perf_counter() - t_run, epoch + 1 - start_epoch),
+                      flush=True)
             last = epoch + 1 == cfg.train.epochs
             stopping = (cfg.train.stop_after_epochs is not None
                         and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs)

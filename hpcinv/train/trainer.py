@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -235,7 +236,9 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
 
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": worker_cfg.model_dump_json(), "run_dir": str(run_dir)},
+        # progress bars on a terminal; one line per epoch in a log file (bars there come out all at once)
+        train_loop_config={"config": worker_cfg.model_dump_json(), "run_dir": str(run_dir),
+                           "progress_bars": sys.stderr.isatty()},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
                                      placement_strategy=cfg.scaling.placement_strategy),
