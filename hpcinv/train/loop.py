@@ -21,6 +21,7 @@ import json
 import math
 import os
 import resource
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -534,9 +535,10 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step}
                          | ({"weights": weights_digest(model)} if cfg.train.record_weights_digest else {})
                          | ({"metrics": metrics} if rank == 0 else {}))
-            if rank == 0 and not progress_bars:
-                print(epoch_line(metrics, cfg.train.epochs, time.perf_counter() - t_run, epoch + 1 - start_epoch),
-                      flush=True)
+            if rank == 0 and not progress_bars:  # written, not print()ed: Ray Train's patched print logs it twice
+                sys.stderr.write(epoch_line(metrics, cfg.train.epochs, time.perf_counter() - t_run,
+                                            epoch + 1 - start_epoch) + "\n")
+                sys.stderr.flush()
             last = epoch + 1 == cfg.train.epochs
             stopping = (cfg.train.stop_after_epochs is not None
                         and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs)
