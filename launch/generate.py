@@ -16,7 +16,7 @@ import sys
 
 from hpcinv.config import DataConfig, load_config
 from hpcinv.errors import HpcinvError
-from hpcinv.generate.driver import check_output, open_dataset_folder, validate
+from hpcinv.generate.driver import check_dataset_config, check_output_folder, open_dataset_folder
 from hpcinv.jobs import GenerateJob
 from hpcinv.store import folder_lock
 from launch import common
@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     cfg = load_config(DataConfig, args.config, args.overrides)
-    validate(cfg)  # physics, geometry, imported collection: refused here, not after queueing
-    check_output(cfg, args.out)
+    check_dataset_config(cfg)  # physics, geometry, imported collection: refused here, not after queueing
+    check_output_folder(cfg, args.out)
     if args.array is not None and args.array < 2:
         raise HpcinvError(f"--array {args.array} is not valid: give at least 2 parts")
     cluster_dir = common.cluster_dir(args)

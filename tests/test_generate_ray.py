@@ -158,10 +158,10 @@ def test_splits_are_recorded_and_selectable(tmp_path):
 
 @needs_shared
 def test_fcnvmb_sim_data_preset_models_the_reference_models(tmp_path):
-    from hpcinv.generate.driver import validate
+    from hpcinv.generate.driver import check_dataset_config
 
     cfg = load_config(DataConfig, CONFIGS / "fcnvmb_sim_data.yaml", [f"velocity.path={FCNVMB_NPZ}"])
-    source, physics = validate(cfg)
+    source, physics = check_dataset_config(cfg)
     assert len(source) == 1700 and cfg.dataset.split_ranges(1700) == {"train": [0, 1600], "test": [1600, 1700]}
     ref = np.load(FCNVMB_NPZ)
     assert np.array_equal(source.model(0), ref["train"][0]) and np.array_equal(source.model(1600), ref["test"][0])

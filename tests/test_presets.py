@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from hpcinv.config import DataConfig, RefineConfig, TrainConfig, config_kind, load_config
-from hpcinv.generate.driver import validate
+from hpcinv.generate.driver import check_dataset_config
 from hpcinv.physics import make_geometry
 from hpcinv.physics.survey import mirror_asymmetry
 from tests.conftest import FCNVMB_NPZ, OPENFWI_NPZ, ROOT, one_error_line, run_cli
@@ -50,7 +50,7 @@ def test_every_preset_loads_and_validates(preset, tmp_path):
         overrides.append("data.train=runs/somewhere")  # the quickstart fills it in
     cfg = load_config(kind, preset, overrides)
     if kind is DataConfig and (source not in COLLECTIONS or collection is not None):
-        validate(cfg)  # every physical check generate makes before writing
+        check_dataset_config(cfg)  # every physical check generate makes before writing
     if kind is DataConfig and preset.name.startswith("bench2"):  # mirror augmentation relies on it
         geometry = make_geometry(cfg.survey, cfg.grid)
         assert mirror_asymmetry(geometry.source_cells, geometry.receiver_cells, cfg.grid.nx) is None

@@ -59,7 +59,7 @@ class Summary:
     extra: dict = field(default_factory=dict)
 
 
-def validate(cfg: DataConfig) -> tuple[VelocitySource, dict]:
+def check_dataset_config(cfg: DataConfig) -> tuple[VelocitySource, dict]:
     """Build the velocity source and run every physical check; nothing is written."""
     source = make_source(cfg)
     cfg.dataset.split_ranges(len(source))  # raises on splits that do not cover the samples
@@ -126,7 +126,7 @@ def _folder_problem(cfg: DataConfig, out: Path) -> str | None:
     return None
 
 
-def check_output(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> bool:
+def check_output_folder(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> bool:
     """Read-only check that ``out`` may receive ``cfg``'s dataset; True if an old one must be discarded."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -149,7 +149,7 @@ def open_dataset_folder(cfg: DataConfig, out: str | Path, *, restart: bool = Fal
     """Create ``out`` for ``cfg``'s dataset (its config, written atomically, then the shard folder), or
     reopen it; safe when several parts of one dataset start at once. The caller holds ``out``'s lock."""
     out = Path(out)
-    if check_output(cfg, out, restart=restart):
+    if check_output_folder(cfg, out, restart=restart):
         log.warning("discarding the dataset in %s (--restart)", out)
         shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
         for name in (MANIFEST, CONFIG):
@@ -174,7 +174,7 @@ def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
     without ``part`` adopts their shards (verified) into the manifest.
     """
     check_part(part)
-    source, physics = validated or validate(cfg)
+    source, physics = validated or check_dataset_config(cfg)
     out = Path(out)
     new_hash = config_hash(cfg)
     specs = plan_shards(len(source), cfg.dataset.shard_size)

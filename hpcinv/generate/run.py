@@ -12,14 +12,14 @@ from pathlib import Path
 from hpcinv.config import DataConfig
 from hpcinv.generate.driver import (
     Summary,
+    check_dataset_config,
     check_device,
-    check_output,
+    check_output_folder,
     check_part,
     check_workers,
     execute,
     in_process_executor,
     prepare,
-    validate,
 )
 from hpcinv.store.lock import folder_lock
 
@@ -35,8 +35,8 @@ def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progres
     """
     check_part(part)
     check_workers(workers)
-    validated = validate(cfg)
-    check_output(cfg, out, restart=restart)
+    validated = check_dataset_config(cfg)
+    check_output_folder(cfg, out, restart=restart)
     if not use_ray:
         check_device(cfg)
         with folder_lock(out, shared=part is not None):

@@ -287,7 +287,7 @@ def rollback_events(run_dir: Path, last_epoch: int) -> list[int]:
 
 
 @torch.no_grad()
-def validate(model, ds: ShardedDataset, positions: np.ndarray, cfg: TrainConfig, norm: Normaliser,
+def validation_metrics(model, ds: ShardedDataset, positions: np.ndarray, cfg: TrainConfig, norm: Normaliser,
              v_range: tuple[float, float], device: torch.device) -> tuple[dict, str | None, bool]:
     """Metrics in m/s over this rank's share of the validation set, summed over all ranks; then this
     rank's data error (or None) and whether any rank met one.
@@ -527,7 +527,8 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                        "train/epoch_samples": int(total_seen),
                        "train/epoch_time_s": time.perf_counter() - t_epoch, "lr": optimizer.param_groups[0]["lr"]}
             if val_ds is not None:
-                val_metrics, val_error, any_error = validate(model, val_ds, val_positions, cfg, norm, v_range, device)
+                val_metrics, val_error, any_error = validation_metrics(model, val_ds, val_positions, cfg, norm,
+                                                                       v_range, device)
                 _stop_if(any_error, rank, run_dir, {"event": "error", "epoch": epoch, "step": step,
                                                     "message": val_error and DataError.message_of(val_error)},
                          mine=val_error is not None)
