@@ -106,10 +106,13 @@ def test_refine_from_a_store_writes_a_store_summary_and_figures_and_evaluate_com
     assert history.shape == (4, 10) and np.isfinite(history).all()
     # one report: the start, the refined models and the data-free baseline, all on the same samples
     report = tmp_path / "report"
-    proc = run_cli("evaluate", str(start), str(out), "--data", str(small), "--out", str(report), "--baseline",
-                   str(small), "--figures", "1")
+    proc = run_cli("evaluate", str(start), str(out), "--data", str(small), "--split", "all", "--out", str(report),
+                   "--baseline", str(small), "--figures", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((report / "metrics.json").read_text())
+    # the evaluated split is recorded, not the baseline's (which names none here)
+    assert {r["split"] for r in results.values()} == {"all"}
+    assert "(split `all`)" in (report / "metrics.md").read_text()
     assert list(results) == ["start (prediction)", "refined (refined)", "data-free baseline (mean training model)"]
     assert all(r["samples"] == 6 and r["misfit_samples"] == 6 for r in results.values())
     refined, started = results["refined (refined)"]["mean"], results["start (prediction)"]["mean"]

@@ -203,8 +203,8 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | No
                                                                 None)
     notes = []
     if training is not None:
-        for folder, split in training:
-            require_readable(folder, split, what="baseline dataset")
+        for folder, part in training:  # (not `split`: that is the evaluated split, recorded below)
+            require_readable(folder, part, what="baseline dataset")
         rows.append(baseline_row(training, manifest, len(ds)))
     else:
         notes.append("no data-free baseline: no input names its training data; pass --baseline DATASET[:SPLIT]")
