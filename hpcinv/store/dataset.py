@@ -142,8 +142,8 @@ class ShardedDataset(Dataset):
             unique_rows, inverse = np.unique(rows[order], return_inverse=True)
             name = self._names[k]
             try:
-                g = self._file(name)["gathers"][unique_rows]
-                v = self._file(name)["velocity"][unique_rows] if vel is not None else None
+                g = self._read_rows(self._file(name)["gathers"], unique_rows)
+                v = self._read_rows(self._file(name)["velocity"], unique_rows) if vel is not None else None
             except OSError as exc:  # read them one by one to name the damaged sample
                 for i in where:
                     self.read(int(indices[i]))
@@ -162,6 +162,16 @@ class ShardedDataset(Dataset):
             if vel is not None:
                 vel[where[order]] = v[inverse]
         return gathers, vel
+
+    @staticmethod
+    def _read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+        """Sorted unique ``rows`` of an HDF5 dataset, one slice read per run of consecutive rows (h5py's
+        fancy indexing with a row list is several times slower than these plain hyperslab reads)."""
+        out = np.empty((len(rows), *dataset.shape[1:]), dataset.dtype)
+        starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
+        for a, b in zip(starts, [*starts[1:], len(rows)], strict=True):
+            dataset.read_direct(out, np.s_[int(rows[a]):int(rows[a]) + int(b - a)], np.s_[int(a):int(b)])
+        return out
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         gathers, vel = self.read(self.indices[i])
