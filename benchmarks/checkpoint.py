@@ -25,8 +25,15 @@ def main() -> None:
     opt = torch.optim.Adam(model.parameters())
     model(torch.zeros(1, 29, 400, 301)).mean().backward()
     opt.step()  # creates the Adam moments
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(), "epoch": 0, "step": 1,
-             "config": {}, "model_spec": {"config": {"name": "fcnvmb"}}}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": rng_state(),
+        "epoch": 0,
+        "step": 1,
+        "config": {},
+        "model_spec": {"config": {"name": "fcnvmb"}},
+    }
     saves, loads = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(3):
@@ -37,9 +44,17 @@ def main() -> None:
             load_state(tmp)
             loads.append(time.perf_counter() - t0)
         size = path.stat().st_size
-    emit({"benchmark": "checkpoint", "parameters": sum(p.numel() for p in model.parameters()),
-          "bytes": size, "mb": round(size / 2**20, 1), "save_s": round(min(saves), 3), "load_s": round(min(loads), 3),
-          "save_mb_per_s": round(size / 2**20 / min(saves), 1)})
+    emit(
+        {
+            "benchmark": "checkpoint",
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "bytes": size,
+            "mb": round(size / 2**20, 1),
+            "save_s": round(min(saves), 3),
+            "load_s": round(min(loads), 3),
+            "save_mb_per_s": round(size / 2**20 / min(saves), 1),
+        }
+    )
 
 
 if __name__ == "__main__":

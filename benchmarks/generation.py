@@ -48,9 +48,18 @@ def raw_deepwave(cfg: DataConfig, models) -> float:
     amp = ricker(cfg.survey).expand(len(src), 1, -1)
     t0 = time.perf_counter()
     for vel in models:
-        scalar(torch.from_numpy(vel), cfg.grid.dx_m, cfg.survey.dt_s, source_amplitudes=amp, source_locations=src,
-               receiver_locations=rec, accuracy=cfg.modelling.accuracy, pml_width=cfg.modelling.pml_width,
-               pml_freq=cfg.survey.f0_hz, max_vel=cfg.modelling.max_vel_mps)
+        scalar(
+            torch.from_numpy(vel),
+            cfg.grid.dx_m,
+            cfg.survey.dt_s,
+            source_amplitudes=amp,
+            source_locations=src,
+            receiver_locations=rec,
+            accuracy=cfg.modelling.accuracy,
+            pml_width=cfg.modelling.pml_width,
+            pml_freq=cfg.survey.f0_hz,
+            max_vel=cfg.modelling.max_vel_mps,
+        )
     return time.perf_counter() - t0
 
 
@@ -81,8 +90,11 @@ def host_work(cfg: DataConfig, samples: int) -> dict:
             worker.write(spec, vel, gathers, stats)
             t2 = time.perf_counter()
             stats_s, write_s = stats_s + t1 - t0, write_s + t2 - t1
-    return {"stats_s_per_sample": round(stats_s / samples, 4), "write_s_per_sample": round(write_s / samples, 4),
-            "host_s_per_sample": round((stats_s + write_s) / samples, 4)}
+    return {
+        "stats_s_per_sample": round(stats_s / samples, 4),
+        "write_s_per_sample": round(write_s / samples, 4),
+        "host_s_per_sample": round((stats_s + write_s) / samples, 4),
+    }
 
 
 def main() -> None:
@@ -93,8 +105,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("overrides", nargs="*", default=["survey.n_shots=4"])
     args = parser.parse_args()
-    cfg = load_config(DataConfig, args.config, [*args.overrides, f"dataset.n_samples={args.samples}",
-                                                f"dataset.shard_size={args.shard_size}", "modelling.threads=1"])
+    cfg = load_config(
+        DataConfig,
+        args.config,
+        [
+            *args.overrides,
+            f"dataset.n_samples={args.samples}",
+            f"dataset.shard_size={args.shard_size}",
+            "modelling.threads=1",
+        ],
+    )
     torch.set_num_threads(1)
     models = make_source(cfg).models(0, args.samples)
     times: dict[str, list[float]] = {"raw": [], "in_process": [], "ray_1": [], "ray_2": []}
@@ -113,17 +133,25 @@ def main() -> None:
     import ray
 
     ray.shutdown()
-    emit({
-        "benchmark": "generation", "config": args.config, "overrides": args.overrides, "samples": args.samples,
-        "grid": [cfg.grid.nz, cfg.grid.nx], "shots": cfg.survey.n_shots, "nt": cfg.survey.nt,
-        "best_s": {k: round(v, 3) for k, v in best.items()},
-        "samples_per_s": {k: round(args.samples / v, 3) for k, v in best.items()},
-        "actor_startup_s": startup, "host": host,
-        "in_process_vs_raw": round(best["raw"] / best["in_process"], 3),
-        "ray_1_vs_raw": round(best["raw"] / best["ray_1"], 3),
-        "ray_2_vs_ray_1": round(best["ray_1"] / best["ray_2"], 3),
-        "all_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
-    })
+    emit(
+        {
+            "benchmark": "generation",
+            "config": args.config,
+            "overrides": args.overrides,
+            "samples": args.samples,
+            "grid": [cfg.grid.nz, cfg.grid.nx],
+            "shots": cfg.survey.n_shots,
+            "nt": cfg.survey.nt,
+            "best_s": {k: round(v, 3) for k, v in best.items()},
+            "samples_per_s": {k: round(args.samples / v, 3) for k, v in best.items()},
+            "actor_startup_s": startup,
+            "host": host,
+            "in_process_vs_raw": round(best["raw"] / best["in_process"], 3),
+            "ray_1_vs_raw": round(best["raw"] / best["ray_1"], 3),
+            "ray_2_vs_ray_1": round(best["ray_1"] / best["ray_2"], 3),
+            "all_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -74,19 +74,30 @@ def card() -> dict:
     del x, y
     _empty_cache()
     driver = cuda_driver_version()
-    common = {"torch_cuda": torch.version.cuda, "torch": torch.__version__, "deepwave": deepwave.__version__,
-              "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1)}
+    common = {
+        "torch_cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "deepwave": deepwave.__version__,
+        "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
+    }
     if DEVICE.type != "cuda":
         return {"name": "cpu (smoke run)", **common, "doctor": [str(f) for f in findings()]}
     props = torch.cuda.get_device_properties(0)
     free, total = torch.cuda.mem_get_info(0)
-    return {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
-            "sms": props.multi_processor_count, "memory_gib": round(total / 2**30, 1),
-            "free_gib": round(free / 2**30, 1), "nvidia_driver": nvidia_driver_release(),
-            "cuda_driver": f"{driver // 1000}.{driver % 1000 // 10}" if driver else None,
-            "torch_cuda": torch.version.cuda, "torch": torch.__version__, "deepwave": deepwave.__version__,
-            "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
-            "doctor": [str(f) for f in findings(gpu=True, probe=True)]}
+    return {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "sms": props.multi_processor_count,
+        "memory_gib": round(total / 2**30, 1),
+        "free_gib": round(free / 2**30, 1),
+        "nvidia_driver": nvidia_driver_release(),
+        "cuda_driver": f"{driver // 1000}.{driver % 1000 // 10}" if driver else None,
+        "torch_cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "deepwave": deepwave.__version__,
+        "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
+        "doctor": [str(f) for f in findings(gpu=True, probe=True)],
+    }
 
 
 def paper_config(overrides=()):
@@ -112,12 +123,20 @@ def raw_loop(cfg, models: np.ndarray, per_call: int) -> float:
     _sync()
     t0 = time.perf_counter()
     for start in range(0, len(vel), per_call):
-        v = vel[start:start + per_call]
+        v = vel[start : start + per_call]
         n = len(v)
-        scalar(v.repeat_interleave(shots, 0) if n > 1 else v[0], cfg.grid.dx_m, cfg.survey.dt_s,
-               source_amplitudes=amp.repeat(n, 1, 1), source_locations=src.repeat(n, 1, 1),
-               receiver_locations=rec.repeat(n, 1, 1), accuracy=cfg.modelling.accuracy,
-               pml_width=cfg.modelling.pml_width, pml_freq=cfg.survey.f0_hz, max_vel=cfg.modelling.max_vel_mps)
+        scalar(
+            v.repeat_interleave(shots, 0) if n > 1 else v[0],
+            cfg.grid.dx_m,
+            cfg.survey.dt_s,
+            source_amplitudes=amp.repeat(n, 1, 1),
+            source_locations=src.repeat(n, 1, 1),
+            receiver_locations=rec.repeat(n, 1, 1),
+            accuracy=cfg.modelling.accuracy,
+            pml_width=cfg.modelling.pml_width,
+            pml_freq=cfg.survey.f0_hz,
+            max_vel=cfg.modelling.max_vel_mps,
+        )
     _sync()
     return time.perf_counter() - t0
 
@@ -135,10 +154,14 @@ def deepwave_rate(bandwidth_gb_s: float) -> dict:
     pad = 2 * (cfg.modelling.pml_width + cfg.modelling.accuracy // 2)
     updates = cfg.survey.n_shots * (cfg.grid.nz + pad) * (cfg.grid.nx + pad) * cfg.survey.nt * int(step_ratio)
     bound = bandwidth_gb_s * 1e9 / BYTES_PER_UPDATE
-    return {"sample_s": round(seconds, 4), "grid_point_updates": updates,
-            "updates_per_s": round(updates / seconds / 1e9, 2), "unit": "1e9 updates/s",
-            "bandwidth_bound_updates_per_s": round(bound / 1e9, 2),
-            "fraction_of_bound": round(updates / seconds / bound, 3)}
+    return {
+        "sample_s": round(seconds, 4),
+        "grid_point_updates": updates,
+        "updates_per_s": round(updates / seconds / 1e9, 2),
+        "unit": "1e9 updates/s",
+        "bandwidth_bound_updates_per_s": round(bound / 1e9, 2),
+        "fraction_of_bound": round(updates / seconds / bound, 3),
+    }
 
 
 def generate_rate(samples: int) -> dict:
@@ -147,8 +170,15 @@ def generate_rate(samples: int) -> dict:
 
     out = {}
     for per_call in (1, 4):
-        cfg = paper_config([f"dataset.n_samples={samples}", "dataset.shard_size=4", "dataset.gathers_dtype=float16",
-                            "modelling.device=cuda", f"modelling.models_per_call={per_call}"])
+        cfg = paper_config(
+            [
+                f"dataset.n_samples={samples}",
+                "dataset.shard_size=4",
+                "dataset.gathers_dtype=float16",
+                "modelling.device=cuda",
+                f"modelling.models_per_call={per_call}",
+            ]
+        )
         models = make_source(cfg).models(0, samples)
         raw_loop(cfg, models[:per_call], per_call)
         raw = raw_loop(cfg, models, per_call)
@@ -156,9 +186,11 @@ def generate_rate(samples: int) -> dict:
             t0 = time.perf_counter()
             generate(cfg, Path(tmp) / "ds", progress=False)
             wall = time.perf_counter() - t0
-        out[f"models_per_call_{per_call}"] = {"raw_samples_per_s": round(samples / raw, 2),
-                                              "generate_samples_per_s": round(samples / wall, 2),
-                                              "generate_vs_raw": round(raw / wall, 3)}
+        out[f"models_per_call_{per_call}"] = {
+            "raw_samples_per_s": round(samples / raw, 2),
+            "generate_samples_per_s": round(samples / wall, 2),
+            "generate_vs_raw": round(raw / wall, 3),
+        }
     return out
 
 
@@ -257,9 +289,13 @@ def loader_rates(samples: int) -> dict:
 
         for workers in (0, 4):
             cold = drop_cache(root)
-            loader = DataLoader(RawBatches(ds), batch_size=None, num_workers=workers,
-                                pin_memory=device.type == "cuda",
-                                sampler=BatchSampler(order, batch, drop_last=False))
+            loader = DataLoader(
+                RawBatches(ds),
+                batch_size=None,
+                num_workers=workers,
+                pin_memory=device.type == "cuda",
+                sampler=BatchSampler(order, batch, drop_last=False),
+            )
             timed(iter(loader), f"disk/workers{workers}", cold_cache=cold)
         for fraction, label in ((0.9, "cache/device"), (0.0, "cache/pinned")):
             cache = RawCache(ds, np.arange(len(ds)), device, fraction)
@@ -279,17 +315,26 @@ def main() -> None:
         global DEVICE, SMOKE
         DEVICE, SMOKE = torch.device("cpu"), True
     elif not torch.cuda.is_available():
-        emit({"benchmark": "gpu", "skipped": "needs a CUDA GPU: none is visible here (torch "
-              f"{torch.__version__}, CUDA build {torch.version.cuda})"})
+        emit(
+            {
+                "benchmark": "gpu",
+                "skipped": "needs a CUDA GPU: none is visible here (torch "
+                f"{torch.__version__}, CUDA build {torch.version.cuda})",
+            }
+        )
         return
     quick = args.quick or SMOKE
     result: dict = {"benchmark": "gpu", "quick": quick, "smoke_on_cpu": SMOKE}
-    sections = [("card", card),
-                ("deepwave", lambda: deepwave_rate(result["card"]["copy_bandwidth_gb_s"])),
-                ("generate", lambda: generate_rate(4 if SMOKE else 8 if quick else 32)),
-                ("train", lambda: train_rates(2 if SMOKE else 8, 3 if quick else 10,
-                                              2 if SMOKE else 16 if quick else args.max_batch)),
-                ("loader", lambda: loader_rates(8 if SMOKE else 64 if quick else 256))]
+    sections = [
+        ("card", card),
+        ("deepwave", lambda: deepwave_rate(result["card"]["copy_bandwidth_gb_s"])),
+        ("generate", lambda: generate_rate(4 if SMOKE else 8 if quick else 32)),
+        (
+            "train",
+            lambda: train_rates(2 if SMOKE else 8, 3 if quick else 10, 2 if SMOKE else 16 if quick else args.max_batch),
+        ),
+        ("loader", lambda: loader_rates(8 if SMOKE else 64 if quick else 256)),
+    ]
     for name, fn in sections:
         t0 = time.perf_counter()
         try:

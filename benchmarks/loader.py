@@ -68,13 +68,39 @@ def make_dataset(root: Path, n: int, shard_size: int, dtype: str, checksums: boo
         stop = min(start + shard_size, n)
         g = rng.standard_normal((stop - start, *SHAPE), dtype=np.float32)
         v = rng.uniform(2000, 4500, (stop - start, 201, 301)).astype(np.float32)
-        records.append(write_shard(root / "shards", ShardSpec(k, start, stop), v, g, config_hash="bench", survey={},
-                                   gathers_dtype=dtype, checksums=checksums))
-    stats = {"gathers": {"mean": 0.0, "std": 1.0, "min": -5.0, "max": 5.0},
-             "velocity": {"mean": 3250.0, "std": 700.0, "min": 2000.0, "max": 4500.0}}
-    write_manifest(root, {"format": "hpcinv-dataset", "format_version": 2, "config_hash": "bench", "n_samples": n,
-                          "shard_size": shard_size, "velocity_shape": [201, 301], "gathers_shape": list(SHAPE),
-                          "gathers_dtype": dtype, "survey": {}, "physics": {}, "shards": records, "stats": stats})
+        records.append(
+            write_shard(
+                root / "shards",
+                ShardSpec(k, start, stop),
+                v,
+                g,
+                config_hash="bench",
+                survey={},
+                gathers_dtype=dtype,
+                checksums=checksums,
+            )
+        )
+    stats = {
+        "gathers": {"mean": 0.0, "std": 1.0, "min": -5.0, "max": 5.0},
+        "velocity": {"mean": 3250.0, "std": 700.0, "min": 2000.0, "max": 4500.0},
+    }
+    write_manifest(
+        root,
+        {
+            "format": "hpcinv-dataset",
+            "format_version": 2,
+            "config_hash": "bench",
+            "n_samples": n,
+            "shard_size": shard_size,
+            "velocity_shape": [201, 301],
+            "gathers_shape": list(SHAPE),
+            "gathers_dtype": dtype,
+            "survey": {},
+            "physics": {},
+            "shards": records,
+            "stats": stats,
+        },
+    )
 
 
 NORM = {"gathers": "openfwi", "velocity": "minmax"}
@@ -106,8 +132,12 @@ def epoch(ds, sampler, workers: int) -> float:
 
 def epoch_batched(ds, sampler, workers: int, norm: Normaliser) -> float:
     """One epoch of the training input path: whole stored batches, normalised by the feed."""
-    loader = DataLoader(RawBatches(ds), batch_size=None, num_workers=workers,
-                        sampler=torch.utils.data.BatchSampler(sampler, BATCH, drop_last=False))
+    loader = DataLoader(
+        RawBatches(ds),
+        batch_size=None,
+        num_workers=workers,
+        sampler=torch.utils.data.BatchSampler(sampler, BATCH, drop_last=False),
+    )
     t0 = time.perf_counter()
     for g, _ in DeviceFeed(norm, torch.device("cpu"))(iter(loader)):
         assert torch.isfinite(g[:, 0, 0, 0]).all()
@@ -130,30 +160,50 @@ def main() -> None:
             mb = np.prod(SHAPE) * np.dtype(dtype).itemsize / 2**20
             row = {}
             rng = np.random.default_rng(1)
-            for name, sampler in (("random", rng.permutation(len(ds)).tolist()),
-                                  ("shard_aware", ShardAwareSampler(ds.positions_by_shard(), 0, 1, seed=0))):
+            for name, sampler in (
+                ("random", rng.permutation(len(ds)).tolist()),
+                ("shard_aware", ShardAwareSampler(ds.positions_by_shard(), 0, 1, seed=0)),
+            ):
                 for workers in (0, 1, 2):
                     for path in ("per_sample", "batched"):  # side by side, same cold cache
                         cold = drop_cache(root)
-                        dt = epoch(ds, sampler, workers) if path == "per_sample" else \
-                            epoch_batched(ds, sampler, workers, norm)
+                        dt = (
+                            epoch(ds, sampler, workers)
+                            if path == "per_sample"
+                            else epoch_batched(ds, sampler, workers, norm)
+                        )
                         row[f"{path}/{name}/workers{workers}"] = {
-                            "samples_per_s": round(len(ds) / dt, 2), "mb_per_s": round(len(ds) * mb / dt, 1),
-                            "cold_cache": cold}
+                            "samples_per_s": round(len(ds) / dt, 2),
+                            "mb_per_s": round(len(ds) * mb / dt, 1),
+                            "cold_cache": cold,
+                        }
             cache = RawCache(ds, np.arange(len(ds)), torch.device("cpu"))
             order = list(range(len(ds)))
             t0 = time.perf_counter()
             for g, _ in DeviceFeed(norm, torch.device("cpu"))(cache_batches(cache, order, BATCH)):
                 assert torch.isfinite(g[:, 0, 0, 0]).all()
             dt = time.perf_counter() - t0
-            row["cache/batched"] = {"samples_per_s": round(len(ds) / dt, 2), "mb_per_s": round(len(ds) * mb / dt, 1),
-                                    "cache_mb_per_sample": round(cache.nbytes / len(ds) / 2**20, 2)}
+            row["cache/batched"] = {
+                "samples_per_s": round(len(ds) / dt, 2),
+                "mb_per_s": round(len(ds) * mb / dt, 1),
+                "cache_mb_per_sample": round(cache.nbytes / len(ds) / 2**20, 2),
+            }
             results[dtype] = row
             if dtype == "float16":
                 host = host_side(root, args.repeats)
             checksum_cost[dtype] = compare_checksums(root, Path(tmp) / "plain", args, dtype)
-    emit({"benchmark": "loader", "samples": args.samples, "shard_size": args.shard_size, "batch": BATCH,
-          "sample_shape": list(SHAPE), "host_side": host, "results": results, "checksum_cost": checksum_cost})
+    emit(
+        {
+            "benchmark": "loader",
+            "samples": args.samples,
+            "shard_size": args.shard_size,
+            "batch": BATCH,
+            "sample_shape": list(SHAPE),
+            "host_side": host,
+            "results": results,
+            "checksum_cost": checksum_cost,
+        }
+    )
 
 
 def host_side(root: Path, repeats: int) -> dict:
@@ -179,17 +229,27 @@ def host_side(root: Path, repeats: int) -> dict:
         timed("memcpy", lambda: dst.copy_(src))
         timed("cache", lambda: drain(cache_batches(cache, order, BATCH)))
         for workers in (0, 1, 2):
-            loader = DataLoader(RawBatches(ds), batch_size=None, num_workers=workers,
-                                sampler=torch.utils.data.BatchSampler(order, BATCH, drop_last=False))
+            loader = DataLoader(
+                RawBatches(ds),
+                batch_size=None,
+                num_workers=workers,
+                sampler=torch.utils.data.BatchSampler(order, BATCH, drop_last=False),
+            )
             timed(f"page_cache/workers{workers}", lambda loader=loader: drain(loader))
-    rows = {k: {"samples_per_s": round(n / t, 1), "gb_per_s": round(n * sample_bytes / t / 1e9, 2)}
-            for k, t in best.items()}
+    rows = {
+        k: {"samples_per_s": round(n / t, 1), "gb_per_s": round(n * sample_bytes / t / 1e9, 2)} for k, t in best.items()
+    }
     per_worker = {w: rows[f"page_cache/workers{w}"]["samples_per_s"] / max(w, 1) for w in (1, 2)}
-    return {**rows, "cache_vs_memcpy": round(best["memcpy"] / best["cache"], 3),
-            "goals": {"cache_ge_half_memcpy": best["memcpy"] / best["cache"] >= 0.5,
-                      "cache_ge_400_samples_per_s": rows["cache"]["samples_per_s"] >= 400,
-                      "page_cache_ge_150_per_worker": min(per_worker.values()) >= 150},
-            "page_cache_samples_per_s_per_worker": {f"workers{w}": round(v, 1) for w, v in per_worker.items()}}
+    return {
+        **rows,
+        "cache_vs_memcpy": round(best["memcpy"] / best["cache"], 3),
+        "goals": {
+            "cache_ge_half_memcpy": best["memcpy"] / best["cache"] >= 0.5,
+            "cache_ge_400_samples_per_s": rows["cache"]["samples_per_s"] >= 400,
+            "page_cache_ge_150_per_worker": min(per_worker.values()) >= 150,
+        },
+        "page_cache_samples_per_s_per_worker": {f"workers{w}": round(v, 1) for w, v in per_worker.items()},
+    }
 
 
 def compare_checksums(checked: Path, plain: Path, args, dtype: str) -> dict:
@@ -202,12 +262,14 @@ def compare_checksums(checked: Path, plain: Path, args, dtype: str) -> dict:
             for name, root in (("without", plain), ("with", checked)):
                 ds = ShardedDataset(root)
                 drop_cache(root)
-                best[name] = min(best[name], epoch(ds, ShardAwareSampler(ds.positions_by_shard(), 0, 1, seed=0),
-                                                   workers))
+                best[name] = min(
+                    best[name], epoch(ds, ShardAwareSampler(ds.positions_by_shard(), 0, 1, seed=0), workers)
+                )
         out[f"shard_aware/workers{workers}"] = {
             "samples_per_s_without": round(len(ds) / best["without"], 2),
             "samples_per_s_with": round(len(ds) / best["with"], 2),
-            "time_with_vs_without": round(best["with"] / best["without"], 3)}
+            "time_with_vs_without": round(best["with"] / best["without"], 3),
+        }
     return out
 
 

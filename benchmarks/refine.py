@@ -79,13 +79,24 @@ def main() -> None:
         iteration.append(time.perf_counter() - t0)
     f, it = float(np.median(forward)), float(np.median(iteration))
     scale = geometry.n_shots / n
-    emit({"config": args.config, "grid": [cfg.grid.nz, cfg.grid.nx], "nt": cfg.survey.nt,
-          "shots_total": geometry.n_shots, "shots_timed": n, "threads": 1, "device": str(device),
-          "forward_s": round(f, 4), "iteration_s": round(it, 4),
-          "iteration_vs_forward": round(it / f, 3), "iteration_s_all_shots": round(it * scale, 3),
-          "forward_s_all_shots": round(f * scale, 3),
-          "peak_rss_growth_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1),
-          "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None})
+    emit(
+        {
+            "config": args.config,
+            "grid": [cfg.grid.nz, cfg.grid.nx],
+            "nt": cfg.survey.nt,
+            "shots_total": geometry.n_shots,
+            "shots_timed": n,
+            "threads": 1,
+            "device": str(device),
+            "forward_s": round(f, 4),
+            "iteration_s": round(it, 4),
+            "iteration_vs_forward": round(it / f, 3),
+            "iteration_s_all_shots": round(it * scale, 3),
+            "forward_s_all_shots": round(f * scale, 3),
+            "peak_rss_growth_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1),
+            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
+        }
+    )
 
 
 if __name__ == "__main__":

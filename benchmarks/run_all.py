@@ -31,12 +31,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     quick = parser.parse_args().quick
-    emit({
-        "generation": run("generation.py", *(["--samples", "4", "--repeats", "1"] if quick else [])),
-        "loader": run("loader.py", "--samples", "16" if quick else "48"),
-        "training": run("training.py", *(["--width", "16", "--steps", "1"] if quick else [])),
-        "checkpoint": run("checkpoint.py"),
-    })
+    emit(
+        {
+            "generation": run("generation.py", *(["--samples", "4", "--repeats", "1"] if quick else [])),
+            "loader": run("loader.py", "--samples", "16" if quick else "48"),
+            "training": run("training.py", *(["--width", "16", "--steps", "1"] if quick else [])),
+            "checkpoint": run("checkpoint.py"),
+        }
+    )
 
 
 if __name__ == "__main__":

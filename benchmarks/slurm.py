@@ -45,16 +45,58 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         local_s, _ = timed([HPCINV, "generate", cfg, "--out", "local", "--quiet", n], base)
-        srun_s, err = timed(["srun", "-N2", "--ntasks-per-node=1", HPCINV, "cluster", "--object-store-gb", "0.2",
-                             "generate", cfg, "--out", "srun", "--quiet", n], base)
+        srun_s, err = timed(
+            [
+                "srun",
+                "-N2",
+                "--ntasks-per-node=1",
+                HPCINV,
+                "cluster",
+                "--object-store-gb",
+                "0.2",
+                "generate",
+                cfg,
+                "--out",
+                "srun",
+                "--quiet",
+                n,
+            ],
+            base,
+        )
         bootstrap = [float(x) for x in UP.findall(err)]
-        sub_s, _ = timed([sys.executable, "-m", "launch.generate", cfg, "--out", "submitit", "--nodes", "2",
-                          "--object-store-gb", "0.2", "--wait", "--folder", "logs", n], base)
+        sub_s, _ = timed(
+            [
+                sys.executable,
+                "-m",
+                "launch.generate",
+                cfg,
+                "--out",
+                "submitit",
+                "--nodes",
+                "2",
+                "--object-store-gb",
+                "0.2",
+                "--wait",
+                "--folder",
+                "logs",
+                n,
+            ],
+            base,
+        )
         for log in (base / "logs").glob("*/*_0_log.err"):
             bootstrap += [float(x) for x in UP.findall(log.read_text())]
-    emit({"benchmark": "slurm", "samples": args.samples, "local_s": round(local_s, 2), "srun_s": round(srun_s, 2),
-          "submitit_s": round(sub_s, 2), "bootstrap_s": bootstrap,
-          "srun_over_local": round(srun_s / local_s, 3), "submitit_over_local": round(sub_s / local_s, 3)})
+    emit(
+        {
+            "benchmark": "slurm",
+            "samples": args.samples,
+            "local_s": round(local_s, 2),
+            "srun_s": round(srun_s, 2),
+            "submitit_s": round(sub_s, 2),
+            "bootstrap_s": bootstrap,
+            "srun_over_local": round(srun_s / local_s, 3),
+            "submitit_over_local": round(sub_s / local_s, 3),
+        }
+    )
 
 
 if __name__ == "__main__":

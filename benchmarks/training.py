@@ -125,8 +125,11 @@ def plain_vs_hpcinv(width: int, b: int, steps: int, device: torch.device) -> dic
         t0 = time.perf_counter()
         train_step(model, x, y, opt, scaler, F.mse_loss, "fp32", device)
         ours.append(time.perf_counter() - t0)
-    return {"plain_step_s": round(min(plain[1:]), 4), "hpcinv_step_s": round(min(ours[1:]), 4),
-            "hpcinv_vs_plain": round(min(ours[1:]) / min(plain[1:]), 4)}
+    return {
+        "plain_step_s": round(min(plain[1:]), 4),
+        "hpcinv_step_s": round(min(ours[1:]), 4),
+        "hpcinv_vs_plain": round(min(ours[1:]) / min(plain[1:]), 4),
+    }
 
 
 def bn_restore_cost(width: int, steps: int, device: torch.device) -> dict:
@@ -142,8 +145,9 @@ def bn_restore_cost(width: int, steps: int, device: torch.device) -> dict:
                 apply_checkpointing(model, mode)
             else:
                 targets = {id(m) for m in checkpoint_targets(model, mode)}
-                apply_activation_checkpointing(model, checkpoint_wrapper_fn=plain_wrapper,
-                                               check_fn=lambda m, t=targets: id(m) in t)
+                apply_activation_checkpointing(
+                    model, checkpoint_wrapper_fn=plain_wrapper, check_fn=lambda m, t=targets: id(m) in t
+                )
             model = model.to(device)
             runs[name] = (model, torch.optim.Adam(model.parameters(), 1e-3), grad_scaler("fp32", device), [])
         for _ in range(steps + 1):
@@ -154,9 +158,11 @@ def bn_restore_cost(width: int, steps: int, device: torch.device) -> dict:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
         best = {name: min(r[3][1:]) for name, r in runs.items()}
-        rows[f"{mode}/fp32"] = {"restored_step_s": round(best["restored"], 4),
-                                "updated_twice_step_s": round(best["updated_twice"], 4),
-                                "restored_vs_updated_twice": round(best["restored"] / best["updated_twice"], 4)}
+        rows[f"{mode}/fp32"] = {
+            "restored_step_s": round(best["restored"], 4),
+            "updated_twice_step_s": round(best["updated_twice"], 4),
+            "restored_vs_updated_twice": round(best["restored"] / best["updated_twice"], 4),
+        }
     return rows
 
 
@@ -173,17 +179,28 @@ def main() -> None:
     for mode, precision in settings:
         m1 = measure(mode, precision, 1, args.width, args.steps, device)
         m2 = measure(mode, precision, 2, args.width, args.steps, device)
-        rows[f"{mode}/{precision}"] = {"activation_mb_per_sample": round(m2["peak_mb"] - m1["peak_mb"], 1),
-                                       "step_s_per_sample": round(m2["step_s"] / 2, 4)}
+        rows[f"{mode}/{precision}"] = {
+            "activation_mb_per_sample": round(m2["peak_mb"] - m1["peak_mb"], 1),
+            "step_s_per_sample": round(m2["step_s"] / 2, 4),
+        }
     for name, base in (("reference", rows["reference/fp32"]), ("none_fp32", rows["none/fp32"])):
         for row in rows.values():
             row[f"activation_vs_{name}"] = round(row["activation_mb_per_sample"] / base["activation_mb_per_sample"], 3)
             row[f"step_time_vs_{name}"] = round(row["step_s_per_sample"] / base["step_s_per_sample"], 3)
-    emit({"benchmark": "training", "device": args.device, "torch_threads": torch.get_num_threads(),
-          "width": args.width, "parameters": sum(p.numel() for p in FCNVMB(29, (201, 301), args.width).parameters()),
-          "input": [29, 400, 301], "output": [201, 301], "modes": rows,
-          "step_overhead_batch1": plain_vs_hpcinv(args.width, 1, args.steps, device),
-          "bn_restore_cost": bn_restore_cost(args.width, args.steps, device)})
+    emit(
+        {
+            "benchmark": "training",
+            "device": args.device,
+            "torch_threads": torch.get_num_threads(),
+            "width": args.width,
+            "parameters": sum(p.numel() for p in FCNVMB(29, (201, 301), args.width).parameters()),
+            "input": [29, 400, 301],
+            "output": [201, 301],
+            "modes": rows,
+            "step_overhead_batch1": plain_vs_hpcinv(args.width, 1, args.steps, device),
+            "bn_restore_cost": bn_restore_cost(args.width, args.steps, device),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -71,16 +71,27 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address not in ("local", "auto"):
         _check_reachable(address)
-    kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False,
-                  runtime_env={"worker_process_setup_hook": "hpcinv.actors.quiet_worker"})
+    kwargs = dict(
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=False,
+        runtime_env={"worker_process_setup_hook": "hpcinv.actors.quiet_worker"},
+    )
     if not address or address == "local":
         ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
     else:
         ray.init(address=address, **kwargs)
 
 
-def actor_executor(make_actor, n_actors: int, *, what: str, in_flight_per_actor: int = 2, max_retries: int = 5,
-                   stats: dict | None = None) -> Executor:
+def actor_executor(
+    make_actor,
+    n_actors: int,
+    *,
+    what: str,
+    in_flight_per_actor: int = 2,
+    max_retries: int = 5,
+    stats: dict | None = None,
+) -> Executor:
     """An :data:`~hpcinv.work.Executor` running shards on ``n_actors`` actors made by ``make_actor()``
     (at most ``in_flight_per_actor`` shards queued on each). ``what`` names the work in messages.
     ``stats`` receives workers, retries, startup_s and per_worker_samples."""
@@ -92,8 +103,9 @@ def actor_executor(make_actor, n_actors: int, *, what: str, in_flight_per_actor:
         t0 = time.perf_counter()
         actors = [make_actor() for _ in range(min(n_actors, len(specs)))]
         ray.get([actor.pid.remote() for actor in actors])  # all started (and a bad setup fails here)
-        stats.update(workers=len(actors), retries=0, per_worker_samples={},
-                     startup_s=round(time.perf_counter() - t0, 3))
+        stats.update(
+            workers=len(actors), retries=0, per_worker_samples={}, startup_s=round(time.perf_counter() - t0, 3)
+        )
         queue = deque(specs)
         attempts: dict[int, int] = {}
         delayed: list[tuple[float, ShardSpec]] = []  # (not before, spec): retries wait for restarts
@@ -140,8 +152,9 @@ def actor_executor(make_actor, n_actors: int, *, what: str, in_flight_per_actor:
     return run
 
 
-def _retry(spec: ShardSpec, exc: Exception, attempts: dict, max_retries: int, stats: dict,
-           what: str) -> tuple[float, ShardSpec]:
+def _retry(
+    spec: ShardSpec, exc: Exception, attempts: dict, max_retries: int, stats: dict, what: str
+) -> tuple[float, ShardSpec]:
     """Count a lost-worker failure of ``spec``; return when to resubmit it (exponential backoff, so a
     restarting actor has time to come back)."""
     attempts[spec.shard_id] = attempts.get(spec.shard_id, 0) + 1
@@ -150,6 +163,7 @@ def _retry(spec: ShardSpec, exc: Exception, attempts: dict, max_retries: int, st
         raise HpcinvError(f"{spec.name} failed {n} times; last error: {exc}") from None
     stats["retries"] += 1
     delay = RETRY_BASE_S * 2 ** (n - 1)
-    log.warning("%s worker lost while computing %s (%s); retrying in %.0f s", what, spec.name, type(exc).__name__,
-                delay)
+    log.warning(
+        "%s worker lost while computing %s (%s); retrying in %.0f s", what, spec.name, type(exc).__name__, delay
+    )
     return time.monotonic() + delay, spec

@@ -50,6 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _whole(minimum: int):
     """An argparse type: a whole number >= ``minimum``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -58,6 +59,7 @@ def _whole(minimum: int):
         if value is None or value < minimum:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
         return value
+
     return parse
 
 
@@ -81,8 +83,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     # stdout carries only the JSON summary; Ray's forwarded worker logs go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        summary = generate(cfg, args.out, restart=args.restart, progress=not args.quiet, use_ray=not args.in_process,
-                           address=args.address, workers=args.workers, part=args.part)
+        summary = generate(
+            cfg,
+            args.out,
+            restart=args.restart,
+            progress=not args.quiet,
+            use_ray=not args.in_process,
+            address=args.address,
+            workers=args.workers,
+            part=args.part,
+        )
     print(json.dumps(asdict(summary), indent=1))
     return 0
 
@@ -100,9 +110,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from hpcinv.evaluate.report import evaluate
 
-    result = evaluate(args.runs, args.data, args.out, split=args.split, misfit_samples=args.misfit_samples,
-                      figures=args.figures, allow_survey_mismatch=args.allow_survey_mismatch,
-                      full_verify=args.verify == "full", baseline=args.baseline, samples=args.samples)
+    result = evaluate(
+        args.runs,
+        args.data,
+        args.out,
+        split=args.split,
+        misfit_samples=args.misfit_samples,
+        figures=args.figures,
+        allow_survey_mismatch=args.allow_survey_mismatch,
+        full_verify=args.verify == "full",
+        baseline=args.baseline,
+        samples=args.samples,
+    )
     print(result["table"], end="")
     print(f"report: {result['out']}/metrics.md")
     return 0
@@ -112,9 +131,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from hpcinv.predict import predict
 
     with contextlib.redirect_stdout(sys.stderr):
-        summary = predict(args.run, args.data, args.out, split=args.split, shard_size=args.shard_size,
-                          allow_survey_mismatch=args.allow_survey_mismatch, restart=args.restart,
-                          progress=not args.quiet, samples=args.samples)
+        summary = predict(
+            args.run,
+            args.data,
+            args.out,
+            split=args.split,
+            shard_size=args.shard_size,
+            allow_survey_mismatch=args.allow_survey_mismatch,
+            restart=args.restart,
+            progress=not args.quiet,
+            samples=args.samples,
+        )
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -126,10 +153,21 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     from hpcinv.refine import refine
 
     with contextlib.redirect_stdout(sys.stderr):
-        summary = refine(args.data, args.init, args.out, cfg, split=args.split, restart=args.restart,
-                         progress=not args.quiet, use_ray=not args.in_process, address=args.address,
-                         workers=args.workers, figures=args.figures, allow_survey_mismatch=args.allow_survey_mismatch,
-                         samples=args.samples)
+        summary = refine(
+            args.data,
+            args.init,
+            args.out,
+            cfg,
+            split=args.split,
+            restart=args.restart,
+            progress=not args.quiet,
+            use_ray=not args.in_process,
+            address=args.address,
+            workers=args.workers,
+            figures=args.figures,
+            allow_survey_mismatch=args.allow_survey_mismatch,
+            samples=args.samples,
+        )
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -187,33 +225,58 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     from hpcinv.cluster import run_on_cluster
 
     if not args.command_args or args.command_args[0] not in ("generate", "train", "refine"):
-        raise HpcinvError(f"hpcinv cluster runs 'generate ...', 'train ...' or 'refine ...', got "
-                          f"{' '.join(args.command_args)!r}")
-    cluster_dir = args.cluster_dir or os.environ.get("HPCINV_CLUSTER_DIR") or os.path.join(
-        os.environ.get("SLURM_SUBMIT_DIR", "."), ".hpcinv-ray")
-    store = args.object_store_gb or (float(os.environ["HPCINV_OBJECT_STORE_GB"])
-                                     if os.environ.get("HPCINV_OBJECT_STORE_GB") else None)
-    code = run_on_cluster(lambda address: main([*args.command_args, "--address", address]), cluster_dir,
-                          object_store_gb=store, join_timeout_s=args.join_timeout)
+        raise HpcinvError(
+            f"hpcinv cluster runs 'generate ...', 'train ...' or 'refine ...', got {' '.join(args.command_args)!r}"
+        )
+    cluster_dir = (
+        args.cluster_dir
+        or os.environ.get("HPCINV_CLUSTER_DIR")
+        or os.path.join(os.environ.get("SLURM_SUBMIT_DIR", "."), ".hpcinv-ray")
+    )
+    store = args.object_store_gb or (
+        float(os.environ["HPCINV_OBJECT_STORE_GB"]) if os.environ.get("HPCINV_OBJECT_STORE_GB") else None
+    )
+    code = run_on_cluster(
+        lambda address: main([*args.command_args, "--address", address]),
+        cluster_dir,
+        object_store_gb=store,
+        join_timeout_s=args.join_timeout,
+    )
     return code or 0
 
 
 def add_evaluate_options(ev: argparse.ArgumentParser) -> None:
     """The options of ``hpcinv evaluate``, shared with ``python -m launch.evaluate``."""
-    ev.add_argument("runs", nargs="+", help="run folders, checkpoint folders, state.pt files, or folders made by "
-                    "predict / refine (several: a comparison)")
+    ev.add_argument(
+        "runs",
+        nargs="+",
+        help="run folders, checkpoint folders, state.pt files, or folders made by "
+        "predict / refine (several: a comparison)",
+    )
     ev.add_argument("--data", required=True, help="dataset folder")
     ev.add_argument("--split", help="dataset split (e.g. test)")
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--samples", type=_whole(1), help="only the first N samples of the split (a documented subset)")
     ev.add_argument("--misfit-samples", type=_whole(0), help="samples re-simulated for the data misfit (default: all)")
-    ev.add_argument("--baseline", metavar="DATASET[:SPLIT]", help="data whose mean model is the data-free baseline row "
-                    "(default: the first network's training data)")
+    ev.add_argument(
+        "--baseline",
+        metavar="DATASET[:SPLIT]",
+        help="data whose mean model is the data-free baseline row (default: the first network's training data)",
+    )
     ev.add_argument("--figures", type=_whole(0), default=2, help="figures per run")
-    ev.add_argument("--verify", choices=("fast", "full"), default="fast", help="check the shards to be read: fast "
-                    "(sizes, headers, ranges; per-sample checksums on read) or full (also each shard's sha256)")
-    ev.add_argument("--allow-survey-mismatch", action="store_true", help="evaluate on data of another survey than "
-                    "the network was trained on (a warning in the report instead of an error)")
+    ev.add_argument(
+        "--verify",
+        choices=("fast", "full"),
+        default="fast",
+        help="check the shards to be read: fast "
+        "(sizes, headers, ranges; per-sample checksums on read) or full (also each shard's sha256)",
+    )
+    ev.add_argument(
+        "--allow-survey-mismatch",
+        action="store_true",
+        help="evaluate on data of another survey than "
+        "the network was trained on (a warning in the report instead of an error)",
+    )
 
 
 def _store_options(p: argparse.ArgumentParser, command: str) -> None:
@@ -239,8 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--address", help="Ray cluster to join (HOST:PORT; default: $RAY_ADDRESS, else a local instance)")
     gen.add_argument("--workers", type=_whole(1), help="modelling actors (default: one per CPU core, or per GPU)")
     gen.add_argument("--in-process", action="store_true", help="no Ray: model every shard in this process")
-    gen.add_argument("--part", type=_part, metavar="I/K", help="only shards I, I+K, I+2K, ... and no manifest (one "
-                     "of K array tasks); a final run without --part records them all")
+    gen.add_argument(
+        "--part",
+        type=_part,
+        metavar="I/K",
+        help="only shards I, I+K, I+2K, ... and no manifest (one "
+        "of K array tasks); a final run without --part records them all",
+    )
     gen.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     gen.set_defaults(func=_cmd_generate)
 
@@ -264,15 +332,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_predict)
 
     rf = sub.add_parser("refine", help="full-waveform inversion from a network's prediction or a smooth model")
-    rf.add_argument("config", nargs="?", help="refine config (YAML, e.g. configs/refine_bench.yaml; default: the "
-                    "built-in refine settings)")
+    rf.add_argument(
+        "config",
+        nargs="?",
+        help="refine config (YAML, e.g. configs/refine_bench.yaml; default: the built-in refine settings)",
+    )
     rf.add_argument("--data", required=True, help="dataset folder: its gathers and survey are inverted")
-    rf.add_argument("--init", required=True, metavar="START", help="a run/checkpoint (its predictions), a folder "
-                    "made by predict or refine, or 'smooth' (a linear v(z), see refine.smooth_*)")
+    rf.add_argument(
+        "--init",
+        required=True,
+        metavar="START",
+        help="a run/checkpoint (its predictions), a folder "
+        "made by predict or refine, or 'smooth' (a linear v(z), see refine.smooth_*)",
+    )
     _store_options(rf, "refine")
     rf.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
-    rf.add_argument("--workers", type=_whole(1), help="refine actors (default: one per CPU core / refine.threads, "
-                    "or per GPU)")
+    rf.add_argument(
+        "--workers", type=_whole(1), help="refine actors (default: one per CPU core / refine.threads, or per GPU)"
+    )
     rf.add_argument("--in-process", action="store_true", help="no Ray: refine every model in this process")
     rf.add_argument("--figures", type=_whole(0), default=2, help="samples drawn in figures/")
     rf.add_argument("--allow-survey-mismatch", action="store_true", help="start from a network of another survey")
@@ -291,9 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     qs = sub.add_parser("quickstart", help="generate, train and evaluate a small model on this machine")
     qs.add_argument("--out", default="runs/quickstart", help="folder for dataset, run and report")
     qs.add_argument("--quiet", action="store_true", help="no progress bars")
-    qs.add_argument("overrides", nargs="*", metavar="key=value",
-                    help="training overrides (train.epochs=2), or dataset ones prefixed gen. "
-                         "(gen.dataset.n_samples=64)")
+    qs.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="training overrides (train.epochs=2), or dataset ones prefixed gen. (gen.dataset.n_samples=64)",
+    )
     qs.set_defaults(func=_cmd_quickstart)
 
     ver = sub.add_parser("verify", help="check a dataset's manifest, shards and checksums")
@@ -308,18 +388,30 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("overrides", nargs="*", metavar="key.sub=value")
     show.set_defaults(func=_cmd_config_show)
 
-    doc = sub.add_parser("doctor", help="preflight: can this node run the GPU paths (torch CUDA build, driver, "
-                                        "deepwave's kernels for each GPU, NCCL, memory)? exit 1 if not")
+    doc = sub.add_parser(
+        "doctor",
+        help="preflight: can this node run the GPU paths (torch CUDA build, driver, "
+        "deepwave's kernels for each GPU, NCCL, memory)? exit 1 if not",
+    )
     doc.add_argument("--gpu", action="store_true", help="a GPU job is meant to run here: no GPU is a failure")
     doc.add_argument("--no-probe", action="store_true", help="skip running a one-shot deepwave model per GPU")
     doc.set_defaults(func=_cmd_doctor)
 
-    cl = sub.add_parser("cluster", help="run generate/train/refine on a Ray cluster over this SLURM job step "
-                                        "(srun --ntasks-per-node=1 hpcinv cluster train ...)")
-    cl.add_argument("--cluster-dir", help="shared folder for the head address and the job's token "
-                                          "(default: $HPCINV_CLUSTER_DIR, else $SLURM_SUBMIT_DIR/.hpcinv-ray)")
-    cl.add_argument("--object-store-gb", type=float, help="Ray object store per node (default: "
-                    "$HPCINV_OBJECT_STORE_GB, else 30%% of the job's memory on the node)")
+    cl = sub.add_parser(
+        "cluster",
+        help="run generate/train/refine on a Ray cluster over this SLURM job step "
+        "(srun --ntasks-per-node=1 hpcinv cluster train ...)",
+    )
+    cl.add_argument(
+        "--cluster-dir",
+        help="shared folder for the head address and the job's token "
+        "(default: $HPCINV_CLUSTER_DIR, else $SLURM_SUBMIT_DIR/.hpcinv-ray)",
+    )
+    cl.add_argument(
+        "--object-store-gb",
+        type=float,
+        help="Ray object store per node (default: $HPCINV_OBJECT_STORE_GB, else 30%% of the job's memory on the node)",
+    )
     cl.add_argument("--join-timeout", type=float, default=300.0, help="seconds to wait for every node to join")
     cl.add_argument("command_args", nargs=argparse.REMAINDER, metavar="COMMAND ...")
     cl.set_defaults(func=_cmd_cluster)
@@ -341,12 +433,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     words = [word for word in extra if "=" not in word]
     if words:
-        parser.error(f"{words[0]!r} is neither an option of 'hpcinv {args.command}' nor an override of the form "
-                     "key.sub=value")
+        parser.error(
+            f"{words[0]!r} is neither an option of 'hpcinv {args.command}' nor an override of the form key.sub=value"
+        )
     if extra:
         args.overrides = [*args.overrides, *extra]
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
@@ -368,8 +462,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             print(text, file=sys.stderr, end="")
         log = _save_traceback(text)
-        print(f"hpcinv: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]} (not a problem "
-              f"with your input; full traceback in {log}, or re-run with -v)", file=sys.stderr)
+        print(
+            f"hpcinv: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]} (not a problem "
+            f"with your input; full traceback in {log}, or re-run with -v)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -69,18 +69,28 @@ class SlurmTask:
     def from_env(cls, env: Mapping[str, str] | None = None) -> SlurmTask:
         env = os.environ if env is None else env
         if "SLURM_JOB_ID" not in env or "SLURM_NODEID" not in env:
-            raise HpcinvError("not inside a SLURM job step: run this with srun (one task per node) or through "
-                              "the launch/ submitit launchers")
+            raise HpcinvError(
+                "not inside a SLURM job step: run this with srun (one task per node) or through "
+                "the launch/ submitit launchers"
+            )
         if int(env.get("SLURM_NTASKS", "1")) != int(env.get("SLURM_STEP_NUM_NODES", env.get("SLURM_NNODES", "1"))):
-            raise HpcinvError(f"the Ray bootstrap needs exactly one task per node, got SLURM_NTASKS="
-                              f"{env.get('SLURM_NTASKS')} on {env.get('SLURM_NNODES')} node(s): use "
-                              "srun --ntasks-per-node=1")
+            raise HpcinvError(
+                f"the Ray bootstrap needs exactly one task per node, got SLURM_NTASKS="
+                f"{env.get('SLURM_NTASKS')} on {env.get('SLURM_NNODES')} node(s): use "
+                "srun --ntasks-per-node=1"
+            )
         cpus = int(env.get("SLURM_CPUS_ON_NODE", os.cpu_count() or 1))
-        return cls(job_id=env["SLURM_JOB_ID"], step_id=env.get("SLURM_STEP_ID", "0"),
-                   restart=int(env.get("SLURM_RESTART_COUNT", "0")), node_rank=int(env["SLURM_NODEID"]),
-                   n_nodes=int(env.get("SLURM_STEP_NUM_NODES", env.get("SLURM_NNODES", "1"))),
-                   node_name=env.get("SLURMD_NODENAME", socket.gethostname()), cpus=cpus, gpus=_gpus(env),
-                   mem_bytes=_mem_bytes(env, cpus))
+        return cls(
+            job_id=env["SLURM_JOB_ID"],
+            step_id=env.get("SLURM_STEP_ID", "0"),
+            restart=int(env.get("SLURM_RESTART_COUNT", "0")),
+            node_rank=int(env["SLURM_NODEID"]),
+            n_nodes=int(env.get("SLURM_STEP_NUM_NODES", env.get("SLURM_NNODES", "1"))),
+            node_name=env.get("SLURMD_NODENAME", socket.gethostname()),
+            cpus=cpus,
+            gpus=_gpus(env),
+            mem_bytes=_mem_bytes(env, cpus),
+        )
 
     @property
     def attempt(self) -> str:
@@ -136,16 +146,22 @@ def temp_dir(task: SlurmTask, root: str | None = None) -> Path:
     root = root or os.environ.get("HPCINV_RAY_TMP", "/tmp")
     path = Path(root) / f"ray-{task.attempt}.n{task.node_rank}"
     if len(str(path)) > MAX_TEMP_DIR:
-        raise HpcinvError(f"Ray temp dir {str(path)!r} is longer than {MAX_TEMP_DIR} characters (Ray's socket paths "
-                          "would overflow); set HPCINV_RAY_TMP to a short node-local folder such as /tmp")
+        raise HpcinvError(
+            f"Ray temp dir {str(path)!r} is longer than {MAX_TEMP_DIR} characters (Ray's socket paths "
+            "would overflow); set HPCINV_RAY_TMP to a short node-local folder such as /tmp"
+        )
     return path
 
 
 def _ray_env(token_path: Path) -> dict[str, str]:
     """The environment of every Ray process and client of this job."""
     env = dict(os.environ)
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path), RAY_USAGE_STATS_ENABLED="0",
-               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")  # the job ends its nodes together: no drain wait
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_path),
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+    )  # the job ends its nodes together: no drain wait
     env.pop("RAY_AUTH_TOKEN", None)
     env.pop("RAY_ADDRESS", None)
     return env
@@ -173,14 +189,24 @@ def _ray_start_args(task: SlurmTask, node_ip: str, object_store_gb: float | None
     agent, agent_grpc, metrics, runtime_env, node_manager, object_manager = free_ports(6, node_ip)
     store = object_store_bytes(task, object_store_gb)
     args = [
-        _ray_executable(), "start", "--block", "--disable-usage-stats",
-        f"--node-ip-address={node_ip}", f"--node-name={task.node_name}",
-        f"--temp-dir={temp_dir(task)}", f"--num-cpus={task.cpus}", f"--num-gpus={task.gpus}",
+        _ray_executable(),
+        "start",
+        "--block",
+        "--disable-usage-stats",
+        f"--node-ip-address={node_ip}",
+        f"--node-name={task.node_name}",
+        f"--temp-dir={temp_dir(task)}",
+        f"--num-cpus={task.cpus}",
+        f"--num-gpus={task.gpus}",
         f"--object-store-memory={store}",
-        f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
-        f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
-        "--min-worker-port=0", "--max-worker-port=0",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}",
+        "--min-worker-port=0",
+        "--max-worker-port=0",
     ]
     if task.mem_bytes:
         args.append(f"--memory={max(task.mem_bytes - store, 2**30)}")
@@ -262,14 +288,22 @@ def _use_token(token: Path) -> None:
     """Make this process a client of the job's cluster. Ray reads the authentication mode once, when it
     is first imported, so this must happen before anything in the process imports ray."""
     if "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE") != "token":
-        raise HpcinvError("ray was imported before the cluster bootstrap set RAY_AUTH_MODE=token; call "
-                          "run_on_cluster before importing ray in this process")
+        raise HpcinvError(
+            "ray was imported before the cluster bootstrap set RAY_AUTH_MODE=token; call "
+            "run_on_cluster before importing ray in this process"
+        )
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     os.environ.pop("RAY_AUTH_TOKEN", None)
 
 
-def run_on_cluster(work: Callable[[str], T], cluster_dir: str | Path, *, object_store_gb: float | None = None,
-                   join_timeout_s: float = 300.0, task: SlurmTask | None = None) -> T | None:
+def run_on_cluster(
+    work: Callable[[str], T],
+    cluster_dir: str | Path,
+    *,
+    object_store_gb: float | None = None,
+    join_timeout_s: float = 300.0,
+    task: SlurmTask | None = None,
+) -> T | None:
     """Run ``work(address)`` on rank 0 of a Ray cluster spanning this SLURM step; None on other ranks."""
     task = task or SlurmTask.from_env()
     if _gpus(os.environ) > 0:  # a GPU node that cannot work fails now, naming why (srun ends the step)
@@ -298,8 +332,14 @@ def _node_ip() -> str:
             return "127.0.0.1"
 
 
-def _run_head(work: Callable[[str], T], task: SlurmTask, folder: Path, node_ip: str,
-              object_store_gb: float | None, join_timeout_s: float) -> T:
+def _run_head(
+    work: Callable[[str], T],
+    task: SlurmTask,
+    folder: Path,
+    node_ip: str,
+    object_store_gb: float | None,
+    join_timeout_s: float,
+) -> T:
     t0 = time.monotonic()
     for stale in (HEAD_FILE, DONE_FILE):
         (folder / stale).unlink(missing_ok=True)
@@ -313,20 +353,32 @@ def _run_head(work: Callable[[str], T], task: SlurmTask, folder: Path, node_ip: 
     node = None
     try:  # from here on the other nodes are always released (``done``), even if the head never starts
         (gcs_port,) = free_ports(1, node_ip)
-        args = [*_ray_start_args(task, node_ip, object_store_gb), "--head", f"--port={gcs_port}",
-                "--include-dashboard=false"]
+        args = [
+            *_ray_start_args(task, node_ip, object_store_gb),
+            "--head",
+            f"--port={gcs_port}",
+            "--include-dashboard=false",
+        ]
         address = f"{node_ip}:{gcs_port}"
         node = _Node(args, _ray_env(token), folder / f"ray-{task.node_name}.log")
         _wait(f"the Ray head at {address}", 120, lambda: _port_open(node_ip, gcs_port), node)
-        atomic_write_text(folder / HEAD_FILE, json.dumps({"address": address, "job": task.job_id,
-                                                          "attempt": task.attempt, "nodes": task.n_nodes}))
+        atomic_write_text(
+            folder / HEAD_FILE,
+            json.dumps({"address": address, "job": task.job_id, "attempt": task.attempt, "nodes": task.n_nodes}),
+        )
         from hpcinv.actors import init_ray
 
         init_ray(address)
-        _wait(f"{task.n_nodes} Ray nodes to join", join_timeout_s,
-              lambda: len(_connected_nodes()) >= task.n_nodes, node)
-        log.info("Ray cluster %s up in %.1f s: nodes %s, resources %s", address, time.monotonic() - t0,
-                 _connected_nodes(), ray.cluster_resources())
+        _wait(
+            f"{task.n_nodes} Ray nodes to join", join_timeout_s, lambda: len(_connected_nodes()) >= task.n_nodes, node
+        )
+        log.info(
+            "Ray cluster %s up in %.1f s: nodes %s, resources %s",
+            address,
+            time.monotonic() - t0,
+            _connected_nodes(),
+            ray.cluster_resources(),
+        )
         return work(address)
     finally:
         atomic_write_text(folder / DONE_FILE, "")
@@ -336,16 +388,20 @@ def _run_head(work: Callable[[str], T], task: SlurmTask, folder: Path, node_ip: 
         token.unlink(missing_ok=True)  # a copied token is worthless once its cluster is gone
 
 
-def _run_worker(task: SlurmTask, folder: Path, node_ip: str, object_store_gb: float | None,
-                join_timeout_s: float) -> None:
+def _run_worker(
+    task: SlurmTask, folder: Path, node_ip: str, object_store_gb: float | None, join_timeout_s: float
+) -> None:
     started = time.time()
 
     def fresh(name: str) -> bool:  # written by this attempt's head, not left from an older job of the same id
         path = folder / name
         return path.is_file() and path.stat().st_mtime >= started - 60
 
-    _wait(f"the Ray head of job {task.job_id} ({folder / HEAD_FILE})", join_timeout_s,
-          lambda: fresh(HEAD_FILE) or fresh(DONE_FILE))
+    _wait(
+        f"the Ray head of job {task.job_id} ({folder / HEAD_FILE})",
+        join_timeout_s,
+        lambda: fresh(HEAD_FILE) or fresh(DONE_FILE),
+    )
     if fresh(DONE_FILE):  # the head finished (or failed) before this node joined
         return
     address = json.loads((folder / HEAD_FILE).read_text())["address"]
@@ -355,7 +411,9 @@ def _run_worker(task: SlurmTask, folder: Path, node_ip: str, object_store_gb: fl
         while node.alive() and not (folder / DONE_FILE).exists():
             time.sleep(0.5)
         if not (folder / DONE_FILE).exists():
-            raise HpcinvError(f"the Ray worker node on {task.node_name} exited (head {address} gone?); log "
-                              f"{node.log_path}:\n{node.log_tail()}")
+            raise HpcinvError(
+                f"the Ray worker node on {task.node_name} exited (head {address} gone?); log "
+                f"{node.log_path}:\n{node.log_tail()}"
+            )
     finally:
         node.stop(temp_dir(task))

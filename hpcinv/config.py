@@ -59,20 +59,32 @@ class SaltModelConfig(Section):
     fault_probability: float = Field(0.3, ge=0.0, le=1.0)
     fault_throw_m: list[float] = Field([20.0, 120.0])
     salt_velocity_mps: float | list[float] = Field(
-        4500.0, description="salt velocity (m/s), or [low, high]: one value drawn per model")
+        4500.0, description="salt velocity (m/s), or [low, high]: one value drawn per model"
+    )
     n_salt: list[int] = Field([1, 2], description="salt bodies per model, inclusive range")
     dome_probability: float = Field(0.85, ge=0.0, le=1.0, description="dome from the base vs. a lens")
     salt_top_depth: list[float] = Field([0.3, 0.75], description="salt top as a fraction of depth")
     salt_width: list[float] = Field([0.3, 0.8], description="salt width as a fraction of the extent")
     water_depth_m: list[float] = Field(
-        [0.0, 0.0], description="water layer thickness (m) at the surface, [low, high]; [0, 0] = no water")
+        [0.0, 0.0], description="water layer thickness (m) at the surface, [low, high]; [0, 0] = no water"
+    )
     water_velocity_mps: float = Field(1500.0, gt=0)
 
     @model_validator(mode="after")
     def _ranges(self) -> SaltModelConfig:
-        for name in ("n_layers", "v_top_mps", "v_bottom_mps", "fold_amplitude_m", "roughness_m",
-                     "fault_throw_m", "n_salt", "salt_top_depth", "salt_width", "salt_velocity_mps",
-                     "water_depth_m"):
+        for name in (
+            "n_layers",
+            "v_top_mps",
+            "v_bottom_mps",
+            "fold_amplitude_m",
+            "roughness_m",
+            "fault_throw_m",
+            "n_salt",
+            "salt_top_depth",
+            "salt_width",
+            "salt_velocity_mps",
+            "water_depth_m",
+        ):
             lo_hi = self.salt_velocity_range() if name == "salt_velocity_mps" else getattr(self, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] < 0:
                 raise ValueError(f"{name} must be [low, high] with 0 <= low <= high, got {lo_hi}")
@@ -218,8 +230,10 @@ C = TypeVar("C", bound=BaseModel)
 EXECUTION_KEYS = {"modelling": ("device", "threads", "models_per_call")}
 # Settings added after datasets were made, with the default that reproduces those datasets: left out
 # of the hash while at that default, so a dataset made before they existed keeps its identity.
-LATER_KEYS = {("velocity", "synthetic", "water_depth_m"): [0.0, 0.0],
-              ("velocity", "synthetic", "water_velocity_mps"): 1500.0}
+LATER_KEYS = {
+    ("velocity", "synthetic", "water_depth_m"): [0.0, 0.0],
+    ("velocity", "synthetic", "water_velocity_mps"): 1500.0,
+}
 
 
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -343,8 +357,16 @@ def describe(cfg: BaseModel, indent: int = 0) -> str:
             lines.append(f"{pad}{name}:" + (f"  # {doc}" if doc and not note else note))
             lines.append(describe(value, indent + 2))
         else:
-            text = yaml.safe_dump(value if not isinstance(value, BaseModel) else value.model_dump(mode="json"),
-                                  default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+            text = (
+                yaml.safe_dump(
+                    value if not isinstance(value, BaseModel) else value.model_dump(mode="json"),
+                    default_flow_style=True,
+                    width=10**6,
+                )
+                .strip()
+                .removesuffix("...")
+                .strip()
+            )
             lines.append(f"{pad}{name}: {text}{note}")
     return "\n".join(lines)
 
@@ -387,31 +409,54 @@ class TrainDataConfig(Section):
 
     train: str | None = Field(None, description="training dataset folder")
     train_split: str | None = Field(None, description="split of the training dataset (null: all samples)")
-    mix: list[str] = Field([], description="more training datasets, each FOLDER or FOLDER:SPLIT, trained on together "
-                           "with data.train (same survey and grid; normalised by their pooled statistics)")
+    mix: list[str] = Field(
+        [],
+        description="more training datasets, each FOLDER or FOLDER:SPLIT, trained on together "
+        "with data.train (same survey and grid; normalised by their pooled statistics)",
+    )
     val: str | None = Field(None, description="validation dataset folder (null: no validation)")
     val_split: str | None = None
     gathers_norm: Literal["none", "standard", "openfwi"] = "standard"
     velocity_norm: Literal["none", "minmax", "standard"] = "minmax"
     v_range_mps: list[float] | None = Field(None, description="[min, max] for minmax; null: the dataset's")
     mirror_probability: float = Field(
-        0.0, ge=0.0, le=1.0, description="chance that a training sample is mirrored left-right (model flipped, "
-        "shots and receivers reversed: exact on a symmetric survey, refused on another)")
-    loader_workers: int = Field(1, ge=0, description="DataLoader worker processes per training worker (each "
-                                "reads whole batches, one HDF5 read per shard touched)")
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="chance that a training sample is mirrored left-right (model flipped, "
+        "shots and receivers reversed: exact on a symmetric survey, refused on another)",
+    )
+    loader_workers: int = Field(
+        1,
+        ge=0,
+        description="DataLoader worker processes per training worker (each "
+        "reads whole batches, one HDF5 read per shard touched)",
+    )
     cache: Literal["none", "memory"] = Field(
-        "none", description="memory: read this rank's samples once, as stored (float16 gathers), into one "
+        "none",
+        description="memory: read this rank's samples once, as stored (float16 gathers), into one "
         "contiguous tensor: on the GPU when it takes at most data.cache_gpu_fraction of its memory and fits in "
-        "what is free, else in pinned host memory; refused when the node has not the memory available")
-    cache_gpu_fraction: float = Field(0.3, ge=0.0, le=0.9, description="largest share of a GPU's memory that "
-                                      "data.cache=memory may take there (0: always in host memory)")
+        "what is free, else in pinned host memory; refused when the node has not the memory available",
+    )
+    cache_gpu_fraction: float = Field(
+        0.3,
+        ge=0.0,
+        le=0.9,
+        description="largest share of a GPU's memory that data.cache=memory may take there (0: always in host memory)",
+    )
     prefetch_factor: int = Field(2, ge=1, description="batches each DataLoader worker reads ahead")
-    prefetch_batches: int = Field(2, ge=1, description="batches converted and normalised on the device ahead of "
-                                  "the training step (by a background thread)")
+    prefetch_batches: int = Field(
+        2,
+        ge=1,
+        description="batches converted and normalised on the device ahead of "
+        "the training step (by a background thread)",
+    )
     verify: Literal["fast", "full"] = Field(
-        "fast", description="before training, check every shard to be read: fast = size, HDF5 header, sample "
+        "fast",
+        description="before training, check every shard to be read: fast = size, HDF5 header, sample "
         "range and config hash (milliseconds per shard; damaged samples are caught by their per-chunk checksums "
-        "when read); full = also each shard's sha256 (reads every byte once)")
+        "when read); full = also each shard's sha256 (reads every byte once)",
+    )
 
 
 class OptimConfig(Section):
@@ -419,12 +464,22 @@ class OptimConfig(Section):
     batch_size: int = Field(10, ge=1, description="per training worker")
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
-    scale_lr_with_workers: bool = Field(False, description="OpenFWI: lr x world size (the linear scaling rule; "
-                                        "use train.warmup_epochs with it on many workers)")
-    warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warm-up from ~0 over this many epochs, "
-                                 "step by step (then the schedule)")
-    accumulate_steps: int = Field(1, ge=1, description="batches whose gradients are summed per optimizer step "
-                                  "(effective batch: batch_size x accumulate_steps x workers)")
+    scale_lr_with_workers: bool = Field(
+        False,
+        description="OpenFWI: lr x world size (the linear scaling rule; "
+        "use train.warmup_epochs with it on many workers)",
+    )
+    warmup_epochs: float = Field(
+        0.0,
+        ge=0,
+        description="linear learning-rate warm-up from ~0 over this many epochs, step by step (then the schedule)",
+    )
+    accumulate_steps: int = Field(
+        1,
+        ge=1,
+        description="batches whose gradients are summed per optimizer step "
+        "(effective batch: batch_size x accumulate_steps x workers)",
+    )
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine", "step"] = "constant"
     step_epochs: int = Field(30, ge=1, description="step schedule: epochs between decays")
@@ -441,11 +496,16 @@ class OptimConfig(Section):
     max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint")
     stop_after_epochs: int | None = Field(None, ge=1, description="stop early (the run can be resumed)")
     record_weights_digest: bool = Field(
-        False, description="every rank logs a sha256 of its weights at each epoch's end (shows that DDP keeps "
-        "ranks in step; costs a device-to-host copy of the whole model per rank and epoch)")
+        False,
+        description="every rank logs a sha256 of its weights at each epoch's end (shows that DDP keeps "
+        "ranks in step; costs a device-to-host copy of the whole model per rank and epoch)",
+    )
     check_every_steps: int = Field(
-        16, ge=1, description="steps between the checks for NaN/Inf and damaged samples on every rank (each is one "
-        "collective and one device-to-host read; also done at every epoch's end, before any checkpoint)")
+        16,
+        ge=1,
+        description="steps between the checks for NaN/Inf and damaged samples on every rank (each is one "
+        "collective and one device-to-host read; also done at every epoch's end, before any checkpoint)",
+    )
 
 
 class ScalingSection(Section):
@@ -453,7 +513,8 @@ class ScalingSection(Section):
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
-        "PACK", description="how Ray places the ranks on nodes (SPREAD: one per node where possible)")
+        "PACK", description="how Ray places the ranks on nodes (SPREAD: one per node where possible)"
+    )
 
 
 class TrackingConfig(Section):
@@ -463,8 +524,11 @@ class TrackingConfig(Section):
     log_every_steps: int = Field(10, ge=1)
     figures: bool = True
     init_timeout_s: float = Field(
-        20.0, gt=0, description="online: seconds to reach the W&B server (checked once by the driver, and bounding "
-        "wandb.init) before logging offline instead")
+        20.0,
+        gt=0,
+        description="online: seconds to reach the W&B server (checked once by the driver, and bounding "
+        "wandb.init) before logging offline instead",
+    )
 
 
 class TrainConfig(Section):
@@ -500,30 +564,45 @@ class RefineSection(Section):
     """Full-waveform inversion from a starting model (``hpcinv refine``; :mod:`hpcinv.refine.fwi`)."""
 
     bands_hz: list[float | None] = Field(
-        [1.5, 3.0, None], description="low-pass cut-offs from low to high, applied to both modelled and recorded "
-        "gathers; null = the full band")
+        [1.5, 3.0, None],
+        description="low-pass cut-offs from low to high, applied to both modelled and recorded "
+        "gathers; null = the full band",
+    )
     iterations_per_band: list[int] = Field([30, 30, 40], description="iteration budget of each band")
     lr_mps: float = Field(30.0, gt=0, description="Adam step size in m/s (cosine-decayed to a tenth in each band)")
     shots_per_iteration: int | None = Field(None, ge=1, description="random shots per iteration (null: all)")
     v_min_mps: float | None = Field(
-        None, gt=0, description="lower velocity bound; null: the slowest velocity the dataset's grid and wavelet "
-        "resolve (modelling.min_points_per_wavelength)")
+        None,
+        gt=0,
+        description="lower velocity bound; null: the slowest velocity the dataset's grid and wavelet "
+        "resolve (modelling.min_points_per_wavelength)",
+    )
     v_max_mps: float | None = Field(None, gt=0, description="upper bound; null: the dataset's modelling.max_vel_mps")
     start_outside_max_fraction: float = Field(
-        0.01, ge=0, le=1, description="a start with at most this fraction of its cells outside the bounds is "
-        "clipped into them; more is refused (the bounds exclude the start)")
+        0.01,
+        ge=0,
+        le=1,
+        description="a start with at most this fraction of its cells outside the bounds is "
+        "clipped into them; more is refused (the bounds exclude the start)",
+    )
     smooth_gradient_cells: float = Field(1.0, ge=0, description="Gaussian smoothing of the gradient (0: none)")
     tv_weight: float = Field(0.0, ge=0, description="total-variation regularisation weight (0: none)")
     freeze_top_cells: int = Field(0, ge=0, description="rows below the surface left unchanged (source imprint)")
-    patience: int = Field(10, ge=0, description="a band ends when its misfit fell by less than min_improvement "
-                                                "over this many iterations (0: never early)")
+    patience: int = Field(
+        10,
+        ge=0,
+        description="a band ends when its misfit fell by less than min_improvement "
+        "over this many iterations (0: never early)",
+    )
     min_improvement: float = Field(0.01, ge=0, lt=1)
     target_misfit: float = Field(0.0, ge=0, description="stop once the full-band misfit is at or below this")
     smooth_v_top_mps: float = Field(2000.0, gt=0, description="--init smooth: velocity at the surface")
     smooth_v_bottom_mps: float = Field(4000.0, gt=0, description="--init smooth: velocity at the model base")
     smooth_reference: str | None = Field(
-        None, description="--init smooth: a dataset[:split] whose mean model, averaged laterally and smoothed in "
-        "depth, is the start instead of the linear v(z)")
+        None,
+        description="--init smooth: a dataset[:split] whose mean model, averaged laterally and smoothed in "
+        "depth, is the start instead of the linear v(z)",
+    )
     smooth_sigma_cells: float = Field(5.0, ge=0, description="--init smooth with a reference: depth smoothing")
     shard_size: int = Field(4, ge=1, description="models per output shard (the unit of work and of resume)")
     seed: int = Field(0, ge=0, description="shot mini-batch draws (sample i uses seed + i)")
@@ -533,12 +612,15 @@ class RefineSection(Section):
     @model_validator(mode="after")
     def _bands(self) -> RefineSection:
         if not self.bands_hz or len(self.bands_hz) != len(self.iterations_per_band):
-            raise ValueError(f"bands_hz ({self.bands_hz}) and iterations_per_band ({self.iterations_per_band}) must "
-                             "be non-empty lists of the same length")
+            raise ValueError(
+                f"bands_hz ({self.bands_hz}) and iterations_per_band ({self.iterations_per_band}) must "
+                "be non-empty lists of the same length"
+            )
         cutoffs = [b for b in self.bands_hz if b is not None]
         if any(b <= 0 for b in cutoffs) or cutoffs != sorted(cutoffs) or None in self.bands_hz[:-1]:
-            raise ValueError(f"bands_hz must rise from low to high, each > 0, with null (full band) only last; "
-                             f"got {self.bands_hz}")
+            raise ValueError(
+                f"bands_hz must rise from low to high, each > 0, with null (full band) only last; got {self.bands_hz}"
+            )
         if any(n < 0 for n in self.iterations_per_band):
             raise ValueError(f"iterations_per_band must be >= 0, got {self.iterations_per_band}")
         if self.v_min_mps is not None and self.v_max_mps is not None and self.v_min_mps >= self.v_max_mps:

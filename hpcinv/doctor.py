@@ -105,16 +105,20 @@ def runs_on(capability: tuple[int, int], targets: dict, driver: int | None) -> t
         return True, f"machine code for sm_{max(native)}"
     usable = [(a, isa) for a, isa in targets["ptx"] if a <= cc]
     if not usable:
-        return False, (f"no machine code for sm_{cc} (shipped: {', '.join(f'sm_{a}' for a in targets['sm'])}) "
-                       "and no PTX it can compile")
+        return False, (
+            f"no machine code for sm_{cc} (shipped: {', '.join(f'sm_{a}' for a in targets['sm'])}) "
+            "and no PTX it can compile"
+        )
     arch, isa = max(usable)
     need = ptx_needs_driver(isa)
     if driver is None:
         return False, f"needs the driver to JIT-compile PTX ISA {isa}, and no CUDA driver was found"
     if driver < need:
-        return False, (f"needs the driver to JIT-compile PTX ISA {isa} (a CUDA {need // 1000}.{need % 1000 // 10} "
-                       f"driver or newer), this driver supports CUDA {driver // 1000}.{driver % 1000 // 10}: "
-                       "every modelling call would fail; update the NVIDIA driver (R550 or newer)")
+        return False, (
+            f"needs the driver to JIT-compile PTX ISA {isa} (a CUDA {need // 1000}.{need % 1000 // 10} "
+            f"driver or newer), this driver supports CUDA {driver // 1000}.{driver % 1000 // 10}: "
+            "every modelling call would fail; update the NVIDIA driver (R550 or newer)"
+        )
     return True, f"PTX ISA {isa} JIT-compiled by the driver at first use (no sm_{cc} machine code shipped)"
 
 
@@ -128,8 +132,9 @@ def probe_deepwave(device: torch.device) -> float:
     v = torch.full((32, 32), 2000.0, device=device)
     src = torch.tensor([[[1, 16]]], device=device)
     wavelet = deepwave.wavelets.ricker(10.0, 100, 0.001, 0.1).reshape(1, 1, -1).to(device)
-    out = deepwave.scalar(v, 10.0, 0.001, source_amplitudes=wavelet, source_locations=src,
-                          receiver_locations=src, max_vel=2000.0)
+    out = deepwave.scalar(
+        v, 10.0, 0.001, source_amplitudes=wavelet, source_locations=src, receiver_locations=src, max_vel=2000.0
+    )
     if not torch.isfinite(out[-1]).all():
         raise RuntimeError("non-finite receiver data")
     torch.cuda.synchronize(device)
@@ -151,25 +156,38 @@ def findings(gpu: bool = False, probe: bool = False) -> list[Finding]:
     if driver is None:
         out.append(Finding(missing, "no CUDA driver (libcuda.so.1 not loadable)"))
         return out
-    out.append(Finding("ok", f"CUDA driver supports CUDA {driver // 1000}.{driver % 1000 // 10}"
-                             + (f" (NVIDIA driver {release})" if release else "")))
+    out.append(
+        Finding(
+            "ok",
+            f"CUDA driver supports CUDA {driver // 1000}.{driver % 1000 // 10}"
+            + (f" (NVIDIA driver {release})" if release else ""),
+        )
+    )
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         out.append(Finding(missing, "no usable CUDA GPU visible (CUDA_VISIBLE_DEVICES, the allocation's --gpus)"))
         return out
     library = deepwave_library()
     targets = kernel_targets(library) if library else {"sm": [], "ptx": []}
-    out.append(Finding("ok" if targets["sm"] or targets["ptx"] else "fail",
-                       f"deepwave kernels: {', '.join(f'sm_{a}' for a in targets['sm']) or 'no machine code'}; "
-                       f"PTX {', '.join(f'compute_{a} ISA {isa}' for a, isa in targets['ptx']) or 'none'}"))
+    out.append(
+        Finding(
+            "ok" if targets["sm"] or targets["ptx"] else "fail",
+            f"deepwave kernels: {', '.join(f'sm_{a}' for a in targets['sm']) or 'no machine code'}; "
+            f"PTX {', '.join(f'compute_{a} ISA {isa}' for a, isa in targets['ptx']) or 'none'}",
+        )
+    )
     for k in range(count):
         props = torch.cuda.get_device_properties(k)
         capability = (props.major, props.minor)
         free, total = torch.cuda.mem_get_info(k)
         ok, how = runs_on(capability, targets, driver)
-        out.append(Finding("ok" if ok else "fail",
-                           f"cuda:{k} {props.name}, compute {props.major}.{props.minor}, {free / 2**30:.1f} of "
-                           f"{total / 2**30:.1f} GiB free: deepwave {how}"))
+        out.append(
+            Finding(
+                "ok" if ok else "fail",
+                f"cuda:{k} {props.name}, compute {props.major}.{props.minor}, {free / 2**30:.1f} of "
+                f"{total / 2**30:.1f} GiB free: deepwave {how}",
+            )
+        )
         if ok and probe:
             try:
                 seconds = probe_deepwave(torch.device("cuda", k))
@@ -178,9 +196,12 @@ def findings(gpu: bool = False, probe: bool = False) -> list[Finding]:
                 out.append(Finding("fail", f"cuda:{k} deepwave probe failed: {' '.join(str(exc).split())[:300]}"))
     nccl = torch.distributed.is_available() and torch.distributed.is_nccl_available()
     version = ".".join(map(str, torch.cuda.nccl.version())) if nccl else None
-    out.append(Finding("ok" if nccl else ("fail" if gpu and count > 1 else "warn"),
-                       f"NCCL {version} available for multi-GPU DDP" if nccl else
-                       "NCCL not available: no multi-GPU DDP"))
+    out.append(
+        Finding(
+            "ok" if nccl else ("fail" if gpu and count > 1 else "warn"),
+            f"NCCL {version} available for multi-GPU DDP" if nccl else "NCCL not available: no multi-GPU DDP",
+        )
+    )
     return out
 
 

@@ -52,8 +52,10 @@ def write_error(path: str | os.PathLike, exc: OSError) -> HpcinvError:
     """One clear line for a failed write; a full disk says so and how to go on."""
     text = str(exc)
     if exc.errno == errno.ENOSPC or "No space left" in text or "errno = 28" in text:
-        return HpcinvError(f"disk full: cannot write {str(path)!r} (No space left on device); free space on that "
-                           "filesystem (df -h) and re-run the same command to continue")
+        return HpcinvError(
+            f"disk full: cannot write {str(path)!r} (No space left on device); free space on that "
+            "filesystem (df -h) and re-run the same command to continue"
+        )
     reason = exc.strerror or (text.splitlines()[0] if text else type(exc).__name__)
     return HpcinvError(f"cannot write {str(path)!r}: {reason}")
 

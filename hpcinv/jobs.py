@@ -34,8 +34,15 @@ def _setup_logging() -> None:
 class GenerateJob(submitit.helpers.Checkpointable):
     """Generate (or finish) a dataset on a Ray cluster spanning the job's nodes."""
 
-    def __init__(self, cfg: DataConfig, out: str, cluster_dir: str, *, object_store_gb: float | None = None,
-                 part: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        out: str,
+        cluster_dir: str,
+        *,
+        object_store_gb: float | None = None,
+        part: tuple[int, int] | None = None,
+    ):
         self.cfg, self.out, self.cluster_dir = cfg, str(Path(out).resolve()), str(Path(cluster_dir).resolve())
         self.object_store_gb, self.part = object_store_gb, part
 
@@ -79,9 +86,20 @@ class TrainJob(submitit.helpers.Checkpointable):
 class EvaluateJob(submitit.helpers.Checkpointable):
     """Metrics, figures and data misfit of runs on a dataset (one node, no Ray needed)."""
 
-    def __init__(self, runs: list[str], data: str, out: str, *, split: str | None = None,
-                 misfit_samples: int | None = None, figures: int = 2, allow_survey_mismatch: bool = False,
-                 full_verify: bool = False, baseline: str | None = None, samples: int | None = None):
+    def __init__(
+        self,
+        runs: list[str],
+        data: str,
+        out: str,
+        *,
+        split: str | None = None,
+        misfit_samples: int | None = None,
+        figures: int = 2,
+        allow_survey_mismatch: bool = False,
+        full_verify: bool = False,
+        baseline: str | None = None,
+        samples: int | None = None,
+    ):
         self.runs = [str(Path(r).resolve()) for r in runs]
         self.data, self.out = str(Path(data).resolve()), str(Path(out).resolve())
         self.split, self.misfit_samples, self.figures = split, misfit_samples, figures
@@ -92,9 +110,18 @@ class EvaluateJob(submitit.helpers.Checkpointable):
         from hpcinv.evaluate.report import evaluate
 
         _setup_logging()
-        result = evaluate(self.runs, self.data, self.out, split=self.split, misfit_samples=self.misfit_samples,
-                          figures=self.figures, allow_survey_mismatch=self.allow_survey_mismatch,
-                          full_verify=self.full_verify, baseline=self.baseline, samples=self.samples)
+        result = evaluate(
+            self.runs,
+            self.data,
+            self.out,
+            split=self.split,
+            misfit_samples=self.misfit_samples,
+            figures=self.figures,
+            allow_survey_mismatch=self.allow_survey_mismatch,
+            full_verify=self.full_verify,
+            baseline=self.baseline,
+            samples=self.samples,
+        )
         return {"out": result["out"], "table": result["table"]}
 
 
@@ -102,8 +129,18 @@ class RefineJob(submitit.helpers.Checkpointable):
     """FWI of a dataset's models from a start, on a Ray cluster spanning the job's nodes (resumed on
     requeue: finished shards are kept)."""
 
-    def __init__(self, cfg: RefineConfig, data: str, init: str, out: str, cluster_dir: str, *,
-                 split: str | None = None, samples: int | None = None, object_store_gb: float | None = None):
+    def __init__(
+        self,
+        cfg: RefineConfig,
+        data: str,
+        init: str,
+        out: str,
+        cluster_dir: str,
+        *,
+        split: str | None = None,
+        samples: int | None = None,
+        object_store_gb: float | None = None,
+    ):
         self.cfg, self.split, self.samples, self.object_store_gb = cfg, split, samples, object_store_gb
         self.data, self.out = str(Path(data).resolve()), str(Path(out).resolve())
         self.init = init if init == "smooth" else str(Path(init).resolve())
@@ -117,7 +154,16 @@ class RefineJob(submitit.helpers.Checkpointable):
 
         def work(address: str) -> dict:
             with contextlib.redirect_stdout(sys.stderr):
-                return refine(self.data, self.init, self.out, self.cfg, split=self.split, samples=self.samples,
-                              use_ray=True, address=address, progress=False)
+                return refine(
+                    self.data,
+                    self.init,
+                    self.out,
+                    self.cfg,
+                    split=self.split,
+                    samples=self.samples,
+                    use_ray=True,
+                    address=address,
+                    progress=False,
+                )
 
         return run_on_cluster(work, self.cluster_dir, object_store_gb=self.object_store_gb)

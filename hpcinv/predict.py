@@ -36,8 +36,12 @@ log = logging.getLogger(__name__)
 def survey_differences(trained: dict, data: dict) -> list[str]:
     """Keys of the survey record (geometry, wavelet, time axis, grid, modelling) that differ."""
     keys = [k for k in sorted(set(trained) | set(data)) if trained.get(k) != data.get(k)]
-    return [f"{k} differs" if isinstance(data.get(k), list) or isinstance(trained.get(k), list)
-            else f"{k} is {data.get(k)!r} in the data but {trained.get(k)!r} in training" for k in keys]
+    return [
+        f"{k} differs"
+        if isinstance(data.get(k), list) or isinstance(trained.get(k), list)
+        else f"{k} is {data.get(k)!r} in the data but {trained.get(k)!r} in training"
+        for k in keys
+    ]
 
 
 def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mismatch: bool = False):
@@ -45,11 +49,15 @@ def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mi
     state = load_state(path)
     bad = nonfinite_entries(state["model"])
     if bad:
-        raise HpcinvError(f"checkpoint {str(path)!r} holds NaN/Inf values (in {', '.join(bad[:3])}); the run that "
-                          "wrote it diverged, so there is nothing to apply")
+        raise HpcinvError(
+            f"checkpoint {str(path)!r} holds NaN/Inf values (in {', '.join(bad[:3])}); the run that "
+            "wrote it diverged, so there is nothing to apply"
+        )
     spec = state["model_spec"]
-    if (list(spec["gathers_shape"]), list(spec["velocity_shape"])) != (manifest["gathers_shape"],
-                                                                       manifest["velocity_shape"]):
+    if (list(spec["gathers_shape"]), list(spec["velocity_shape"])) != (
+        manifest["gathers_shape"],
+        manifest["velocity_shape"],
+    ):
         raise HpcinvError(
             f"checkpoint {str(path)!r} expects gathers {spec['gathers_shape']} -> velocity {spec['velocity_shape']} "
             f"but dataset {dataset!r} holds {manifest['gathers_shape']} -> {manifest['velocity_shape']} "
@@ -62,9 +70,11 @@ def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mi
     elif diffs := survey_differences(trained, manifest["survey"]):
         text = "; ".join(diffs)
         if not allow_survey_mismatch:
-            raise HpcinvError(f"dataset {dataset!r} was recorded with another survey than checkpoint {str(path)!r} "
-                              f"was trained on: {text}; use data of the training survey, or pass "
-                              "--allow-survey-mismatch to apply it anyway")
+            raise HpcinvError(
+                f"dataset {dataset!r} was recorded with another survey than checkpoint {str(path)!r} "
+                f"was trained on: {text}; use data of the training survey, or pass "
+                "--allow-survey-mismatch to apply it anyway"
+            )
         warnings.append(f"survey differs from training (--allow-survey-mismatch): {text}")
     model = build_model(spec)
     load_weights(model, state, repr(str(path)))
@@ -86,14 +96,25 @@ def plan_store(out: Path, manifest: dict, lo: int) -> tuple[list[dict], list[Sha
     """(records kept, shards to compute) of a velocity store being (re)made in ``out``."""
     specs = plan_shards(manifest["n_samples"], manifest["shard_size"])
     remove_stale(out, specs)
-    kept, todo, _ = resume_shards(out, specs, manifest["shards"], manifest["config_hash"],
-                                  index_of=lambda s: np.arange(lo + s.start, lo + s.stop))
+    kept, todo, _ = resume_shards(
+        out, specs, manifest["shards"], manifest["config_hash"], index_of=lambda s: np.arange(lo + s.start, lo + s.stop)
+    )
     return kept, todo
 
 
-def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, split: str | None = None,
-            shard_size: int = 16, allow_survey_mismatch: bool = False, restart: bool = False,
-            progress: bool = True, full_verify: bool = False, samples: int | None = None) -> dict:
+def predict(
+    checkpoint: str | Path,
+    dataset: str | Path,
+    out: str | Path,
+    *,
+    split: str | None = None,
+    shard_size: int = 16,
+    allow_survey_mismatch: bool = False,
+    restart: bool = False,
+    progress: bool = True,
+    full_verify: bool = False,
+    samples: int | None = None,
+) -> dict:
     """Write the network's velocity for every sample of ``dataset`` (its ``split``; its first ``samples``)
     into ``out``."""
     if shard_size < 1:
@@ -105,10 +126,18 @@ def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, spl
     for text in warnings:
         log.warning("%s", text)
     file = find_checkpoint(checkpoint)
-    source = {"checkpoint": str(file.resolve()), "checkpoint_sha256": file_sha256(file), "epoch": state.get("epoch"),
-              "model": state["model_spec"]["config"]["name"], "warnings": warnings}
+    source = {
+        "checkpoint": str(file.resolve()),
+        "checkpoint_sha256": file_sha256(file),
+        "epoch": state.get("epoch"),
+        "model": state["model_spec"]["config"]["name"],
+        "warnings": warnings,
+    }
     fingerprint = {k: source[k] for k in ("checkpoint_sha256",)} | {
-        "dataset": manifest["config_hash"], "range": [lo, hi], "shard_size": shard_size}
+        "dataset": manifest["config_hash"],
+        "range": [lo, hi],
+        "shard_size": shard_size,
+    }
     new = store_manifest("prediction", _hash(fingerprint), dataset, manifest, split, (lo, hi), shard_size, source)
     check_store_folder(out, new, restart=restart, command="predict")  # before anything is written
     ds = ShardedDataset(dataset)
@@ -119,14 +148,22 @@ def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, spl
 
         def run(spec: ShardSpec) -> dict:
             gathers = np.stack([ds.read(i)[0] for i in range(lo + spec.start, lo + spec.stop)])
-            return write_velocity_shard(out / SHARD_DIR, spec, lo, predict_gathers(model, norm, gathers),
-                                        config_hash=store["config_hash"])
+            return write_velocity_shard(
+                out / SHARD_DIR, spec, lo, predict_gathers(model, norm, gathers), config_hash=store["config_hash"]
+            )
 
-        record_shards(out, store, (run(spec) for spec in todo), total=sum(s.size for s in todo), desc="predict",
-                      progress=progress)
+        record_shards(
+            out, store, (run(spec) for spec in todo), total=sum(s.size for s in todo), desc="predict", progress=progress
+        )
     final = read_store_manifest(out)
-    return {"out": str(out), "samples": final["n_samples"], "computed_shards": len(todo),
-            "skipped_shards": len(kept), "complete": final["complete"], "warnings": warnings}
+    return {
+        "out": str(out),
+        "samples": final["n_samples"],
+        "computed_shards": len(todo),
+        "skipped_shards": len(kept),
+        "complete": final["complete"],
+        "warnings": warnings,
+    }
 
 
 def dataset_of(store_root: str | Path) -> dict:

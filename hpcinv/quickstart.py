@@ -44,8 +44,13 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
     gen_over, train_over = split_overrides(overrides or [])
     data_cfg = build_config(DataConfig, merge_dicts(preset("quickstart_data"), parse_overrides(gen_over)))
     dataset, run, report = out / "dataset", out / "run", out / "report"
-    train_cfg = build_config(TrainConfig, merge_dicts(merge_dicts(preset("quickstart_train"), {"data": {
-        "train": str(dataset), "val": str(dataset)}}), parse_overrides(train_over)))
+    train_cfg = build_config(
+        TrainConfig,
+        merge_dicts(
+            merge_dicts(preset("quickstart_train"), {"data": {"train": str(dataset), "val": str(dataset)}}),
+            parse_overrides(train_over),
+        ),
+    )
     t0 = time.perf_counter()
     timings = {}
 
@@ -70,20 +75,35 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
     offline = sorted(run.glob("wandb/offline-run-*"))
     figures = sorted(report.glob("figures/*/*.png"))
     lines = [
-        "# hpcinv quickstart report", "",
+        "# hpcinv quickstart report",
+        "",
         f"Dataset: `{dataset}` — {summary.samples} samples, {summary.shards} shards, verified.",
         f"Run: `{run}` — {train_cfg.model.name}, {result['epochs_done']} epochs, "
-        f"{train_cfg.scaling.num_workers} DDP workers; checkpoint `{result['checkpoint']}`.", "",
-        "## Test-split metrics", "", ev["table"],
+        f"{train_cfg.scaling.num_workers} DDP workers; checkpoint `{result['checkpoint']}`.",
+        "",
+        "## Test-split metrics",
+        "",
+        ev["table"],
         "Definitions: MAE/RMSE in m/s and on OpenFWI's [-1, 1] scale, SSIM on velocities scaled to [0, 1] "
         "(Gaussian window 11), peak PSNR over the 1500–4500 m/s range, FCNVMB's signal-power PSNR, and the "
         "relative L2 misfit of the re-simulated prediction against the recorded gathers (every test sample). "
-        "The data-free baseline predicts the mean training model for every sample: the network must beat it.", "",
-        "## Figures", "", *[f"![{f.stem}]({f.relative_to(report)})" for f in figures], "",
-        "## Weights & Biases", "",
+        "The data-free baseline predicts the mean training model for every sample: the network must beat it.",
+        "",
+        "## Figures",
+        "",
+        *[f"![{f.stem}]({f.relative_to(report)})" for f in figures],
+        "",
+        "## Weights & Biases",
+        "",
         f"Logged offline to `{offline[-1] if offline else run / 'wandb'}`. To upload: "
-        f"`wandb sync {offline[-1] if offline else run / 'wandb'}` (needs `WANDB_API_KEY`).", "",
-        "## Timings (s)", "", "```", json.dumps(timings, indent=1), "```", "",
+        f"`wandb sync {offline[-1] if offline else run / 'wandb'}` (needs `WANDB_API_KEY`).",
+        "",
+        "## Timings (s)",
+        "",
+        "```",
+        json.dumps(timings, indent=1),
+        "```",
+        "",
         "Re-running `hpcinv quickstart` with the same `--out` resumes and skips finished steps.",
     ]
     atomic_write_text(report / "README.md", "\n".join(lines) + "\n")

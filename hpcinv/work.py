@@ -38,9 +38,13 @@ def remove_stale(out: Path, specs: list[ShardSpec]) -> None:
             stale.unlink(missing_ok=True)
 
 
-def resume_shards(out: Path, specs: list[ShardSpec], recorded: list[dict], config_hash: str,
-                  index_of: Callable[[ShardSpec], np.ndarray] | None = None
-                  ) -> tuple[list[dict], list[ShardSpec], int]:
+def resume_shards(
+    out: Path,
+    specs: list[ShardSpec],
+    recorded: list[dict],
+    config_hash: str,
+    index_of: Callable[[ShardSpec], np.ndarray] | None = None,
+) -> tuple[list[dict], list[ShardSpec], int]:
     """(records kept, specs to compute, shards adopted) for ``specs`` in store ``out``.
 
     ``index_of(spec)``: the sample indices a shard must hold (default: its range)."""
@@ -64,8 +68,16 @@ def resume_shards(out: Path, specs: list[ShardSpec], recorded: list[dict], confi
     return kept, todo, adopted
 
 
-def record_shards(out: Path, manifest: dict, records: Iterable[dict], *, total: int, desc: str,
-                  progress: bool = True, write: bool = True) -> int:
+def record_shards(
+    out: Path,
+    manifest: dict,
+    records: Iterable[dict],
+    *,
+    total: int,
+    desc: str,
+    progress: bool = True,
+    write: bool = True,
+) -> int:
     """Add each finished shard's record to ``manifest`` (rewritten at most every
     ``MANIFEST_INTERVAL_S``, and at the end) with a progress bar over ``total`` samples; returns the
     samples recorded. ``write=False``: only count (a part of an array job leaves the manifest alone)."""

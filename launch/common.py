@@ -38,16 +38,36 @@ def parser(description: str) -> argparse.ArgumentParser:
     s.add_argument("--constraint", help="node features, e.g. a100")
     s.add_argument("--job-name", help="job name (default: hpcinv-<stage>)")
     s.add_argument("--after", metavar="JOBID", help="start only after job JOBID succeeded (afterok)")
-    s.add_argument("--folder", default="slurm-logs", help="shared folder for job logs, pickles and the Ray "
-                                                          "rendezvous (default ./slurm-logs)")
-    s.add_argument("--setup", action="append", default=[], metavar="LINE",
-                   help="shell line run before the job, e.g. 'module load cuda/12.4' (repeatable)")
-    s.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other sbatch option, e.g. --slurm exclusive=true --slurm reservation=r1 (repeatable)")
-    s.add_argument("--max-timeouts", type=int, default=3, help="requeues after hitting the time limit (default 3; "
-                                                                "preemptions are always requeued)")
-    s.add_argument("--object-store-gb", type=float, help="Ray object store per node (default: 30%% of the job's "
-                                                         "memory on the node)")
+    s.add_argument(
+        "--folder",
+        default="slurm-logs",
+        help="shared folder for job logs, pickles and the Ray rendezvous (default ./slurm-logs)",
+    )
+    s.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="shell line run before the job, e.g. 'module load cuda/12.4' (repeatable)",
+    )
+    s.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. --slurm exclusive=true --slurm reservation=r1 (repeatable)",
+    )
+    s.add_argument(
+        "--max-timeouts",
+        type=int,
+        default=3,
+        help="requeues after hitting the time limit (default 3; preemptions are always requeued)",
+    )
+    s.add_argument(
+        "--object-store-gb",
+        type=float,
+        help="Ray object store per node (default: 30%% of the job's memory on the node)",
+    )
     s.add_argument("--wait", action="store_true", help="wait for the job and print its result")
     return p
 
@@ -64,8 +84,10 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namesp
 
 def _sinfo(*fields: str) -> list[list[str]]:
     if shutil.which("sinfo") is None:
-        raise HpcinvError("SLURM's commands (sinfo, sbatch) are not on PATH: submit from a login node of the "
-                          "cluster, or bring up a local one with 'sudo slurm/local-cluster.sh up'")
+        raise HpcinvError(
+            "SLURM's commands (sinfo, sbatch) are not on PATH: submit from a login node of the "
+            "cluster, or bring up a local one with 'sudo slurm/local-cluster.sh up'"
+        )
     proc = subprocess.run(["sinfo", "-h", "-o", "|".join(fields)], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise HpcinvError(f"sinfo failed, is the SLURM controller up? {proc.stderr.strip()}")
@@ -90,8 +112,7 @@ def check_request(args: argparse.Namespace) -> str:
     if partition not in nodes:
         raise HpcinvError(f"partition {partition!r} does not exist on this cluster; partitions: {sorted(nodes)}")
     if args.nodes > nodes[partition]:
-        raise HpcinvError(f"--nodes {args.nodes} is more than partition {partition!r} has ({nodes[partition]} "
-                          "nodes)")
+        raise HpcinvError(f"--nodes {args.nodes} is more than partition {partition!r} has ({nodes[partition]} nodes)")
     return partition
 
 
@@ -104,9 +125,16 @@ def executor(args: argparse.Namespace, stage: str, *, nodes: int | None = None) 
             raise HpcinvError(f"--slurm {item!r} is not KEY=VALUE (e.g. --slurm reservation=r1)")
         extra[key.replace("-", "_")] = parse_overrides([f"v={value}"])["v"]
     ex = submitit.SlurmExecutor(folder=Path(args.folder) / "%j", max_num_timeout=args.max_timeouts)
-    params = dict(partition=check_request(args), nodes=nodes or args.nodes, ntasks_per_node=1,
-                  cpus_per_task=args.cpus_per_node, time=args.time, job_name=args.job_name or f"hpcinv-{stage}",
-                  setup=list(args.setup), additional_parameters=extra)
+    params = dict(
+        partition=check_request(args),
+        nodes=nodes or args.nodes,
+        ntasks_per_node=1,
+        cpus_per_task=args.cpus_per_node,
+        time=args.time,
+        job_name=args.job_name or f"hpcinv-{stage}",
+        setup=list(args.setup),
+        additional_parameters=extra,
+    )
     if args.gpus_per_node:
         params["gpus_per_node"] = args.gpus_per_node
     if args.mem_gb:

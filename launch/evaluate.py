@@ -1,6 +1,6 @@
 """Submit evaluation to SLURM (one node, no Ray).
 
-    python -m launch.evaluate RUN_OR_CHECKPOINT [...] --data DATASET --out REPORT_DIR [--split test] [SLURM options]
+python -m launch.evaluate RUN_OR_CHECKPOINT [...] --data DATASET --out REPORT_DIR [--split test] [SLURM options]
 """
 
 from __future__ import annotations
@@ -29,9 +29,18 @@ def run(args: argparse.Namespace) -> None:
         if missing:
             raise HpcinvError(f"not found: {', '.join(missing)}")
     ex = common.executor(args, "evaluate", nodes=1)
-    job = EvaluateJob(args.runs, args.data, args.out, split=args.split, misfit_samples=args.misfit_samples,
-                      figures=args.figures, allow_survey_mismatch=args.allow_survey_mismatch,
-                      full_verify=args.verify == "full", baseline=args.baseline, samples=args.samples)
+    job = EvaluateJob(
+        args.runs,
+        args.data,
+        args.out,
+        split=args.split,
+        misfit_samples=args.misfit_samples,
+        figures=args.figures,
+        allow_survey_mismatch=args.allow_survey_mismatch,
+        full_verify=args.verify == "full",
+        baseline=args.baseline,
+        samples=args.samples,
+    )
     jobs = common.submit(args.folder, lambda: [ex.submit(job)])
     common.report(args, jobs, out=args.out)
 

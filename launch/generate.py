@@ -39,21 +39,31 @@ def run(args: argparse.Namespace) -> None:
     cluster_dir = common.cluster_dir(args)
     ex = common.executor(args, "generate")  # checks the partition and node count
     if not args.array:
-        jobs = common.submit(args.folder, lambda: [ex.submit(GenerateJob(cfg, args.out, cluster_dir,
-                                                            object_store_gb=args.object_store_gb))])
+        jobs = common.submit(
+            args.folder,
+            lambda: [ex.submit(GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb))],
+        )
         common.report(args, jobs, out=args.out)
         return
     with folder_lock(args.out):  # refused while another generate writes there
         open_dataset_folder(cfg, args.out)  # now: a config or path problem shows here, not in K jobs
-    parts = common.submit(args.folder, lambda: ex.submit_array([
-        GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb, part=(i, args.array))
-        for i in range(args.array)]))
+    parts = common.submit(
+        args.folder,
+        lambda: ex.submit_array(
+            [
+                GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb, part=(i, args.array))
+                for i in range(args.array)
+            ]
+        ),
+    )
     array_id = parts[0].job_id.split("_")[0]
     merge_args = argparse.Namespace(**{**vars(args), "after": array_id, "nodes": 1})
     merge_ex = common.executor(merge_args, "generate-merge")
     try:
-        (merge,) = common.submit(args.folder, lambda: [merge_ex.submit(
-            GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb))])
+        (merge,) = common.submit(
+            args.folder,
+            lambda: [merge_ex.submit(GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb))],
+        )
     except HpcinvError:
         subprocess.run(["scancel", array_id], check=False)  # no parts left running without their merge
         raise

@@ -44,8 +44,16 @@ def run(args: argparse.Namespace) -> None:
         if is_velocity_store(args.init):
             VelocityStore(args.init)  # complete and readable
     ex = common.executor(args, "refine")
-    job = RefineJob(cfg, args.data, args.init, args.out, common.cluster_dir(args), split=args.split,
-                    samples=args.samples, object_store_gb=args.object_store_gb)
+    job = RefineJob(
+        cfg,
+        args.data,
+        args.init,
+        args.out,
+        common.cluster_dir(args),
+        split=args.split,
+        samples=args.samples,
+        object_store_gb=args.object_store_gb,
+    )
     jobs = common.submit(args.folder, lambda: [ex.submit(job)])
     common.report(args, jobs, out=args.out)
 

@@ -32,13 +32,17 @@ def check_fits(cfg: TrainConfig, args: argparse.Namespace) -> None:
     cpus = args.nodes * args.cpus_per_node
     need_cpus = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     if need_cpus > cpus:
-        raise HpcinvError(f"scaling.num_workers={cfg.scaling.num_workers} x cpus_per_worker="
-                          f"{cfg.scaling.cpus_per_worker} needs {need_cpus} CPUs but --nodes {args.nodes} x "
-                          f"--cpus-per-node {args.cpus_per_node} gives {cpus}")
+        raise HpcinvError(
+            f"scaling.num_workers={cfg.scaling.num_workers} x cpus_per_worker="
+            f"{cfg.scaling.cpus_per_worker} needs {need_cpus} CPUs but --nodes {args.nodes} x "
+            f"--cpus-per-node {args.cpus_per_node} gives {cpus}"
+        )
     if cfg.scaling.use_gpu and cfg.scaling.num_workers > args.nodes * args.gpus_per_node:
-        raise HpcinvError(f"scaling.num_workers={cfg.scaling.num_workers} GPU ranks need as many GPUs but --nodes "
-                          f"{args.nodes} x --gpus-per-node {args.gpus_per_node} gives "
-                          f"{args.nodes * args.gpus_per_node}")
+        raise HpcinvError(
+            f"scaling.num_workers={cfg.scaling.num_workers} GPU ranks need as many GPUs but --nodes "
+            f"{args.nodes} x --gpus-per-node {args.gpus_per_node} gives "
+            f"{args.nodes * args.gpus_per_node}"
+        )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -47,8 +51,10 @@ def run(args: argparse.Namespace) -> None:
     check_fits(cfg, args)
     if not args.after:  # with --after the datasets may still be in the making
         check_inputs(cfg, Path(args.out))
-    jobs = common.submit(args.folder, lambda: [ex.submit(TrainJob(cfg, args.out, common.cluster_dir(args),
-                                                     object_store_gb=args.object_store_gb))])
+    jobs = common.submit(
+        args.folder,
+        lambda: [ex.submit(TrainJob(cfg, args.out, common.cluster_dir(args), object_store_gb=args.object_store_gb))],
+    )
     common.report(args, jobs, run_dir=args.out)
 
 

@@ -18,8 +18,10 @@ VIKING_SEGY = SHARED_DATA / "viking_small.segy"
 # Tests on the public reference data skip where it is absent -- unless HPCINV_REQUIRE_DATA=1, which makes
 # them run (and fail on the missing files) on a machine that is meant to have it.
 _MISSING = [p.name for p in (FCNVMB_NPZ, OPENFWI_NPZ, VIKING_SEGY) if not p.exists()]
-needs_shared = pytest.mark.skipif(bool(_MISSING) and os.environ.get("HPCINV_REQUIRE_DATA") != "1",
-                                  reason=f"reference data missing from {SHARED_DATA}: {', '.join(_MISSING)}")
+needs_shared = pytest.mark.skipif(
+    bool(_MISSING) and os.environ.get("HPCINV_REQUIRE_DATA") != "1",
+    reason=f"reference data missing from {SHARED_DATA}: {', '.join(_MISSING)}",
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -48,8 +50,14 @@ def descendants(pid: int, name: str = "") -> list[psutil.Process]:
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real console entry point in a fresh process (``env``: extra environment variables)."""
-    return subprocess.run([sys.executable, "-m", "hpcinv.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "hpcinv.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -58,15 +66,22 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     errors = [ln for ln in lines if "hpcinv: error: " in ln]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return errors[0][errors[0].index("hpcinv: error: "):]
+    return errors[0][errors[0].index("hpcinv: error: ") :]
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     """One epoch of tiny_train.yaml on the tiny dataset."""
     run = tmp_path_factory.mktemp("tiny_run") / "run"
-    proc = run_cli("train", str(CONFIGS / "tiny_train.yaml"), "--out", str(run), f"data.train={tiny_dataset}",
-                   "train.epochs=1", "tracking.mode=disabled")
+    proc = run_cli(
+        "train",
+        str(CONFIGS / "tiny_train.yaml"),
+        "--out",
+        str(run),
+        f"data.train={tiny_dataset}",
+        "train.epochs=1",
+        "tracking.mode=disabled",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return run
 

@@ -19,8 +19,9 @@ TINY = str(CONFIGS / "tiny.yaml")
 
 def _snapshot(folder):
     """Every file's bytes, but the lock file's (it names its latest holder)."""
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"
+    }
 
 
 def test_generate_then_rerun_skips_everything(tiny_dataset):
@@ -29,16 +30,28 @@ def test_generate_then_rerun_skips_everything(tiny_dataset):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["computed_shards"] == 0 and summary["skipped_shards"] == 3
-    assert {k: v for k, v in _snapshot(tiny_dataset).items() if k.name != "manifest.json"} == \
-        {k: v for k, v in before.items() if k.name != "manifest.json"}
+    assert {k: v for k, v in _snapshot(tiny_dataset).items() if k.name != "manifest.json"} == {
+        k: v for k, v in before.items() if k.name != "manifest.json"
+    }
     proc = run_cli("verify", str(tiny_dataset))
     assert proc.returncode == 0 and "OK: 3 shards / 24 samples" in proc.stdout
 
 
 def test_resume_after_driver_sigkill_computes_only_missing_shards(tmp_path):
     out = tmp_path / "ds"
-    args = [sys.executable, "-m", "hpcinv.cli", "generate", TINY, "--out", str(out), "--quiet", "--in-process",
-            "dataset.n_samples=48", "dataset.shard_size=4"]
+    args = [
+        sys.executable,
+        "-m",
+        "hpcinv.cli",
+        "generate",
+        TINY,
+        "--out",
+        str(out),
+        "--quiet",
+        "--in-process",
+        "dataset.n_samples=48",
+        "dataset.shard_size=4",
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     done = 0
@@ -61,28 +74,35 @@ def test_resume_after_driver_sigkill_computes_only_missing_shards(tmp_path):
     assert not list((out / "shards").glob(".shard-*"))
 
 
-@pytest.mark.parametrize("args, expect", [
-    (["generate", "configs/missing.yaml"], "config file 'configs/missing.yaml' does not exist"),
-    (["generate", TINY, "survey.n_shot=4"], "unknown key 'survey.n_shot'; valid keys here: n_shots"),
-    (["generate", TINY, "dataset.shard_size=big"], "dataset.shard_size: Input should be a valid integer"),
-    (["generate", TINY, "survey.f0_hz=30.0"], "points per wavelength"),
-    (["generate", TINY, "survey.source_x_m=[-100.0]"], "outside the grid"),
-    (["generate", TINY, "survey.nt=100"], "use survey.nt >="),
-    (["generate", TINY, "modelling.max_vel_mps=3000.0"], "set modelling.max_vel_mps >= 4500"),
-    (["generate", TINY, "velocity.source=npz", "velocity.path=/nonexistent/models.npz"], "does not exist"),
-    (["generate", "configs"], "config file 'configs' is a folder; give a YAML file"),
-    (["generate", TINY, "survey.nt=400", "foo"], "'foo' is neither an option of 'hpcinv generate' nor an override"),
-    (["generate", TINY, "modelling.max_vel_mps=.inf"], "modelling.max_vel_mps: Input should be a finite number"),
-    (["generate", TINY, "survey.peak_time_s=.inf"], "survey.peak_time_s: Input should be a finite number"),
-    (["generate", TINY, "grid.dx_m=.inf"], "grid.dx_m: Input should be a finite number"),
-    (["generate", TINY, "--workers", "-2"], "argument --workers: '-2' is not a whole number >= 1"),
-    (["generate", TINY, "--workers", "0"], "argument --workers: '0' is not a whole number >= 1"),
-    (["generate", TINY, "survey.downsample=1", "survey.dt_s=0.05"],
-     "use survey.dt_s <= 0.025 (with survey.nt raised to keep the record length), or survey.f0_hz <= 4"),
-    (["generate", TINY, "survey.downsample=20"], "use survey.downsample <= 12, or survey.dt_s <= 0.00125"),
-    (["generate", TINY, "velocity.synthetic.salt_velocity_mps=1e30", "modelling.max_vel_mps=1e30"],
-     "models span 2000 .. 1e+30 m/s, outside any rock's P-wave velocity"),
-])
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["generate", "configs/missing.yaml"], "config file 'configs/missing.yaml' does not exist"),
+        (["generate", TINY, "survey.n_shot=4"], "unknown key 'survey.n_shot'; valid keys here: n_shots"),
+        (["generate", TINY, "dataset.shard_size=big"], "dataset.shard_size: Input should be a valid integer"),
+        (["generate", TINY, "survey.f0_hz=30.0"], "points per wavelength"),
+        (["generate", TINY, "survey.source_x_m=[-100.0]"], "outside the grid"),
+        (["generate", TINY, "survey.nt=100"], "use survey.nt >="),
+        (["generate", TINY, "modelling.max_vel_mps=3000.0"], "set modelling.max_vel_mps >= 4500"),
+        (["generate", TINY, "velocity.source=npz", "velocity.path=/nonexistent/models.npz"], "does not exist"),
+        (["generate", "configs"], "config file 'configs' is a folder; give a YAML file"),
+        (["generate", TINY, "survey.nt=400", "foo"], "'foo' is neither an option of 'hpcinv generate' nor an override"),
+        (["generate", TINY, "modelling.max_vel_mps=.inf"], "modelling.max_vel_mps: Input should be a finite number"),
+        (["generate", TINY, "survey.peak_time_s=.inf"], "survey.peak_time_s: Input should be a finite number"),
+        (["generate", TINY, "grid.dx_m=.inf"], "grid.dx_m: Input should be a finite number"),
+        (["generate", TINY, "--workers", "-2"], "argument --workers: '-2' is not a whole number >= 1"),
+        (["generate", TINY, "--workers", "0"], "argument --workers: '0' is not a whole number >= 1"),
+        (
+            ["generate", TINY, "survey.downsample=1", "survey.dt_s=0.05"],
+            "use survey.dt_s <= 0.025 (with survey.nt raised to keep the record length), or survey.f0_hz <= 4",
+        ),
+        (["generate", TINY, "survey.downsample=20"], "use survey.downsample <= 12, or survey.dt_s <= 0.00125"),
+        (
+            ["generate", TINY, "velocity.synthetic.salt_velocity_mps=1e30", "modelling.max_vel_mps=1e30"],
+            "models span 2000 .. 1e+30 m/s, outside any rock's P-wave velocity",
+        ),
+    ],
+)
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, args, expect):
     out = tmp_path / "out"
     proc = run_cli(*args[:2], "--out", str(out), *args[2:])
@@ -108,8 +128,15 @@ def test_bad_collections_from_cli(tmp_path):
     (tmp_path / "broken.mat").write_bytes(b"\x00garbage")
     for path, expect in ((tmp_path / "nan.npz", "model 1 has velocity nan"), (tmp_path / "broken.mat", "broken.mat")):
         source = "npz" if path.suffix == ".npz" else "fcnvmb"
-        proc = run_cli("generate", TINY, "--out", str(tmp_path / "o"), f"velocity.source={source}",
-                       f"velocity.path={path}", "dataset.n_samples=null")
+        proc = run_cli(
+            "generate",
+            TINY,
+            "--out",
+            str(tmp_path / "o"),
+            f"velocity.source={source}",
+            f"velocity.path={path}",
+            "dataset.n_samples=null",
+        )
         assert expect in one_error_line(proc)
         assert not (tmp_path / "o").exists()
 
@@ -164,8 +191,14 @@ def test_a_user_error_shows_its_cause_with_v(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(signal, "signal", lambda *a: None)
     bad = tmp_path / "models.npz"
     bad.write_bytes(b"not an npz file")
-    args = ["generate", str(CONFIGS / "tiny.yaml"), "--out", str(tmp_path / "ds"), "velocity.source=npz",
-            f"velocity.path={bad}"]
+    args = [
+        "generate",
+        str(CONFIGS / "tiny.yaml"),
+        "--out",
+        str(tmp_path / "ds"),
+        "velocity.source=npz",
+        f"velocity.path={bad}",
+    ]
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("hpcinv: error: cannot read velocity collection") and "Traceback" not in err
@@ -173,13 +206,20 @@ def test_a_user_error_shows_its_cause_with_v(monkeypatch, tmp_path, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["train", str(CONFIGS / "tiny_train.yaml"), "train.epochs=zero"],
-                                     ["generate", str(CONFIGS / "tiny.yaml"), "grid.nz=zero"],
-                                     ["refine", "--data", "d", "--init", "smooth", "refine.lr_mps=zero"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", str(CONFIGS / "tiny_train.yaml"), "train.epochs=zero"],
+        ["generate", str(CONFIGS / "tiny.yaml"), "grid.nz=zero"],
+        ["refine", "--data", "d", "--init", "smooth", "refine.lr_mps=zero"],
+    ],
+)
 def test_a_bad_config_is_reported_before_torch_and_ray_load(command, tmp_path):
-    code = ("import sys\nfrom hpcinv import cli\n"
-            f"rc = cli.main({[*command, '--out', str(tmp_path / 'out')]!r})\n"
-            "print(rc, 'torch' in sys.modules, 'ray' in sys.modules)")
+    code = (
+        "import sys\nfrom hpcinv import cli\n"
+        f"rc = cli.main({[*command, '--out', str(tmp_path / 'out')]!r})\n"
+        "print(rc, 'torch' in sys.modules, 'ray' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
     assert "Input should be a valid" in proc.stderr and not (tmp_path / "out").exists()

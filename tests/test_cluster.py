@@ -16,15 +16,39 @@ from tests.conftest import CONFIGS
 
 def test_cluster_bootstrap_outside_slurm_is_refused(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
-    proc = subprocess.run([sys.executable, "-m", "hpcinv.cli", "cluster", "train", str(CONFIGS / "tiny_train.yaml"),
-                           "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpcinv.cli",
+            "cluster",
+            "train",
+            str(CONFIGS / "tiny_train.yaml"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "not inside a SLURM job step" in proc.stderr, proc.stderr
 
 
 def test_slurm_task_reads_allocation_from_environment():
-    env = {"SLURM_JOB_ID": "77", "SLURM_NODEID": "1", "SLURM_NNODES": "2", "SLURM_STEP_NUM_NODES": "2",
-           "SLURM_NTASKS": "2", "SLURM_CPUS_ON_NODE": "8", "SLURM_GPUS_ON_NODE": "4", "SLURM_MEM_PER_NODE": "16000",
-           "SLURM_RESTART_COUNT": "3", "SLURM_STEP_ID": "0", "SLURMD_NODENAME": "gpu17"}
+    env = {
+        "SLURM_JOB_ID": "77",
+        "SLURM_NODEID": "1",
+        "SLURM_NNODES": "2",
+        "SLURM_STEP_NUM_NODES": "2",
+        "SLURM_NTASKS": "2",
+        "SLURM_CPUS_ON_NODE": "8",
+        "SLURM_GPUS_ON_NODE": "4",
+        "SLURM_MEM_PER_NODE": "16000",
+        "SLURM_RESTART_COUNT": "3",
+        "SLURM_STEP_ID": "0",
+        "SLURMD_NODENAME": "gpu17",
+    }
     task = SlurmTask.from_env(env)
     assert (task.cpus, task.gpus, task.mem_bytes, task.node_name) == (8, 4, 16000 * 2**20, "gpu17")
     assert task.attempt == "77.r3.s0" and str(temp_dir(task, "/tmp")) == "/tmp/ray-77.r3.s0.n1"
@@ -45,8 +69,13 @@ def test_a_requeued_node_removes_the_temp_dirs_of_earlier_attempts(monkeypatch):
     root = Path(tempfile.mkdtemp(prefix="h", dir="/tmp"))
     try:
         monkeypatch.setenv("HPCINV_RAY_TMP", str(root))
-        env = {"SLURM_JOB_ID": "42", "SLURM_NODEID": "0", "SLURM_NNODES": "1", "SLURM_NTASKS": "1",
-               "SLURM_RESTART_COUNT": "2"}
+        env = {
+            "SLURM_JOB_ID": "42",
+            "SLURM_NODEID": "0",
+            "SLURM_NNODES": "1",
+            "SLURM_NTASKS": "1",
+            "SLURM_RESTART_COUNT": "2",
+        }
         names = ["ray-42.r0.s0.n0", "ray-42.r1.s1.n0", "ray-42.r1.s0.n1", "ray-42.r2.s0.n0", "ray-420.r0.s0.n0"]
         for name in names:
             (root / name).mkdir()

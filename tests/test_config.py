@@ -13,8 +13,11 @@ def test_every_preset_validates_as_its_kind():
         cls = RefineConfig if "refine" in top else TrainConfig if top & {"model", "train"} else DataConfig
         raw = yaml.safe_load(path.read_text())
         overrides = []
-        if cls is DataConfig and raw.get("velocity", {}).get("source", "synthetic") != "synthetic" \
-                and not raw["velocity"].get("path"):
+        if (
+            cls is DataConfig
+            and raw.get("velocity", {}).get("source", "synthetic") != "synthetic"
+            and not raw["velocity"].get("path")
+        ):
             overrides = ["velocity.path=models.npz"]  # presets of imported collections take the path as a setting
         if cls is TrainConfig and not (raw.get("data") or {}).get("train"):
             overrides = ["data.train=runs/some_dataset"]

@@ -21,8 +21,14 @@ def _fatbin(entries) -> bytes:
 
 def test_kernel_targets_reads_cubins_and_ptx(tmp_path):
     lib = tmp_path / "lib.so"
-    lib.write_bytes(b"\x7fELF junk" + _fatbin([(2, 80, 1, 7, b"x" * 100), (1, 70, 8, 5, b"ptx text")])
-                    + b"more" + _fatbin([(2, 90, 1, 7, b"y" * 10)]) + struct.pack("<I", FATBIN_MAGIC) + b"cut")
+    lib.write_bytes(
+        b"\x7fELF junk"
+        + _fatbin([(2, 80, 1, 7, b"x" * 100), (1, 70, 8, 5, b"ptx text")])
+        + b"more"
+        + _fatbin([(2, 90, 1, 7, b"y" * 10)])
+        + struct.pack("<I", FATBIN_MAGIC)
+        + b"cut"
+    )
     assert kernel_targets(lib) == {"sm": [80, 90], "ptx": [(70, "8.5")]}
 
 
@@ -31,15 +37,18 @@ def test_deepwave_ships_sm86_sm89_and_ptx_8_4():
     assert kernel_targets(deepwave_library()) == {"sm": [86, 89], "ptx": [(50, "8.4")]}
 
 
-@pytest.mark.parametrize(("capability", "driver", "ok", "how"), [
-    ((8, 6), 12020, True, "machine code for sm_86"),
-    ((8, 7), 12020, True, "machine code for sm_86"),  # same major, higher minor: binary compatible
-    ((8, 9), None, True, "machine code for sm_89"),
-    ((9, 0), 12040, True, "PTX ISA 8.4 JIT-compiled"),  # H100 on a CUDA 12.4 driver
-    ((9, 0), 12020, False, "a CUDA 12.4 driver or newer), this driver supports CUDA 12.2"),
-    ((8, 0), None, False, "no CUDA driver was found"),
-    ((3, 5), 12080, False, "no machine code for sm_35"),  # older than the PTX target
-])
+@pytest.mark.parametrize(
+    ("capability", "driver", "ok", "how"),
+    [
+        ((8, 6), 12020, True, "machine code for sm_86"),
+        ((8, 7), 12020, True, "machine code for sm_86"),  # same major, higher minor: binary compatible
+        ((8, 9), None, True, "machine code for sm_89"),
+        ((9, 0), 12040, True, "PTX ISA 8.4 JIT-compiled"),  # H100 on a CUDA 12.4 driver
+        ((9, 0), 12020, False, "a CUDA 12.4 driver or newer), this driver supports CUDA 12.2"),
+        ((8, 0), None, False, "no CUDA driver was found"),
+        ((3, 5), 12080, False, "no machine code for sm_35"),  # older than the PTX target
+    ],
+)
 def test_runs_on(capability, driver, ok, how):
     got_ok, got_how = runs_on(capability, {"sm": [86, 89], "ptx": [(50, "8.4")]}, driver)
     assert got_ok is ok and how in got_how

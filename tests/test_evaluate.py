@@ -41,8 +41,19 @@ def short_run(tiny_run):
 
 def test_evaluate_a_run_and_a_bare_checkpoint_side_by_side(short_run, tiny_dataset, tmp_path):
     ckpt = next(short_run.glob("checkpoint_epoch*/state.pt"))
-    proc = run_cli("evaluate", str(short_run), str(ckpt), "--data", str(tiny_dataset), "--out", str(tmp_path / "r"),
-                   "--misfit-samples", "1", "--figures", "1")
+    proc = run_cli(
+        "evaluate",
+        str(short_run),
+        str(ckpt),
+        "--data",
+        str(tiny_dataset),
+        "--out",
+        str(tmp_path / "r"),
+        "--misfit-samples",
+        "1",
+        "--figures",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert len(results) == 3  # one row per run in the comparison, and the data-free baseline
@@ -62,8 +73,19 @@ def test_evaluate_a_run_and_a_bare_checkpoint_side_by_side(short_run, tiny_datas
 
 def test_evaluate_bad_inputs(short_run, tiny_dataset, tmp_path):
     other = tmp_path / "other"
-    assert run_cli("generate", "configs/tiny.yaml", "--out", str(other), "--in-process", "--quiet",
-                   "dataset.n_samples=2", "survey.n_shots=3").returncode == 0
+    assert (
+        run_cli(
+            "generate",
+            "configs/tiny.yaml",
+            "--out",
+            str(other),
+            "--in-process",
+            "--quiet",
+            "dataset.n_samples=2",
+            "survey.n_shots=3",
+        ).returncode
+        == 0
+    )
     (tmp_path / "a-file").write_text("mine")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     cases = [
@@ -79,8 +101,9 @@ def test_evaluate_bad_inputs(short_run, tiny_dataset, tmp_path):
         line = one_error_line(run_cli("evaluate", *args, "--out", str(tmp_path / "rep")))
         assert expect in line, (args, line)
         assert not (tmp_path / "rep").exists()  # nothing is written for a refused evaluation
-    line = one_error_line(run_cli("evaluate", str(short_run), "--data", str(tiny_dataset), "--out",
-                                  str(tmp_path / "a-file")))
+    line = one_error_line(
+        run_cli("evaluate", str(short_run), "--data", str(tiny_dataset), "--out", str(tmp_path / "a-file"))
+    )
     assert "is a file; give a folder" in line and (tmp_path / "a-file").read_text() == "mine"
 
 

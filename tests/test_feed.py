@@ -55,8 +55,7 @@ def test_the_feed_gives_what_the_per_sample_path_gave(tiny_dataset):
     norm = _norm(tiny_dataset)
     ds = ShardedDataset(tiny_dataset, norm)
     order = [4, 11, 19, 0, 7]
-    got = list(DeviceFeed(norm, torch.device("cpu"), depth=2)(
-        RawBatches(ds)[b] for b in batches_of(order, 2)))
+    got = list(DeviceFeed(norm, torch.device("cpu"), depth=2)(RawBatches(ds)[b] for b in batches_of(order, 2)))
     assert [len(g) for g, _ in got] == [2, 2, 1]
     gathers, target = torch.cat([g for g, _ in got]), torch.cat([t for _, t in got])
     assert gathers.dtype == torch.float32 and target.shape == (5, 1, *read_manifest(tiny_dataset)["velocity_shape"])
@@ -80,8 +79,11 @@ def test_the_cache_holds_the_stored_bytes_and_refuses_what_does_not_fit(tiny_dat
     with pytest.raises(IndexError, match="not in this rank's cache"):
         cache.take([int(np.setdiff1d(np.arange(len(ds)), mine)[0])])
     monkeypatch.setattr(batches_module, "available_host_bytes", lambda: 10_000)
-    with pytest.raises(HpcinvError, match=r"data.cache=memory needs 0\.\d+ GiB .* has 0\.00 GiB available.*"
-                                          r"data.cache=none"):
+    with pytest.raises(
+        HpcinvError,
+        match=r"data.cache=memory needs 0\.\d+ GiB .* has 0\.00 GiB available.*"
+        r"data.cache=none",
+    ):
         RawCache(ds, mine, torch.device("cpu"))
 
 

@@ -64,8 +64,9 @@ def _check_complete(out, n_samples):
 
 def test_two_actors_complete_and_match_in_process_regeneration(tmp_path):
     out = tmp_path / "ds"
-    proc = run_cli("generate", TINY, "--out", str(out), "--quiet", "--workers", "2", "dataset.n_samples=12",
-                   "dataset.shard_size=3")
+    proc = run_cli(
+        "generate", TINY, "--out", str(out), "--quiet", "--workers", "2", "dataset.n_samples=12", "dataset.shard_size=3"
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["extra"]["workers"] == 2 and summary["computed_shards"] == 4
@@ -81,9 +82,25 @@ def test_two_actors_complete_and_match_in_process_regeneration(tmp_path):
 
 def test_killed_modelling_actor_is_replaced_and_nothing_is_lost(tmp_path):
     out = tmp_path / "ds"
-    proc = subprocess.Popen([sys.executable, "-m", "hpcinv.cli", "generate", TINY, "--out", str(out), "--quiet",
-                             "--workers", "2", *MANY_SHARDS], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hpcinv.cli",
+            "generate",
+            TINY,
+            "--out",
+            str(out),
+            "--quiet",
+            "--workers",
+            "2",
+            *MANY_SHARDS,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_shards(out, 2, proc)
     victims = descendants(proc.pid, "ray::ModellingActor")
     assert victims, "no modelling actor process found"
@@ -98,8 +115,19 @@ def test_killed_modelling_actor_is_replaced_and_nothing_is_lost(tmp_path):
 
 def test_killed_driver_resumes_computing_only_missing_shards(tmp_path, reap):
     out = tmp_path / "ds"
-    args = [sys.executable, "-m", "hpcinv.cli", "generate", TINY, "--out", str(out), "--quiet", "--workers", "2",
-            *MANY_SHARDS]
+    args = [
+        sys.executable,
+        "-m",
+        "hpcinv.cli",
+        "generate",
+        TINY,
+        "--out",
+        str(out),
+        "--quiet",
+        "--workers",
+        "2",
+        *MANY_SHARDS,
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_shards(out, 4, proc)
     reap.extend(descendants(proc.pid))
@@ -134,8 +162,19 @@ def test_collection_is_shared_with_actors(tmp_path):
     models = np.stack([np.full((48, 64), 3000.0 + 50 * i, dtype=np.float32) for i in range(6)])
     np.savez(tmp_path / "m.npz", v=models)
     out = tmp_path / "ds"
-    proc = run_cli("generate", TINY, "--out", str(out), "--quiet", "--workers", "2", "velocity.source=npz",
-                   f"velocity.path={tmp_path / 'm.npz'}", "dataset.n_samples=null", "dataset.shard_size=2")
+    proc = run_cli(
+        "generate",
+        TINY,
+        "--out",
+        str(out),
+        "--quiet",
+        "--workers",
+        "2",
+        "velocity.source=npz",
+        f"velocity.path={tmp_path / 'm.npz'}",
+        "dataset.n_samples=null",
+        "dataset.shard_size=2",
+    )
     assert proc.returncode == 0, proc.stderr
     ds = _check_complete(out, 6)
     assert [float(ds.read(i)[1][0, 0]) for i in range(6)] == [3000.0 + 50 * i for i in range(6)]
@@ -143,8 +182,17 @@ def test_collection_is_shared_with_actors(tmp_path):
 
 def test_splits_are_recorded_and_selectable(tmp_path):
     out = tmp_path / "ds"
-    proc = run_cli("generate", TINY, "--out", str(out), "--quiet", "--in-process", "dataset.n_samples=10",
-                   "dataset.shard_size=4", "dataset.splits={train: 0.8, val: 0.1, test: 0.1}")
+    proc = run_cli(
+        "generate",
+        TINY,
+        "--out",
+        str(out),
+        "--quiet",
+        "--in-process",
+        "dataset.n_samples=10",
+        "dataset.shard_size=4",
+        "dataset.splits={train: 0.8, val: 0.1, test: 0.1}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert read_manifest(out)["splits"] == {"train": [0, 8], "val": [8, 9], "test": [9, 10]}
     assert ShardedDataset(out, split="train").indices.tolist() == list(range(8))
@@ -167,8 +215,18 @@ def test_fcnvmb_sim_data_preset_models_the_reference_models(tmp_path):
     assert np.array_equal(source.model(0), ref["train"][0]) and np.array_equal(source.model(1600), ref["test"][0])
     # one real sample at paper size, 2 shots, to keep the test short
     out = tmp_path / "ds"
-    proc = run_cli("generate", str(CONFIGS / "fcnvmb_sim_data.yaml"), "--out", str(out), "--quiet", "--in-process",
-                   f"velocity.path={FCNVMB_NPZ}", "dataset.n_samples=1", "dataset.splits=null", "survey.n_shots=2")
+    proc = run_cli(
+        "generate",
+        str(CONFIGS / "fcnvmb_sim_data.yaml"),
+        "--out",
+        str(out),
+        "--quiet",
+        "--in-process",
+        f"velocity.path={FCNVMB_NPZ}",
+        "dataset.n_samples=1",
+        "dataset.splits=null",
+        "survey.n_shots=2",
+    )
     assert proc.returncode == 0, proc.stderr
     g, v = ShardedDataset(out).read(0)
     assert g.shape == (2, 400, 301) and g.dtype == np.float16 and np.array_equal(v, ref["train"][0])

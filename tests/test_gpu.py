@@ -17,8 +17,10 @@ from hpcinv.train.parallel import grad_scaler
 from hpcinv.velocity import make_source
 from tests.conftest import CONFIGS
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible here)")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible here)"),
+]
 
 
 def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -51,8 +53,21 @@ def test_a_bf16_training_step_on_cuda():
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     gathers, target = torch.randn(4, 5, 64, 48, device=device), torch.rand(4, 1, 32, 48, device=device)
-    losses = [float(train_step(model, gathers, target, optimizer, grad_scaler("bf16", device),
-                               torch.nn.functional.mse_loss, "bf16", device)) for _ in range(3)]
+    losses = [
+        float(
+            train_step(
+                model,
+                gathers,
+                target,
+                optimizer,
+                grad_scaler("bf16", device),
+                torch.nn.functional.mse_loss,
+                "bf16",
+                device,
+            )
+        )
+        for _ in range(3)
+    ]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 

@@ -30,7 +30,8 @@ def test_every_section_runs_on_the_cpu_at_toy_sizes():
     sections = ("card", "deepwave", "generate", "train", "loader")
     assert not {name: doc[name]["error"] for name in sections if "error" in doc[name]}
     assert doc["deepwave"]["updates_per_s"] > 0 and doc["generate"]["models_per_call_4"]["generate_samples_per_s"] > 0
-    assert set(doc["train"]["results"]) == {f"{p}/{m}" for p in ("fp32", "bf16")
-                                           for m in ("none", "blocks", "units", "nested")}
+    assert set(doc["train"]["results"]) == {
+        f"{p}/{m}" for p in ("fp32", "bf16") for m in ("none", "blocks", "units", "nested")
+    }
     assert all(row["largest_batch"] == 2 for row in doc["train"]["results"].values())
     assert doc["loader"]["disk/workers4"]["samples_per_s"] > 0 and doc["loader"]["cache/pinned"]["place"] == "host"

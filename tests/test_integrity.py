@@ -53,8 +53,14 @@ def _newest_epoch(run) -> int:
 
 
 def _popen(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hpcinv.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpcinv.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _wait(what: str, condition, proc: subprocess.Popen | None = None, timeout: float = 240) -> None:
@@ -72,8 +78,9 @@ def _wait(what: str, condition, proc: subprocess.Popen | None = None, timeout: f
 
 def test_a_second_writer_is_refused_and_the_first_dataset_verifies(tmp_path):
     out = tmp_path / "ds"
-    first = _popen("generate", TINY, "--out", str(out), "--quiet", "--in-process", "dataset.n_samples=200",
-                   "dataset.shard_size=4")
+    first = _popen(
+        "generate", TINY, "--out", str(out), "--quiet", "--in-process", "dataset.n_samples=200", "dataset.shard_size=4"
+    )
 
     def shards_written() -> int:
         with contextlib.suppress(Exception):
@@ -84,8 +91,9 @@ def test_a_second_writer_is_refused_and_the_first_dataset_verifies(tmp_path):
     same = run_cli("generate", TINY, "--out", str(out), "--in-process", "dataset.n_samples=200", "dataset.shard_size=4")
     line = one_error_line(same)
     assert f"dataset folder '{out}' is in use by" in line and f"pid {first.pid}" in line
-    other = run_cli("generate", TINY, "--out", str(out), "--in-process", "--restart", "dataset.n_samples=8",
-                    "dataset.seed=1")
+    other = run_cli(
+        "generate", TINY, "--out", str(out), "--in-process", "--restart", "dataset.n_samples=8", "dataset.seed=1"
+    )
     assert "is in use by" in one_error_line(other)
     assert first.poll() is None, "the first run should still be running"
     stdout, stderr = first.communicate(timeout=300)
@@ -130,8 +138,9 @@ def test_a_damaged_manifest_is_rebuilt_from_the_shards(tiny_dataset, tmp_path):
         proc = run_cli("verify", str(ds))
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert proc.stdout.startswith("FAIL ") and "damaged manifest" in proc.stdout
-    assert "damaged manifest" in one_error_line(run_cli("train", TRAIN, "--out", str(tmp_path / "r"),
-                                                        f"data.train={ds}"))
+    assert "damaged manifest" in one_error_line(
+        run_cli("train", TRAIN, "--out", str(tmp_path / "r"), f"data.train={ds}")
+    )
     rebuilt = run_cli("generate", TINY, "--out", str(ds), "--quiet", "--in-process")
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
     summary = json.loads(rebuilt.stdout)
@@ -170,8 +179,9 @@ def test_a_damaged_sample_stops_training_and_evaluation_naming_it(tiny_dataset, 
     line = one_error_line(run_cli("evaluate", str(tiny_run), "--data", str(ds), "--out", str(tmp_path / "rep")))
     assert "shard-000001.h5: sample 9 (row 1) is damaged" in line
     # data.verify=full finds it before Ray starts
-    line = one_error_line(run_cli("train", TRAIN, "--out", str(tmp_path / "r2"), f"data.train={ds}",
-                                  "data.verify=full"))
+    line = one_error_line(
+        run_cli("train", TRAIN, "--out", str(tmp_path / "r2"), f"data.train={ds}", "data.verify=full")
+    )
     assert "shard-000001.h5: corrupted: sha256 differs" in line and not (tmp_path / "r2").exists()
 
 
@@ -219,8 +229,18 @@ def test_the_guard_sees_nan_and_inf_beyond_the_loss():
 
 def test_diverging_training_never_writes_a_nonfinite_checkpoint(tiny_dataset, tmp_path):
     run = tmp_path / "run"
-    line = one_error_line(run_cli("train", TRAIN, "--out", str(run), f"data.train={tiny_dataset}", "train.lr=1e30",
-                                  "train.epochs=3", "tracking.mode=disabled"))
+    line = one_error_line(
+        run_cli(
+            "train",
+            TRAIN,
+            "--out",
+            str(run),
+            f"data.train={tiny_dataset}",
+            "train.lr=1e30",
+            "train.epochs=3",
+            "tracking.mode=disabled",
+        )
+    )
     assert "training stopped: NaN/Inf in the loss, weights, BatchNorm statistics or optimizer state" in line
     kept = list_checkpoints(run)
     assert ("no checkpoint has been written yet" in line) == (not kept)
@@ -233,8 +253,9 @@ def test_evaluate_refuses_a_checkpoint_holding_nan(tiny_run, tiny_dataset, tmp_p
     key = next(k for k in state["model"] if k.endswith("running_var"))
     state["model"][key][0] = float("inf")
     torch.save(state, tmp_path / "state.pt")
-    line = one_error_line(run_cli("evaluate", str(tmp_path / "state.pt"), "--data", str(tiny_dataset), "--out",
-                                  str(tmp_path / "rep")))
+    line = one_error_line(
+        run_cli("evaluate", str(tmp_path / "state.pt"), "--data", str(tiny_dataset), "--out", str(tmp_path / "rep"))
+    )
     assert f"holds NaN/Inf values (in {key})" in line and not (tmp_path / "rep").exists()
 
 
@@ -243,17 +264,41 @@ def test_evaluate_refuses_a_checkpoint_holding_nan(tiny_run, tiny_dataset, tmp_p
 
 def test_evaluation_refuses_another_survey_unless_allowed(tiny_run, tmp_path):
     other = tmp_path / "other"
-    proc = run_cli("generate", TINY, "--out", str(other), "--in-process", "--quiet", "dataset.n_samples=4",
-                   "dataset.shard_size=4", "survey.f0_hz=5.0", "grid.dx_m=12.0", "survey.source_x_m=[0.0, 150.0, "
-                   "300.0, 450.0, 600.0]")
+    proc = run_cli(
+        "generate",
+        TINY,
+        "--out",
+        str(other),
+        "--in-process",
+        "--quiet",
+        "dataset.n_samples=4",
+        "dataset.shard_size=4",
+        "survey.f0_hz=5.0",
+        "grid.dx_m=12.0",
+        "survey.source_x_m=[0.0, 150.0, 300.0, 450.0, 600.0]",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = one_error_line(run_cli("evaluate", str(tiny_run), "--data", str(other), "--out", str(tmp_path / "rep")))
-    for key in ("f0_hz is 5.0 in the data but 8.0 in training", "dx_m is 12.0 in the data but 15.0 in training",
-                "source_cells_zx differs"):
+    for key in (
+        "f0_hz is 5.0 in the data but 8.0 in training",
+        "dx_m is 12.0 in the data but 15.0 in training",
+        "source_cells_zx differs",
+    ):
         assert key in line, line
     assert "--allow-survey-mismatch" in line and not (tmp_path / "rep").exists()
-    proc = run_cli("evaluate", str(tiny_run), "--data", str(other), "--out", str(tmp_path / "rep"),
-                   "--allow-survey-mismatch", "--misfit-samples", "0", "--figures", "0")
+    proc = run_cli(
+        "evaluate",
+        str(tiny_run),
+        "--data",
+        str(other),
+        "--out",
+        str(tmp_path / "rep"),
+        "--allow-survey-mismatch",
+        "--misfit-samples",
+        "0",
+        "--figures",
+        "0",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = (tmp_path / "rep" / "metrics.md").read_text()
     assert "## Warnings" in report and "survey differs from training" in report and "f0_hz" in report
@@ -261,12 +306,31 @@ def test_evaluation_refuses_another_survey_unless_allowed(tiny_run, tmp_path):
 
 def test_velocities_outside_the_trained_range_are_reported(tiny_run, tmp_path):
     slow = tmp_path / "slow"
-    proc = run_cli("generate", TINY, "--out", str(slow), "--in-process", "--quiet", "dataset.n_samples=4",
-                   "dataset.shard_size=4", "velocity.synthetic.v_top_mps=[1400.0, 1450.0]",
-                   "modelling.min_points_per_wavelength=4.0")
+    proc = run_cli(
+        "generate",
+        TINY,
+        "--out",
+        str(slow),
+        "--in-process",
+        "--quiet",
+        "dataset.n_samples=4",
+        "dataset.shard_size=4",
+        "velocity.synthetic.v_top_mps=[1400.0, 1450.0]",
+        "modelling.min_points_per_wavelength=4.0",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = run_cli("evaluate", str(tiny_run), "--data", str(slow), "--out", str(tmp_path / "rep"),
-                   "--misfit-samples", "0", "--figures", "0")
+    proc = run_cli(
+        "evaluate",
+        str(tiny_run),
+        "--data",
+        str(slow),
+        "--out",
+        str(tmp_path / "rep"),
+        "--misfit-samples",
+        "0",
+        "--figures",
+        "0",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     (result,) = [r for name, r in results.items() if "baseline" not in name]
@@ -290,8 +354,12 @@ def test_interrupted_training_resumes_from_the_newest_checkpoint(tiny_dataset, t
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == code, stderr[-3000:]
         lines = [ln for ln in stderr.splitlines() if "hpcinv: " in ln]
-        assert len(lines) == 1 and f"hpcinv: interrupted by {sig.name}: training stopped; the newest checkpoint, " \
-            "checkpoint_epoch" in lines[0] and "re-run the same command to resume" in lines[0], stderr[-2000:]
+        assert (
+            len(lines) == 1
+            and f"hpcinv: interrupted by {sig.name}: training stopped; the newest checkpoint, checkpoint_epoch"
+            in lines[0]
+            and "re-run the same command to resume" in lines[0]
+        ), stderr[-2000:]
         kept = list_checkpoints(run)
         assert 1 <= len(kept) <= 2  # keep_checkpoints: 2
         newest = _newest_epoch(run)
@@ -314,11 +382,13 @@ def test_gpu_requests_without_gpus_fail_in_seconds(tiny_dataset, tmp_path):
     t0 = time.time()
     line = one_error_line(run_cli("generate", TINY, "--out", str(tmp_path / "a"), "modelling.device=cuda"))
     assert "modelling.device=cuda but the Ray cluster has no GPU" in line
-    line = one_error_line(run_cli("generate", TINY, "--out", str(tmp_path / "b"), "--in-process",
-                                  "modelling.device=cuda"))
+    line = one_error_line(
+        run_cli("generate", TINY, "--out", str(tmp_path / "b"), "--in-process", "modelling.device=cuda")
+    )
     assert "modelling.device=cuda but this machine has no usable CUDA GPU" in line
-    line = one_error_line(run_cli("train", TRAIN, "--out", str(tmp_path / "c"), f"data.train={tiny_dataset}",
-                                  "scaling.use_gpu=true"))
+    line = one_error_line(
+        run_cli("train", TRAIN, "--out", str(tmp_path / "c"), f"data.train={tiny_dataset}", "scaling.use_gpu=true")
+    )
     assert "scaling.num_workers=2 needs {'CPU': 2, 'GPU': 2} but the Ray cluster has" in line
     assert time.time() - t0 < 120 and not any((tmp_path / n).exists() for n in "abc")
 
@@ -330,8 +400,17 @@ def test_an_unreachable_wandb_server_means_offline_not_failure(tiny_dataset, tmp
     run = tmp_path / "run"
     env = {"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "k" * 40}
     t0 = time.time()
-    proc = run_cli("train", TRAIN, "--out", str(run), f"data.train={tiny_dataset}", "train.epochs=1",
-                   "tracking.mode=online", "tracking.init_timeout_s=3", env=env)
+    proc = run_cli(
+        "train",
+        TRAIN,
+        "--out",
+        str(run),
+        f"data.train={tiny_dataset}",
+        "train.epochs=1",
+        "tracking.mode=online",
+        "tracking.init_timeout_s=3",
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "W&B server unreachable: http://127.0.0.1:9" in proc.stderr and "wandb sync" in proc.stderr
     assert json.loads(proc.stdout)["tracking"] == "offline" and len(list(run.glob("wandb/offline-run-*"))) == 1
@@ -374,15 +453,17 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path):
         pytest.skip("unshare is not installed")
     mount = tmp_path / "small"
     mount.mkdir()
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mount}"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mount}"], capture_output=True, text=True
+    )
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {probe.stderr.strip()}")
     out = mount / "ds"
-    script = (f"mount -t tmpfs -o size=1500k tmpfs {mount} && {sys.executable} -m hpcinv.cli generate {TINY} "
-              f"--out {out} --quiet --workers 2; echo rc=$?; ls -A {out / 'shards'}")
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    script = (
+        f"mount -t tmpfs -o size=1500k tmpfs {mount} && {sys.executable} -m hpcinv.cli generate {TINY} "
+        f"--out {out} --quiet --workers 2; echo rc=$?; ls -A {out / 'shards'}"
+    )
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert "rc=2" in proc.stdout, (proc.stdout, proc.stderr[-3000:])
     errors = [ln for ln in proc.stderr.splitlines() if "hpcinv: error:" in ln]
     assert len(errors) == 1 and "disk full: cannot write" in errors[0] and "Traceback" not in proc.stderr

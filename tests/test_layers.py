@@ -11,11 +11,17 @@ from tests.conftest import ROOT
 
 # lowest first; a package may import its own layer (without a cycle) and every layer below
 LAYERS = [
-    ["errors", "presets"], ["fileio"], ["config"],
+    ["errors", "presets"],
+    ["fileio"],
+    ["config"],
     ["physics", "velocity", "nets", "store", "metrics", "doctor"],  # science and data
     ["work", "actors"],  # the shard-work protocol and the Ray session / actor pool
-    ["train", "generate"], ["predict"], ["evaluate"], ["refine"],
-    ["cluster", "jobs", "quickstart"], ["cli"],
+    ["train", "generate"],
+    ["predict"],
+    ["evaluate"],
+    ["refine"],
+    ["cluster", "jobs", "quickstart"],
+    ["cli"],
 ]
 SCIENCE = ["physics", "velocity", "nets", "store", "metrics"]
 DISTRIBUTED = ("ray", "submitit", "torch.distributed", "hpcinv.actors", "hpcinv.cluster", "hpcinv.jobs", "launch")
@@ -98,6 +104,9 @@ def test_no_upward_import():
 
 @pytest.mark.parametrize("package", SCIENCE)
 def test_science_imports_nothing_distributed(package):
-    bad = {name: sorted(m for m in _imports(name, path) if m.startswith(DISTRIBUTED))
-           for name, path in MODULES.items() if _package(name) == package}
+    bad = {
+        name: sorted(m for m in _imports(name, path) if m.startswith(DISTRIBUTED))
+        for name, path in MODULES.items()
+        if _package(name) == package
+    }
     assert not {k: v for k, v in bad.items() if v}

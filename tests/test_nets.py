@@ -36,17 +36,22 @@ def test_pooled_and_standard_skips_differ_but_share_parameters():
         FCNVMB(skip="dense")
 
 
-@pytest.mark.parametrize("shape_in, shape_out",
-                         [((200, 64), (48, 64)), ((128, 70), (201, 101)), ((250, 151), (101, 151))])
+@pytest.mark.parametrize(
+    "shape_in, shape_out", [((200, 64), (48, 64)), ((128, 70), (201, 101)), ((250, 151), (101, 151))]
+)
 def test_small_configs_cover_any_output_grid(shape_in, shape_out):
     with torch.no_grad():
         assert FCNVMB(3, shape_out, 4, 2).eval()(torch.randn(1, 3, *shape_in)).shape == (1, 1, *shape_out)
-        assert InversionNet(3, shape_in, shape_out, (4, 4, 8, 8, 16)).eval()(
-            torch.randn(1, 3, *shape_in)).shape == (1, 1, *shape_out)
+        assert InversionNet(3, shape_in, shape_out, (4, 4, 8, 8, 16)).eval()(torch.randn(1, 3, *shape_in)).shape == (
+            1,
+            1,
+            *shape_out,
+        )
 
 
-@pytest.mark.parametrize(("skip_hw", "x_hw"), [((4, 6), (2, 3)), ((5, 7), (3, 4)), ((3, 4), (3, 4)),
-                                             ((1, 1), (3, 4)), ((7, 9), (2, 3))])
+@pytest.mark.parametrize(
+    ("skip_hw", "x_hw"), [((4, 6), (2, 3)), ((5, 7), (3, 4)), ((3, 4), (3, 4)), ((1, 1), (3, 4)), ((7, 9), (2, 3))]
+)
 def test_decoder_conv_equals_the_official_pad_and_concatenation(skip_hw, x_hw):
     """conv_concat never builds the padded skip or the concatenation; the result must not change:
     skips smaller than, equal to (no padding) and larger than (cropped) the upsampled features."""
@@ -82,8 +87,11 @@ def test_activation_checkpointing_leaves_every_tensor_as_without_it(net, mode):
     """In float64, a checkpointed step ends with bit-identical weights, gradients and BatchNorm state
     (the recompute in backward must not update the running statistics a second time)."""
     torch.manual_seed(0)
-    make = (lambda: FCNVMB(5, (48, 64), 8, 3)) if net == "fcnvmb" else (lambda: InversionNet(5, (200, 64), (48, 64),
-                                                                                             (4, 8, 8, 16, 16)))
+    make = (
+        (lambda: FCNVMB(5, (48, 64), 8, 3))
+        if net == "fcnvmb"
+        else (lambda: InversionNet(5, (200, 64), (48, 64), (4, 8, 8, 16, 16)))
+    )
     plain = make().double()
     wrapped = make().double()
     wrapped.load_state_dict(plain.state_dict())

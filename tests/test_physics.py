@@ -23,9 +23,17 @@ CENTRE = 60
 def _homogeneous_run(offsets_cells, accuracy=8, f0=12.0):
     """Source at the centre of a 121 x 121 float64 model; receivers on the same row."""
     grid = GridConfig(nz=121, nx=121, dx_m=DX)
-    survey = SurveyConfig(n_shots=1, source_x_m=[CENTRE * DX], source_depth_m=CENTRE * DX,
-                          receiver_x_m=[(CENTRE + k) * DX for k in offsets_cells], receiver_depth_m=CENTRE * DX,
-                          f0_hz=f0, dt_s=0.0005, nt=700, downsample=1)
+    survey = SurveyConfig(
+        n_shots=1,
+        source_x_m=[CENTRE * DX],
+        source_depth_m=CENTRE * DX,
+        receiver_x_m=[(CENTRE + k) * DX for k in offsets_cells],
+        receiver_depth_m=CENTRE * DX,
+        f0_hz=f0,
+        dt_s=0.0005,
+        nt=700,
+        downsample=1,
+    )
     modelling = ModellingConfig(accuracy=accuracy, max_vel_mps=C, pml_width=30)
     vel = np.full((grid.nz, grid.nx), C, dtype=np.float64)
     data_TR = simulate(vel, survey, grid, modelling, dtype=torch.float64)[0].numpy()
@@ -61,8 +69,16 @@ def test_reciprocity_in_heterogeneous_model():
     depth_a, depth_b = 3 * cfg.grid.dx_m, 10 * cfg.grid.dx_m
 
     def trace(src_x, src_z, rec_x, rec_z):
-        survey = cfg.survey.model_copy(update=dict(n_shots=1, source_x_m=[src_x], source_depth_m=src_z,
-                                                   receiver_x_m=[rec_x], receiver_depth_m=rec_z, downsample=1))
+        survey = cfg.survey.model_copy(
+            update=dict(
+                n_shots=1,
+                source_x_m=[src_x],
+                source_depth_m=src_z,
+                receiver_x_m=[rec_x],
+                receiver_depth_m=rec_z,
+                downsample=1,
+            )
+        )
         return simulate(vel, survey, cfg.grid, cfg.modelling)[0, :, 0].numpy()
 
     ab = trace(a_x, depth_a, b_x, depth_b)
@@ -82,8 +98,9 @@ def test_batch_equals_single_and_layout():
     assert batch.dtype == torch.float32
     torch.testing.assert_close(batch[1], one, rtol=1e-5, atol=1e-6 * float(one.abs().max()))
     paired = cfg.modelling.model_copy(update={"models_per_call": 2})
-    torch.testing.assert_close(simulate(vel, cfg.survey, cfg.grid, paired), batch,
-                               rtol=1e-5, atol=1e-6 * float(batch.abs().max()))
+    torch.testing.assert_close(
+        simulate(vel, cfg.survey, cfg.grid, paired), batch, rtol=1e-5, atol=1e-6 * float(batch.abs().max())
+    )
     assert simulate(vel, cfg.survey, cfg.grid, cfg.modelling, dtype=torch.float16).dtype == torch.float16
 
 
@@ -109,15 +126,21 @@ def test_simulate_refuses_bad_velocity():
         simulate(vel[:, :10], cfg.survey, cfg.grid, cfg.modelling)
 
 
-@pytest.mark.parametrize("override, match", [
-    ("survey.f0_hz=25.0", r"points per wavelength.*use survey.f0_hz <= 8.89 or grid.dx_m <= 5.33"),
-    ("modelling.max_vel_mps=4000.0", r"models reach 4500 m/s.*max_vel_mps >= 4500"),
-    ("survey.source_x_m=[2000.0]", r"survey.source_x_m at 2000 m is outside the grid; valid positions are 0 .. 945"),
-    ("survey.receiver_depth_m=900.0", r"receiver_depth_m at 900 m is outside"),
-    ("survey.nt=200", r"record of 0.4 s.*use survey.nt >= 3"),
-    ("survey.downsample=40", r"Nyquist 6.25 Hz.*survey.downsample <= 12"),
-    ("survey.n_receivers=100", r"100 receivers do not fit"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("survey.f0_hz=25.0", r"points per wavelength.*use survey.f0_hz <= 8.89 or grid.dx_m <= 5.33"),
+        ("modelling.max_vel_mps=4000.0", r"models reach 4500 m/s.*max_vel_mps >= 4500"),
+        (
+            "survey.source_x_m=[2000.0]",
+            r"survey.source_x_m at 2000 m is outside the grid; valid positions are 0 .. 945",
+        ),
+        ("survey.receiver_depth_m=900.0", r"receiver_depth_m at 900 m is outside"),
+        ("survey.nt=200", r"record of 0.4 s.*use survey.nt >= 3"),
+        ("survey.downsample=40", r"Nyquist 6.25 Hz.*survey.downsample <= 12"),
+        ("survey.n_receivers=100", r"100 receivers do not fit"),
+    ],
+)
 def test_validation_names_bad_value_and_fix(override, match):
     cfg = tiny_config(override)
     with pytest.raises(HpcinvError, match=match):
@@ -158,7 +181,8 @@ def test_mirrored_model_equals_reversed_shots_and_receivers():
     odd = tiny_config()
     g = make_geometry(odd.survey, odd.grid)
     assert "source 2 at cell (z, x) = (0, 32) has no mirror image at (0, 31)" in mirror_asymmetry(
-        g.source_cells, g.receiver_cells, odd.grid.nx)
+        g.source_cells, g.receiver_cells, odd.grid.nx
+    )
 
 
 def test_mirror_some_flips_the_chosen_samples_only():

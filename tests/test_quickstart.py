@@ -13,8 +13,16 @@ pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
 
 def test_shortened_quickstart_writes_a_report(tmp_path):
     out = tmp_path / "qs"
-    args = ["quickstart", "--out", str(out), "--quiet", "gen.dataset.n_samples=40",
-            "gen.dataset.splits={train: 24, val: 8, test: 8}", "train.epochs=2", "train.batch_size=4"]
+    args = [
+        "quickstart",
+        "--out",
+        str(out),
+        "--quiet",
+        "gen.dataset.n_samples=40",
+        "gen.dataset.splits={train: 24, val: 8, test: 8}",
+        "train.epochs=2",
+        "train.batch_size=4",
+    ]
     proc = run_cli(*args, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out / "report" / "README.md"

@@ -29,8 +29,9 @@ FAST = ["refine.bands_hz=[6.0, null]", "refine.iterations_per_band=[4, 6]", "ref
 def small(tmp_path_factory):
     """A 6-sample tiny dataset in 6 shards."""
     out = tmp_path_factory.mktemp("refine") / "ds"
-    proc = run_cli("generate", TINY, "--out", str(out), "--in-process", "--quiet", "dataset.n_samples=6",
-                   "dataset.shard_size=3")
+    proc = run_cli(
+        "generate", TINY, "--out", str(out), "--in-process", "--quiet", "dataset.n_samples=6", "dataset.shard_size=3"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
@@ -44,8 +45,9 @@ def smoothed_store(ds_root, out, sigma=3.0, n=None):
     (out / "shards").mkdir(parents=True)
     records = []
     for spec in plan_shards(n, 4):
-        vel = np.stack([gaussian_smooth(torch.from_numpy(ds.read(i)[1]), sigma).numpy()
-                        for i in range(spec.start, spec.stop)])
+        vel = np.stack(
+            [gaussian_smooth(torch.from_numpy(ds.read(i)[1]), sigma).numpy() for i in range(spec.start, spec.stop)]
+        )
         records.append(write_velocity_shard(out / "shards", spec, 0, vel, config_hash="smoothed-truth"))
     write_manifest(out, new | {"shards": records})
     return out
@@ -90,8 +92,9 @@ def test_safeguard_never_returns_a_model_that_fits_the_data_worse_than_its_start
 def test_refine_from_a_store_writes_a_store_summary_and_figures_and_evaluate_compares_all(small, tmp_path):
     start = smoothed_store(small, tmp_path / "start")
     out = tmp_path / "refined"
-    proc = run_cli("refine", "--data", str(small), "--init", str(start), "--out", str(out), "--in-process", "--quiet",
-                   *FAST)
+    proc = run_cli(
+        "refine", "--data", str(small), "--init", str(start), "--out", str(out), "--in-process", "--quiet", *FAST
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] == 6 and len(summary["per_sample"]) == 6 and summary["bounds_mps"] == [1800.0, 4500.0]
@@ -106,8 +109,21 @@ def test_refine_from_a_store_writes_a_store_summary_and_figures_and_evaluate_com
     assert history.shape == (4, 10) and np.isfinite(history).all()
     # one report: the start, the refined models and the data-free baseline, all on the same samples
     report = tmp_path / "report"
-    proc = run_cli("evaluate", str(start), str(out), "--data", str(small), "--split", "all", "--out", str(report),
-                   "--baseline", str(small), "--figures", "1")
+    proc = run_cli(
+        "evaluate",
+        str(start),
+        str(out),
+        "--data",
+        str(small),
+        "--split",
+        "all",
+        "--out",
+        str(report),
+        "--baseline",
+        str(small),
+        "--figures",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((report / "metrics.json").read_text())
     # the evaluated split is recorded, not the baseline's (which names none here)
@@ -144,8 +160,25 @@ def _check_store(out, n):
 
 def test_killed_refine_actor_and_killed_driver_lose_nothing(small, tmp_path):
     out = tmp_path / "refined"
-    args = [sys.executable, "-m", "hpcinv.cli", "refine", "--data", str(small), "--init", "smooth", "--out", str(out),
-            "--quiet", "--workers", "2", "--figures", "0", "refine.shard_size=1", *FAST]
+    args = [
+        sys.executable,
+        "-m",
+        "hpcinv.cli",
+        "refine",
+        "--data",
+        str(small),
+        "--init",
+        "smooth",
+        "--out",
+        str(out),
+        "--quiet",
+        "--workers",
+        "2",
+        "--figures",
+        "0",
+        "refine.shard_size=1",
+        *FAST,
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: _on_disk(out) >= 1, proc, "one shard was written")
     victims = descendants(proc.pid, "ray::RefineActor")
@@ -161,8 +194,9 @@ def test_killed_refine_actor_and_killed_driver_lose_nothing(small, tmp_path):
     # the driver killed: the re-run keeps every finished shard and computes only the missing ones
     out2 = tmp_path / "again"
     args[args.index(str(out))] = str(out2)
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     _wait_for(lambda: _on_disk(out2) >= 2, proc, "two shards were written")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -178,12 +212,22 @@ def test_killed_refine_actor_and_killed_driver_lose_nothing(small, tmp_path):
     assert again.tobytes() == first.tobytes()  # deterministic: the same request gives the same models
 
 
-def test_predict_is_bit_identical_and_gathers_only_data_can_be_predicted_refined_and_scored(tiny_run, tiny_dataset,
-                                                                                             tmp_path):
+def test_predict_is_bit_identical_and_gathers_only_data_can_be_predicted_refined_and_scored(
+    tiny_run, tiny_dataset, tmp_path
+):
     runs = []
     for name in ("a", "b"):
-        proc = run_cli("predict", str(tiny_run), "--data", str(tiny_dataset), "--out", str(tmp_path / name),
-                       "--quiet", "--shard-size", "5")
+        proc = run_cli(
+            "predict",
+            str(tiny_run),
+            "--data",
+            str(tiny_dataset),
+            "--out",
+            str(tmp_path / name),
+            "--quiet",
+            "--shard-size",
+            "5",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(tmp_path / name)
     first, second = (sorted(p.read_bytes() for p in (r / "shards").glob("*.h5")) for r in runs)
@@ -205,27 +249,64 @@ def test_predict_is_bit_identical_and_gathers_only_data_can_be_predicted_refined
     _, reference = VelocityStore(runs[0]).read_range(0, 4)
     assert predicted.tobytes() == reference.tobytes()  # the same gathers give the same velocities
     out = tmp_path / "fr"
-    proc = run_cli("refine", "--data", str(field), "--init", str(tiny_run), "--out", str(out), "--in-process",
-                   "--quiet", "refine.shard_size=2", "refine.start_outside_max_fraction=1.0", *FAST)
+    proc = run_cli(
+        "refine",
+        "--data",
+        str(field),
+        "--init",
+        str(tiny_run),
+        "--out",
+        str(out),
+        "--in-process",
+        "--quiet",
+        "refine.shard_size=2",
+        "refine.start_outside_max_fraction=1.0",
+        *FAST,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] == 4 and summary["mean"]["misfit_after"] <= summary["mean"]["misfit_before"]
     assert "mae_before" not in summary["mean"] and (out / "start" / "manifest.json").is_file()
-    proc = run_cli("evaluate", str(out), "--data", str(field), "--out", str(tmp_path / "rep"), "--figures", "1",
-                   "--baseline", str(tiny_dataset))
+    proc = run_cli(
+        "evaluate",
+        str(out),
+        "--data",
+        str(field),
+        "--out",
+        str(tmp_path / "rep"),
+        "--figures",
+        "1",
+        "--baseline",
+        str(tiny_dataset),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     # no true velocities: the data misfit, and how much the models differ (no ratio to a truth's spread)
     assert set(results["fr (refined)"]["mean"]) == {"misfit", "spread"} and len(results) == 2
-    proc = run_cli("train", str(CONFIGS / "tiny_train.yaml"), "--out", str(tmp_path / "t"), f"data.train={field}",
-                   "tracking.mode=disabled")
+    proc = run_cli(
+        "train",
+        str(CONFIGS / "tiny_train.yaml"),
+        "--out",
+        str(tmp_path / "t"),
+        f"data.train={field}",
+        "tracking.mode=disabled",
+    )
     assert "holds gathers only" in one_error_line(proc)
 
 
 def test_refine_bad_inputs_are_one_line_and_write_nothing(small, tiny_run, tiny_dataset, tmp_path):
     other = tmp_path / "other"
-    proc = run_cli("generate", TINY, "--out", str(other), "--in-process", "--quiet", "dataset.n_samples=2",
-                   "dataset.shard_size=2", "survey.f0_hz=7.0")
+    proc = run_cli(
+        "generate",
+        TINY,
+        "--out",
+        str(other),
+        "--in-process",
+        "--quiet",
+        "dataset.n_samples=2",
+        "dataset.shard_size=2",
+        "survey.f0_hz=7.0",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     start = smoothed_store(small, tmp_path / "start")
     out = tmp_path / "out"
@@ -235,8 +316,17 @@ def test_refine_bad_inputs_are_one_line_and_write_nothing(small, tiny_run, tiny_
         (["--data", str(small), "--init", "smooth", "refine.v_min_mps=3000"], "exclude the start"),
         (["--data", str(small), "--init", "smooth", "refine.v_max_mps=5000"], "max_vel_mps=4500"),
         (["--data", str(small), "--init", "smooth", "refine.v_min_mps=1000"], "dispersive"),
-        (["--data", str(small), "--init", "smooth", "refine.bands_hz=[null, 3.0]", "refine.iterations_per_band=[5, 5]"],
-         "bands_hz must rise"),
+        (
+            [
+                "--data",
+                str(small),
+                "--init",
+                "smooth",
+                "refine.bands_hz=[null, 3.0]",
+                "refine.iterations_per_band=[5, 5]",
+            ],
+            "bands_hz must rise",
+        ),
         (["--data", str(small), "--init", str(tmp_path / "nope")], "no checkpoint at"),
     ]
     for args, expected in cases:

@@ -33,7 +33,8 @@ def test_warmup_ramps_linearly_over_its_steps_then_follows_the_schedule():
     assert factors[:10] == pytest.approx([(s + 1) / 10 for s in range(10)]) and factors[10:] == [1.0, 1.0]
     cosine = _cfg(warmup_epochs=0.5, schedule="cosine").train
     assert lr_factor(cosine, 0, 4) == pytest.approx(0.5) and lr_factor(cosine, 8, 4) == pytest.approx(
-        0.5 * (1 + math.cos(math.pi * 2 / 10)))
+        0.5 * (1 + math.cos(math.pi * 2 / 10))
+    )
 
 
 def test_a_resumed_schedule_continues_where_it_stopped():
@@ -69,8 +70,16 @@ def test_accumulated_halves_equal_one_full_batch_step():
 def test_an_epoch_line_for_logs():
     from hpcinv.train.loop import epoch_line
 
-    metrics = {"epoch": 2, "train/epoch_time_s": 40.0, "train/epoch_samples": 2400, "train/epoch_loss": 0.01234,
-               "val/mae": 140.26, "val/ssim": 0.7812}
+    metrics = {
+        "epoch": 2,
+        "train/epoch_time_s": 40.0,
+        "train/epoch_samples": 2400,
+        "train/epoch_loss": 0.01234,
+        "val/mae": 140.26,
+        "val/ssim": 0.7812,
+    }
     line = epoch_line(metrics, epochs=10, elapsed_s=120.0, epochs_run=3)
-    assert line == ("epoch 3/10: 2400 samples in 40.0 s (60.0 samples/s), loss 0.01234, val MAE 140.3 m/s, "
-                    "SSIM 0.781; ETA 4 min 40 s")
+    assert line == (
+        "epoch 3/10: 2400 samples in 40.0 s (60.0 samples/s), loss 0.01234, val MAE 140.3 m/s, "
+        "SSIM 0.781; ETA 4 min 40 s"
+    )

@@ -20,8 +20,13 @@ def _setup(tmp_path, **env) -> list[str]:
     venv.mkdir(parents=True)
     (venv / "python").write_text(FAKE_PYTHON)
     (venv / "python").chmod(0o755)
-    proc = subprocess.run(["bash", str(tmp_path / "scripts" / "setup.sh")], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", **env}, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "setup.sh")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return (venv / "calls.log").read_text().splitlines()
 

@@ -126,8 +126,9 @@ def test_killed_writer_leaves_nothing_a_reader_accepts(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout.readline().strip() == b"start"
     deadline = time.time() + 60
-    while time.time() < deadline and not any(p.name.startswith(".shard-") and p.stat().st_size > 1 << 20
-                                             for p in tmp_path.iterdir()):
+    while time.time() < deadline and not any(
+        p.name.startswith(".shard-") and p.stat().st_size > 1 << 20 for p in tmp_path.iterdir()
+    ):
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -142,15 +143,27 @@ def test_killed_writer_leaves_nothing_a_reader_accepts(tmp_path):
 
 def test_write_shard_refuses_mismatched_sizes(tmp_path):
     with pytest.raises(ValueError, match="expects 2 samples"):
-        write_shard(tmp_path, ShardSpec(0, 0, 2), np.ones((3, 4, 4)), np.ones((3, 1, 2, 4)), config_hash="h",
-                    survey={})
+        write_shard(tmp_path, ShardSpec(0, 0, 2), np.ones((3, 4, 4)), np.ones((3, 1, 2, 4)), config_hash="h", survey={})
     assert list(tmp_path.iterdir()) == []
 
 
 def test_manifest_is_valid_json_with_documented_fields(tiny_dataset):
     manifest = json.loads((tiny_dataset / "manifest.json").read_text())
-    for key in ("format", "format_version", "config_hash", "n_samples", "shard_size", "velocity_shape",
-                "gathers_shape", "gathers_dtype", "survey", "physics", "shards", "stats", "complete"):
+    for key in (
+        "format",
+        "format_version",
+        "config_hash",
+        "n_samples",
+        "shard_size",
+        "velocity_shape",
+        "gathers_shape",
+        "gathers_dtype",
+        "survey",
+        "physics",
+        "shards",
+        "stats",
+        "complete",
+    ):
         assert key in manifest
     rec = manifest["shards"][0]
     assert set(rec) == {"name", "start", "stop", "bytes", "sha256", "stats"}

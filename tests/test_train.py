@@ -105,8 +105,18 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
 
 def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_path):
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "hpcinv.cli", "train", TRAIN, "--out", str(run), f"data.train={tiny_dataset}",
-            "train.epochs=12", "tracking.mode=disabled"]
+    args = [
+        sys.executable,
+        "-m",
+        "hpcinv.cli",
+        "train",
+        TRAIN,
+        "--out",
+        str(run),
+        f"data.train={tiny_dataset}",
+        "train.epochs=12",
+        "tracking.mode=disabled",
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and not list_checkpoints(run):  # kill once a checkpoint is on disk
@@ -127,8 +137,15 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_pa
 def test_fine_tune_loads_weights_and_can_freeze_the_encoder(trained, tiny_dataset, tmp_path):
     source_run, _ = trained
     run = tmp_path / "ft"
-    proc = _train(run, tiny_dataset, f"train.init_from={source_run}", "train.freeze_encoder=true", "train.epochs=1",
-                  "train.lr=0.0005", "tracking.mode=disabled")
+    proc = _train(
+        run,
+        tiny_dataset,
+        f"train.init_from={source_run}",
+        "train.freeze_encoder=true",
+        "train.epochs=1",
+        "train.lr=0.0005",
+        "tracking.mode=disabled",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     init = next(e for e in _events(run) if e["event"] == "init_from")
     source = load_state(source_run)
@@ -144,13 +161,17 @@ def test_bad_training_inputs_fail_before_ray(tiny_dataset, tmp_path, trained):
     cases = [
         ([f"data.train={tmp_path / 'missing'}"], f"dataset folder '{tmp_path / 'missing'}' does not exist"),
         ([f"data.train={tiny_dataset}", "data.train_split=train"], "data.train_split='train' is not a split"),
-        ([f"data.train={tiny_dataset}", "model.name=inversionnet", f"train.init_from={trained[0]}"],
-         "holds fcnvmb for gathers [5, 200, 64]"),
+        (
+            [f"data.train={tiny_dataset}", "model.name=inversionnet", f"train.init_from={trained[0]}"],
+            "holds fcnvmb for gathers [5, 200, 64]",
+        ),
         ([f"data.train={tiny_dataset}", f"train.init_from={tmp_path}"], "no checkpoint at"),
         ([f"data.train={tiny_dataset}", "train.batch_size=20"], "exceeds the 24 training samples"),
         ([f"data.train={tiny_dataset}", "train.optimiser=sgd"], "unknown key 'train.optimiser'"),
-        ([f"data.train={tiny_dataset}", "data.mirror_probability=0.5"],
-         "data.mirror_probability=0.5 needs a left-right symmetric survey"),
+        (
+            [f"data.train={tiny_dataset}", "data.mirror_probability=0.5"],
+            "data.mirror_probability=0.5 needs a left-right symmetric survey",
+        ),
     ]
     for overrides, expect in cases:
         t0 = time.time()
@@ -166,8 +187,16 @@ def test_training_on_a_mixture_of_datasets(tiny_dataset, tmp_path):
     """data.mix adds a second dataset (another seed of the same survey): every epoch sees both, the
     checkpoint records both, and evaluate's data-free baseline averages both; another survey is refused."""
     second = tmp_path / "second"
-    proc = run_cli("generate", str(CONFIGS / "tiny.yaml"), "--out", str(second), "--quiet", "dataset.seed=7",
-                   "dataset.n_samples=8", "dataset.shard_size=4")
+    proc = run_cli(
+        "generate",
+        str(CONFIGS / "tiny.yaml"),
+        "--out",
+        str(second),
+        "--quiet",
+        "dataset.seed=7",
+        "dataset.n_samples=8",
+        "dataset.shard_size=4",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "run"
     relative = os.path.relpath(second, ROOT)  # resolved against the cwd before Ray workers (any cwd) see it
@@ -192,7 +221,18 @@ def test_training_on_a_mixture_of_datasets(tiny_dataset, tmp_path):
     assert baseline["baseline_mix"] == [str(second)]
 
     other = tmp_path / "other"
-    assert run_cli("generate", str(CONFIGS / "tiny.yaml"), "--out", str(other), "--quiet", "survey.f0_hz=7.0",
-                   "dataset.n_samples=8", "dataset.shard_size=4").returncode == 0
+    assert (
+        run_cli(
+            "generate",
+            str(CONFIGS / "tiny.yaml"),
+            "--out",
+            str(other),
+            "--quiet",
+            "survey.f0_hz=7.0",
+            "dataset.n_samples=8",
+            "dataset.shard_size=4",
+        ).returncode
+        == 0
+    )
     proc = _train(tmp_path / "r2", tiny_dataset, f"data.mix=[{other}]")
     assert proc.returncode == 2 and f"data.mix entry '{other}'" in proc.stderr and "survey: f0_hz" in proc.stderr

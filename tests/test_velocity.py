@@ -24,8 +24,10 @@ def test_salt_model_is_pure_function_of_seed_and_index():
 def test_salt_model_identical_in_another_process():
     cfg = tiny_config()
     here = salt_model(cfg.velocity.synthetic, cfg.grid, 0, 5).tobytes().hex()
-    code = ("from tests.conftest import tiny_config; from hpcinv.velocity import salt_model;"
-            "c = tiny_config(); print(salt_model(c.velocity.synthetic, c.grid, 0, 5).tobytes().hex())")
+    code = (
+        "from tests.conftest import tiny_config; from hpcinv.velocity import salt_model;"
+        "c = tiny_config(); print(salt_model(c.velocity.synthetic, c.grid, 0, 5).tobytes().hex())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == here
 
@@ -53,8 +55,7 @@ def test_synthetic_layers_increase_with_depth_without_salt():
 
 @needs_shared
 def test_import_npz_fcnvmb_set_with_resampling():
-    cfg = tiny_config("velocity.source=npz", f"velocity.path={FCNVMB_NPZ}", "velocity.key=test",
-                      "dataset.n_samples=3")
+    cfg = tiny_config("velocity.source=npz", f"velocity.path={FCNVMB_NPZ}", "velocity.key=test", "dataset.n_samples=3")
     src = make_source(cfg)
     assert len(src) == 3
     v = src.models(0, 3)
@@ -78,8 +79,13 @@ def test_import_fcnvmb_mat_folder_in_natural_order(tmp_path):
 def test_import_openfwi_npy(tmp_path):
     flat = np.load(OPENFWI_NPZ)["FlatVelA"][:4, None]
     np.save(tmp_path / "model1.npy", flat)
-    cfg = tiny_config("velocity.source=openfwi", f"velocity.path={tmp_path / 'model1.npy'}",
-                      "grid.nz=70", "grid.nx=70", "dataset.n_samples=null")
+    cfg = tiny_config(
+        "velocity.source=openfwi",
+        f"velocity.path={tmp_path / 'model1.npy'}",
+        "grid.nz=70",
+        "grid.nx=70",
+        "dataset.n_samples=null",
+    )
     assert np.array_equal(make_source(cfg).models(0, 4), flat[:, 0])
 
 
@@ -99,14 +105,21 @@ def test_import_binary_c_and_fortran(tmp_path):
     m = np.arange(6 * 8, dtype="<f4").reshape(6, 8) + 1500
     m.tofile(tmp_path / "c.bin")
     np.asfortranarray(m).T.copy().tofile(tmp_path / "f.bin")  # z fastest on disk
-    c = read_collection(tiny_config("velocity.source=binary", f"velocity.path={tmp_path / 'c.bin'}",
-                                    "velocity.shape=[6, 8]").velocity)
-    f = read_collection(tiny_config("velocity.source=binary", f"velocity.path={tmp_path / 'f.bin'}",
-                                    "velocity.shape=[6, 8]", "velocity.order=F").velocity)
+    c = read_collection(
+        tiny_config("velocity.source=binary", f"velocity.path={tmp_path / 'c.bin'}", "velocity.shape=[6, 8]").velocity
+    )
+    f = read_collection(
+        tiny_config(
+            "velocity.source=binary", f"velocity.path={tmp_path / 'f.bin'}", "velocity.shape=[6, 8]", "velocity.order=F"
+        ).velocity
+    )
     assert np.array_equal(c[0], m) and np.array_equal(f[0], m)
     with pytest.raises(HpcinvError, match="bytes"):
-        read_collection(tiny_config("velocity.source=binary", f"velocity.path={tmp_path / 'c.bin'}",
-                                    "velocity.shape=[7, 8]").velocity)
+        read_collection(
+            tiny_config(
+                "velocity.source=binary", f"velocity.path={tmp_path / 'c.bin'}", "velocity.shape=[7, 8]"
+            ).velocity
+        )
 
 
 def test_bad_collections_are_refused_naming_the_model(tmp_path):
@@ -119,8 +132,9 @@ def test_bad_collections_are_refused_naming_the_model(tmp_path):
     bad[2, 4, 5] = -1.0
     np.savez(tmp_path / "neg.npz", v=bad)
     with pytest.raises(HpcinvError, match=r"model 2 has velocity -1.0.*> 0"):
-        make_source(tiny_config("velocity.source=npz", f"velocity.path={tmp_path / 'neg.npz'}",
-                                "dataset.n_samples=null")).bounds()
+        make_source(
+            tiny_config("velocity.source=npz", f"velocity.path={tmp_path / 'neg.npz'}", "dataset.n_samples=null")
+        ).bounds()
     (tmp_path / "junk.mat").write_bytes(b"not a mat file at all")
     with pytest.raises(HpcinvError, match="junk.mat"):
         make_source(tiny_config("velocity.source=fcnvmb", f"velocity.path={tmp_path / 'junk.mat'}"))

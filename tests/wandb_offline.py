@@ -26,8 +26,8 @@ def records(path: str | Path):
         if left < 7:
             pos += left
             continue
-        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 0 and length == 0:
             continue
@@ -45,8 +45,9 @@ def history(run_dir: str | Path) -> list[dict]:
     for file in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
         for rec in records(file):
             if rec.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                             for item in rec.history.item})
+                rows.append(
+                    {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in rec.history.item}
+                )
     return rows
 
 

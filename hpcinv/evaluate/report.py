@@ -41,8 +41,18 @@ from hpcinv.train.checkpoint import find_checkpoint, load_state
 
 log = logging.getLogger(__name__)
 
-TABLE_METRICS = ("mae", "rmse", "mae_pm1", "rmse_pm1", "ssim", "psnr", "psnr_signal", "spread", "spread_ratio",
-                 "misfit")
+TABLE_METRICS = (
+    "mae",
+    "rmse",
+    "mae_pm1",
+    "rmse_pm1",
+    "ssim",
+    "psnr",
+    "psnr_signal",
+    "spread",
+    "spread_ratio",
+    "misfit",
+)
 BASELINE = "data-free baseline (mean training model)"
 
 
@@ -62,8 +72,11 @@ def run_name(path: str | Path) -> str:
     if is_velocity_store(path):
         return Path(path).resolve().name
     file = find_checkpoint(path)
-    return f"{file.parent.parent.name}/{file.parent.name}" if file.parent.name.startswith("checkpoint_") \
+    return (
+        f"{file.parent.parent.name}/{file.parent.name}"
+        if file.parent.name.startswith("checkpoint_")
         else file.parent.name
+    )
 
 
 def training_of(state: dict) -> list[tuple[str, str | None]] | None:
@@ -81,18 +94,24 @@ def training_range(state: dict, norm) -> tuple[float, float] | None:
     return (norm.v_min, norm.v_max) if norm.velocity == "minmax" else None
 
 
-def network_row(path: str, ds: ShardedDataset, manifest: dict, dataset: str, allow_survey_mismatch: bool,
-                batch_size: int = 16) -> Row:
+def network_row(
+    path: str, ds: ShardedDataset, manifest: dict, dataset: str, allow_survey_mismatch: bool, batch_size: int = 16
+) -> Row:
     model, norm, state, warnings = load_network(path, manifest, dataset, allow_survey_mismatch)
     preds = []
     for start in range(0, len(ds), batch_size):
         stop = min(start + batch_size, len(ds))
-        preds.append(predict_gathers(model, norm, np.stack([ds.read(int(ds.indices[i]))[0]
-                                                            for i in range(start, stop)])))
-    info = {"checkpoint": str(find_checkpoint(path)), "epoch": state.get("epoch"),
-            "normaliser_range_mps": [norm.v_min, norm.v_max] if norm.velocity == "minmax" else None}
-    return Row(run_name(path), np.concatenate(preds), info, list(warnings), training_range(state, norm),
-               training_of(state))
+        preds.append(
+            predict_gathers(model, norm, np.stack([ds.read(int(ds.indices[i]))[0] for i in range(start, stop)]))
+        )
+    info = {
+        "checkpoint": str(find_checkpoint(path)),
+        "epoch": state.get("epoch"),
+        "normaliser_range_mps": [norm.v_min, norm.v_max] if norm.velocity == "minmax" else None,
+    }
+    return Row(
+        run_name(path), np.concatenate(preds), info, list(warnings), training_range(state, norm), training_of(state)
+    )
 
 
 def store_row(path: str, dataset: str, manifest: dict, lo: int, hi: int) -> Row:
@@ -104,32 +123,51 @@ def store_row(path: str, dataset: str, manifest: dict, lo: int, hi: int) -> Row:
     training = None
     if checkpoint and Path(checkpoint).is_file():
         training = training_of(load_state(checkpoint))
-    return Row(f"{run_name(path)} ({store.kind})", velocity, {"store": str(path), "kind": store.kind,
-                                                              "source": source}, training_data=training)
+    return Row(
+        f"{run_name(path)} ({store.kind})",
+        velocity,
+        {"store": str(path), "kind": store.kind, "source": source},
+        training_data=training,
+    )
 
 
 def baseline_row(training: list[tuple[str, str | None]], manifest: dict, n: int) -> Row:
     (root, split), *more = training
     mean = mean_velocity(root, split, more)
     if list(mean.shape) != list(manifest["velocity_shape"]):
-        raise HpcinvError(f"the baseline's dataset {root!r} has models of {list(mean.shape)} cells, the evaluated one "
-                          f"{manifest['velocity_shape']}; pass --baseline a dataset of the same grid")
-    return Row(BASELINE, np.broadcast_to(mean, (n, *mean.shape)),
-               {"baseline_dataset": str(root), "baseline_split": split,
-                **({"baseline_mix": [f"{f}:{s}" if s else str(f) for f, s in more]} if more else {})})
+        raise HpcinvError(
+            f"the baseline's dataset {root!r} has models of {list(mean.shape)} cells, the evaluated one "
+            f"{manifest['velocity_shape']}; pass --baseline a dataset of the same grid"
+        )
+    return Row(
+        BASELINE,
+        np.broadcast_to(mean, (n, *mean.shape)),
+        {
+            "baseline_dataset": str(root),
+            "baseline_split": split,
+            **({"baseline_mix": [f"{f}:{s}" if s else str(f) for f, s in more]} if more else {}),
+        },
+    )
 
 
-def score(row: Row, ds: ShardedDataset, truth: np.ndarray | None, v_range: tuple[float, float], misfit_n: int,
-          data_cfg) -> dict:
+def score(
+    row: Row, ds: ShardedDataset, truth: np.ndarray | None, v_range: tuple[float, float], misfit_n: int, data_cfg
+) -> dict:
     n = len(ds)
-    result = {**row.info, "dataset": str(ds.root), "samples": n, "velocity_range_mps": list(v_range),
-              "mean": {}, "per_sample": {}}
+    result = {
+        **row.info,
+        "dataset": str(ds.root),
+        "samples": n,
+        "velocity_range_mps": list(v_range),
+        "mean": {},
+        "per_sample": {},
+    }
     warnings = list(row.warnings)
     if truth is not None:
         per_sample: dict[str, list[float]] = {k: [] for k in METRICS}
         for start in range(0, n, 64):
-            pred = torch.from_numpy(np.ascontiguousarray(row.velocity[start:start + 64]))[:, None]
-            true = torch.from_numpy(truth[start:start + 64])[:, None]
+            pred = torch.from_numpy(np.ascontiguousarray(row.velocity[start : start + 64]))[:, None]
+            true = torch.from_numpy(truth[start : start + 64])[:, None]
             for key, values in velocity_metrics(pred, true, *v_range).items():
                 per_sample[key].extend(values.tolist())
         result["per_sample"] = per_sample
@@ -137,12 +175,17 @@ def score(row: Row, ds: ShardedDataset, truth: np.ndarray | None, v_range: tuple
         if row.trained_range is not None:
             lo, hi = row.trained_range
             outside = (truth < lo - 1e-3) | (truth > hi + 1e-3)
-            result["outside_training_range"] = {"range_mps": [lo, hi], "samples": int(outside.any(axis=(1, 2)).sum()),
-                                                "fraction_of_cells": float(outside.mean())}
+            result["outside_training_range"] = {
+                "range_mps": [lo, hi],
+                "samples": int(outside.any(axis=(1, 2)).sum()),
+                "fraction_of_cells": float(outside.mean()),
+            }
             if outside.any():
-                warnings.append(f"{result['outside_training_range']['samples']} of {n} samples have true velocities "
-                                f"outside the {lo:g}-{hi:g} m/s the network was trained on ({100 * outside.mean():.2g} "
-                                "% of cells): it cannot predict those values")
+                warnings.append(
+                    f"{result['outside_training_range']['samples']} of {n} samples have true velocities "
+                    f"outside the {lo:g}-{hi:g} m/s the network was trained on ({100 * outside.mean():.2g} "
+                    "% of cells): it cannot predict those values"
+                )
     result["mean"]["spread"] = spread(row.velocity)
     if truth is not None and n > 1:
         result["mean"]["spread_ratio"] = result["mean"]["spread"] / max(spread(truth), 1e-9)
@@ -157,8 +200,9 @@ def score(row: Row, ds: ShardedDataset, truth: np.ndarray | None, v_range: tuple
     return result
 
 
-def write_figures(row: Row, ds: ShardedDataset, truth: np.ndarray | None, manifest: dict, count: int,
-                  out: Path) -> list[str]:
+def write_figures(
+    row: Row, ds: ShardedDataset, truth: np.ndarray | None, manifest: dict, count: int, out: Path
+) -> list[str]:
     from hpcinv.metrics.figures import save, velocity_figure
 
     folder = out / "figures" / "".join(c if c.isalnum() or c in "-_." else "_" for c in row.name)
@@ -168,8 +212,14 @@ def write_figures(row: Row, ds: ShardedDataset, truth: np.ndarray | None, manife
         index = int(ds.indices[i])
         gathers, _ = ds.read(index)
         reference = truth[i] if truth is not None else None
-        fig = velocity_figure(reference, row.velocity[i], gathers[len(gathers) // 2], survey["dx_m"], survey["dt_s"],
-                              title=f"{row.name} — sample {index}")
+        fig = velocity_figure(
+            reference,
+            row.velocity[i],
+            gathers[len(gathers) // 2],
+            survey["dx_m"],
+            survey["dt_s"],
+            title=f"{row.name} — sample {index}",
+        )
         paths.append(save(fig, folder / f"sample_{index:06d}.png"))
     return paths
 
@@ -185,9 +235,19 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | None = None,
-             misfit_samples: int | None = None, figures: int = 2, allow_survey_mismatch: bool = False,
-             full_verify: bool = False, baseline: str | None = None, samples: int | None = None) -> dict:
+def evaluate(
+    paths: list[str],
+    dataset: str,
+    out: str | Path,
+    *,
+    split: str | None = None,
+    misfit_samples: int | None = None,
+    figures: int = 2,
+    allow_survey_mismatch: bool = False,
+    full_verify: bool = False,
+    baseline: str | None = None,
+    samples: int | None = None,
+) -> dict:
     """Score ``paths`` (runs, checkpoints, velocity stores) and the data-free baseline on ``dataset``.
     ``misfit_samples``: the first that many samples are re-simulated for the data misfit (None: all)."""
     out = Path(out)
@@ -197,10 +257,15 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | No
     manifest = require_readable(dataset, split, full=full_verify)
     lo, hi = select_range(manifest, split, samples, f"dataset {dataset!r}")
     ds = ShardedDataset(dataset, indices=np.arange(lo, hi))
-    rows = [store_row(p, dataset, manifest, lo, hi) if is_velocity_store(p) else
-            network_row(p, ds, manifest, dataset, allow_survey_mismatch) for p in paths]
-    training = [folder_and_split(baseline)] if baseline else next((r.training_data for r in rows if r.training_data),
-                                                                None)
+    rows = [
+        store_row(p, dataset, manifest, lo, hi)
+        if is_velocity_store(p)
+        else network_row(p, ds, manifest, dataset, allow_survey_mismatch)
+        for p in paths
+    ]
+    training = (
+        [folder_and_split(baseline)] if baseline else next((r.training_data for r in rows if r.training_data), None)
+    )
     notes = []
     if training is not None:
         for folder, part in training:  # (not `split`: that is the evaluated split, recorded below)
@@ -221,22 +286,28 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, *, split: str | No
             while row.name in results:  # the same input named twice still gets its own row
                 row.name += "'"
             log.info("scoring %s on %s", row.name, dataset)
-            results[row.name] = score(row, ds, truth, v_range, misfit_n, data_cfg) | {"split": split,
-                                                                                        "range": [lo, hi]}
+            results[row.name] = score(row, ds, truth, v_range, misfit_n, data_cfg) | {"split": split, "range": [lo, hi]}
             if figures:
                 results[row.name]["figures"] = write_figures(row, ds, truth, manifest, figures, out)
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=1))
     table = markdown_table(results)
     notes += [f"- **{name}**: {w}" for name, r in results.items() for w in r["warnings"]]
-    scope = (f"`misfit` is the relative L2 data misfit of the re-simulated model over {misfit_n} of {len(ds)} samples"
-             if misfit_n else "no data misfit computed (--misfit-samples 0)")
+    scope = (
+        f"`misfit` is the relative L2 data misfit of the re-simulated model over {misfit_n} of {len(ds)} samples"
+        if misfit_n
+        else "no data misfit computed (--misfit-samples 0)"
+    )
     truth_note = "" if truth is not None else " The dataset holds gathers only: velocity metrics need true models."
     where = (f" (split `{split}`" if split else " (") + (f", its first {hi - lo} samples)" if samples else ")")
-    atomic_write_text(out / "metrics.md", f"# Evaluation on `{dataset}`" + (where if where != " ()" else "")
-                      + f"\n\nMeans over samples; definitions in hpcinv/metrics/scores.py. {scope}.{truth_note} "
-                      f"The {BASELINE} predicts the same model for every sample. `spread`: RMS deviation of a row's "
-                      "models from their mean model (m/s), `spread_ratio`: that over the true models' spread (about 1 "
-                      "when predictions vary with the input as much as the truth does, 0 for the baseline).\n\n"
-                      + table
-                      + ("\n## Warnings\n\n" + "\n".join(notes) + "\n" if notes else ""))
+    atomic_write_text(
+        out / "metrics.md",
+        f"# Evaluation on `{dataset}`"
+        + (where if where != " ()" else "")
+        + f"\n\nMeans over samples; definitions in hpcinv/metrics/scores.py. {scope}.{truth_note} "
+        f"The {BASELINE} predicts the same model for every sample. `spread`: RMS deviation of a row's "
+        "models from their mean model (m/s), `spread_ratio`: that over the true models' spread (about 1 "
+        "when predictions vary with the input as much as the truth does, 0 for the baseline).\n\n"
+        + table
+        + ("\n## Warnings\n\n" + "\n".join(notes) + "\n" if notes else ""),
+    )
     return {"out": str(out), "table": table, "means": {n: r["mean"] for n, r in results.items()}, "warnings": notes}

@@ -24,6 +24,7 @@ from hpcinv.work import Executor
 
 __all__ = ["ModellingActor", "check_gpus", "init_ray", "ray_executor", "uses_gpu", "n_workers_available"]
 
+
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2)
 class ModellingActor:
     """A long-lived process that models and writes shards: two of its queued shards run at once on two
@@ -55,12 +56,14 @@ def check_gpus(cfg: DataConfig) -> None:
         if resources.get("GPU", 0) < 1:
             raise HpcinvError(
                 f"modelling.device=cuda but the Ray cluster has no GPU (it has {int(resources.get('CPU', 0))} CPUs); "
-                "use modelling.device=cpu (or auto), or run on GPU nodes (--gpus-per-node)")
+                "use modelling.device=cpu (or auto), or run on GPU nodes (--gpus-per-node)"
+            )
 
 
 def uses_gpu(cfg: DataConfig) -> bool:
-    return cfg.modelling.device == "cuda" or (cfg.modelling.device == "auto"
-                                              and ray.cluster_resources().get("GPU", 0) >= 1)
+    return cfg.modelling.device == "cuda" or (
+        cfg.modelling.device == "auto" and ray.cluster_resources().get("GPU", 0) >= 1
+    )
 
 
 def n_workers_available(cfg: DataConfig) -> int:
@@ -70,8 +73,14 @@ def n_workers_available(cfg: DataConfig) -> int:
     return max(1, int(resources.get("CPU", 1)) // cfg.modelling.threads)
 
 
-def ray_executor(plan: Plan, *, workers: int | None = None, in_flight_per_actor: int = 2,
-                 max_retries: int = 5, stats: dict | None = None) -> Executor:
+def ray_executor(
+    plan: Plan,
+    *,
+    workers: int | None = None,
+    in_flight_per_actor: int = 2,
+    max_retries: int = 5,
+    stats: dict | None = None,
+) -> Executor:
     """An :data:`~hpcinv.work.Executor` running ``plan``'s shards on modelling actors."""
     cfg = plan.cfg
     options = {"num_gpus": 1, "num_cpus": 1} if uses_gpu(cfg) else {"num_cpus": cfg.modelling.threads}
@@ -79,6 +88,11 @@ def ray_executor(plan: Plan, *, workers: int | None = None, in_flight_per_actor:
     if isinstance(plan.source, CollectionSource):
         collection = [ray.put(plan.source.raw)]  # one shared copy per node, zero-copy reads
     cfg_json = cfg.model_dump_json()
-    return actor_executor(lambda: ModellingActor.options(**options).remote(cfg_json, str(plan.out), collection),
-                          workers or n_workers_available(cfg), what="modelling",
-                          in_flight_per_actor=in_flight_per_actor, max_retries=max_retries, stats=stats)
+    return actor_executor(
+        lambda: ModellingActor.options(**options).remote(cfg_json, str(plan.out), collection),
+        workers or n_workers_available(cfg),
+        what="modelling",
+        in_flight_per_actor=in_flight_per_actor,
+        max_retries=max_retries,
+        stats=stats,
+    )

@@ -34,7 +34,6 @@ from hpcinv.work import Executor, record_shards, remove_stale, resume_shards
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Plan:
     cfg: DataConfig
@@ -71,12 +70,18 @@ def check_dataset_config(cfg: DataConfig) -> tuple[VelocitySource, dict]:
 def _empty_manifest(cfg: DataConfig, n_samples: int, physics: dict) -> dict:
     survey = survey_attrs(cfg)
     return {
-        "format": "hpcinv-dataset", "format_version": FORMAT_VERSION, "config_hash": config_hash(cfg),
-        "n_samples": n_samples, "shard_size": cfg.dataset.shard_size,
+        "format": "hpcinv-dataset",
+        "format_version": FORMAT_VERSION,
+        "config_hash": config_hash(cfg),
+        "n_samples": n_samples,
+        "shard_size": cfg.dataset.shard_size,
         "velocity_shape": [cfg.grid.nz, cfg.grid.nx],
         "gathers_shape": [survey["n_shots"], n_output_samples(cfg.survey), survey["n_receivers"]],
-        "gathers_dtype": cfg.dataset.gathers_dtype, "splits": cfg.dataset.split_ranges(n_samples),
-        "survey": survey, "physics": physics, "shards": [],
+        "gathers_dtype": cfg.dataset.gathers_dtype,
+        "splits": cfg.dataset.split_ranges(n_samples),
+        "survey": survey,
+        "physics": physics,
+        "shards": [],
     }
 
 
@@ -114,13 +119,17 @@ def _folder_problem(cfg: DataConfig, out: Path) -> str | None:
             manifest = None  # rebuilt from the shards by prepare() if config.yaml agrees
         if manifest is not None:
             if manifest["format_version"] != FORMAT_VERSION:
-                return (f"it was written by an older hpcinv (dataset format {manifest['format_version']}, this one "
-                        f"writes {FORMAT_VERSION}); it can be read but not extended")
+                return (
+                    f"it was written by an older hpcinv (dataset format {manifest['format_version']}, this one "
+                    f"writes {FORMAT_VERSION}); it can be read but not extended"
+                )
             if disk_cfg is None:
                 return f"it has a {MANIFEST} but no {CONFIG}"
             if config_hash(disk_cfg) != manifest["config_hash"]:
-                return (f"its {CONFIG} (hash {config_hash(disk_cfg)[:12]}) and {MANIFEST} (hash "
-                        f"{manifest['config_hash'][:12]}) disagree: two different runs wrote into it")
+                return (
+                    f"its {CONFIG} (hash {config_hash(disk_cfg)[:12]}) and {MANIFEST} (hash "
+                    f"{manifest['config_hash'][:12]}) disagree: two different runs wrote into it"
+                )
     if disk_cfg is not None and config_hash(disk_cfg) != config_hash(cfg):
         return f"it holds a dataset made with a different config: {config_difference(disk_cfg, cfg)}"
     return None
@@ -136,8 +145,9 @@ def check_output_folder(cfg: DataConfig, out: str | Path, *, restart: bool = Fal
         if problem is None:
             return False
         if not restart:
-            raise HpcinvError(f"{str(out)!r}: {problem}; use another --out, the same config, or --restart to "
-                              "discard it")
+            raise HpcinvError(
+                f"{str(out)!r}: {problem}; use another --out, the same config, or --restart to discard it"
+            )
         return True
     if out.is_dir() and any(p.name != LOCK and not p.name.startswith(f".{CONFIG}.tmp-") for p in out.iterdir()):
         # (a config being written by a concurrent part of the same dataset is not "non-empty")
@@ -165,8 +175,14 @@ def check_part(part: tuple[int, int] | None) -> None:
         raise HpcinvError(f"part {part[0]} of {part[1]} is not valid: give i of k with 0 <= i < k")
 
 
-def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
-            validated: tuple[VelocitySource, dict] | None = None, part: tuple[int, int] | None = None) -> Plan:
+def prepare(
+    cfg: DataConfig,
+    out: str | Path,
+    *,
+    restart: bool = False,
+    validated: tuple[VelocitySource, dict] | None = None,
+    part: tuple[int, int] | None = None,
+) -> Plan:
     """Validate (unless ``validated`` is given), then create or reopen ``out`` and list the shards to compute.
 
     With ``part=(i, k)`` only every k-th shard from the i-th is planned and neither the manifest nor
@@ -181,7 +197,7 @@ def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
     if part is not None:
         if restart:
             raise HpcinvError("--restart cannot be combined with a part: discard the dataset once, before the parts")
-        specs = specs[part[0]::part[1]]
+        specs = specs[part[0] :: part[1]]
     open_dataset_folder(cfg, out, restart=restart)
     remove_stale(out, specs)
     manifest = _empty_manifest(cfg, len(source), physics)
@@ -200,6 +216,7 @@ def prepare(cfg: DataConfig, out: str | Path, *, restart: bool = False,
 
 def in_process_executor(plan: Plan) -> Executor:
     """Shards modelled in this process; each is written by a writer thread while the next is modelled."""
+
     def run(specs: list[ShardSpec]) -> Iterator[dict]:
         worker = ShardWorker(plan.cfg, plan.out, source=plan.source)
         with ThreadPoolExecutor(1, thread_name_prefix="hpcinv-writer") as writer:
@@ -211,6 +228,7 @@ def in_process_executor(plan: Plan) -> Executor:
                 pending = writer.submit(worker.write, spec, *modelled)
             if pending is not None:
                 yield pending.result()
+
     return run
 
 
@@ -218,19 +236,35 @@ def execute(plan: Plan, executor: Executor, *, progress: bool = True) -> Summary
     """Run ``plan.todo`` through ``executor``, recording each finished shard in the manifest."""
     t0 = time.perf_counter()
     todo_samples = sum(s.size for s in plan.todo)
-    record_shards(plan.out, plan.manifest, executor(plan.todo), total=todo_samples, desc="generate",
-                  progress=progress, write=plan.part is None)
+    record_shards(
+        plan.out,
+        plan.manifest,
+        executor(plan.todo),
+        total=todo_samples,
+        desc="generate",
+        progress=progress,
+        write=plan.part is None,
+    )
     wall = time.perf_counter() - t0
     rate = round(todo_samples / wall, 3) if wall > 0 else 0.0
     if plan.part is not None:
         n_part = plan.skipped + len(plan.todo)
-        return Summary(str(plan.out), sum(s.size for s in plan.todo), n_part, len(plan.todo), plan.skipped,
-                       round(wall, 3), rate, extra={"part": list(plan.part)})
+        return Summary(
+            str(plan.out),
+            sum(s.size for s in plan.todo),
+            n_part,
+            len(plan.todo),
+            plan.skipped,
+            round(wall, 3),
+            rate,
+            extra={"part": list(plan.part)},
+        )
     final = read_manifest(plan.out)
     if not final["complete"]:
         raise HpcinvError(f"generation ended with {final['samples_written']} of {final['n_samples']} samples")
-    return Summary(str(plan.out), final["n_samples"], len(final["shards"]), len(plan.todo), plan.skipped,
-                   round(wall, 3), rate)
+    return Summary(
+        str(plan.out), final["n_samples"], len(final["shards"]), len(plan.todo), plan.skipped, round(wall, 3), rate
+    )
 
 
 def check_workers(workers: int | None) -> None:
@@ -244,5 +278,7 @@ def check_device(cfg: DataConfig) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise HpcinvError("modelling.device=cuda but this machine has no usable CUDA GPU; use "
-                              "modelling.device=cpu (or auto), or run on a GPU node")
+            raise HpcinvError(
+                "modelling.device=cuda but this machine has no usable CUDA GPU; use "
+                "modelling.device=cpu (or auto), or run on a GPU node"
+            )

@@ -41,8 +41,14 @@ def _load(path: str | os.PathLike, key: str | None) -> np.ndarray:
         raise HpcinvError(f"--gathers {str(path)!r} is not a readable .npy/.npz file ({exc})") from None
 
 
-def import_gathers(cfg: DataConfig, gathers: str | os.PathLike, out: str | os.PathLike, *, key: str | None = None,
-                   progress: bool = True) -> dict:
+def import_gathers(
+    cfg: DataConfig,
+    gathers: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    key: str | None = None,
+    progress: bool = True,
+) -> dict:
     out = Path(out)
     if out.exists():
         raise HpcinvError(f"--out {str(out)!r} already exists; give a new folder")
@@ -52,8 +58,10 @@ def import_gathers(cfg: DataConfig, gathers: str | os.PathLike, out: str | os.Pa
     if data.ndim == 3:
         data = data[None]
     if data.ndim != 4 or tuple(data.shape[1:]) != expected:
-        raise HpcinvError(f"--gathers holds an array of shape {list(data.shape)}, but the config's survey records "
-                          f"[N, {expected[0]} shots, {expected[1]} samples, {expected[2]} receivers]")
+        raise HpcinvError(
+            f"--gathers holds an array of shape {list(data.shape)}, but the config's survey records "
+            f"[N, {expected[0]} shots, {expected[1]} samples, {expected[2]} receivers]"
+        )
     n = data.shape[0]
     cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"n_samples": n})})
     cfg.dataset.split_ranges(n)
@@ -65,12 +73,21 @@ def import_gathers(cfg: DataConfig, gathers: str | os.PathLike, out: str | os.Pa
         (tmp / SHARD_DIR).mkdir()
         save_config(cfg, tmp / CONFIG)
         for spec in tqdm(plan_shards(n, cfg.dataset.shard_size), desc="import", disable=not progress):
-            block = np.asarray(data[spec.start:spec.stop], dtype=np.float32)
+            block = np.asarray(data[spec.start : spec.stop], dtype=np.float32)
             if not np.isfinite(block).all():
                 bad = spec.start + int(np.argwhere(~np.isfinite(block).reshape(len(block), -1).all(axis=1))[0][0])
                 raise HpcinvError(f"--gathers sample {bad} holds NaN or Inf values")
-            records.append(write_shard(tmp / SHARD_DIR, spec, None, block, config_hash=digest,
-                                       survey=survey_attrs(cfg), gathers_dtype=cfg.dataset.gathers_dtype))
+            records.append(
+                write_shard(
+                    tmp / SHARD_DIR,
+                    spec,
+                    None,
+                    block,
+                    config_hash=digest,
+                    survey=survey_attrs(cfg),
+                    gathers_dtype=cfg.dataset.gathers_dtype,
+                )
+            )
         write_manifest(tmp, manifest | {"shards": records})
     final = read_manifest(out)
     return {"out": str(out), "samples": final["n_samples"], "shards": len(final["shards"]), "has_velocity": False}

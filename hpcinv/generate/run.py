@@ -24,9 +24,17 @@ from hpcinv.generate.driver import (
 from hpcinv.store.lock import folder_lock
 
 
-def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progress: bool = True,
-             use_ray: bool = False, address: str | None = None, workers: int | None = None,
-             part: tuple[int, int] | None = None) -> Summary:
+def generate(
+    cfg: DataConfig,
+    out: str | Path,
+    *,
+    restart: bool = False,
+    progress: bool = True,
+    use_ray: bool = False,
+    address: str | None = None,
+    workers: int | None = None,
+    part: tuple[int, int] | None = None,
+) -> Summary:
     """Generate (or finish) the dataset of ``cfg`` in ``out`` (only ``part=(i, k)`` of its shards if given).
 
     In this process by default; with ``use_ray`` on Ray actors — joining ``address`` (or
@@ -53,7 +61,8 @@ def generate(cfg: DataConfig, out: str | Path, *, restart: bool = False, progres
         summary = execute(plan, ray_executor(plan, workers=workers, stats=stats), progress=progress)
     per_worker = stats.get("per_worker_samples", {})
     summary.extra |= {
-        "workers": stats.get("workers", 0), "failures_retried": stats.get("retries", 0),
+        "workers": stats.get("workers", 0),
+        "failures_retried": stats.get("retries", 0),
         "actor_startup_s": stats.get("startup_s", 0.0),
         "samples_per_s_per_worker": {str(k): round(v / summary.wall_s, 3) for k, v in sorted(per_worker.items())},
     }

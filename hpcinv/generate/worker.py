@@ -27,13 +27,24 @@ def survey_attrs(cfg: DataConfig) -> dict:
     s, g, m = cfg.survey, cfg.grid, cfg.modelling
     geometry = make_geometry(s, g)
     return {
-        "nz": g.nz, "nx": g.nx, "dx_m": g.dx_m,
-        "n_shots": geometry.n_shots, "n_receivers": geometry.n_receivers,
-        "source_cells_zx": geometry.source_cells.tolist(), "receiver_cells_zx": geometry.receiver_cells.tolist(),
-        "f0_hz": s.f0_hz, "peak_time_s": peak_time_s(s), "wavelet": "ricker",
-        "simulation_dt_s": s.dt_s, "simulation_nt": s.nt, "downsample": s.downsample,
-        "dt_s": s.dt_s * s.downsample, "nt": n_output_samples(s),
-        "accuracy": m.accuracy, "pml_width": m.pml_width, "pml_freq_hz": m.pml_freq_hz or s.f0_hz,
+        "nz": g.nz,
+        "nx": g.nx,
+        "dx_m": g.dx_m,
+        "n_shots": geometry.n_shots,
+        "n_receivers": geometry.n_receivers,
+        "source_cells_zx": geometry.source_cells.tolist(),
+        "receiver_cells_zx": geometry.receiver_cells.tolist(),
+        "f0_hz": s.f0_hz,
+        "peak_time_s": peak_time_s(s),
+        "wavelet": "ricker",
+        "simulation_dt_s": s.dt_s,
+        "simulation_nt": s.nt,
+        "downsample": s.downsample,
+        "dt_s": s.dt_s * s.downsample,
+        "nt": n_output_samples(s),
+        "accuracy": m.accuracy,
+        "pml_width": m.pml_width,
+        "pml_freq_hz": m.pml_freq_hz or s.f0_hz,
         "max_vel_mps": m.max_vel_mps,
     }
 
@@ -64,8 +75,14 @@ class ShardWorker:
         device for the modelling only: the statistics are reduced where the gathers are (on the GPU)."""
         vel_NZX = self.models(spec)
         with self.device_lock:
-            gathers = simulate(vel_NZX, self.cfg.survey, self.cfg.grid, self.cfg.modelling,
-                               dtype=self.gathers_dtype, geometry=self.geometry)
+            gathers = simulate(
+                vel_NZX,
+                self.cfg.survey,
+                self.cfg.grid,
+                self.cfg.modelling,
+                dtype=self.gathers_dtype,
+                geometry=self.geometry,
+            )
             stats = RunningStats.of(gathers)
             host = gathers.cpu().numpy()
         return vel_NZX, host, stats
@@ -79,5 +96,13 @@ class ShardWorker:
 
     def write(self, spec: ShardSpec, vel_NZX: np.ndarray, gathers: np.ndarray, stats: RunningStats) -> dict:
         """Write a modelled shard atomically (HDF5 image, fsync, rename, sha256 of the image); its record."""
-        return write_shard(self.folder, spec, vel_NZX, gathers, config_hash=self.hash, survey=self.attrs,
-                           gathers_dtype=self.cfg.dataset.gathers_dtype, gathers_stats=stats)
+        return write_shard(
+            self.folder,
+            spec,
+            vel_NZX,
+            gathers,
+            config_hash=self.hash,
+            survey=self.attrs,
+            gathers_dtype=self.cfg.dataset.gathers_dtype,
+            gathers_stats=stats,
+        )

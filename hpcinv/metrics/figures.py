@@ -10,8 +10,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def velocity_figure(true_ZX: np.ndarray | None, pred_ZX: np.ndarray, gather_TR: np.ndarray | None = None,
-                    dx_m: float = 1.0, dt_s: float = 1.0, title: str = ""):
+def velocity_figure(
+    true_ZX: np.ndarray | None,
+    pred_ZX: np.ndarray,
+    gather_TR: np.ndarray | None = None,
+    dx_m: float = 1.0,
+    dt_s: float = 1.0,
+    title: str = "",
+):
     """One figure: truth | prediction (shared colour bar) | difference | profiles | a shot gather.
     Without a truth (gathers-only data): the prediction and the gather."""
     pred_ZX = np.asarray(pred_ZX, dtype=np.float64)
@@ -44,8 +50,7 @@ def velocity_figure(true_ZX: np.ndarray | None, pred_ZX: np.ndarray, gather_TR: 
         g = np.asarray(gather_TR, dtype=np.float64)
         clip = np.percentile(np.abs(g), 98) or 1.0
         nt, nr = g.shape
-        axes[4].imshow(g, cmap="gray", vmin=-clip, vmax=clip, aspect="auto",
-                       extent=[0, nr - 1, (nt - 1) * dt_s, 0])
+        axes[4].imshow(g, cmap="gray", vmin=-clip, vmax=clip, aspect="auto", extent=[0, nr - 1, (nt - 1) * dt_s, 0])
         axes[4].set(title="shot gather (input)", xlabel="receiver", ylabel="time (s)")
     if title:
         fig.suptitle(title)
@@ -77,8 +82,15 @@ def _prediction_only(pred_ZX, gather_TR, dx_m, dt_s, title):
     return fig
 
 
-def refine_figure(true_ZX: np.ndarray | None, start_ZX: np.ndarray, refined_ZX: np.ndarray, history: np.ndarray,
-                  band_ends: list[int], dx_m: float, title: str = ""):
+def refine_figure(
+    true_ZX: np.ndarray | None,
+    start_ZX: np.ndarray,
+    refined_ZX: np.ndarray,
+    history: np.ndarray,
+    band_ends: list[int],
+    dx_m: float,
+    title: str = "",
+):
     """truth (if any) | start | refined (shared colour bar) | refined − truth (or − start) | misfit vs iteration."""
     models = [("true", true_ZX)] if true_ZX is not None else []
     models += [("start", start_ZX), ("refined", refined_ZX)]
@@ -91,7 +103,7 @@ def refine_figure(true_ZX: np.ndarray | None, start_ZX: np.ndarray, refined_ZX: 
     for ax, (name, m) in zip(axes, models, strict=False):
         im = ax.imshow(m, cmap="jet", vmin=vmin, vmax=vmax, extent=extent, aspect="auto")
         ax.set(title=f"{name} velocity", xlabel="x (km)", ylabel="depth (km)")
-    fig.colorbar(im, ax=axes[:len(models)], label="m/s", shrink=0.9)
+    fig.colorbar(im, ax=axes[: len(models)], label="m/s", shrink=0.9)
     reference = models[0] if true_ZX is not None else models[-2]
     diff = models[-1][1] - reference[1]
     lim = float(np.abs(diff).max()) or 1.0

@@ -30,12 +30,16 @@ def velocity_metrics(pred_B1ZX: torch.Tensor, true_B1ZX: torch.Tensor, v_min: fl
     mse = err.pow(2).mean(dim=(1, 2, 3))
     mae = err.abs().mean(dim=(1, 2, 3))
     scale = lambda v: ((v - v_min) / span).clamp(0, 1)  # noqa: E731
-    ssim = structural_similarity_index_measure(scale(pred).float(), scale(true).float(), data_range=1.0,
-                                               reduction="none")
+    ssim = structural_similarity_index_measure(
+        scale(pred).float(), scale(true).float(), data_range=1.0, reduction="none"
+    )
     tiny = torch.finfo(torch.float64).tiny
     return {
-        "mse": mse, "rmse": mse.sqrt(), "mae": mae,
-        "mae_pm1": mae * 2 / span, "rmse_pm1": mse.sqrt() * 2 / span,
+        "mse": mse,
+        "rmse": mse.sqrt(),
+        "mae": mae,
+        "mae_pm1": mae * 2 / span,
+        "rmse_pm1": mse.sqrt() * 2 / span,
         "ssim": ssim.double(),
         "psnr": 10 * torch.log10(span**2 / mse.clamp_min(tiny)),
         "psnr_signal": 10 * torch.log10(true.pow(2).mean(dim=(1, 2, 3)) / mse.clamp_min(tiny)),

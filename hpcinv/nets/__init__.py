@@ -13,8 +13,11 @@ __all__ = ["FCNVMB", "InversionNet", "build_model", "count_parameters", "model_s
 
 def model_spec(cfg: ModelConfig, gathers_shape: list[int] | tuple[int, ...], velocity_shape) -> dict:
     """Everything needed to rebuild a network (stored in checkpoints)."""
-    return {"config": cfg.model_dump(mode="json"), "gathers_shape": list(gathers_shape),
-            "velocity_shape": list(velocity_shape)}
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "gathers_shape": list(gathers_shape),
+        "velocity_shape": list(velocity_shape),
+    }
 
 
 def build_model(spec: dict) -> nn.Module:

@@ -75,7 +75,7 @@ def conv_concat(conv: nn.Conv2d, skip: torch.Tensor, x: torch.Tensor, top: int, 
     z0, x0 = top - r, left - r
     zs, xs = max(0, -z0), max(0, -x0)
     ze, xe = min(small.shape[2], y.shape[2] - z0), min(small.shape[3], y.shape[3] - x0)
-    y[:, :, z0 + zs:z0 + ze, x0 + xs:x0 + xe] += small[:, :, zs:ze, xs:xe]
+    y[:, :, z0 + zs : z0 + ze, x0 + xs : x0 + xe] += small[:, :, zs:ze, xs:xe]
     return y
 
 
@@ -113,8 +113,15 @@ class Up(nn.Module):
 
 
 class FCNVMB(nn.Module):
-    def __init__(self, in_shots: int = 29, out_shape: tuple[int, int] = (201, 301), base_channels: int = 64,
-                 depth: int = 4, skip: Literal["pooled", "standard"] = "pooled", batchnorm: bool = True):
+    def __init__(
+        self,
+        in_shots: int = 29,
+        out_shape: tuple[int, int] = (201, 301),
+        base_channels: int = 64,
+        depth: int = 4,
+        skip: Literal["pooled", "standard"] = "pooled",
+        batchnorm: bool = True,
+    ):
         super().__init__()
         if skip not in ("pooled", "standard"):
             raise ValueError(f"skip must be 'pooled' (faithful) or 'standard', got {skip!r}")
@@ -162,5 +169,5 @@ class FCNVMB(nn.Module):
         for up, skip in zip(self.ups, reversed(skips), strict=True):
             x = up(skip, x)
         nz, nx = self.out_shape
-        x = x[:, :, self.offset:self.offset + nz, self.offset:self.offset + nx].contiguous()
+        x = x[:, :, self.offset : self.offset + nz, self.offset : self.offset + nx].contiguous()
         return self.final(x)

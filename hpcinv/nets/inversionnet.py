@@ -18,13 +18,15 @@ from torch import nn
 
 
 def conv_block(cin: int, cout: int, kernel=3, stride=1, padding=1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout),
-                         nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)
+    )
 
 
 def deconv_block(cin: int, cout: int, kernel=2, stride=2, padding=0) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout),
-                         nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)
+    )
 
 
 def _conv_out(n: int, kernel: int, stride: int, padding: int) -> int:
@@ -32,8 +34,13 @@ def _conv_out(n: int, kernel: int, stride: int, padding: int) -> int:
 
 
 class InversionNet(nn.Module):
-    def __init__(self, in_sources: int = 5, in_shape: tuple[int, int] = (1000, 70),
-                 out_shape: tuple[int, int] = (70, 70), dims: tuple[int, ...] = (32, 64, 128, 256, 512)):
+    def __init__(
+        self,
+        in_sources: int = 5,
+        in_shape: tuple[int, int] = (1000, 70),
+        out_shape: tuple[int, int] = (70, 70),
+        dims: tuple[int, ...] = (32, 64, 128, 256, 512),
+    ):
         super().__init__()
         if len(dims) != 5:
             raise ValueError(f"dims must hold 5 widths, got {dims}")
@@ -88,7 +95,7 @@ class InversionNet(nn.Module):
         x = self.decoder(self.encoder(gathers_BSTR))
         nz, nx = self.out_shape
         top, left = (x.shape[2] - nz) // 2, (x.shape[3] - nx) // 2
-        x = x[:, :, top:top + nz, left:left + nx]  # OpenFWI: F.pad(x, [-5, -5, -5, -5]) from 80 to 70
+        x = x[:, :, top : top + nz, left : left + nx]  # OpenFWI: F.pad(x, [-5, -5, -5, -5]) from 80 to 70
         return self.head(x)
 
 

@@ -12,5 +12,15 @@ from hpcinv.physics.forward import simulate, simulate_config
 from hpcinv.physics.survey import Geometry, downsample_indices, make_geometry, ricker
 from hpcinv.physics.validate import PhysicsReport, validate_physics
 
-__all__ = ["simulate", "simulate_config", "make_geometry", "Geometry", "ricker", "downsample_indices",
-           "validate_physics", "PhysicsReport", "homogeneous_trace_2d", "relative_l2"]
+__all__ = [
+    "simulate",
+    "simulate_config",
+    "make_geometry",
+    "Geometry",
+    "ricker",
+    "downsample_indices",
+    "validate_physics",
+    "PhysicsReport",
+    "homogeneous_trace_2d",
+    "relative_l2",
+]

@@ -11,8 +11,15 @@ import numpy as np
 from scipy.special import hankel2
 
 
-def homogeneous_trace_2d(wavelet: np.ndarray, dt_s: float, velocity_mps: float, offset_m: float,
-                         dx_m: float, dz_m: float | None = None, pad_factor: int = 4) -> np.ndarray:
+def homogeneous_trace_2d(
+    wavelet: np.ndarray,
+    dt_s: float,
+    velocity_mps: float,
+    offset_m: float,
+    dx_m: float,
+    dz_m: float | None = None,
+    pad_factor: int = 4,
+) -> np.ndarray:
     """Pressure trace at ``offset_m`` from a point source with time function ``wavelet``.
 
     The wavelet is zero-padded ``pad_factor`` times before the FFT so that the periodic

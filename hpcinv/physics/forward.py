@@ -38,8 +38,14 @@ def check_velocity_range(vel: torch.Tensor, modelling: ModellingConfig) -> None:
         )
 
 
-def _propagate(vel_BZX: torch.Tensor, geometry: Geometry, wavelet: torch.Tensor, grid: GridConfig,
-               survey: SurveyConfig, modelling: ModellingConfig) -> torch.Tensor:
+def _propagate(
+    vel_BZX: torch.Tensor,
+    geometry: Geometry,
+    wavelet: torch.Tensor,
+    grid: GridConfig,
+    survey: SurveyConfig,
+    modelling: ModellingConfig,
+) -> torch.Tensor:
     """Raw receiver data (B, shots, nt, receivers) for B models, all shots in one deepwave call.
     Differentiable with respect to the velocity (deepwave's adjoint)."""
     n_models, n_shots = vel_BZX.shape[0], geometry.n_shots
@@ -48,18 +54,32 @@ def _propagate(vel_BZX: torch.Tensor, geometry: Geometry, wavelet: torch.Tensor,
     # deepwave takes one model per shot for batched models; a single model is broadcast.
     v = vel_BZX[0] if n_models == 1 else vel_BZX.repeat_interleave(n_shots, dim=0)
     out = scalar(
-        v, grid.dx_m, survey.dt_s,
-        source_amplitudes=amplitudes, source_locations=src_loc, receiver_locations=rec_loc,
-        accuracy=modelling.accuracy, pml_width=modelling.pml_width,
-        pml_freq=modelling.pml_freq_hz or survey.f0_hz, max_vel=modelling.max_vel_mps,
+        v,
+        grid.dx_m,
+        survey.dt_s,
+        source_amplitudes=amplitudes,
+        source_locations=src_loc,
+        receiver_locations=rec_loc,
+        accuracy=modelling.accuracy,
+        pml_width=modelling.pml_width,
+        pml_freq=modelling.pml_freq_hz or survey.f0_hz,
+        max_vel=modelling.max_vel_mps,
     )
     data_SRT = out[-1]
     return data_SRT.reshape(n_models, n_shots, geometry.n_receivers, survey.nt).transpose(2, 3)
 
 
-def simulate(vel, survey: SurveyConfig, grid: GridConfig, modelling: ModellingConfig, *,
-             dtype: torch.dtype = torch.float32, downsample: bool = True,
-             device: str | torch.device | None = None, geometry: Geometry | None = None) -> torch.Tensor:
+def simulate(
+    vel,
+    survey: SurveyConfig,
+    grid: GridConfig,
+    modelling: ModellingConfig,
+    *,
+    dtype: torch.dtype = torch.float32,
+    downsample: bool = True,
+    device: str | torch.device | None = None,
+    geometry: Geometry | None = None,
+) -> torch.Tensor:
     """Model every shot of ``survey`` over one or several velocity models.
 
     Args:
@@ -75,8 +95,10 @@ def simulate(vel, survey: SurveyConfig, grid: GridConfig, modelling: ModellingCo
     single = vel_t.ndim == 2
     vel_BZX = vel_t[None] if single else vel_t
     if vel_BZX.ndim != 3 or tuple(vel_BZX.shape[1:]) != (grid.nz, grid.nx):
-        raise HpcinvError(f"velocity shape {tuple(vel_t.shape)} does not match grid (nz, nx) = "
-                          f"({grid.nz}, {grid.nx}) or a batch of it")
+        raise HpcinvError(
+            f"velocity shape {tuple(vel_t.shape)} does not match grid (nz, nx) = "
+            f"({grid.nz}, {grid.nx}) or a batch of it"
+        )
     compute = torch.float64 if vel_BZX.dtype == torch.float64 else torch.float32
     dev = torch.device(device) if device is not None else resolve_device(modelling.device)
     vel_BZX = vel_BZX.to(dev, compute)
@@ -87,8 +109,9 @@ def simulate(vel, survey: SurveyConfig, grid: GridConfig, modelling: ModellingCo
     chunks = []
     with torch.no_grad():
         for start in range(0, vel_BZX.shape[0], modelling.models_per_call):
-            data = _propagate(vel_BZX[start:start + modelling.models_per_call], geometry, wavelet, grid,
-                              survey, modelling)
+            data = _propagate(
+                vel_BZX[start : start + modelling.models_per_call], geometry, wavelet, grid, survey, modelling
+            )
             if keep is not None:
                 data = data[:, :, keep.to(data.device), :]
             chunks.append(data.to(dtype))
@@ -96,8 +119,14 @@ def simulate(vel, survey: SurveyConfig, grid: GridConfig, modelling: ModellingCo
     return gathers[0] if single else gathers
 
 
-def model_shots(vel_ZX: torch.Tensor, cfg: DataConfig, shots: torch.Tensor | None = None, *,
-                wavelet: torch.Tensor | None = None, geometry: Geometry | None = None) -> torch.Tensor:
+def model_shots(
+    vel_ZX: torch.Tensor,
+    cfg: DataConfig,
+    shots: torch.Tensor | None = None,
+    *,
+    wavelet: torch.Tensor | None = None,
+    geometry: Geometry | None = None,
+) -> torch.Tensor:
     """Differentiable gathers (shots, time, receivers) of one model for the ``shots`` given (all by
     default), with the dataset's time downsampling: what full-waveform inversion compares with the
     recorded data. ``vel_ZX`` must already lie within ``(0, max_vel_mps]``."""

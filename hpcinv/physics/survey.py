@@ -61,10 +61,13 @@ def _cells(name: str, positions_m: np.ndarray, dx_m: float, n_cells: int) -> np.
 def make_geometry(survey: SurveyConfig, grid: GridConfig) -> Geometry:
     """Sources and receivers on depth rows, evenly spaced across the surface or at given positions."""
     extent_x = (grid.nx - 1) * grid.dx_m
-    src_x = _cells("survey.source_x_m", _positions(survey.source_x_m, survey.n_shots, extent_x), grid.dx_m,
-                   grid.nx)
-    rec_x = _cells("survey.receiver_x_m",
-                   _positions(survey.receiver_x_m, survey.n_receivers or grid.nx, extent_x), grid.dx_m, grid.nx)
+    src_x = _cells("survey.source_x_m", _positions(survey.source_x_m, survey.n_shots, extent_x), grid.dx_m, grid.nx)
+    rec_x = _cells(
+        "survey.receiver_x_m",
+        _positions(survey.receiver_x_m, survey.n_receivers or grid.nx, extent_x),
+        grid.dx_m,
+        grid.nx,
+    )
     src_z = _cells("survey.source_depth_m", np.array([survey.source_depth_m]), grid.dx_m, grid.nz)[0]
     rec_z = _cells("survey.receiver_depth_m", np.array([survey.receiver_depth_m]), grid.dx_m, grid.nz)[0]
     if len(np.unique(rec_x)) != len(rec_x):
@@ -107,10 +110,12 @@ def mirror_asymmetry(source_cells_zx, receiver_cells_zx, nx: int) -> str | None:
         mirrored = (nx - 1 - cells[::-1, 1], cells[::-1, 0])
         if not (np.array_equal(mirrored[0], cells[:, 1]) and np.array_equal(mirrored[1], cells[:, 0])):
             bad = int(np.flatnonzero((mirrored[0] != cells[:, 1]) | (mirrored[1] != cells[:, 0]))[0])
-            return (f"{name} {bad} at cell (z, x) = {tuple(int(c) for c in cells[bad])} has no mirror image at "
-                    f"({int(cells[len(cells) - 1 - bad, 0])}, {nx - 1 - int(cells[len(cells) - 1 - bad, 1])}) on "
-                    f"the {nx}-column grid (evenly spread positions are symmetric when the gaps between them "
-                    "are whole cells, e.g. n_shots - 1 divides nx - 1)")
+            return (
+                f"{name} {bad} at cell (z, x) = {tuple(int(c) for c in cells[bad])} has no mirror image at "
+                f"({int(cells[len(cells) - 1 - bad, 0])}, {nx - 1 - int(cells[len(cells) - 1 - bad, 1])}) on "
+                f"the {nx}-column grid (evenly spread positions are symmetric when the gaps between them "
+                "are whole cells, e.g. n_shots - 1 divides nx - 1)"
+            )
     return None
 
 

@@ -82,8 +82,9 @@ def validate_physics(cfg: DataConfig, v_min: float, v_max: float) -> PhysicsRepo
         max_downsample = int(0.5 / (survey.dt_s * f_max))
         if max_downsample >= 1:
             fixes.append(f"survey.downsample <= {max_downsample}")
-        fixes.append(f"survey.dt_s <= {0.5 / (f_max * survey.downsample):.3g} (with survey.nt raised to keep the "
-                     "record length)")
+        fixes.append(
+            f"survey.dt_s <= {0.5 / (f_max * survey.downsample):.3g} (with survey.nt raised to keep the record length)"
+        )
         fixes.append(f"survey.f0_hz <= {nyquist / MAX_FREQ_FACTOR:.3g}")
         raise HpcinvError(
             f"recorded sampling {recorded_dt:g} s (dt_s x downsample) has Nyquist {nyquist:g} Hz, below "

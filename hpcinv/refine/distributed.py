@@ -35,9 +35,16 @@ def ray_executor(worker_args: dict, workers: int | None, stats: dict) -> Executo
     if rc.device == "cuda" and resources.get("GPU", 0) < 1:
         from hpcinv.errors import HpcinvError
 
-        raise HpcinvError(f"refine.device=cuda but the Ray cluster has no GPU (it has {int(resources.get('CPU', 0))} "
-                          "CPUs); use refine.device=cpu (or auto), or run on GPU nodes")
+        raise HpcinvError(
+            f"refine.device=cuda but the Ray cluster has no GPU (it has {int(resources.get('CPU', 0))} "
+            "CPUs); use refine.device=cpu (or auto), or run on GPU nodes"
+        )
     options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": rc.threads}
     available = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1)) // rc.threads
-    return actor_executor(lambda: RefineActor.options(**options).remote(worker_args), workers or max(1, available),
-                          what="refine", in_flight_per_actor=1, stats=stats)
+    return actor_executor(
+        lambda: RefineActor.options(**options).remote(worker_args),
+        workers or max(1, available),
+        what="refine",
+        in_flight_per_actor=1,
+        stats=stats,
+    )

@@ -55,13 +55,15 @@ def resolve_bounds(rc, data_cfg) -> tuple[float, float]:
         raise HpcinvError(
             f"refine.v_max_mps={v_max:g} exceeds the dataset's pinned modelling.max_vel_mps={modelling.max_vel_mps:g}: "
             "deepwave's time step is stable only up to that velocity (CFL), and the recorded data were modelled with "
-            f"it; use refine.v_max_mps <= {modelling.max_vel_mps:g}")
+            f"it; use refine.v_max_mps <= {modelling.max_vel_mps:g}"
+        )
     if v_min < resolved_min * (1 - 1e-6):
         raise HpcinvError(
             f"refine.v_min_mps={v_min:g} is below {resolved_min:g} m/s, the slowest velocity the dataset's grid "
             f"(dx {grid.dx_m:g} m) resolves for its wavelet ({survey.f0_hz:g} Hz at "
             f"{modelling.min_points_per_wavelength:g} points per wavelength): modelling would be dispersive; use "
-            f"refine.v_min_mps >= {resolved_min:g}")
+            f"refine.v_min_mps >= {resolved_min:g}"
+        )
     if v_min >= v_max:
         raise HpcinvError(f"refine bounds [{v_min:g}, {v_max:g}] m/s are empty; give v_min_mps < v_max_mps")
     return v_min, v_max
@@ -76,8 +78,10 @@ def smooth_start(rc, data_cfg) -> tuple[np.ndarray, dict]:
         require_readable(root, split, what="refine.smooth_reference dataset")
         mean = mean_velocity(root, split)
         if mean.shape != (nz, nx):
-            raise HpcinvError(f"refine.smooth_reference {root!r} has models of {list(mean.shape)} cells, the data "
-                              f"{[nz, nx]}; give a dataset of the same grid")
+            raise HpcinvError(
+                f"refine.smooth_reference {root!r} has models of {list(mean.shape)} cells, the data "
+                f"{[nz, nx]}; give a dataset of the same grid"
+            )
         profile = mean.mean(axis=1)
         if rc.smooth_sigma_cells:  # a laterally constant model: smoothing it in 2-D smooths the profile in depth
             wide = np.repeat(profile[:, None], 2 * int(np.ceil(3 * rc.smooth_sigma_cells)) + 2, axis=1)
@@ -105,17 +109,30 @@ def check_start(starts: np.ndarray, indices, bounds: tuple[float, float], max_fr
         raise HpcinvError(
             f"the bounds [{v_min:g}, {v_max:g}] m/s exclude the start ({what}): {100 * outside[worst]:.3g} % of the "
             f"cells of sample {int(indices[worst])} lie outside (it spans {model.min():.0f}..{model.max():.0f} m/s, "
-            f"refine.start_outside_max_fraction={max_fraction:g}); widen refine.v_min_mps / refine.v_max_mps")
+            f"refine.start_outside_max_fraction={max_fraction:g}); widen refine.v_min_mps / refine.v_max_mps"
+        )
 
 
 def _hash(record: dict) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def refine(data: str | Path, init: str, out: str | Path, cfg: RefineConfig, *, split: str | None = None,
-           restart: bool = False, progress: bool = True, use_ray: bool = False, address: str | None = None,
-           workers: int | None = None, figures: int = 2, allow_survey_mismatch: bool = False,
-           samples: int | None = None) -> dict:
+def refine(
+    data: str | Path,
+    init: str,
+    out: str | Path,
+    cfg: RefineConfig,
+    *,
+    split: str | None = None,
+    restart: bool = False,
+    progress: bool = True,
+    use_ray: bool = False,
+    address: str | None = None,
+    workers: int | None = None,
+    figures: int = 2,
+    allow_survey_mismatch: bool = False,
+    samples: int | None = None,
+) -> dict:
     """Refine every model of ``data`` (its ``split``; its first ``samples``) from ``init`` into ``out``."""
     t0 = time.perf_counter()
     rc, out = cfg.refine, Path(out)
@@ -135,17 +152,30 @@ def refine(data: str | Path, init: str, out: str | Path, cfg: RefineConfig, *, s
     elif is_velocity_store(init):
         store = VelocityStore(init)
         store.check_dataset(data, manifest, lo, hi)
-        check_start(store.read_range(lo, hi)[1], range(lo, hi), bounds, rc.start_outside_max_fraction,
-                    f"velocity store {init!r}")
+        check_start(
+            store.read_range(lo, hi)[1],
+            range(lo, hi),
+            bounds,
+            rc.start_outside_max_fraction,
+            f"velocity store {init!r}",
+        )
         start_store = str(Path(init).resolve())
-        source = {"init": "store", "start": start_store, "start_kind": store.kind,
-                  "network_checkpoint": store.manifest["source"].get("checkpoint")
-                  or store.manifest["source"].get("network_checkpoint")}
+        source = {
+            "init": "store",
+            "start": start_store,
+            "start_kind": store.kind,
+            "network_checkpoint": store.manifest["source"].get("checkpoint")
+            or store.manifest["source"].get("network_checkpoint"),
+        }
         fingerprint = {"store": store.manifest["config_hash"]}
     else:
         model, norm, state, _ = load_network(init, manifest, str(data), allow_survey_mismatch)
-        predicted = np.concatenate([predict_gathers(model, norm, np.stack([ds.read(int(i))[0] for i in chunk]))
-                                    for chunk in np.array_split(ds.indices, max(1, len(ds) // 16))])
+        predicted = np.concatenate(
+            [
+                predict_gathers(model, norm, np.stack([ds.read(int(i))[0] for i in chunk]))
+                for chunk in np.array_split(ds.indices, max(1, len(ds) // 16))
+            ]
+        )
         check_start(predicted, ds.indices, bounds, rc.start_outside_max_fraction, f"the predictions of {init!r}")
         start_store = str((out / START).resolve())
         from hpcinv.store.shard import file_sha256
@@ -156,8 +186,7 @@ def refine(data: str | Path, init: str, out: str | Path, cfg: RefineConfig, *, s
         fingerprint = {"checkpoint_sha256": file_sha256(checkpoint)}
     settings = {k: v for k, v in rc.model_dump(mode="json").items() if k not in EXECUTION_KEYS}
     source |= {"bounds_mps": list(bounds), "refine": settings}
-    fingerprint |= {"dataset": manifest["config_hash"], "range": [lo, hi], "bounds": list(bounds),
-                    "refine": settings}
+    fingerprint |= {"dataset": manifest["config_hash"], "range": [lo, hi], "bounds": list(bounds), "refine": settings}
     new = store_manifest("refined", _hash(fingerprint), data, manifest, split, (lo, hi), rc.shard_size, source)
     check_store_folder(out, new, restart=restart, command="refine", known=OUTPUTS)
     executor_of = _executor(use_ray, address, rc)  # joins the cluster before anything is written
@@ -168,22 +197,48 @@ def refine(data: str | Path, init: str, out: str | Path, cfg: RefineConfig, *, s
         write_manifest(out, store)
         save_config(cfg, out / "refine.yaml")
         if predicted is not None:
-            predict(init, data, out / START, split=split, progress=progress, samples=samples,
-                    allow_survey_mismatch=allow_survey_mismatch)
+            predict(
+                init,
+                data,
+                out / START,
+                split=split,
+                progress=progress,
+                samples=samples,
+                allow_survey_mismatch=allow_survey_mismatch,
+            )
         kept, todo = plan_store(out, store, lo)
         store["shards"] = list(kept)
-        worker_args = dict(dataset=str(Path(data).resolve()), out=str(out.resolve()), rc=rc, bounds=bounds, lo=lo,
-                           store_hash=store["config_hash"], start_store=start_store, start_model=start_model,
-                           score_range=score_range)
+        worker_args = dict(
+            dataset=str(Path(data).resolve()),
+            out=str(out.resolve()),
+            rc=rc,
+            bounds=bounds,
+            lo=lo,
+            store_hash=store["config_hash"],
+            start_store=start_store,
+            start_model=start_model,
+            score_range=score_range,
+        )
         stats: dict = {}
-        record_shards(out, store, executor_of(worker_args, workers, stats)(todo), total=sum(s.size for s in todo),
-                      desc="refine", progress=progress)
+        record_shards(
+            out,
+            store,
+            executor_of(worker_args, workers, stats)(todo),
+            total=sum(s.size for s in todo),
+            desc="refine",
+            progress=progress,
+        )
         final = read_store_manifest(out)
         if not final["complete"]:
             raise HpcinvError(f"refine ended with {final['samples_written']} of {final['n_samples']} models")
         summary = write_summary(out, ds, start_store, start_model, figures)
-    summary |= {"computed_shards": len(todo), "skipped_shards": len(kept), "wall_s": round(time.perf_counter() - t0, 3),
-                "workers": stats.get("workers", 1 if todo else 0), "failures_retried": stats.get("retries", 0)}
+    summary |= {
+        "computed_shards": len(todo),
+        "skipped_shards": len(kept),
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "workers": stats.get("workers", 1 if todo else 0),
+        "failures_retried": stats.get("retries", 0),
+    }
     return summary
 
 
@@ -201,12 +256,15 @@ def _executor(use_ray: bool, address: str | None, rc):
                 worker = RefineWorker(**worker_args)
                 for spec in specs:
                     yield worker.run(spec)
+
         return run
+
     return in_process
 
 
-def write_summary(out: Path, ds: ShardedDataset, start_store: str | None, start_model: np.ndarray | None,
-                  figures: int) -> dict:
+def write_summary(
+    out: Path, ds: ShardedDataset, start_store: str | None, start_model: np.ndarray | None, figures: int
+) -> dict:
     """``summary.json`` (per sample and in mean: misfit before/after, and MAE/RMSE/SSIM before/after
     where true models exist) and the first ``figures`` samples' figures."""
     store = VelocityStore(out)
@@ -218,12 +276,19 @@ def write_summary(out: Path, ds: ShardedDataset, start_store: str | None, start_
     if samples and "before" in samples[0]:
         for when in ("before", "after"):
             mean |= {f"{key}_{when}": float(np.mean([s[when][key] for s in samples])) for key in SCORES}
-    mean |= {"iterations": float(np.mean([s["iterations"] for s in samples])),
-             "wall_s_per_model": float(np.mean([s["wall_s"] for s in samples]))}
-    summary = {"out": str(out), "samples": len(samples), "mean": mean,
-               "kept_start": sum(s["kept_start"] for s in samples),
-               "bounds_mps": store.manifest["source"]["bounds_mps"], "init": store.manifest["source"]["init"],
-               "per_sample": samples}
+    mean |= {
+        "iterations": float(np.mean([s["iterations"] for s in samples])),
+        "wall_s_per_model": float(np.mean([s["wall_s"] for s in samples])),
+    }
+    summary = {
+        "out": str(out),
+        "samples": len(samples),
+        "mean": mean,
+        "kept_start": sum(s["kept_start"] for s in samples),
+        "bounds_mps": store.manifest["source"]["bounds_mps"],
+        "init": store.manifest["source"]["init"],
+        "per_sample": samples,
+    }
     if "before" in (samples[0] if samples else {}):
         v = ds.manifest["stats"]["velocity"]  # the range SSIM is scored on (evaluate uses the network's)
         summary["ssim_range_mps"] = [v["min"], v["max"]]
@@ -233,8 +298,15 @@ def write_summary(out: Path, ds: ShardedDataset, start_store: str | None, start_
     return {k: v for k, v in summary.items() if k != "per_sample"}
 
 
-def _figures(out: Path, ds: ShardedDataset, store: VelocityStore, samples: list[dict], histories: dict,
-             start_store: str | None, start_model: np.ndarray | None) -> list[str]:
+def _figures(
+    out: Path,
+    ds: ShardedDataset,
+    store: VelocityStore,
+    samples: list[dict],
+    histories: dict,
+    start_store: str | None,
+    start_model: np.ndarray | None,
+) -> list[str]:
     from hpcinv.metrics.figures import refine_figure, save
 
     folder = out / "figures"
@@ -247,7 +319,14 @@ def _figures(out: Path, ds: ShardedDataset, store: VelocityStore, samples: list[
         begin = start.read_range(index, index + 1)[1][0] if start else start_model
         refined = store.read_range(index, index + 1)[1][0]
         history = histories[index][np.isfinite(histories[index])]
-        fig = refine_figure(truth, begin, refined, history, s["band_ends"], ds.manifest["survey"]["dx_m"],
-                            title=f"sample {index}: misfit {s['misfit_before']:.3g} -> {s['misfit_after']:.3g}")
+        fig = refine_figure(
+            truth,
+            begin,
+            refined,
+            history,
+            s["band_ends"],
+            ds.manifest["survey"]["dx_m"],
+            title=f"sample {index}: misfit {s['misfit_before']:.3g} -> {s['misfit_after']:.3g}",
+        )
         paths.append(save(fig, folder / f"sample_{index:06d}.png", dpi=100))
     return paths

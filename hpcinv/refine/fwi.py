@@ -55,10 +55,17 @@ class FwiResult:
     wall_s: float = 0.0
 
     def summary(self) -> dict:
-        return {"misfit_before": self.misfit_before, "misfit_after": self.misfit_after,
-                "iterations": len(self.history), "band_ends": self.band_ends, "band_misfits": self.band_misfits,
-                "stopped": self.stopped, "kept_start": self.kept_start, "clipped_cells": self.clipped_cells,
-                "wall_s": round(self.wall_s, 3)}
+        return {
+            "misfit_before": self.misfit_before,
+            "misfit_after": self.misfit_after,
+            "iterations": len(self.history),
+            "band_ends": self.band_ends,
+            "band_misfits": self.band_misfits,
+            "stopped": self.stopped,
+            "kept_start": self.kept_start,
+            "clipped_cells": self.clipped_cells,
+            "wall_s": round(self.wall_s, 3),
+        }
 
 
 def lowpass(data: torch.Tensor, cutoff_hz: float | None, dt_s: float) -> torch.Tensor:
@@ -101,8 +108,16 @@ def gaussian_smooth(x_ZX: torch.Tensor, sigma_cells: float) -> torch.Tensor:
     return x[0, 0]
 
 
-def refine_model(start_ZX: np.ndarray, observed_STR: np.ndarray, cfg: DataConfig, rc: RefineSection,
-                 v_bounds: tuple[float, float], *, seed: int = 0, device: str | torch.device = "cpu") -> FwiResult:
+def refine_model(
+    start_ZX: np.ndarray,
+    observed_STR: np.ndarray,
+    cfg: DataConfig,
+    rc: RefineSection,
+    v_bounds: tuple[float, float],
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> FwiResult:
     """FWI of one model from ``start_ZX`` (m/s) against ``observed_STR`` (the stored gathers of the
     dataset ``cfg``), with the velocity kept within ``v_bounds`` (m/s), all shots of an iteration
     in one deepwave call on ``device``."""
@@ -122,8 +137,12 @@ def refine_model(start_ZX: np.ndarray, observed_STR: np.ndarray, cfg: DataConfig
         with torch.no_grad():
             return relative_misfit(model_shots(model, cfg, wavelet=wavelet, geometry=geometry), observed)
 
-    result = FwiResult(velocity=start.cpu().numpy(), misfit_before=full_misfit(v.detach()),
-                       misfit_after=math.nan, clipped_cells=clipped)
+    result = FwiResult(
+        velocity=start.cpu().numpy(),
+        misfit_before=full_misfit(v.detach()),
+        misfit_after=math.nan,
+        clipped_cells=clipped,
+    )
     best_misfit, best = result.misfit_before, v.detach().clone()
     if best_misfit <= rc.target_misfit:
         result.stopped = "start_fits"
@@ -133,8 +152,9 @@ def refine_model(start_ZX: np.ndarray, observed_STR: np.ndarray, cfg: DataConfig
             band_obs = lowpass(observed, cutoff, dt_out)
             band_norm = torch.linalg.vector_norm(band_obs).square()
             optimizer = torch.optim.Adam([v], lr=rc.lr_mps)
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_iter, 1),
-                                                                  eta_min=rc.lr_mps * 0.1)
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(n_iter, 1), eta_min=rc.lr_mps * 0.1
+            )
             band_history: list[float] = []
             for _ in range(n_iter):
                 shots = None if batch == n_shots else torch.randperm(n_shots, generator=generator)[:batch].sort()[0]
@@ -149,7 +169,7 @@ def refine_model(start_ZX: np.ndarray, observed_STR: np.ndarray, cfg: DataConfig
                 if rc.smooth_gradient_cells:
                     v.grad = gaussian_smooth(v.grad, rc.smooth_gradient_cells)
                 if rc.freeze_top_cells:
-                    v.grad[:rc.freeze_top_cells] = 0
+                    v.grad[: rc.freeze_top_cells] = 0
                 optimizer.step()
                 schedule.step()
                 with torch.no_grad():

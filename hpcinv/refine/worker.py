@@ -31,9 +31,19 @@ def velocity_scores(model_ZX: np.ndarray, true_ZX: np.ndarray, v_range: tuple[fl
 class RefineWorker:
     """Refines the models of output shards: one per process, ``refine.threads`` torch threads."""
 
-    def __init__(self, dataset: str | os.PathLike, out: str | os.PathLike, rc: RefineSection,
-                 bounds: tuple[float, float], lo: int, store_hash: str, *, start_store: str | None = None,
-                 start_model: np.ndarray | None = None, score_range: tuple[float, float] | None = None):
+    def __init__(
+        self,
+        dataset: str | os.PathLike,
+        out: str | os.PathLike,
+        rc: RefineSection,
+        bounds: tuple[float, float],
+        lo: int,
+        store_hash: str,
+        *,
+        start_store: str | None = None,
+        start_model: np.ndarray | None = None,
+        score_range: tuple[float, float] | None = None,
+    ):
         """The start is a velocity store (``start_store``) or one model for every sample (``start_model``)."""
         torch.set_num_threads(rc.threads)
         self.ds = ShardedDataset(dataset)
@@ -61,14 +71,22 @@ class RefineWorker:
         refined, history, samples = [], np.full((spec.size, max(self.iterations, 1)), np.nan, np.float32), []
         for row, index in enumerate(range(lo, hi)):
             gathers, truth = self.ds.read(index)
-            result = refine_model(starts[row], gathers, self.cfg, self.rc, self.bounds, seed=self.rc.seed + index,
-                                  device=self.device)
+            result = refine_model(
+                starts[row], gathers, self.cfg, self.rc, self.bounds, seed=self.rc.seed + index, device=self.device
+            )
             refined.append(result.velocity)
-            history[row, :len(result.history)] = result.history
+            history[row, : len(result.history)] = result.history
             summary = {"index": index, **result.summary()}
             if truth is not None and self.score_range is not None:
                 summary["before"] = velocity_scores(np.asarray(starts[row], np.float32), truth, self.score_range)
                 summary["after"] = velocity_scores(result.velocity, truth, self.score_range)
             samples.append(summary)
-        return write_velocity_shard(self.folder, spec, self.lo, np.stack(refined), config_hash=self.hash,
-                                    extra={"misfit_history": history}, samples=samples)
+        return write_velocity_shard(
+            self.folder,
+            spec,
+            self.lo,
+            np.stack(refined),
+            config_hash=self.hash,
+            extra={"misfit_history": history},
+            samples=samples,
+        )

@@ -21,7 +21,25 @@ from hpcinv.store.normalise import Normaliser
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, file_sha256, plan_shards, write_shard
 from hpcinv.store.stats import RunningStats
 
-__all__ = ["ShardedDataset", "RawBatches", "RawCache", "Normaliser", "ShardSpec", "plan_shards", "write_shard",
-           "file_sha256",
-           "read_manifest", "write_manifest", "verify_dataset", "require_readable", "split_range", "VerifyReport",
-           "load_dataset_config", "folder_lock", "RunningStats", "MANIFEST", "CONFIG", "SHARD_DIR"]
+__all__ = [
+    "ShardedDataset",
+    "RawBatches",
+    "RawCache",
+    "Normaliser",
+    "ShardSpec",
+    "plan_shards",
+    "write_shard",
+    "file_sha256",
+    "read_manifest",
+    "write_manifest",
+    "verify_dataset",
+    "require_readable",
+    "split_range",
+    "VerifyReport",
+    "load_dataset_config",
+    "folder_lock",
+    "RunningStats",
+    "MANIFEST",
+    "CONFIG",
+    "SHARD_DIR",
+]

@@ -27,8 +27,10 @@ HOST_CACHE_SHARE = 0.8
 
 
 def gathers_only_error(root) -> DataError:
-    return DataError(f"dataset {str(root)!r} holds gathers only (no true velocities): it can be predicted, refined "
-                     "and scored by data misfit, not trained on")
+    return DataError(
+        f"dataset {str(root)!r} holds gathers only (no true velocities): it can be predicted, refined "
+        "and scored by data misfit, not trained on"
+    )
 
 
 class RawBatches(Dataset):
@@ -75,7 +77,8 @@ def cache_place(nbytes: int, device: torch.device, gpu_fraction: float) -> str:
         raise HpcinvError(
             f"data.cache=memory needs {nbytes / 2**30:.2f} GiB for this rank's samples, but this node has "
             f"{available / 2**30:.2f} GiB available (at most {HOST_CACHE_SHARE:.0%} of it may be used): set "
-            "data.cache=none (read from disk), or train on more ranks/nodes so each holds fewer samples")
+            "data.cache=none (read from disk), or train on more ranks/nodes so each holds fewer samples"
+        )
     return "pinned" if device.type == "cuda" else "host"
 
 
@@ -96,9 +99,9 @@ class RawCache:
         self.gathers = torch.empty((len(positions), *g_shape), dtype=g_dtype, device=where, pin_memory=pin)
         self.velocity = torch.empty((len(positions), *v_shape), dtype=torch.float32, device=where, pin_memory=pin)
         for start in range(0, len(positions), chunk):
-            g, v = ds.read_batch(positions[start:start + chunk])
-            self.gathers[start:start + len(g)].copy_(torch.from_numpy(g))
-            self.velocity[start:start + len(v)].copy_(torch.from_numpy(v))
+            g, v = ds.read_batch(positions[start : start + chunk])
+            self.gathers[start : start + len(g)].copy_(torch.from_numpy(g))
+            self.velocity[start : start + len(v)].copy_(torch.from_numpy(v))
         self.row_of = np.full(len(ds), -1, dtype=np.int64)
         self.row_of[positions] = np.arange(len(positions))
         self.nbytes = per_sample * len(positions)

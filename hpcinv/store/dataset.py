@@ -30,8 +30,13 @@ NO_VELOCITY = np.zeros(0, np.float32)  # what a gathers-only sample's velocity c
 
 
 class ShardedDataset(Dataset):
-    def __init__(self, root: str | os.PathLike, normaliser: Normaliser | None = None,
-                 indices: list[int] | np.ndarray | None = None, split: str | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        normaliser: Normaliser | None = None,
+        indices: list[int] | np.ndarray | None = None,
+        split: str | None = None,
+    ):
         """``split`` selects one of the manifest's splits (e.g. ``"train"``); ``indices`` any subset."""
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
@@ -82,13 +87,16 @@ class ShardedDataset(Dataset):
         got = (int(fh.attrs.get("start", -1)), int(fh.attrs.get("stop", -1)), str(fh.attrs.get("config_hash", "")))
         if got != (rec["start"], rec["stop"], self.manifest["config_hash"]):
             fh.close()
-            raise DataError(f"{path}: holds samples {got[0]}..{got[1] - 1} of config {got[2][:12]}, but the manifest "
-                            f"says {span} of config {self.manifest['config_hash'][:12]} (a swapped or foreign file)")
+            raise DataError(
+                f"{path}: holds samples {got[0]}..{got[1] - 1} of config {got[2][:12]}, but the manifest "
+                f"says {span} of config {self.manifest['config_hash'][:12]} (a swapped or foreign file)"
+            )
         algorithm = fh.attrs.get("checksum_algorithm")
         if "checksums" in fh and algorithm != CHECKSUM_ALGORITHM:
             fh.close()
-            raise DataError(f"{path}: sample checksums of unknown kind {algorithm!r} (this hpcinv knows "
-                            f"{CHECKSUM_ALGORITHM!r})")
+            raise DataError(
+                f"{path}: sample checksums of unknown kind {algorithm!r} (this hpcinv knows {CHECKSUM_ALGORITHM!r})"
+            )
         try:
             self._sums[name] = fh["checksums"][:] if "checksums" in fh else None  # format 1 shards have none
         except OSError as exc:
@@ -122,8 +130,10 @@ class ShardedDataset(Dataset):
         if stored is not None and sums is not None and sample_checksums(*stored) != tuple(int(c) for c in sums[row]):
             problem = "its bytes do not match the checksum stored for it"
         if problem:
-            raise DataError(f"{self.root / SHARD_DIR / name}: sample {int(index)} (row {row}) is damaged: {problem}; "
-                            f"`hpcinv verify {self.root}` checks every shard, `hpcinv generate` recomputes bad ones")
+            raise DataError(
+                f"{self.root / SHARD_DIR / name}: sample {int(index)} (row {row}) is damaged: {problem}; "
+                f"`hpcinv verify {self.root}` checks every shard, `hpcinv generate` recomputes bad ones"
+            )
         return gathers, vel
 
     def read_batch(self, positions) -> tuple[np.ndarray, np.ndarray | None]:
@@ -132,8 +142,7 @@ class ShardedDataset(Dataset):
         indices = self.indices[np.asarray(positions, dtype=np.int64)]
         shape = tuple(self.manifest["gathers_shape"])
         gathers = np.empty((len(indices), *shape), np.dtype(self.manifest.get("gathers_dtype", "float32")))
-        vel = (np.empty((len(indices), *self.manifest["velocity_shape"]), np.float32)
-               if self.has_velocity else None)
+        vel = np.empty((len(indices), *self.manifest["velocity_shape"]), np.float32) if self.has_velocity else None
         shard_of = np.searchsorted(self._starts, indices, side="right") - 1
         for k in np.unique(shard_of):
             where = np.flatnonzero(shard_of == k)
@@ -147,8 +156,10 @@ class ShardedDataset(Dataset):
             except OSError as exc:  # read them one by one to name the damaged sample
                 for i in where:
                     self.read(int(indices[i]))
-                raise DataError(f"{self.root / SHARD_DIR / name}: reading rows {unique_rows.tolist()} failed: "
-                                f"{' '.join(str(exc).split())}") from exc
+                raise DataError(
+                    f"{self.root / SHARD_DIR / name}: reading rows {unique_rows.tolist()} failed: "
+                    f"{' '.join(str(exc).split())}"
+                ) from exc
             sums = self._sums[name]
             if sums is not None:
                 for j, row in enumerate(unique_rows):
@@ -170,14 +181,16 @@ class ShardedDataset(Dataset):
         out = np.empty((len(rows), *dataset.shape[1:]), dataset.dtype)
         starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
         for a, b in zip(starts, [*starts[1:], len(rows)], strict=True):
-            dataset.read_direct(out, np.s_[int(rows[a]):int(rows[a]) + int(b - a)], np.s_[int(a):int(b)])
+            dataset.read_direct(out, np.s_[int(rows[a]) : int(rows[a]) + int(b - a)], np.s_[int(a) : int(b)])
         return out
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         gathers, vel = self.read(self.indices[i])
         if vel is None:
-            raise DataError(f"dataset {str(self.root)!r} holds gathers only (no true velocities): it can be predicted, "
-                            "refined and scored by data misfit, not trained on")
+            raise DataError(
+                f"dataset {str(self.root)!r} holds gathers only (no true velocities): it can be predicted, "
+                "refined and scored by data misfit, not trained on"
+            )
         g = torch.from_numpy(np.asarray(gathers, dtype=np.float32))
         v = torch.from_numpy(np.asarray(vel, dtype=np.float32))
         return self.normaliser.gathers_fwd(g), self.normaliser.velocity_fwd(v)
@@ -222,16 +235,18 @@ class Concatenated(Dataset):
         return gathers, vel
 
     def positions_by_shard(self) -> list[np.ndarray]:
-        return [g + offset for d, offset in zip(self.datasets, self.offsets, strict=False)
-                for g in d.positions_by_shard()]
+        return [
+            g + offset for d, offset in zip(self.datasets, self.offsets, strict=False) for g in d.positions_by_shard()
+        ]
 
     def close(self) -> None:
         for d in self.datasets:
             d.close()
 
 
-def mean_velocity(root: str | os.PathLike, split: str | None = None,
-                  more: list[tuple[str, str | None]] = ()) -> np.ndarray:
+def mean_velocity(
+    root: str | os.PathLike, split: str | None = None, more: list[tuple[str, str | None]] = ()
+) -> np.ndarray:
     """The mean velocity model (nz, nx) float32 of a dataset's split (and of the ``more`` (folder,
     split) pairs, every model weighted alike): the data-free baseline."""
     total, count = None, 0
@@ -242,8 +257,10 @@ def mean_velocity(root: str | os.PathLike, split: str | None = None,
         if total is None:
             total = np.zeros(ds.manifest["velocity_shape"], np.float64)
         elif list(total.shape) != list(ds.manifest["velocity_shape"]):
-            raise DataError(f"dataset {str(folder)!r} has models of {ds.manifest['velocity_shape']} cells, "
-                            f"{str(root)!r} of {list(total.shape)}: they cannot be averaged together")
+            raise DataError(
+                f"dataset {str(folder)!r} has models of {ds.manifest['velocity_shape']} cells, "
+                f"{str(root)!r} of {list(total.shape)}: they cannot be averaged together"
+            )
         for index in ds.indices:
             total += ds.read(int(index))[1]
         count += len(ds)

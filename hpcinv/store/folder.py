@@ -15,8 +15,9 @@ from hpcinv.store.velocities import read_store_manifest
 log = logging.getLogger(__name__)
 
 
-def check_store_folder(out: Path, new: dict, *, restart: bool = False, command: str,
-                       known: tuple[str, ...] = ()) -> dict | None:
+def check_store_folder(
+    out: Path, new: dict, *, restart: bool = False, command: str, known: tuple[str, ...] = ()
+) -> dict | None:
     """Read-only: the manifest to continue in ``out`` (None: start afresh). A store made by another
     request (its ``config_hash`` differs) is refused, naming what differs, unless ``restart``. A folder
     without a manifest may hold only the shard folder and the ``known`` files a run writes (its shards
@@ -36,15 +37,18 @@ def check_store_folder(out: Path, new: dict, *, restart: bool = False, command: 
             return None
         differs = [k for k in ("kind", "dataset", "source") if old.get(k) != new.get(k)]
         what = " and ".join(differs) or "settings"
-        raise HpcinvError(f"{str(out)!r} holds the output of another `hpcinv {command}` (its {what} differ); use "
-                          "another --out, the same command, or --restart to discard it")
+        raise HpcinvError(
+            f"{str(out)!r} holds the output of another `hpcinv {command}` (its {what} differ); use "
+            "another --out, the same command, or --restart to discard it"
+        )
     if out.is_dir() and any(p.name not in (LOCK, SHARD_DIR, *known) for p in out.iterdir()):
         raise HpcinvError(f"--out {str(out)!r} is a non-empty folder that is not an hpcinv velocity store")
     return None
 
 
-def open_store_folder(out: Path, new: dict, *, restart: bool = False, command: str,
-                      known: tuple[str, ...] = ()) -> dict:
+def open_store_folder(
+    out: Path, new: dict, *, restart: bool = False, command: str, known: tuple[str, ...] = ()
+) -> dict:
     """Create or reopen ``out`` (the caller holds its lock); the manifest to continue."""
     old = check_store_folder(out, new, restart=restart, command=command, known=known)
     if old is None and (out / MANIFEST).exists():

@@ -40,14 +40,21 @@ def _holder(fd: int) -> str:
 
 
 def _describe_self(shared: bool) -> bytes:
-    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "shared": shared,
-                       "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])[:300],
-                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode()
+    return json.dumps(
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "shared": shared,
+            "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])[:300],
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+    ).encode()
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike, *, shared: bool = False, what: str = "dataset",
-                create: bool = True) -> Iterator[None]:
+def folder_lock(
+    folder: str | os.PathLike, *, shared: bool = False, what: str = "dataset", create: bool = True
+) -> Iterator[None]:
     """Hold ``folder``'s lock for the block, or raise :class:`LockedError` naming the holder.
 
     ``create``: make ``folder`` if it does not exist (a folder this call made and that holds nothing
@@ -80,10 +87,13 @@ def folder_lock(folder: str | os.PathLike, *, shared: bool = False, what: str = 
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise LockedError(f"{what} folder {str(folder)!r} is in use by {_holder(fd)}; wait for it to "
-                                  "finish or stop it, or use another folder") from None
-            raise HpcinvError(f"cannot lock {str(path)!r}: {exc.strerror or exc} (on Lustre, mount with -o flock)") \
-                from None
+                raise LockedError(
+                    f"{what} folder {str(folder)!r} is in use by {_holder(fd)}; wait for it to "
+                    "finish or stop it, or use another folder"
+                ) from None
+            raise HpcinvError(
+                f"cannot lock {str(path)!r}: {exc.strerror or exc} (on Lustre, mount with -o flock)"
+            ) from None
         try:
             if not shared or os.fstat(fd).st_size == 0:
                 info = _describe_self(shared)

@@ -28,17 +28,39 @@ FORMAT_NAME = "hpcinv-dataset"
 VELOCITY_FORMAT_NAME = "hpcinv-velocities"  # predictions and refined models: hpcinv.store.velocities
 VELOCITY_FORMAT_VERSIONS = (1,)
 
-REQUIRED_KEYS = {"config_hash": str, "n_samples": int, "shard_size": int, "velocity_shape": list,
-                 "gathers_shape": list, "survey": dict, "shards": list, "stats": dict, "samples_written": int,
-                 "complete": bool}
+REQUIRED_KEYS = {
+    "config_hash": str,
+    "n_samples": int,
+    "shard_size": int,
+    "velocity_shape": list,
+    "gathers_shape": list,
+    "survey": dict,
+    "shards": list,
+    "stats": dict,
+    "samples_written": int,
+    "complete": bool,
+}
 SHARD_KEYS = {"name": str, "start": int, "stop": int, "bytes": int, "sha256": str, "stats": dict}
 
 
 FORMATS = {  # format name -> (readable versions, required top-level keys)
     FORMAT_NAME: (READABLE_VERSIONS, REQUIRED_KEYS),
-    VELOCITY_FORMAT_NAME: (VELOCITY_FORMAT_VERSIONS, {
-        "config_hash": str, "kind": str, "n_samples": int, "shard_size": int, "velocity_shape": list,
-        "dataset": dict, "source": dict, "shards": list, "stats": dict, "samples_written": int, "complete": bool}),
+    VELOCITY_FORMAT_NAME: (
+        VELOCITY_FORMAT_VERSIONS,
+        {
+            "config_hash": str,
+            "kind": str,
+            "n_samples": int,
+            "shard_size": int,
+            "velocity_shape": list,
+            "dataset": dict,
+            "source": dict,
+            "shards": list,
+            "stats": dict,
+            "samples_written": int,
+            "complete": bool,
+        },
+    ),
 }
 
 
@@ -47,8 +69,10 @@ def _schema_problem(manifest: object, fmt: str) -> str | None:
         return f"is not a JSON object but a {type(manifest).__name__}"
     versions, required = FORMATS[fmt]
     if manifest.get("format") != fmt or manifest.get("format_version") not in versions:
-        return (f"is not a {fmt} manifest of a version this hpcinv reads {list(versions)} "
-                f"(format {manifest.get('format')!r}, version {manifest.get('format_version')!r})")
+        return (
+            f"is not a {fmt} manifest of a version this hpcinv reads {list(versions)} "
+            f"(format {manifest.get('format')!r}, version {manifest.get('format_version')!r})"
+        )
     for key, kind in required.items():
         if not isinstance(manifest.get(key), kind):
             return f"lacks {key!r} or it is not a {kind.__name__}"
@@ -74,8 +98,10 @@ def read_manifest(root: str | os.PathLike, fmt: str = FORMAT_NAME) -> dict:
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HpcinvError(f"{path}: damaged manifest, not JSON ({exc}); `hpcinv generate` with the dataset's "
-                          "config.yaml rebuilds it from the shards") from None
+        raise HpcinvError(
+            f"{path}: damaged manifest, not JSON ({exc}); `hpcinv generate` with the dataset's "
+            "config.yaml rebuilds it from the shards"
+        ) from None
     except OSError as exc:
         raise HpcinvError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
     problem = _schema_problem(manifest, fmt)
@@ -93,8 +119,13 @@ def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
             merged = merged.merge(RunningStats.from_dict(rec["stats"][key]))
         stats[key] = merged.to_dict()
     done = sum(r["stop"] - r["start"] for r in shards)
-    manifest = {**manifest, "shards": shards, "stats": stats, "samples_written": done,
-                "complete": done == manifest["n_samples"]}
+    manifest = {
+        **manifest,
+        "shards": shards,
+        "stats": stats,
+        "samples_written": done,
+        "complete": done == manifest["n_samples"],
+    }
     atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=1))
 
 
@@ -145,18 +176,21 @@ def check_shard(path: Path, rec: dict, manifest: dict, *, checksum: bool) -> str
     except Exception as exc:
         return f"{path.name}: unreadable HDF5 ({' '.join(str(exc).split())})"
     if attrs[2] != manifest["config_hash"]:
-        return (f"{path.name}: written with another config (hash {attrs[2][:12]}, "
-                f"dataset {manifest['config_hash'][:12]})")
+        return (
+            f"{path.name}: written with another config (hash {attrs[2][:12]}, dataset {manifest['config_hash'][:12]})"
+        )
     if attrs[:2] != (rec["start"], rec["stop"]) or not np.array_equal(index, np.arange(rec["start"], rec["stop"])):
-        return (f"{path.name}: holds samples {attrs[0]}..{attrs[1] - 1}, manifest says {span} "
-                "(a swapped or foreign file)")
+        return (
+            f"{path.name}: holds samples {attrs[0]}..{attrs[1] - 1}, manifest says {span} (a swapped or foreign file)"
+        )
     if bad_shape:
         return f"{path.name}: wrong shape for {', '.join(bad_shape)}"
     return None
 
 
-def verify_dataset(root: str | os.PathLike, *, checksums: bool = True,
-                   samples: tuple[int, int] | None = None) -> VerifyReport:
+def verify_dataset(
+    root: str | os.PathLike, *, checksums: bool = True, samples: tuple[int, int] | None = None
+) -> VerifyReport:
     """Check manifest, config hash and every planned shard (only those holding ``samples`` = [lo, hi)
     if given): listed, present, full size, (``checksums``: sha256,) readable, the right contents."""
     root = Path(root)
@@ -222,19 +256,24 @@ def pooled_stats(manifests: list[dict]) -> dict:
     return pooled
 
 
-def require_readable(root: str | os.PathLike, split: str | None = None, *, full: bool = False,
-                     what: str = "dataset") -> dict:
+def require_readable(
+    root: str | os.PathLike, split: str | None = None, *, full: bool = False, what: str = "dataset"
+) -> dict:
     """Before a run reads ``root`` (its ``split``): the dataset is complete and every shard it will read
     passes :func:`check_shard` (``full``: with its sha256). Returns the manifest, or raises
     :class:`~hpcinv.errors.DataError` naming the first bad shard."""
     manifest = read_manifest(root)
     label = f"{what} {str(root)!r}"
     if not manifest["complete"]:
-        raise DataError(f"{label} is incomplete ({manifest['samples_written']} of {manifest['n_samples']} samples); "
-                        "re-run `hpcinv generate` on it to finish")
+        raise DataError(
+            f"{label} is incomplete ({manifest['samples_written']} of {manifest['n_samples']} samples); "
+            "re-run `hpcinv generate` on it to finish"
+        )
     report = verify_dataset(root, checksums=full, samples=split_range(manifest, split, label))
     if not report.ok:
         more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
-        raise DataError(f"{label} fails its check: {report.problems[0]}{more}; `hpcinv verify {root}` lists every "
-                        "problem, `hpcinv generate` with its config recomputes bad shards")
+        raise DataError(
+            f"{label} fails its check: {report.problems[0]}{more}; `hpcinv verify {root}` lists every "
+            "problem, `hpcinv generate` with its config recomputes bad shards"
+        )
     return manifest

@@ -47,8 +47,14 @@ class Normaliser:
     v_max: float = 1.0
 
     @classmethod
-    def from_manifest(cls, manifest: dict, gathers: GatherNorm = "none", velocity: VelocityNorm = "none",
-                      v_range: tuple[float, float] | None = None, g_scale: float | None = None) -> Normaliser:
+    def from_manifest(
+        cls,
+        manifest: dict,
+        gathers: GatherNorm = "none",
+        velocity: VelocityNorm = "none",
+        v_range: tuple[float, float] | None = None,
+        g_scale: float | None = None,
+    ) -> Normaliser:
         if gathers not in ("none", "standard", "openfwi"):
             raise ValueError(f"gather normalisation must be none, standard or openfwi, got {gathers!r}")
         if velocity not in ("none", "minmax", "standard"):
@@ -59,10 +65,19 @@ class Normaliser:
         v_min, v_max = v_range if v_range is not None else (v["min"], v["max"])
         if not v_max > v_min:
             raise ValueError(f"velocity range for minmax must have max > min, got ({v_min}, {v_max})")
-        return cls(gathers, velocity, g["mean"], g_std,
-                   float(_log_compress(np.float64(g["min"]), scale)),
-                   float(_log_compress(np.float64(g["max"]), scale)), scale,
-                   v["mean"], v["std"] or 1.0, float(v_min), float(v_max))
+        return cls(
+            gathers,
+            velocity,
+            g["mean"],
+            g_std,
+            float(_log_compress(np.float64(g["min"]), scale)),
+            float(_log_compress(np.float64(g["max"]), scale)),
+            scale,
+            v["mean"],
+            v["std"] or 1.0,
+            float(v_min),
+            float(v_max),
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -17,8 +17,15 @@ from torch.utils.data import Sampler
 
 
 class ShardAwareSampler(Sampler[int]):
-    def __init__(self, positions_by_shard: list[np.ndarray], rank: int = 0, world: int = 1, *,
-                 shuffle: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        positions_by_shard: list[np.ndarray],
+        rank: int = 0,
+        world: int = 1,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
         """``positions_by_shard``: dataset positions (0..len-1) grouped by the shard they live in."""
         if not 0 <= rank < world:
             raise ValueError(f"rank must be in [0, {world}), got {rank}")

@@ -32,17 +32,34 @@ from hpcinv.store.stats import RunningStats
 VELOCITY_FORMAT_VERSION = 1
 
 
-def store_manifest(kind: str, config_hash: str, dataset_root: str | os.PathLike, dataset_manifest: dict,
-                   split: str | None, sample_range: tuple[int, int], shard_size: int, source: dict) -> dict:
+def store_manifest(
+    kind: str,
+    config_hash: str,
+    dataset_root: str | os.PathLike,
+    dataset_manifest: dict,
+    split: str | None,
+    sample_range: tuple[int, int],
+    shard_size: int,
+    source: dict,
+) -> dict:
     """The manifest of an empty store of ``kind`` ("prediction" or "refined") for a dataset range."""
     lo, hi = sample_range
     return {
-        "format": VELOCITY_FORMAT_NAME, "format_version": VELOCITY_FORMAT_VERSION, "kind": kind,
-        "config_hash": config_hash, "n_samples": hi - lo, "shard_size": shard_size,
+        "format": VELOCITY_FORMAT_NAME,
+        "format_version": VELOCITY_FORMAT_VERSION,
+        "kind": kind,
+        "config_hash": config_hash,
+        "n_samples": hi - lo,
+        "shard_size": shard_size,
         "velocity_shape": list(dataset_manifest["velocity_shape"]),
-        "dataset": {"path": str(Path(dataset_root).resolve()), "config_hash": dataset_manifest["config_hash"],
-                    "split": split, "range": [lo, hi]},
-        "source": source, "shards": [],
+        "dataset": {
+            "path": str(Path(dataset_root).resolve()),
+            "config_hash": dataset_manifest["config_hash"],
+            "split": split,
+            "range": [lo, hi],
+        },
+        "source": source,
+        "shards": [],
     }
 
 
@@ -50,14 +67,24 @@ def velocity_checksum(velocity_ZX: np.ndarray) -> int:
     return xxhash.xxh3_64_intdigest(np.ascontiguousarray(velocity_ZX))
 
 
-def write_velocity_shard(folder: str | os.PathLike, spec: ShardSpec, lo: int, velocity_NZX: np.ndarray, *,
-                         config_hash: str, extra: dict[str, np.ndarray] | None = None,
-                         samples: list[dict] | None = None) -> dict:
+def write_velocity_shard(
+    folder: str | os.PathLike,
+    spec: ShardSpec,
+    lo: int,
+    velocity_NZX: np.ndarray,
+    *,
+    config_hash: str,
+    extra: dict[str, np.ndarray] | None = None,
+    samples: list[dict] | None = None,
+) -> dict:
     """Write positions [spec.start, spec.stop) of a store covering dataset samples from ``lo``."""
     velocity_NZX = np.ascontiguousarray(velocity_NZX, dtype=np.float32)
     stats = {"velocity": RunningStats.of(velocity_NZX).to_dict()}
-    arrays = {"velocity": velocity_NZX,
-              "checksums": np.array([velocity_checksum(v) for v in velocity_NZX], np.uint64), **(extra or {})}
+    arrays = {
+        "velocity": velocity_NZX,
+        "checksums": np.array([velocity_checksum(v) for v in velocity_NZX], np.uint64),
+        **(extra or {}),
+    }
     attrs = {"format_version": VELOCITY_FORMAT_VERSION, "config_hash": config_hash, "stats": json.dumps(stats)}
     if samples is not None:
         attrs["samples"] = json.dumps(samples)
@@ -85,9 +112,11 @@ class VelocityStore:
         self.manifest = read_store_manifest(self.root)
         if not self.manifest["complete"]:
             m = self.manifest
-            raise DataError(f"velocity store {str(root)!r} is incomplete ({m['samples_written']} of {m['n_samples']} "
-                            f"models); re-run the `hpcinv {'predict' if m['kind'] == 'prediction' else 'refine'}` "
-                            "that made it to finish it")
+            raise DataError(
+                f"velocity store {str(root)!r} is incomplete ({m['samples_written']} of {m['n_samples']} "
+                f"models); re-run the `hpcinv {'predict' if m['kind'] == 'prediction' else 'refine'}` "
+                "that made it to finish it"
+            )
         self.lo, self.hi = self.manifest["dataset"]["range"]
 
     @property
@@ -101,10 +130,13 @@ class VelocityStore:
             raise HpcinvError(
                 f"{str(self.root)!r} holds velocities of dataset {mine['path']!r} (config {mine['config_hash'][:12]}), "
                 f"not of {str(dataset_root)!r} (config {dataset_manifest['config_hash'][:12]}); predict or refine on "
-                "this dataset first")
+                "this dataset first"
+            )
         if not (self.lo <= lo and hi <= self.hi):
-            raise HpcinvError(f"{str(self.root)!r} holds samples {self.lo}..{self.hi - 1} of the dataset, not all of "
-                              f"{lo}..{hi - 1}; use the same --split it was made with")
+            raise HpcinvError(
+                f"{str(self.root)!r} holds samples {self.lo}..{self.hi - 1} of the dataset, not all of "
+                f"{lo}..{hi - 1}; use the same --split it was made with"
+            )
 
     def _shard(self, rec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
         path = self.root / SHARD_DIR / rec["name"]
@@ -120,12 +152,15 @@ class VelocityStore:
         except (OSError, KeyError) as exc:
             raise DataError(f"{path}: unreadable shard ({span}): {' '.join(str(exc).split())}") from None
         if got != (rec["start"], rec["stop"], self.manifest["config_hash"]) or not np.array_equal(
-                index, np.arange(self.lo + rec["start"], self.lo + rec["stop"])):
+            index, np.arange(self.lo + rec["start"], self.lo + rec["stop"])
+        ):
             raise DataError(f"{path}: does not hold {span} of this store (a swapped or foreign file)")
         for row, v in enumerate(vel):
             if velocity_checksum(v) != int(sums[row]):
-                raise DataError(f"{path}: the velocity of sample {int(index[row])} is damaged (its bytes do not match "
-                                "the checksum stored for it)")
+                raise DataError(
+                    f"{path}: the velocity of sample {int(index[row])} is damaged (its bytes do not match "
+                    "the checksum stored for it)"
+                )
         return index, vel, {"samples": samples, "misfit_history": history}
 
     def read_range(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:

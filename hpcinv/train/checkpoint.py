@@ -39,9 +39,12 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def rng_state() -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                     gauss], "python": list(random.getstate()[1]),
-            "python_version": random.getstate()[0]}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+    }
 
 
 def set_rng_state(state: dict) -> None:

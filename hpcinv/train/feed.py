@@ -24,8 +24,9 @@ from hpcinv.store.normalise import Normaliser
 _END = object()
 
 
-def normalised(gathers: torch.Tensor, velocity: torch.Tensor, norm: Normaliser, device: torch.device,
-               non_blocking: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def normalised(
+    gathers: torch.Tensor, velocity: torch.Tensor, norm: Normaliser, device: torch.device, non_blocking: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A raw batch on ``device`` as the network sees it: float32 gathers_BSTR and target_B1ZX, normalised."""
     g = gathers.to(device, non_blocking=non_blocking).float()
     v = velocity.to(device, non_blocking=non_blocking).float()
@@ -50,9 +51,13 @@ def cache_batches(cache: RawCache, order: Iterable[int], batch_size: int, pinned
         for positions in batches_of(order, batch_size):
             yield cache.take(positions)
         return
-    ring = [(torch.empty((batch_size, *cache.gathers.shape[1:]), dtype=cache.gathers.dtype, pin_memory=True),
-             torch.empty((batch_size, *cache.velocity.shape[1:]), dtype=cache.velocity.dtype, pin_memory=True))
-            for _ in range(pinned_ring)]
+    ring = [
+        (
+            torch.empty((batch_size, *cache.gathers.shape[1:]), dtype=cache.gathers.dtype, pin_memory=True),
+            torch.empty((batch_size, *cache.velocity.shape[1:]), dtype=cache.velocity.dtype, pin_memory=True),
+        )
+        for _ in range(pinned_ring)
+    ]
     for k, positions in enumerate(batches_of(order, batch_size)):
         yield cache.take(positions, out=ring[k % pinned_ring])
 

@@ -84,10 +84,15 @@ def make_source(ds, sampler: ShardAwareSampler, cfg: TrainConfig, device: torch.
         cache = RawCache(ds, np.concatenate(sampler.mine), device, cfg.data.cache_gpu_fraction)
         return lambda: cache_batches(cache, iter(sampler), cfg.train.batch_size, pinned_ring=2)
     workers = cfg.data.loader_workers
-    loader = DataLoader(RawBatches(ds), batch_size=None, num_workers=workers,
-                        sampler=BatchSampler(sampler, cfg.train.batch_size, drop_last=False),
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                        prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None)
+    loader = DataLoader(
+        RawBatches(ds),
+        batch_size=None,
+        num_workers=workers,
+        sampler=BatchSampler(sampler, cfg.train.batch_size, drop_last=False),
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
+    )
     return lambda: iter(loader)
 
 
@@ -97,16 +102,26 @@ def mirror_some(gathers: torch.Tensor, target: torch.Tensor, probability: float,
     if not bool(flip.any()):
         return gathers, target
     mirrored_g, mirrored_t = mirror(gathers, target)
-    return (torch.where(flip[:, None, None, None], mirrored_g, gathers),
-            torch.where(flip[:, None, None, None], mirrored_t, target))
+    return (
+        torch.where(flip[:, None, None, None], mirrored_g, gathers),
+        torch.where(flip[:, None, None, None], mirrored_t, target),
+    )
 
 
 def loss_function(name: str):
     return F.mse_loss if name == "mse" else F.l1_loss
 
 
-def forward_backward(model: nn.Module, gathers: torch.Tensor, target: torch.Tensor, scaler, loss_fn,
-                     precision: str, device: torch.device, weight: float = 1.0) -> torch.Tensor:
+def forward_backward(
+    model: nn.Module,
+    gathers: torch.Tensor,
+    target: torch.Tensor,
+    scaler,
+    loss_fn,
+    precision: str,
+    device: torch.device,
+    weight: float = 1.0,
+) -> torch.Tensor:
     """Accumulate the gradients of ``weight`` x the loss of one batch; returns the (detached) loss.
     ``weight`` 0 makes a pass that only keeps a rank in DDP's collectives (see :func:`epoch_batches`);
     1 / N averages N accumulated micro-batches."""
@@ -127,8 +142,17 @@ def optimizer_step(model: nn.Module, optimizer, scaler, grad_clip: float | None 
     optimizer.zero_grad(set_to_none=True)
 
 
-def train_step(model: nn.Module, gathers: torch.Tensor, target: torch.Tensor, optimizer, scaler, loss_fn,
-               precision: str, device: torch.device, grad_clip: float | None = None) -> torch.Tensor:
+def train_step(
+    model: nn.Module,
+    gathers: torch.Tensor,
+    target: torch.Tensor,
+    optimizer,
+    scaler,
+    loss_fn,
+    precision: str,
+    device: torch.device,
+    grad_clip: float | None = None,
+) -> torch.Tensor:
     """One optimisation step on one batch; returns the (detached) loss. What the Ray loop does with
     ``train.accumulate_steps=1``; used by the benchmarks."""
     optimizer.zero_grad(set_to_none=True)
@@ -225,12 +249,14 @@ def nonfinite_count(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
 
 def optimizer_nonfinite_count(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.Tensor:
     """Tensors holding NaN/Inf in the optimizer state (Adam moments): checked once per epoch."""
-    return count_nonfinite([t for per_param in optimizer.state.values() for t in per_param.values()
-                            if isinstance(t, torch.Tensor)], device)
+    return count_nonfinite(
+        [t for per_param in optimizer.state.values() for t in per_param.values() if isinstance(t, torch.Tensor)], device
+    )
 
 
-def epoch_batches(batches: Iterator, n_batches: int, blank: tuple[torch.Tensor, torch.Tensor]
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, float, str | None]]:
+def epoch_batches(
+    batches: Iterator, n_batches: int, blank: tuple[torch.Tensor, torch.Tensor]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, float, str | None]]:
     """Exactly ``n_batches`` ``(gathers, target, weight, read_error)`` from the device feed.
 
     Ranks learn of a damaged sample only at the next check (every ``train.check_every_steps`` steps and
@@ -287,8 +313,15 @@ def rollback_events(run_dir: Path, last_epoch: int) -> list[int]:
 
 
 @torch.no_grad()
-def validation_metrics(model, ds: ShardedDataset, positions: np.ndarray, cfg: TrainConfig, norm: Normaliser,
-             v_range: tuple[float, float], device: torch.device) -> tuple[dict, str | None, bool]:
+def validation_metrics(
+    model,
+    ds: ShardedDataset,
+    positions: np.ndarray,
+    cfg: TrainConfig,
+    norm: Normaliser,
+    v_range: tuple[float, float],
+    device: torch.device,
+) -> tuple[dict, str | None, bool]:
     """Metrics in m/s over this rank's share of the validation set, summed over all ranks; then this
     rank's data error (or None) and whether any rank met one.
 
@@ -378,16 +411,19 @@ def epoch_line(metrics: dict, epochs: int, elapsed_s: float, epochs_run: int) ->
     """One line per epoch for logs that are not a terminal: samples/s, losses and an ETA."""
     epoch, seconds = metrics["epoch"], metrics["train/epoch_time_s"]
     left = (epochs - epoch - 1) * elapsed_s / max(epochs_run, 1)
-    text = (f"epoch {epoch + 1}/{epochs}: {metrics['train/epoch_samples']} samples in {seconds:.1f} s "
-            f"({metrics['train/epoch_samples'] / max(seconds, 1e-9):.1f} samples/s), "
-            f"loss {metrics['train/epoch_loss']:.4g}")
+    text = (
+        f"epoch {epoch + 1}/{epochs}: {metrics['train/epoch_samples']} samples in {seconds:.1f} s "
+        f"({metrics['train/epoch_samples'] / max(seconds, 1e-9):.1f} samples/s), "
+        f"loss {metrics['train/epoch_loss']:.4g}"
+    )
     if "val/mae" in metrics:
         text += f", val MAE {metrics['val/mae']:.1f} m/s, SSIM {metrics['val/ssim']:.3f}"
     return text + f"; ETA {int(left // 60)} min {int(left % 60):02d} s"
 
 
-def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch.device,
-           progress_bars: bool = True) -> None:
+def _train(
+    cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch.device, progress_bars: bool = True
+) -> None:
     import ray
     import ray.train
     import ray.train.torch
@@ -427,12 +463,19 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             load_weights(model, init_state, repr(cfg.train.init_from))
     except HpcinvError as exc:
         error = DataError.message_of(exc) if isinstance(exc, DataError) else str(exc)
-    flag, = all_reduce_sum([error is not None], device)
+    (flag,) = all_reduce_sum([error is not None], device)
     _stop_if(flag, rank, run_dir, {"event": "error", "message": error}, mine=error is not None)
 
     if init_state is not None and rank == 0:
-        append_event(run_dir, {"event": "init_from", "path": cfg.train.init_from,
-                               "weights": weights_digest(model), "source_weights": weights_digest(init_state["model"])})
+        append_event(
+            run_dir,
+            {
+                "event": "init_from",
+                "path": cfg.train.init_from,
+                "weights": weights_digest(model),
+                "source_weights": weights_digest(init_state["model"]),
+            },
+        )
     if cfg.train.freeze_encoder:
         for module in model.encoder_modules():
             module.requires_grad_(False)
@@ -441,8 +484,9 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     n_batches = -(-len(sampler) // cfg.train.batch_size)  # per rank and epoch, the same on every rank
     accumulate = cfg.train.accumulate_steps
     steps_per_epoch = -(-n_batches // accumulate)  # optimizer steps
-    optimizer, scheduler = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], world,
-                                          steps_per_epoch)
+    optimizer, scheduler = make_optimizer(
+        cfg, [p for p in model.parameters() if p.requires_grad], world, steps_per_epoch
+    )
     scaler = grad_scaler(cfg.train.precision, device)
     start_epoch, step = 0, 0
     if state is not None:
@@ -452,24 +496,39 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
         start_epoch, step = state["epoch"] + 1, state["step"]
         resume_schedule(scheduler, optimizer, start_epoch * steps_per_epoch)
     best = state["best_val"] if state is not None else float("inf")
-    append_event(run_dir, {"event": "resume" if state else "start", "rank": rank, "world": world,
-                           "epoch": start_epoch, "step": step, "node": ray.get_runtime_context().get_node_id(),
-                           "slurm_node": os.environ.get("SLURMD_NODENAME")}
-                 | ({"rolled_back_epochs": rolled_back} if rolled_back else {}))
+    append_event(
+        run_dir,
+        {
+            "event": "resume" if state else "start",
+            "rank": rank,
+            "world": world,
+            "epoch": start_epoch,
+            "step": step,
+            "node": ray.get_runtime_context().get_node_id(),
+            "slurm_node": os.environ.get("SLURMD_NODENAME"),
+        }
+        | ({"rolled_back_epochs": rolled_back} if rolled_back else {}),
+    )
 
-    tracker = Tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json") | {"parameters": count_parameters(model)},
-                      enabled=rank == 0)
+    tracker = Tracker(
+        cfg.tracking, run_dir, cfg.model_dump(mode="json") | {"parameters": count_parameters(model)}, enabled=rank == 0
+    )
     loss_fn = loss_function(cfg.train.loss)
     feed = DeviceFeed(norm, device, cfg.data.prefetch_batches)
     t_run = time.perf_counter()
-    blank = (torch.zeros((1, *manifest["gathers_shape"]), device=device),
-             torch.zeros((1, 1, *manifest["velocity_shape"]), device=device))
+    blank = (
+        torch.zeros((1, *manifest["gathers_shape"]), device=device),
+        torch.zeros((1, 1, *manifest["velocity_shape"]), device=device),
+    )
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             sampler.set_epoch(epoch)
             model.train()
-            bar = (tqdm(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
-                   if rank == 0 and progress_bars else None)
+            bar = (
+                tqdm(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
+                if rank == 0 and progress_bars
+                else None
+            )
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             # on the device, read only at checks: NaN/Inf tensors after any step since the last check
             bad = torch.zeros((), dtype=torch.float64, device=device)
@@ -488,8 +547,9 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                     in_group = min(accumulate, n_batches - b // accumulate * accumulate)
                     quiet = model.no_sync() if not last_micro and hasattr(model, "no_sync") else nullcontext()
                     with quiet:
-                        loss = forward_backward(model, gathers, target, scaler, loss_fn, cfg.train.precision,
-                                                device, weight / in_group)
+                        loss = forward_backward(
+                            model, gathers, target, scaler, loss_fn, cfg.train.precision, device, weight / in_group
+                        )
                     if last_micro:
                         optimizer_step(model, optimizer, scaler, cfg.train.grad_clip)
                         scheduler.step()
@@ -502,16 +562,30 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                         bar.update(len(gathers) * world)
                     if rank == 0 and step % cfg.tracking.log_every_steps == 0:
                         dt = time.perf_counter() - t0
-                        tracker.log({"train/loss": float(loss), "train/lr": optimizer.param_groups[0]["lr"],
-                                     "train/samples_per_s": len(gathers) * world / dt, "train/step_time_s": dt,
-                                     "train/peak_memory_mb": peak_memory_mb(device), "epoch": epoch}, step=step)
+                        tracker.log(
+                            {
+                                "train/loss": float(loss),
+                                "train/lr": optimizer.param_groups[0]["lr"],
+                                "train/samples_per_s": len(gathers) * world / dt,
+                                "train/step_time_s": dt,
+                                "train/peak_memory_mb": peak_memory_mb(device),
+                                "epoch": epoch,
+                            },
+                            step=step,
+                        )
                     if (b + 1) % cfg.train.check_every_steps == 0 and b + 1 < n_batches:
                         # one collective and one host read per check: a damaged sample on any rank, NaN/Inf
                         bad_values, bad_data = all_reduce_sum([bad, read_error is not None], device)
-                        _stop_if(bad_data, rank, run_dir, {"event": "error", "epoch": epoch, "step": step,
-                                                           "message": read_error}, mine=read_error is not None)
-                        _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step},
-                                 rank == 0)
+                        _stop_if(
+                            bad_data,
+                            rank,
+                            run_dir,
+                            {"event": "error", "epoch": epoch, "step": step, "message": read_error},
+                            mine=read_error is not None,
+                        )
+                        _stop_if(
+                            bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0
+                        )
             finally:
                 batches.close()
             if bar is not None:
@@ -519,47 +593,92 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             # never skipped before a checkpoint: every step since the last check, the optimizer state a
             # checkpoint will hold (identical on every rank), and damaged reads
             bad_values, bad_data, total_loss, total_seen = all_reduce_sum(
-                [bad + optimizer_nonfinite_count(optimizer, device), read_error is not None, loss_sum, seen], device)
-            _stop_if(bad_data, rank, run_dir, {"event": "error", "epoch": epoch, "step": step,
-                                               "message": read_error}, mine=read_error is not None)
+                [bad + optimizer_nonfinite_count(optimizer, device), read_error is not None, loss_sum, seen], device
+            )
+            _stop_if(
+                bad_data,
+                rank,
+                run_dir,
+                {"event": "error", "epoch": epoch, "step": step, "message": read_error},
+                mine=read_error is not None,
+            )
             _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0)
-            metrics = {"epoch": epoch, "step": step, "train/epoch_loss": total_loss / max(total_seen, 1),
-                       "train/epoch_samples": int(total_seen),
-                       "train/epoch_time_s": time.perf_counter() - t_epoch, "lr": optimizer.param_groups[0]["lr"]}
+            metrics = {
+                "epoch": epoch,
+                "step": step,
+                "train/epoch_loss": total_loss / max(total_seen, 1),
+                "train/epoch_samples": int(total_seen),
+                "train/epoch_time_s": time.perf_counter() - t_epoch,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
             if val_ds is not None:
-                val_metrics, val_error, any_error = validation_metrics(model, val_ds, val_positions, cfg, norm,
-                                                                       v_range, device)
-                _stop_if(any_error, rank, run_dir, {"event": "error", "epoch": epoch, "step": step,
-                                                    "message": val_error and DataError.message_of(val_error)},
-                         mine=val_error is not None)
+                val_metrics, val_error, any_error = validation_metrics(
+                    model, val_ds, val_positions, cfg, norm, v_range, device
+                )
+                _stop_if(
+                    any_error,
+                    rank,
+                    run_dir,
+                    {
+                        "event": "error",
+                        "epoch": epoch,
+                        "step": step,
+                        "message": val_error and DataError.message_of(val_error),
+                    },
+                    mine=val_error is not None,
+                )
                 metrics |= val_metrics
-            append_event(run_dir, {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step}
-                         | ({"weights": weights_digest(model)} if cfg.train.record_weights_digest else {})
-                         | ({"metrics": metrics} if rank == 0 else {}))
+            append_event(
+                run_dir,
+                {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step}
+                | ({"weights": weights_digest(model)} if cfg.train.record_weights_digest else {})
+                | ({"metrics": metrics} if rank == 0 else {}),
+            )
             if rank == 0 and not progress_bars:  # written, not print()ed: Ray Train's patched print logs it twice
-                sys.stderr.write(epoch_line(metrics, cfg.train.epochs, time.perf_counter() - t_run,
-                                            epoch + 1 - start_epoch) + "\n")
+                sys.stderr.write(
+                    epoch_line(metrics, cfg.train.epochs, time.perf_counter() - t_run, epoch + 1 - start_epoch) + "\n"
+                )
                 sys.stderr.flush()
             last = epoch + 1 == cfg.train.epochs
-            stopping = (cfg.train.stop_after_epochs is not None
-                        and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs)
+            stopping = (
+                cfg.train.stop_after_epochs is not None and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs
+            )
             score = metrics.get("val/mse", metrics["train/epoch_loss"])
             improved = score < best
             best = min(best, score)
             if rank == 0 and ((epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or last or stopping):
-                saved = save_checkpoint(run_dir, epoch, {
-                    "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                    "step": step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
-                    "model_spec": spec, "normaliser": norm.to_dict(), "metrics": metrics, "best_val": best,
-                    "velocity_range_mps": list(v_range),
-                    "dataset": {"train": str(cfg.data.train), "mix": list(cfg.data.mix),
-                                "config_hash": manifest["config_hash"],
-                                "survey": json.dumps(manifest["survey"])},
-                }, cfg.train.keep_checkpoints)
+                saved = save_checkpoint(
+                    run_dir,
+                    epoch,
+                    {
+                        "model": unwrap(model).state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "epoch": epoch,
+                        "step": step,
+                        "rng": rng_state(),
+                        "config": cfg.model_dump(mode="json"),
+                        "model_spec": spec,
+                        "normaliser": norm.to_dict(),
+                        "metrics": metrics,
+                        "best_val": best,
+                        "velocity_range_mps": list(v_range),
+                        "dataset": {
+                            "train": str(cfg.data.train),
+                            "mix": list(cfg.data.mix),
+                            "config_hash": manifest["config_hash"],
+                            "survey": json.dumps(manifest["survey"]),
+                        },
+                    },
+                    cfg.train.keep_checkpoints,
+                )
                 if improved:
-                    tracker.artifact(f"model-{run_dir.name}", saved / "state.pt", {"epoch": epoch, **{
-                        k: v for k, v in metrics.items() if isinstance(v, int | float)}})
+                    tracker.artifact(
+                        f"model-{run_dir.name}",
+                        saved / "state.pt",
+                        {"epoch": epoch, **{k: v for k, v in metrics.items() if isinstance(v, int | float)}},
+                    )
             ray.train.report(metrics)
             if rank == 0:
                 tracker.log({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step=step)
@@ -585,7 +704,13 @@ def _log_figure(tracker, model, ds: ShardedDataset, norm: Normaliser, manifest: 
         pred = unwrap(model)(gathers[None].to(device)).float()
     model.train()
     survey = manifest["survey"]
-    fig = velocity_figure(norm.velocity_inv(vel).numpy(), norm.velocity_inv(pred[0, 0]).cpu().numpy(),
-                          raw_gathers[len(gathers) // 2], survey["dx_m"], survey["dt_s"], title=f"epoch {epoch + 1}")
+    fig = velocity_figure(
+        norm.velocity_inv(vel).numpy(),
+        norm.velocity_inv(pred[0, 0]).cpu().numpy(),
+        raw_gathers[len(gathers) // 2],
+        survey["dx_m"],
+        survey["dt_s"],
+        title=f"epoch {epoch + 1}",
+    )
     tracker.image("val/figure", fig, step=step)
     close(fig)

@@ -68,16 +68,20 @@ def _recompute_keeps_bn_stats(module: nn.Module):
 
 
 def _bn_safe_checkpoint_wrapper(module: nn.Module) -> nn.Module:
-    return checkpoint_wrapper(module, checkpoint_impl=CheckpointImpl.NO_REENTRANT,
-                              context_fn=functools.partial(_recompute_keeps_bn_stats, module))
+    return checkpoint_wrapper(
+        module,
+        checkpoint_impl=CheckpointImpl.NO_REENTRANT,
+        context_fn=functools.partial(_recompute_keeps_bn_stats, module),
+    )
 
 
 def apply_checkpointing(model: nn.Module, mode: str) -> nn.Module:
     """Wrap the chosen modules in place; parameters and state_dict keys are unchanged."""
     targets = {id(m) for m in checkpoint_targets(model, mode)}
     if targets:
-        apply_activation_checkpointing(model, checkpoint_wrapper_fn=_bn_safe_checkpoint_wrapper,
-                                       check_fn=lambda m: id(m) in targets)
+        apply_activation_checkpointing(
+            model, checkpoint_wrapper_fn=_bn_safe_checkpoint_wrapper, check_fn=lambda m: id(m) in targets
+        )
     return model
 
 

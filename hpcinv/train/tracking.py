@@ -65,8 +65,12 @@ def effective_mode(cfg: TrackingConfig, run_dir: str | os.PathLike) -> str:
     if mode == "online":
         why = server_unreachable(cfg.init_timeout_s)
         if why:
-            log.warning("W&B server unreachable: %s; logging offline to %s; %s", why, Path(run_dir) / "wandb",
-                        sync_hint(run_dir))
+            log.warning(
+                "W&B server unreachable: %s; logging offline to %s; %s",
+                why,
+                Path(run_dir) / "wandb",
+                sync_hint(run_dir),
+            )
             return "offline"
     return mode
 
@@ -85,8 +89,15 @@ class Tracker:
 
         self._wandb = wandb
         (self.run_dir / "wandb").mkdir(parents=True, exist_ok=True)
-        kwargs = dict(project=cfg.project, entity=cfg.entity, name=self.run_dir.name, id=run_id(run_dir),
-                      resume="allow", dir=str(self.run_dir), config=config)
+        kwargs = dict(
+            project=cfg.project,
+            entity=cfg.entity,
+            name=self.run_dir.name,
+            id=run_id(run_dir),
+            resume="allow",
+            dir=str(self.run_dir),
+            config=config,
+        )
         settings = dict(console="off", silent=True, init_timeout=cfg.init_timeout_s)
         try:
             self.run = wandb.init(mode=self.mode, settings=wandb.Settings(**settings), **kwargs)
@@ -94,8 +105,10 @@ class Tracker:
             if self.mode != "online":
                 self.warn(f"W&B could not start ({exc}); training goes on without tracking")
                 return
-            self.warn(f"W&B online init failed ({' '.join(str(exc).split())[:200]}); logging offline to "
-                      f"{self.run_dir / 'wandb'}; {sync_hint(self.run_dir)}")
+            self.warn(
+                f"W&B online init failed ({' '.join(str(exc).split())[:200]}); logging offline to "
+                f"{self.run_dir / 'wandb'}; {sync_hint(self.run_dir)}"
+            )
             self.mode = "offline"
             with contextlib.suppress(Exception):
                 wandb.teardown()  # the failed init leaves the run id taken in this process
@@ -136,6 +149,7 @@ class Tracker:
             art = self._wandb.Artifact(name, type="model", metadata=metadata)
             art.add_file(str(path))
             self.run.log_artifact(art, aliases=["best", f"epoch-{metadata.get('epoch')}"])
+
         self._call(upload)
 
     def finish(self) -> None:

@@ -36,10 +36,20 @@ from hpcinv.train.tracking import effective_mode
 
 log = logging.getLogger(__name__)
 
-MUTABLE = {("train", "epochs"), ("train", "stop_after_epochs"), ("train", "max_failures"), ("data", "verify"),
-           ("tracking",), ("train", "check_every_steps"), ("data", "loader_workers"), ("data", "cache"),
-           ("data", "cache_gpu_fraction"), ("data", "prefetch_factor"), ("data", "prefetch_batches"),
-           ("train", "record_weights_digest")}
+MUTABLE = {
+    ("train", "epochs"),
+    ("train", "stop_after_epochs"),
+    ("train", "max_failures"),
+    ("data", "verify"),
+    ("tracking",),
+    ("train", "check_every_steps"),
+    ("data", "loader_workers"),
+    ("data", "cache"),
+    ("data", "cache_gpu_fraction"),
+    ("data", "prefetch_factor"),
+    ("data", "prefetch_batches"),
+    ("train", "record_weights_digest"),
+}
 
 
 def _comparable(cfg: TrainConfig) -> dict:
@@ -65,16 +75,20 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
                 raise HpcinvError(f"data.{name}_split={split!r} is not a split of {folder!r}; it has {sorted(splits)}")
     for name, folder in (("train", cfg.data.train), ("val", cfg.data.val)):
         if folder and not has_velocity(read_manifest(folder)):
-            raise HpcinvError(f"data.{name}={folder!r} holds gathers only (no true velocities): it can be predicted, "
-                              "refined and scored by data misfit, not trained on")
+            raise HpcinvError(
+                f"data.{name}={folder!r} holds gathers only (no true velocities): it can be predicted, "
+                "refined and scored by data misfit, not trained on"
+            )
     for entry, (folder, split) in zip(cfg.data.mix, cfg.training_sets()[1:], strict=True):
         _check_mixed(entry, folder, split, read_manifest(folder), cfg.data.train, manifest)
     if cfg.data.mirror_probability > 0:
         survey = manifest["survey"]
         why = mirror_asymmetry(survey["source_cells_zx"], survey["receiver_cells_zx"], survey["nx"])
         if why:
-            raise HpcinvError(f"data.mirror_probability={cfg.data.mirror_probability} needs a left-right symmetric "
-                              f"survey, but in {cfg.data.train!r} {why}; set data.mirror_probability=0")
+            raise HpcinvError(
+                f"data.mirror_probability={cfg.data.mirror_probability} needs a left-right symmetric "
+                f"survey, but in {cfg.data.train!r} {why}; set data.mirror_probability=0"
+            )
     if cfg.data.val:
         val = read_manifest(cfg.data.val)
         if (val["gathers_shape"], val["velocity_shape"]) != (manifest["gathers_shape"], manifest["velocity_shape"]):
@@ -127,10 +141,15 @@ def _check_mixed(entry: str, folder: str, split: str | None, mixed: dict, train:
     for key in ("gathers_shape", "velocity_shape", "survey"):
         mine, theirs = mixed[key], manifest[key]
         if mine != theirs:
-            differ = [f"{mine} vs {theirs}"] if key != "survey" else \
-                sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            raise HpcinvError(f"{where}: {folder!r} was recorded differently from data.train={train!r} ({key}: "
-                              f"{', '.join(map(str, differ))}); a mixture needs one survey and grid")
+            differ = (
+                [f"{mine} vs {theirs}"]
+                if key != "survey"
+                else sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            )
+            raise HpcinvError(
+                f"{where}: {folder!r} was recorded differently from data.train={train!r} ({key}: "
+                f"{', '.join(map(str, differ))}); a mixture needs one survey and grid"
+            )
 
 
 def len_split(manifest: dict, split: str | None) -> int:
@@ -153,7 +172,8 @@ def check_resources(cfg: TrainConfig) -> None:
         raise HpcinvError(
             f"scaling.num_workers={cfg.scaling.num_workers} needs {need} but the Ray cluster has "
             f"{ {k: have.get(k, 0) for k in need} }; lower scaling.num_workers/cpus_per_worker or ask SLURM for "
-            "more (--cpus-per-task, --gpus-per-node, --nodes)")
+            "more (--cpus-per-task, --gpus-per-node, --nodes)"
+        )
 
 
 def newest_checkpoint_note(run_dir: Path) -> str:
@@ -182,6 +202,7 @@ def _fit(trainer) -> None:
             received.append(signum)
             with contextlib.suppress(Exception):
                 controller.abort.remote()
+
         for s in signals:
             signal.signal(s, handler)
 
@@ -205,11 +226,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
     run_dir = Path(run_dir).resolve()
     # Paths inside the config are resolved now, so workers (any cwd) and resumed runs agree.
     mix = [str(Path(folder).resolve()) + (f":{split}" if split else "") for folder, split in cfg.training_sets()[1:]]
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={
-        k: str(Path(v).resolve()) for k in ("train", "val") if (v := getattr(cfg.data, k))} | {"mix": mix})})
+    cfg = cfg.model_copy(
+        update={
+            "data": cfg.data.model_copy(
+                update={k: str(Path(v).resolve()) for k in ("train", "val") if (v := getattr(cfg.data, k))}
+                | {"mix": mix}
+            )
+        }
+    )
     if cfg.train.init_from:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-            update={"init_from": str(Path(cfg.train.init_from).resolve())})})
+        cfg = cfg.model_copy(
+            update={"train": cfg.train.model_copy(update={"init_from": str(Path(cfg.train.init_from).resolve())})}
+        )
     check_inputs(cfg, run_dir)
     with contextlib.ExitStack() as held:
         for folder in {*(f for f, _ in cfg.training_sets()), cfg.data.val} - {None}:
@@ -227,9 +255,11 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
     init_ray(address)
     check_resources(cfg)
     if cfg.train.scale_lr_with_workers and cfg.scaling.num_workers >= 8 and not cfg.train.warmup_epochs:
-        log.warning("train.scale_lr_with_workers multiplies the learning rate by %d without a warm-up; large "
-                    "rates early in training often diverge: consider train.warmup_epochs (e.g. 5)",
-                    cfg.scaling.num_workers)
+        log.warning(
+            "train.scale_lr_with_workers multiplies the learning rate by %d without a warm-up; large "
+            "rates early in training often diverge: consider train.warmup_epochs (e.g. 5)",
+            cfg.scaling.num_workers,
+        )
     save_config(cfg, run_dir / "config.yaml")
     mode = effective_mode(cfg.tracking, run_dir)  # an unreachable W&B server means offline, never a failure
     worker_cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mode": mode})})
@@ -237,20 +267,30 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
     trainer = TorchTrainer(
         train_loop_per_worker,
         # progress bars on a terminal; one line per epoch in a log file (bars there come out all at once)
-        train_loop_config={"config": worker_cfg.model_dump_json(), "run_dir": str(run_dir),
-                           "progress_bars": sys.stderr.isatty()},
-        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
-                                     placement_strategy=cfg.scaling.placement_strategy),
-        run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
-                             failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
+        train_loop_config={
+            "config": worker_cfg.model_dump_json(),
+            "run_dir": str(run_dir),
+            "progress_bars": sys.stderr.isatty(),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+            placement_strategy=cfg.scaling.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=run_dir.name,
+            storage_path=str(run_dir.parent),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        ),
     )
     t_start = time.time()
     try:
         _fit(trainer)
     except Interrupted as exc:
-        raise Interrupted(exc.signum, f"training stopped; {newest_checkpoint_note(run_dir)}; re-run the same "
-                                      "command to resume") from None
+        raise Interrupted(
+            exc.signum, f"training stopped; {newest_checkpoint_note(run_dir)}; re-run the same command to resume"
+        ) from None
     except Exception as exc:  # TrainingFailedError wraps the worker's exception
         cause = exc
         while getattr(cause, "__cause__", None) is not None:
@@ -273,8 +313,12 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
         )
     ends = [e for e in all_events if e["event"] == "epoch_end" and "metrics" in e]
     found = list_checkpoints(run_dir)
-    summary = {"run_dir": str(run_dir), "checkpoint": str(found[-1]) if found else None,
-               "epochs_done": ends[-1]["epoch"] + 1 if ends else 0, "metrics": ends[-1]["metrics"] if ends else {},
-               "tracking": mode}
+    summary = {
+        "run_dir": str(run_dir),
+        "checkpoint": str(found[-1]) if found else None,
+        "epochs_done": ends[-1]["epoch"] + 1 if ends else 0,
+        "metrics": ends[-1]["metrics"] if ends else {},
+        "tracking": mode,
+    }
     atomic_write_text(run_dir / "result.json", json.dumps(summary, indent=1))
     return summary

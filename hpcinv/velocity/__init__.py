@@ -14,8 +14,17 @@ from hpcinv.errors import HpcinvError
 from hpcinv.velocity.io import check_models, read_collection, resample
 from hpcinv.velocity.synthetic import model_statistics, salt_model
 
-__all__ = ["VelocitySource", "SyntheticSource", "CollectionSource", "make_source", "salt_model",
-           "model_statistics", "read_collection", "resample", "check_models"]
+__all__ = [
+    "VelocitySource",
+    "SyntheticSource",
+    "CollectionSource",
+    "make_source",
+    "salt_model",
+    "model_statistics",
+    "read_collection",
+    "resample",
+    "check_models",
+]
 
 
 class VelocitySource:
@@ -59,9 +68,7 @@ class CollectionSource(VelocitySource):
         start = cfg.dataset.start_index
         available = self.raw.shape[0] - start
         if available <= 0:
-            raise HpcinvError(
-                f"dataset.start_index={start} but {cfg.velocity.path!r} holds {self.raw.shape[0]} models"
-            )
+            raise HpcinvError(f"dataset.start_index={start} but {cfg.velocity.path!r} holds {self.raw.shape[0]} models")
         if n_samples is not None and n_samples > available:
             raise HpcinvError(
                 f"dataset.n_samples={n_samples} but {cfg.velocity.path!r} holds {available} models "
@@ -77,7 +84,7 @@ class CollectionSource(VelocitySource):
         if not 0 <= start <= stop <= self.n:
             raise IndexError(f"models [{start}, {stop}) outside [0, {self.n})")
         first = self.cfg.dataset.start_index
-        raw = np.asarray(self.raw[first + start:first + stop], dtype=np.float32)
+        raw = np.asarray(self.raw[first + start : first + stop], dtype=np.float32)
         check_models(raw, str(self.cfg.velocity.path), first_index=first + start)
         grid = self.cfg.grid
         return resample(raw, grid.nz, grid.nx, self.cfg.velocity.resample)
@@ -89,7 +96,7 @@ class CollectionSource(VelocitySource):
         """Checks every model of the collection (NaN, Inf, <= 0) and returns its velocity range."""
         if self._bounds is None:
             first = self.cfg.dataset.start_index
-            raw = self.raw[first:first + self.n]
+            raw = self.raw[first : first + self.n]
             check_models(raw, str(self.cfg.velocity.path), first_index=first)
             self._bounds = (float(np.min(raw)), float(np.max(raw)))
         return self._bounds

@@ -64,8 +64,7 @@ def _read_mat(path: Path, key: str | list[str] | None) -> np.ndarray:
         with h5py.File(path, "r") as fh:
             found = next((k for k in keys if k in fh), None)
             if found is None:
-                raise HpcinvError(f"{str(path)!r} has none of the keys {list(keys)}; it holds {list(fh)}") \
-                    from None
+                raise HpcinvError(f"{str(path)!r} has none of the keys {list(keys)}; it holds {list(fh)}") from None
             return np.asarray(fh[found], dtype=np.float32).T
     except (ValueError, OSError) as exc:
         raise HpcinvError(f"cannot read MATLAB file {str(path)!r}: {exc}") from exc
@@ -93,10 +92,10 @@ def read_collection(cfg: VelocityConfig) -> np.ndarray:
                 keys = keys or ([npz.files[0]] if len(npz.files) == 1 else [None])
                 for key in keys:
                     if key not in npz.files:
-                        raise HpcinvError(f"velocity.key must name arrays among {npz.files} in {path!r}, "
-                                          f"got {cfg.key!r}")
-                return np.concatenate([_as_stack(np.asarray(npz[k], dtype=np.float32), f"{path}[{k}]")
-                                       for k in keys])
+                        raise HpcinvError(
+                            f"velocity.key must name arrays among {npz.files} in {path!r}, got {cfg.key!r}"
+                        )
+                return np.concatenate([_as_stack(np.asarray(npz[k], dtype=np.float32), f"{path}[{k}]") for k in keys])
         if source == "openfwi":
             arr = np.load(_expand(path, ".npy")[0], mmap_mode="r")
             if arr.ndim != 4 or arr.shape[1] != 1:
@@ -117,8 +116,7 @@ def read_collection(cfg: VelocityConfig) -> np.ndarray:
             nbytes = f.stat().st_size
             if nbytes != 4 * count:
                 raise HpcinvError(
-                    f"binary file {str(f)!r} holds {nbytes} bytes but shape {list(shape)} of float32 "
-                    f"needs {4 * count}"
+                    f"binary file {str(f)!r} holds {nbytes} bytes but shape {list(shape)} of float32 needs {4 * count}"
                 )
             arr = np.fromfile(f, dtype="<f4").reshape(shape, order=cfg.order)
             return _as_stack(np.ascontiguousarray(arr), str(f))

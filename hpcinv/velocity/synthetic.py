@@ -35,8 +35,9 @@ def _smooth_curve(rng: np.random.Generator, x: np.ndarray, amplitude: float, n_t
     return curve * (amplitude / peak) if peak > 0 else curve
 
 
-def _background(rng: np.random.Generator, cfg: SaltModelConfig, z: np.ndarray, x: np.ndarray,
-                extent_z: float) -> np.ndarray:
+def _background(
+    rng: np.random.Generator, cfg: SaltModelConfig, z: np.ndarray, x: np.ndarray, extent_z: float
+) -> np.ndarray:
     n_layers = _integer(rng, cfg.n_layers)
     v_top = _uniform(rng, cfg.v_top_mps)
     v_bottom = max(_uniform(rng, cfg.v_bottom_mps), v_top)
@@ -64,8 +65,9 @@ def _background(rng: np.random.Generator, cfg: SaltModelConfig, z: np.ndarray, x
     return velocities[layer]
 
 
-def _salt_mask(rng: np.random.Generator, cfg: SaltModelConfig, z: np.ndarray, x: np.ndarray,
-               extent_z: float, extent_x: float) -> np.ndarray:
+def _salt_mask(
+    rng: np.random.Generator, cfg: SaltModelConfig, z: np.ndarray, x: np.ndarray, extent_z: float, extent_x: float
+) -> np.ndarray:
     mask = np.zeros((z.size, x.size), dtype=bool)
     for _ in range(_integer(rng, cfg.n_salt)):
         width = _uniform(rng, cfg.salt_width) * extent_x
