@@ -130,10 +130,14 @@ def test_killed_driver_resumes_computing_only_missing_shards(tmp_path, reap):
     ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_shards(out, 4, proc)
+    actors = descendants(proc.pid, "ray::ModellingActor")
     reap.extend(descendants(proc.pid))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1.0)  # actors of the dead driver may finish the shard in hand; such files are adopted
+    # Ray ends the dead driver's actors; one may still finish the shard in hand (such files are
+    # adopted), so count the shards once every actor process is gone, not after a guessed pause.
+    _, alive = psutil.wait_procs(actors, timeout=60)
+    assert actors and not alive, f"actors of the killed driver still running: {alive}"
     on_disk = len(list((out / "shards").glob("shard-*.h5")))
     assert 4 <= on_disk < 32
     rerun = run_cli(*args[3:])
