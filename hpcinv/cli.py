@@ -12,6 +12,7 @@
     hpcinv verify DIR [--no-checksums]
     hpcinv doctor [--gpu] [--no-probe]
     hpcinv config show PRESET [key.sub=value ...]
+    hpcinv config env
     hpcinv cluster [--cluster-dir DIR] [--object-store-gb G] generate|train|refine ...   (under srun, one per node)
 
 User errors (bad config, bad input, bad data) print one line, ``hpcinv: error: ...``, and exit 2 (with
@@ -212,6 +213,14 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_env(args: argparse.Namespace) -> int:
+    from hpcinv.environment import describe_environment, environment
+
+    environment()  # a bad value is reported
+    print(describe_environment())
+    return 0
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from hpcinv.doctor import findings
 
@@ -223,19 +232,17 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from hpcinv.cluster import run_on_cluster
+    from hpcinv.environment import environment
 
     if not args.command_args or args.command_args[0] not in ("generate", "train", "refine"):
         raise HpcinvError(
             f"hpcinv cluster runs 'generate ...', 'train ...' or 'refine ...', got {' '.join(args.command_args)!r}"
         )
+    env = environment()
     cluster_dir = (
-        args.cluster_dir
-        or os.environ.get("HPCINV_CLUSTER_DIR")
-        or os.path.join(os.environ.get("SLURM_SUBMIT_DIR", "."), ".hpcinv-ray")
+        args.cluster_dir or env.cluster_dir or os.path.join(os.environ.get("SLURM_SUBMIT_DIR", "."), ".hpcinv-ray")
     )
-    store = args.object_store_gb or (
-        float(os.environ["HPCINV_OBJECT_STORE_GB"]) if os.environ.get("HPCINV_OBJECT_STORE_GB") else None
-    )
+    store = args.object_store_gb or env.object_store_gb
     code = run_on_cluster(
         lambda address: main([*args.command_args, "--address", address]),
         cluster_dir,
@@ -387,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("preset", help="a config file (configs/*.yaml)")
     show.add_argument("overrides", nargs="*", metavar="key.sub=value")
     show.set_defaults(func=_cmd_config_show)
+    env = cf_sub.add_parser("env", help="print every HPCINV_* environment variable, who reads it and its value here")
+    env.set_defaults(func=_cmd_config_env)
 
     doc = sub.add_parser(
         "doctor",
@@ -475,7 +484,12 @@ def _save_traceback(text: str) -> str:
     import tempfile
     import time
 
-    folder = os.environ.get("HPCINV_LOG_DIR") or tempfile.gettempdir()
+    from hpcinv.environment import environment
+
+    try:
+        folder = environment().log_dir
+    except HpcinvError:  # a bad HPCINV_* value must not hide the traceback
+        folder = tempfile.gettempdir()
     try:
         fd, path = tempfile.mkstemp(prefix=f"hpcinv-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log", dir=folder)
         with os.fdopen(fd, "w") as fh:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from hpcinv.environment import environment
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
 
@@ -143,7 +144,7 @@ def free_ports(n: int, host: str = "") -> list[int]:
 
 
 def temp_dir(task: SlurmTask, root: str | None = None) -> Path:
-    root = root or os.environ.get("HPCINV_RAY_TMP", "/tmp")
+    root = root or environment().ray_tmp
     path = Path(root) / f"ray-{task.attempt}.n{task.node_rank}"
     if len(str(path)) > MAX_TEMP_DIR:
         raise HpcinvError(
@@ -239,7 +240,7 @@ class _Node:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if not os.environ.get("HPCINV_KEEP_RAY_TMP"):
+        if not environment().keep_ray_tmp:
             shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -313,7 +314,7 @@ def run_on_cluster(
     folder = Path(cluster_dir).resolve() / task.attempt
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     _use_token(folder / TOKEN_FILE)
-    node_ip = os.environ.get("HPCINV_RAY_NODE_IP") or _node_ip()
+    node_ip = environment().ray_node_ip or _node_ip()
     with _terminating_on_sigterm():
         if task.node_rank == 0:
             return _run_head(work, task, folder, node_ip, object_store_gb, join_timeout_s)

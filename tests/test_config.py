@@ -1,9 +1,11 @@
+import re
+
 import pytest
 import yaml
 
 from hpcinv.config import DataConfig, RefineConfig, TrainConfig, config_hash, load_config, parse_overrides
 from hpcinv.errors import ConfigError
-from tests.conftest import CONFIGS, tiny_config
+from tests.conftest import CONFIGS, ROOT, run_cli, tiny_config
 
 
 def test_every_preset_validates_as_its_kind():
@@ -61,3 +63,33 @@ def test_hash_ignores_execution_settings_only():
     base = config_hash(tiny_config())
     assert config_hash(tiny_config("modelling.threads=4", "modelling.models_per_call=2")) == base
     assert config_hash(tiny_config("survey.f0_hz=7.0")) != base
+
+
+def test_environment_variables_are_read_in_one_place():
+    """Only hpcinv/environment.py reads HPCINV_* variables, and it documents every one the code names."""
+    from hpcinv.environment import VARIABLES
+
+    named = set()
+    for path in [*(ROOT / "hpcinv").rglob("*.py"), *(ROOT / "slurm").iterdir(), *(ROOT / "scripts").iterdir()]:
+        text = path.read_text()
+        found = set(re.findall(r"HPCINV_[A-Z_]+[A-Z]", text))
+        named |= found
+        reads = re.findall(r"(?:environ\.get\(|environ\[|getenv\()\s*[\"'](HPCINV_\w+)", text)
+        if path.suffix == ".py" and path.name != "environment.py":
+            assert not reads, f"{path.relative_to(ROOT)} reads {sorted(reads)}: go through hpcinv.environment"
+    assert named - set(VARIABLES) == set(), "undocumented variables"
+
+
+def test_environment_values_are_checked():
+    from hpcinv.environment import environment
+
+    env = environment({"HPCINV_OBJECT_STORE_GB": "8", "HPCINV_KEEP_RAY_TMP": "0", "HPCINV_RAY_TMP": "/scratch"})
+    assert (env.object_store_gb, env.keep_ray_tmp, env.ray_tmp) == (8.0, False, "/scratch")
+    assert environment({"HPCINV_KEEP_RAY_TMP": "1"}).keep_ray_tmp and environment({}).ray_tmp == "/tmp"
+    for bad in ("eight", "0", "-2"):
+        with pytest.raises(ConfigError, match=f"HPCINV_OBJECT_STORE_GB='{bad}': expected a number of GB > 0"):
+            environment({"HPCINV_OBJECT_STORE_GB": bad})
+    proc = run_cli("config", "env", env={"HPCINV_RAY_TMP": "/scratch/x"})
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("HPCINV_RAY_TMP "))
+    assert "/scratch/x" in row and "hpcinv cluster" in row

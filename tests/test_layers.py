@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 # lowest first; a package may import its own layer (without a cycle) and every layer below
 LAYERS = [
     ["errors", "presets"],
-    ["fileio"],
+    ["fileio", "environment"],
     ["config"],
     ["physics", "velocity", "nets", "store", "metrics", "doctor"],  # science and data
     ["work", "actors"],  # the shard-work protocol and the Ray session / actor pool
