@@ -30,7 +30,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "HPCINV_SLURM_NODES": ("slurm/local-cluster.sh", "nodes of the local test cluster (default 2)"),
     "HPCINV_SLURM_CPUS": ("slurm/local-cluster.sh", "CPUs per node of the local test cluster"),
     "HPCINV_SLURM_MEM_MB": ("slurm/local-cluster.sh", "memory per node of the local test cluster"),
-    "HPCINV_SLURM_DIR": ("slurm/local-cluster.sh", "state folder of the local test cluster"),
+    "HPCINV_SLURM_DIR": ("slurm/local-cluster.sh", "state and config folder of the local test cluster"),
+    "HPCINV_LOCAL_CLUSTER": ("slurm/local-cluster.sh", "set by it on the daemons it starts: how down finds its own"),
     "HPCINV_REQUIRE_SLURM": ("tests", "1: the SLURM tests fail instead of skipping when no cluster answers"),
     "HPCINV_REQUIRE_DATA": ("tests", "1: tests of ../shared/data fail instead of skipping when it is absent"),
 }

@@ -9,6 +9,7 @@ trap 'bash slurm/local-cluster.sh down >/dev/null 2>&1 || true' EXIT
 status=0
 bash slurm/local-cluster.sh up || status=$?
 if ((status == 0)); then
+  eval "$(bash slurm/local-cluster.sh env)"  # SLURM_CONF: the cluster's own configuration
   export HPCINV_REQUIRE_SLURM=1  # the SLURM tests must run here, not skip
 elif ((status == 3)); then
   echo "test: SLURM cannot be installed here (see above): the SLURM tests will skip" >&2

@@ -24,6 +24,11 @@ from tests.conftest import CONFIGS, ROOT, run_cli
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
+# slurm/local-cluster.sh keeps its configuration in its own folder: use it unless SLURM_CONF says otherwise
+LOCAL_CONF = Path(os.environ.get("HPCINV_SLURM_DIR", "/var/lib/hpcinv-slurm")) / "etc" / "slurm.conf"
+if "SLURM_CONF" not in os.environ and LOCAL_CONF.exists():
+    os.environ["SLURM_CONF"] = str(LOCAL_CONF)
+
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 STORE = ["--object-store-gb", "0.2"]
 
