@@ -83,9 +83,11 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namesp
 
 
 def _sinfo(*fields: str) -> list[list[str]]:
-    if shutil.which("sinfo") is None:
+    # sbatch submits; submitit refuses to build its executor without srun (which starts the tasks)
+    missing = [cmd for cmd in ("sinfo", "sbatch", "srun") if shutil.which(cmd) is None]
+    if missing:
         raise HpcinvError(
-            "SLURM's commands (sinfo, sbatch) are not on PATH: submit from a login node of the "
+            f"SLURM's commands are not on PATH (missing: {', '.join(missing)}): submit from a login node of the "
             "cluster, or bring up a local one with 'sudo slurm/local-cluster.sh up'"
         )
     proc = subprocess.run(["sinfo", "-h", "-o", "|".join(fields)], capture_output=True, text=True, timeout=60)
@@ -95,22 +97,27 @@ def _sinfo(*fields: str) -> list[list[str]]:
 
 
 def check_request(args: argparse.Namespace) -> str:
-    """The partition to use, after checking that it exists and can give ``args.nodes`` nodes."""
+    """The partition to use, after checking that it exists, is up and can give ``args.nodes`` nodes."""
     for name, value in (("--nodes", args.nodes), ("--cpus-per-node", args.cpus_per_node), ("--time", args.time)):
         if value < 1:
             raise HpcinvError(f"{name} {value} is not valid: give a positive number")
     rows = _sinfo("%P", "%D", "%a")  # partition (the default one marked *), nodes, availability
     nodes: dict[str, int] = {}
+    avail: dict[str, str] = {}
     default = None
-    for name, count, _avail in rows:
+    for name, count, state in rows:
         if name.endswith("*"):
             name = default = name[:-1]
         nodes[name] = nodes.get(name, 0) + int(count)
+        avail[name] = state
     partition = args.partition or default
     if partition is None:
         raise HpcinvError(f"the cluster has no default partition: give --partition, one of {sorted(nodes)}")
     if partition not in nodes:
         raise HpcinvError(f"partition {partition!r} does not exist on this cluster; partitions: {sorted(nodes)}")
+    if avail[partition] != "up":  # down, drain, inact: the job would pend until an administrator changes that
+        up = sorted(name for name, state in avail.items() if state == "up")
+        raise HpcinvError(f"partition {partition!r} is {avail[partition]}; partitions up: {up}")
     if args.nodes > nodes[partition]:
         raise HpcinvError(f"--nodes {args.nodes} is more than partition {partition!r} has ({nodes[partition]} nodes)")
     return partition
@@ -124,9 +131,10 @@ def executor(args: argparse.Namespace, stage: str, *, nodes: int | None = None) 
         if not sep or not key:
             raise HpcinvError(f"--slurm {item!r} is not KEY=VALUE (e.g. --slurm reservation=r1)")
         extra[key.replace("-", "_")] = parse_overrides([f"v={value}"])["v"]
+    partition = check_request(args)  # first: submitit's executor itself fails with a traceback where srun is missing
     ex = submitit.SlurmExecutor(folder=Path(args.folder) / "%j", max_num_timeout=args.max_timeouts)
     params = dict(
-        partition=check_request(args),
+        partition=partition,
         nodes=nodes or args.nodes,
         ntasks_per_node=1,
         cpus_per_task=args.cpus_per_node,
