@@ -459,7 +459,10 @@ class TrainDataConfig(Section):
     )
 
 
-class OptimConfig(Section):
+class TrainingConfig(Section):
+    """The ``train:`` section: how a run trains -- epochs, optimiser and schedule, loss, precision,
+    activation checkpointing, checkpoints, the network it starts from and the failures it survives."""
+
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(10, ge=1, description="per training worker")
     optimizer: Literal["adam", "adamw"] = "adam"
@@ -508,13 +511,33 @@ class OptimConfig(Section):
     )
 
 
-class ScalingSection(Section):
+class ScalingConfig(Section):
+    """The ``scaling:`` section: how many DDP ranks, on what."""
+
     num_workers: int = Field(2, ge=1, description="DDP ranks (Ray Train workers)")
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
         "PACK", description="how Ray places the ranks on nodes (SPREAD: one per node where possible)"
     )
+
+    def resources(self) -> dict[str, int]:
+        """What the ranks take from the cluster: CPUs, and one GPU each when ``use_gpu``."""
+        need = {"CPU": self.num_workers * self.cpus_per_worker}
+        if self.use_gpu:
+            need["GPU"] = self.num_workers
+        return need
+
+    def check_fits(self, have: dict[str, float], where: str, remedy: str) -> None:
+        """The one resource check (SLURM request at submission, Ray cluster at start): Ray Train would
+        otherwise wait forever for ranks that cannot be placed."""
+        need = self.resources()
+        if any(have.get(k, 0) < v for k, v in need.items()):
+            has = {k: have.get(k, 0) for k in need}
+            raise ConfigError(
+                f"scaling.num_workers={self.num_workers} x cpus_per_worker={self.cpus_per_worker}"
+                f"{' (one GPU each)' if self.use_gpu else ''} needs {need} but {where} has {has}; {remedy}"
+            )
 
 
 class TrackingConfig(Section):
@@ -536,8 +559,8 @@ class TrainConfig(Section):
 
     model: ModelConfig = ModelConfig()
     data: TrainDataConfig = TrainDataConfig()
-    train: OptimConfig = OptimConfig()
-    scaling: ScalingSection = ScalingSection()
+    train: TrainingConfig = TrainingConfig()
+    scaling: ScalingConfig = ScalingConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

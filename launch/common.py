@@ -131,6 +131,8 @@ def executor(args: argparse.Namespace, stage: str, *, nodes: int | None = None) 
         if not sep or not key:
             raise HpcinvError(f"--slurm {item!r} is not KEY=VALUE (e.g. --slurm reservation=r1)")
         extra[key.replace("-", "_")] = parse_overrides([f"v={value}"])["v"]
+    # requeueable whatever the cluster's JobRequeue default: submitit requeues on preemption and timeout
+    extra.setdefault("requeue", True)
     partition = check_request(args)  # first: submitit's executor itself fails with a traceback where srun is missing
     ex = submitit.SlurmExecutor(folder=Path(args.folder) / "%j", max_num_timeout=args.max_timeouts)
     params = dict(

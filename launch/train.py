@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from hpcinv.config import TrainConfig, load_config
-from hpcinv.errors import HpcinvError
 from hpcinv.jobs import TrainJob
 from hpcinv.train.trainer import check_inputs
 from launch import common
@@ -29,20 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_fits(cfg: TrainConfig, args: argparse.Namespace) -> None:
     """The ranks must fit the allocation, or Ray Train would wait for resources that never come."""
-    cpus = args.nodes * args.cpus_per_node
-    need_cpus = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
-    if need_cpus > cpus:
-        raise HpcinvError(
-            f"scaling.num_workers={cfg.scaling.num_workers} x cpus_per_worker="
-            f"{cfg.scaling.cpus_per_worker} needs {need_cpus} CPUs but --nodes {args.nodes} x "
-            f"--cpus-per-node {args.cpus_per_node} gives {cpus}"
-        )
-    if cfg.scaling.use_gpu and cfg.scaling.num_workers > args.nodes * args.gpus_per_node:
-        raise HpcinvError(
-            f"scaling.num_workers={cfg.scaling.num_workers} GPU ranks need as many GPUs but --nodes "
-            f"{args.nodes} x --gpus-per-node {args.gpus_per_node} gives "
-            f"{args.nodes * args.gpus_per_node}"
-        )
+    have = {"CPU": args.nodes * args.cpus_per_node, "GPU": args.nodes * args.gpus_per_node}
+    cfg.scaling.check_fits(
+        have,
+        f"the allocation (--nodes {args.nodes} x --cpus-per-node {args.cpus_per_node}, "
+        f"--gpus-per-node {args.gpus_per_node})",
+        "lower scaling.num_workers/cpus_per_worker or ask for more",
+    )
 
 
 def run(args: argparse.Namespace) -> None:

@@ -3,7 +3,15 @@ import re
 import pytest
 import yaml
 
-from hpcinv.config import DataConfig, RefineConfig, TrainConfig, config_hash, load_config, parse_overrides
+from hpcinv.config import (
+    DataConfig,
+    RefineConfig,
+    ScalingConfig,
+    TrainConfig,
+    config_hash,
+    load_config,
+    parse_overrides,
+)
 from hpcinv.errors import ConfigError
 from tests.conftest import CONFIGS, ROOT, run_cli, tiny_config
 
@@ -93,3 +101,16 @@ def test_environment_values_are_checked():
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if line.startswith("HPCINV_RAY_TMP "))
     assert "/scratch/x" in row and "hpcinv cluster" in row
+
+
+def test_one_resource_check_for_slurm_requests_and_ray_clusters():
+    scaling = ScalingConfig(num_workers=4, cpus_per_worker=2)
+    assert scaling.resources() == {"CPU": 8}
+    scaling.check_fits({"CPU": 8, "GPU": 0}, "here", "")
+    with pytest.raises(ConfigError, match=r"needs \{'CPU': 8\} but the allocation has \{'CPU': 6\}; ask for more"):
+        scaling.check_fits({"CPU": 6}, "the allocation", "ask for more")
+    gpu = load_config(TrainConfig, None, ["scaling.num_workers=4", "scaling.use_gpu=true"]).scaling
+    with pytest.raises(
+        ConfigError, match=r"\(one GPU each\) needs \{'CPU': 4, 'GPU': 4\} but .* has \{'CPU': 64, 'GPU': 2"
+    ):
+        gpu.check_fits({"CPU": 64, "GPU": 2}, "the Ray cluster", "")

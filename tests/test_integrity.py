@@ -389,7 +389,10 @@ def test_gpu_requests_without_gpus_fail_in_seconds(tiny_dataset, tmp_path):
     line = one_error_line(
         run_cli("train", TRAIN, "--out", str(tmp_path / "c"), f"data.train={tiny_dataset}", "scaling.use_gpu=true")
     )
-    assert "scaling.num_workers=2 needs {'CPU': 2, 'GPU': 2} but the Ray cluster has" in line
+    assert (
+        "scaling.num_workers=2 x cpus_per_worker=1 (one GPU each) needs {'CPU': 2, 'GPU': 2} but the Ray cluster has"
+        in line
+    )
     assert time.time() - t0 < 120 and not any((tmp_path / n).exists() for n in "abc")
 
 

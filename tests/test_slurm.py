@@ -381,7 +381,10 @@ def test_sbatch_templates_generate_then_train(tmp_path):
     [
         (["--partition", "nope"], "partition 'nope' does not exist on this cluster; partitions: ['debug']"),
         (["--nodes", "9"], "--nodes 9 is more than partition 'debug' has (2 nodes)"),
-        (["--nodes", "2", "scaling.num_workers=3"], "needs 3 CPUs but --nodes 2 x --cpus-per-node 1 gives 2"),
+        (
+            ["--nodes", "2", "scaling.num_workers=3"],
+            "needs {'CPU': 3} but the allocation (--nodes 2 x --cpus-per-node 1, --gpus-per-node 0) has {'CPU': 2}",
+        ),
         (["--slurm", "reservation"], "--slurm 'reservation' is not KEY=VALUE"),
         # Passes every check here; sbatch itself refuses it, and submitit's files are removed again.
         (

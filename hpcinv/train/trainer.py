@@ -163,17 +163,11 @@ def check_resources(cfg: TrainConfig) -> None:
     """Ray Train would wait forever for ranks the cluster cannot place: say so instead."""
     import ray
 
-    have = ray.cluster_resources()
-    need = {"CPU": cfg.scaling.num_workers * cfg.scaling.cpus_per_worker}
-    if cfg.scaling.use_gpu:
-        need["GPU"] = cfg.scaling.num_workers
-    short = {k: v for k, v in need.items() if have.get(k, 0) < v}
-    if short:
-        raise HpcinvError(
-            f"scaling.num_workers={cfg.scaling.num_workers} needs {need} but the Ray cluster has "
-            f"{ {k: have.get(k, 0) for k in need} }; lower scaling.num_workers/cpus_per_worker or ask SLURM for "
-            "more (--cpus-per-task, --gpus-per-node, --nodes)"
-        )
+    cfg.scaling.check_fits(
+        ray.cluster_resources(),
+        "the Ray cluster",
+        "lower scaling.num_workers/cpus_per_worker or ask SLURM for more (--cpus-per-task, --gpus-per-node, --nodes)",
+    )
 
 
 def newest_checkpoint_note(run_dir: Path) -> str:
