@@ -109,7 +109,7 @@ def test_one_resource_check_for_slurm_requests_and_ray_clusters():
     scaling.check_fits({"CPU": 8, "GPU": 0}, "here", "")
     with pytest.raises(ConfigError, match=r"needs \{'CPU': 8\} but the allocation has \{'CPU': 6\}; ask for more"):
         scaling.check_fits({"CPU": 6}, "the allocation", "ask for more")
-    gpu = load_config(TrainConfig, None, ["scaling.num_workers=4", "scaling.use_gpu=true"]).scaling
+    gpu = ScalingConfig(num_workers=4, use_gpu=True)
     with pytest.raises(
         ConfigError, match=r"\(one GPU each\) needs \{'CPU': 4, 'GPU': 4\} but .* has \{'CPU': 64, 'GPU': 2"
     ):
