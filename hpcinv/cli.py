@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="forward-model velocity models into a sharded HDF5 dataset")
-    gen.add_argument("config", help="YAML config (e.g. configs/tiny.yaml)")
+    gen.add_argument("config", help="YAML config file or preset name (e.g. configs/tiny.yaml or tiny)")
     gen.add_argument("--out", required=True, help="dataset folder (created; re-run to resume)")
     gen.add_argument("--restart", action="store_true", help="discard a dataset of another config in --out")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_generate)
 
     tr = sub.add_parser("train", help="DDP training on Ray Train (re-run the same command to resume)")
-    tr.add_argument("config", help="YAML config (e.g. configs/fcnvmb_pretrain.yaml)")
+    tr.add_argument("config", help="YAML config file or preset name (e.g. fcnvmb_pretrain)")
     tr.add_argument("--out", required=True, help="run folder: checkpoints, events, W&B files, result")
     tr.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
     tr.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument(
         "config",
         nargs="?",
-        help="refine config (YAML, e.g. configs/refine_bench.yaml; default: the built-in refine settings)",
+        help="refine config file or preset name (e.g. refine_bench; default: the built-in refine settings)",
     )
     rf.add_argument("--data", required=True, help="dataset folder: its gathers and survey are inverted")
     rf.add_argument(
@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("config", help="show a preset resolved (with overrides), each key with its description")
     cf_sub = cf.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     show = cf_sub.add_parser("show", help="print the resolved config of PRESET with each key's description")
-    show.add_argument("preset", help="a config file (configs/*.yaml)")
+    show.add_argument("preset", help="a config file or a preset's name (the files in configs/, e.g. bench2)")
     show.add_argument("overrides", nargs="*", metavar="key.sub=value")
     show.set_defaults(func=_cmd_config_show)
     env = cf_sub.add_parser("env", help="print every HPCINV_* environment variable, who reads it and its value here")

@@ -307,15 +307,28 @@ def build_config(cls: type[C], data: dict[str, Any]) -> C:
         raise ConfigError(format_validation_error(exc, cls)) from None
 
 
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A config file: ``path`` itself, or the shipped preset of that name (``bench2``, ``tiny.yaml``)."""
+    from hpcinv.presets import preset_names, preset_path
+
+    given = Path(path)
+    if given.is_dir():
+        raise ConfigError(f"config file {str(given)!r} is a folder; give a YAML file (e.g. configs/tiny.yaml)")
+    if given.is_file():
+        return given
+    shipped = preset_path(str(path)) if len(given.parts) == 1 else None
+    if shipped is None:
+        raise ConfigError(
+            f"config file {str(given)!r} does not exist, and is not a preset; presets: {', '.join(preset_names())}"
+        )
+    return shipped
+
+
 def load_config(cls: type[C], path: str | os.PathLike | None, overrides: list[str] | None = None) -> C:
     """Load ``path`` (YAML; ``None`` = defaults), apply dotted overrides, validate into ``cls``."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise ConfigError(f"config file {str(path)!r} is a folder; give a YAML file (e.g. configs/tiny.yaml)")
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+        path = resolve_config_path(path)
         try:
             loaded = yaml.safe_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -337,7 +350,7 @@ def config_kind(path: str | os.PathLike) -> type[BaseModel]:
     """Which config a YAML file is: a ``refine`` section makes a refine config, ``model``/``train``/``scaling``
     a training config, anything else a dataset config."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = yaml.safe_load(resolve_config_path(path).read_text()) or {}
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         loaded = {}  # load_config reports what is wrong with the file
     keys = set(loaded) if isinstance(loaded, dict) else set()

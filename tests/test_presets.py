@@ -1,4 +1,5 @@
-"""Every preset a user can pick loads and validates: configs/*.yaml and the presets shipped in the package.
+"""Every preset a user can pick loads and validates: they live in one place, hpcinv/presets (shipped in the
+package; the checkout's configs/ links to it), and a command takes a preset's name or a file path.
 
 Data presets go through every check ``hpcinv generate`` runs before it writes anything (velocity source,
 splits, dispersion, CFL, record length, geometry); a preset that imports a public collection takes its
@@ -12,12 +13,14 @@ import pytest
 import yaml
 
 from hpcinv.config import DataConfig, RefineConfig, TrainConfig, config_kind, load_config
+from hpcinv.errors import ConfigError
 from hpcinv.generate.driver import check_dataset_config
 from hpcinv.physics import make_geometry
 from hpcinv.physics.survey import mirror_asymmetry
+from hpcinv.presets import preset_names, preset_path
 from tests.conftest import FCNVMB_NPZ, OPENFWI_NPZ, ROOT, one_error_line, run_cli
 
-PRESETS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "hpcinv" / "presets").glob("*.yaml"))
+PRESETS = sorted((ROOT / "hpcinv" / "presets").glob("*.yaml"))
 COLLECTIONS = ("npz", "openfwi")
 
 
@@ -34,7 +37,21 @@ def _collection(preset: Path, source: str, tmp_path: Path) -> Path | None:
 
 def test_there_are_presets_of_every_kind():
     kinds = {config_kind(p) for p in PRESETS}
-    assert kinds == {DataConfig, TrainConfig, RefineConfig} and len(PRESETS) >= 19
+    assert kinds == {DataConfig, TrainConfig, RefineConfig} and len(PRESETS) >= 20
+    assert [p.name.removesuffix(".yaml") for p in PRESETS] == preset_names()
+
+
+def test_presets_have_one_home_and_are_found_by_name(tmp_path):
+    configs = ROOT / "configs"
+    assert configs.is_symlink() and configs.resolve() == (ROOT / "hpcinv" / "presets").resolve()
+    assert preset_path("bench2") == preset_path("bench2.yaml") == (ROOT / "hpcinv" / "presets" / "bench2.yaml")
+    by_name = load_config(TrainConfig, "bench2_inversionnet", ["train.epochs=2"])
+    by_path = load_config(TrainConfig, configs / "bench2_inversionnet.yaml", ["train.epochs=2"])
+    assert by_name == by_path and by_name.train.epochs == 2
+    with pytest.raises(ConfigError, match=r"'benhc2' does not exist, and is not a preset; presets: bench, bench2, "):
+        load_config(DataConfig, "benhc2")
+    with pytest.raises(ConfigError, match=r"does not exist, and is not a preset"):
+        load_config(DataConfig, tmp_path / "bench2.yaml")  # a path is never looked up among the presets
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: str(Path(p).relative_to(ROOT)))
@@ -57,7 +74,7 @@ def test_every_preset_loads_and_validates(preset, tmp_path):
 
 
 def test_config_show_prints_the_resolved_config_with_descriptions():
-    proc = run_cli("config", "show", str(ROOT / "configs" / "bench2_inversionnet.yaml"), "train.epochs=3")
+    proc = run_cli("config", "show", "bench2_inversionnet", "train.epochs=3")
     assert proc.returncode == 0, proc.stderr
     assert "a TrainConfig, resolved with 1 override(s)" in proc.stdout
     lines = proc.stdout.splitlines()
