@@ -198,7 +198,7 @@ def _train_once(mode: str, precision: str, batch: int, steps: int) -> float:
     import torch.nn.functional as F
 
     from hpcinv.nets import FCNVMB
-    from hpcinv.train.loop import train_step
+    from hpcinv.train.engine import train_step
     from hpcinv.train.parallel import apply_checkpointing, grad_scaler
 
     device = DEVICE

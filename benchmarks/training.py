@@ -46,7 +46,7 @@ from _common import emit  # noqa: E402
 
 from hpcinv.nets import FCNVMB  # noqa: E402
 from hpcinv.nets.fcnvmb import Up  # noqa: E402
-from hpcinv.train.loop import train_step  # noqa: E402
+from hpcinv.train.engine import train_step  # noqa: E402
 from hpcinv.train.parallel import apply_checkpointing, checkpoint_targets, grad_scaler  # noqa: E402
 
 

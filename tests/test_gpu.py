@@ -11,8 +11,8 @@ from hpcinv.config import DataConfig, ModelConfig, load_config
 from hpcinv.nets import build_model, model_spec
 from hpcinv.physics import simulate
 from hpcinv.store import Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
+from hpcinv.train.engine import train_step
 from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches
-from hpcinv.train.loop import train_step
 from hpcinv.train.parallel import grad_scaler
 from hpcinv.velocity import make_source
 from tests.conftest import CONFIGS

@@ -205,7 +205,7 @@ def test_swapped_and_missing_shards_are_refused_before_ray(tiny_dataset, tiny_ru
 
 def test_the_guard_sees_nan_and_inf_beyond_the_loss():
     from hpcinv.nets import FCNVMB
-    from hpcinv.train.loop import nonfinite_count, optimizer_nonfinite_count
+    from hpcinv.train.engine import nonfinite_count, optimizer_nonfinite_count
 
     model = FCNVMB(3, (16, 16), 4, 2)
     loss = torch.tensor(0.5)

@@ -186,7 +186,7 @@ def test_mirrored_model_equals_reversed_shots_and_receivers():
 
 
 def test_mirror_some_flips_the_chosen_samples_only():
-    from hpcinv.train.loop import mirror_some
+    from hpcinv.train.engine import mirror_some
 
     g = torch.randn(6, 5, 7, 9)
     v = torch.randn(6, 1, 4, 9)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hpcinv.config import TrainConfig
-from hpcinv.train.loop import forward_backward, lr_factor, make_optimizer, optimizer_step, resume_schedule
+from hpcinv.train.engine import forward_backward, lr_factor, make_optimizer, optimizer_step, resume_schedule
 from hpcinv.train.parallel import grad_scaler
 
 

@@ -18,28 +18,22 @@ a restart would only repeat. The driver turns the event into one error line.
 from __future__ import annotations
 
 import json
-import math
 import os
-import resource
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
 
 from hpcinv.config import TrainConfig
 from hpcinv.errors import DataError, HpcinvError
 from hpcinv.fileio import atomic_write_text
 from hpcinv.metrics import velocity_metrics
-from hpcinv.nets import build_model, count_parameters, model_spec
-from hpcinv.physics.survey import mirror
+from hpcinv.nets import count_parameters, model_spec
 from hpcinv.store import Normaliser, ShardedDataset, read_manifest
 from hpcinv.store.batches import RawBatches, RawCache
 from hpcinv.store.dataset import Concatenated
@@ -49,16 +43,14 @@ from hpcinv.train.checkpoint import (
     checkpoint_dir,
     list_checkpoints,
     load_state,
-    load_weights,
     remove_partial_checkpoints,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
     unwrap,
     weights_digest,
 )
+from hpcinv.train.engine import Trainer, loss_function, mirror_some, optimizer_nonfinite_count, peak_memory_mb
 from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches, normalised
-from hpcinv.train.parallel import apply_checkpointing, autocast, grad_scaler
+from hpcinv.train.parallel import autocast
 
 EVENTS = "events.jsonl"
 
@@ -96,112 +88,6 @@ def make_source(ds, sampler: ShardAwareSampler, cfg: TrainConfig, device: torch.
     return lambda: iter(loader)
 
 
-def mirror_some(gathers: torch.Tensor, target: torch.Tensor, probability: float, rng: torch.Generator):
-    """Mirror each sample of a batch with ``probability`` (see :func:`hpcinv.physics.survey.mirror`)."""
-    flip = (torch.rand(len(gathers), generator=rng) < probability).to(gathers.device)
-    if not bool(flip.any()):
-        return gathers, target
-    mirrored_g, mirrored_t = mirror(gathers, target)
-    return (
-        torch.where(flip[:, None, None, None], mirrored_g, gathers),
-        torch.where(flip[:, None, None, None], mirrored_t, target),
-    )
-
-
-def loss_function(name: str):
-    return F.mse_loss if name == "mse" else F.l1_loss
-
-
-def forward_backward(
-    model: nn.Module,
-    gathers: torch.Tensor,
-    target: torch.Tensor,
-    scaler,
-    loss_fn,
-    precision: str,
-    device: torch.device,
-    weight: float = 1.0,
-) -> torch.Tensor:
-    """Accumulate the gradients of ``weight`` x the loss of one batch; returns the (detached) loss.
-    ``weight`` 0 makes a pass that only keeps a rank in DDP's collectives (see :func:`epoch_batches`);
-    1 / N averages N accumulated micro-batches."""
-    with autocast(precision, device):
-        pred = model(gathers)
-    loss = loss_fn(pred.float(), target)
-    scaler.scale(loss * weight if weight != 1.0 else loss).backward()
-    return loss.detach()
-
-
-def optimizer_step(model: nn.Module, optimizer, scaler, grad_clip: float | None = None) -> None:
-    """Apply the accumulated gradients (clipped if asked) and clear them."""
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def train_step(
-    model: nn.Module,
-    gathers: torch.Tensor,
-    target: torch.Tensor,
-    optimizer,
-    scaler,
-    loss_fn,
-    precision: str,
-    device: torch.device,
-    grad_clip: float | None = None,
-) -> torch.Tensor:
-    """One optimisation step on one batch; returns the (detached) loss. What the Ray loop does with
-    ``train.accumulate_steps=1``; used by the benchmarks."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = forward_backward(model, gathers, target, scaler, loss_fn, precision, device)
-    optimizer_step(model, optimizer, scaler, grad_clip)
-    return loss
-
-
-def lr_factor(opt, step: int, steps_per_epoch: int) -> float:
-    """The learning rate after ``step`` optimizer steps, as a factor of the (scaled) base rate.
-
-    The schedule is a function of the epoch (``cosine``: half a cosine from 1 to 0 over ``epochs``;
-    ``step``: x ``gamma`` every ``step_epochs``; ``constant``), times a linear warm-up over the first
-    ``warmup_epochs`` epochs, step by step. A pure function of the step, so a resumed run continues it
-    exactly, whatever it was restarted with."""
-    epoch = step // max(steps_per_epoch, 1)
-    if opt.schedule == "cosine":
-        factor = 0.5 * (1 + math.cos(math.pi * epoch / opt.epochs))
-    elif opt.schedule == "step":
-        factor = opt.gamma ** (epoch // opt.step_epochs)
-    else:
-        factor = 1.0
-    warmup_steps = opt.warmup_epochs * steps_per_epoch
-    return factor * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else factor
-
-
-def make_optimizer(cfg: TrainConfig, params, world: int, steps_per_epoch: int = 1):
-    """Optimizer and a per-step LambdaLR following :func:`lr_factor`. ``train.scale_lr_with_workers``
-    multiplies the base rate by the world size (the linear scaling rule; pair it with a warm-up)."""
-    lr = cfg.train.lr * (world if cfg.train.scale_lr_with_workers else 1)
-    cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
-    optimizer = cls(params, lr=lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg.train, s, steps_per_epoch))
-    return optimizer, scheduler
-
-
-def resume_schedule(scheduler, optimizer, steps: int) -> None:
-    """Put the schedule at ``steps`` optimizer steps (after the optimizer's state was loaded)."""
-    scheduler.last_epoch = steps
-    for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
-        group["lr"] = base * fn(steps)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def events_file(run_dir: Path, rank: int) -> Path:
     """Rank 0 writes ``events.jsonl``, rank k ``events.rank<k>.jsonl``: one writer per file, so ranks on
     several nodes never interleave a line (appends from several NFS clients are not atomic)."""
@@ -225,33 +111,6 @@ def all_reduce_sum(values: list, device: torch.device) -> list[float]:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
     return t.tolist()
-
-
-@torch.no_grad()
-def count_nonfinite(tensors, device: torch.device) -> torch.Tensor:
-    """How many of the floating-point ``tensors`` hold a NaN or Inf, as a device tensor (no host sync).
-
-    A tensor's sum is non-finite exactly when it holds a NaN or Inf (or when the sum overflows, which
-    only weights no network survives reach): one reduction per tensor, 22 x cheaper than an
-    element-wise ``isfinite`` (5 ms against 113 ms for the paper network on 2 CPU cores).
-    """
-    sums = [t.detach().sum().double() for t in tensors if t.is_floating_point()]
-    if not sums:
-        return torch.zeros((), dtype=torch.int64, device=device)
-    return (~torch.isfinite(torch.stack(sums).to(device))).sum()
-
-
-def nonfinite_count(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    """Tensors holding NaN/Inf among the loss, the parameters and the floating-point buffers (BatchNorm
-    running statistics): checked after every step."""
-    return count_nonfinite([loss, *model.parameters(), *model.buffers()], loss.device)
-
-
-def optimizer_nonfinite_count(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.Tensor:
-    """Tensors holding NaN/Inf in the optimizer state (Adam moments): checked once per epoch."""
-    return count_nonfinite(
-        [t for per_param in optimizer.state.values() for t in per_param.values() if isinstance(t, torch.Tensor)], device
-    )
 
 
 def epoch_batches(
@@ -453,18 +312,19 @@ def _train(
         val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
         val_positions = np.arange(len(val_ds))[rank::world] if val_ds else None
         spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
-        torch.manual_seed(cfg.train.seed)
-        model = build_model(spec)
+        n_batches = -(-len(sampler) // cfg.train.batch_size)  # per rank and epoch, the same on every rank
+        trainer = Trainer(cfg, spec, device, world, n_batches)
         init_state = None
         if state is not None:
-            load_weights(model, state, "to resume")
+            trainer.load_state_dict(state)
         elif cfg.train.init_from:
             init_state = load_state(cfg.train.init_from)
-            load_weights(model, init_state, repr(cfg.train.init_from))
+            trainer.load_weights(init_state, repr(cfg.train.init_from))
     except HpcinvError as exc:
         error = DataError.message_of(exc) if isinstance(exc, DataError) else str(exc)
     (flag,) = all_reduce_sum([error is not None], device)
     _stop_if(flag, rank, run_dir, {"event": "error", "message": error}, mine=error is not None)
+    trainer.distribute(ray.train.torch.prepare_model)
 
     if init_state is not None and rank == 0:
         append_event(
@@ -472,30 +332,11 @@ def _train(
             {
                 "event": "init_from",
                 "path": cfg.train.init_from,
-                "weights": weights_digest(model),
+                "weights": weights_digest(trainer.net),
                 "source_weights": weights_digest(init_state["model"]),
             },
         )
-    if cfg.train.freeze_encoder:
-        for module in model.encoder_modules():
-            module.requires_grad_(False)
-    apply_checkpointing(model, cfg.train.activation_checkpointing)
-    model = ray.train.torch.prepare_model(model)
-    n_batches = -(-len(sampler) // cfg.train.batch_size)  # per rank and epoch, the same on every rank
-    accumulate = cfg.train.accumulate_steps
-    steps_per_epoch = -(-n_batches // accumulate)  # optimizer steps
-    optimizer, scheduler = make_optimizer(
-        cfg, [p for p in model.parameters() if p.requires_grad], world, steps_per_epoch
-    )
-    scaler = grad_scaler(cfg.train.precision, device)
-    start_epoch, step = 0, 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        resume_schedule(scheduler, optimizer, start_epoch * steps_per_epoch)
-    best = state["best_val"] if state is not None else float("inf")
+    start_epoch = trainer.epoch
     append_event(
         run_dir,
         {
@@ -503,7 +344,7 @@ def _train(
             "rank": rank,
             "world": world,
             "epoch": start_epoch,
-            "step": step,
+            "step": trainer.step,
             "node": ray.get_runtime_context().get_node_id(),
             "slurm_node": os.environ.get("SLURMD_NODENAME"),
         }
@@ -511,127 +352,42 @@ def _train(
     )
 
     tracker = Tracker(
-        cfg.tracking, run_dir, cfg.model_dump(mode="json") | {"parameters": count_parameters(model)}, enabled=rank == 0
+        cfg.tracking, run_dir, cfg.model_dump(mode="json") | {"parameters": count_parameters(trainer.net)}, rank == 0
     )
-    loss_fn = loss_function(cfg.train.loss)
+    run = _Run(cfg, run_dir, rank, world, device, trainer, tracker)
     feed = DeviceFeed(norm, device, cfg.data.prefetch_batches)
     t_run = time.perf_counter()
-    blank = (
-        torch.zeros((1, *manifest["gathers_shape"]), device=device),
-        torch.zeros((1, 1, *manifest["velocity_shape"]), device=device),
-    )
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             sampler.set_epoch(epoch)
-            model.train()
             bar = (
                 tqdm(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
                 if rank == 0 and progress_bars
                 else None
             )
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            # on the device, read only at checks: NaN/Inf tensors after any step since the last check
-            bad = torch.zeros((), dtype=torch.float64, device=device)
-            seen, read_error = 0, None
             t_epoch = time.perf_counter()
-            # which samples are mirrored: a function of (seed, epoch, rank), so a resumed epoch repeats it
-            mirror_rng = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch * 1_009 + rank)
             batches = feed(source())
             try:
-                for b, (gathers, target, weight, read_error) in enumerate(epoch_batches(batches, n_batches, blank)):
-                    t0 = time.perf_counter()
-                    if cfg.data.mirror_probability > 0:
-                        gathers, target = mirror_some(gathers, target, cfg.data.mirror_probability, mirror_rng)
-                    # gradients of `accumulate` batches are summed (DDP all-reduces only with the last)
-                    last_micro = (b + 1) % accumulate == 0 or b + 1 == n_batches
-                    in_group = min(accumulate, n_batches - b // accumulate * accumulate)
-                    quiet = model.no_sync() if not last_micro and hasattr(model, "no_sync") else nullcontext()
-                    with quiet:
-                        loss = forward_backward(
-                            model, gathers, target, scaler, loss_fn, cfg.train.precision, device, weight / in_group
-                        )
-                    if last_micro:
-                        optimizer_step(model, optimizer, scaler, cfg.train.grad_clip)
-                        scheduler.step()
-                    bad += nonfinite_count(model, loss)
-                    step += 1
-                    if weight:
-                        loss_sum += loss.double() * len(gathers)
-                        seen += len(gathers)
-                    if bar is not None:
-                        bar.update(len(gathers) * world)
-                    if rank == 0 and step % cfg.tracking.log_every_steps == 0:
-                        dt = time.perf_counter() - t0
-                        tracker.log(
-                            {
-                                "train/loss": float(loss),
-                                "train/lr": optimizer.param_groups[0]["lr"],
-                                "train/samples_per_s": len(gathers) * world / dt,
-                                "train/step_time_s": dt,
-                                "train/peak_memory_mb": peak_memory_mb(device),
-                                "epoch": epoch,
-                            },
-                            step=step,
-                        )
-                    if (b + 1) % cfg.train.check_every_steps == 0 and b + 1 < n_batches:
-                        # one collective and one host read per check: a damaged sample on any rank, NaN/Inf
-                        bad_values, bad_data = all_reduce_sum([bad, read_error is not None], device)
-                        _stop_if(
-                            bad_data,
-                            rank,
-                            run_dir,
-                            {"event": "error", "epoch": epoch, "step": step, "message": read_error},
-                            mine=read_error is not None,
-                        )
-                        _stop_if(
-                            bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0
-                        )
+                total_loss, total_seen = run.epoch(epoch, epoch_batches(batches, n_batches, run.blank(manifest)), bar)
             finally:
                 batches.close()
-            if bar is not None:
-                bar.close()
-            # never skipped before a checkpoint: every step since the last check, the optimizer state a
-            # checkpoint will hold (identical on every rank), and damaged reads
-            bad_values, bad_data, total_loss, total_seen = all_reduce_sum(
-                [bad + optimizer_nonfinite_count(optimizer, device), read_error is not None, loss_sum, seen], device
-            )
-            _stop_if(
-                bad_data,
-                rank,
-                run_dir,
-                {"event": "error", "epoch": epoch, "step": step, "message": read_error},
-                mine=read_error is not None,
-            )
-            _stop_if(bad_values, rank, run_dir, {"event": "nonfinite", "epoch": epoch, "step": step}, rank == 0)
+                if bar is not None:
+                    bar.close()
             metrics = {
                 "epoch": epoch,
-                "step": step,
+                "step": trainer.step,
                 "train/epoch_loss": total_loss / max(total_seen, 1),
                 "train/epoch_samples": int(total_seen),
                 "train/epoch_time_s": time.perf_counter() - t_epoch,
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": trainer.optimizer.param_groups[0]["lr"],
             }
             if val_ds is not None:
-                val_metrics, val_error, any_error = validation_metrics(
-                    model, val_ds, val_positions, cfg, norm, v_range, device
-                )
-                _stop_if(
-                    any_error,
-                    rank,
-                    run_dir,
-                    {
-                        "event": "error",
-                        "epoch": epoch,
-                        "step": step,
-                        "message": val_error and DataError.message_of(val_error),
-                    },
-                    mine=val_error is not None,
-                )
-                metrics |= val_metrics
+                metrics |= run.validate(epoch, val_ds, val_positions, norm, v_range)
+            trainer.epoch = epoch + 1
             append_event(
                 run_dir,
-                {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": step}
-                | ({"weights": weights_digest(model)} if cfg.train.record_weights_digest else {})
+                {"event": "epoch_end", "rank": rank, "epoch": epoch, "step": trainer.step}
+                | ({"weights": weights_digest(trainer.net)} if cfg.train.record_weights_digest else {})
                 | ({"metrics": metrics} if rank == 0 else {}),
             )
             if rank == 0 and not progress_bars:  # written, not print()ed: Ray Train's patched print logs it twice
@@ -639,30 +395,24 @@ def _train(
                     epoch_line(metrics, cfg.train.epochs, time.perf_counter() - t_run, epoch + 1 - start_epoch) + "\n"
                 )
                 sys.stderr.flush()
-            last = epoch + 1 == cfg.train.epochs
             stopping = (
                 cfg.train.stop_after_epochs is not None and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs
             )
             score = metrics.get("val/mse", metrics["train/epoch_loss"])
-            improved = score < best
-            best = min(best, score)
-            if rank == 0 and ((epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or last or stopping):
+            improved = score < trainer.best
+            trainer.best = min(trainer.best, score)
+            if rank == 0 and (
+                (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or trainer.epoch == cfg.train.epochs or stopping
+            ):
                 saved = save_checkpoint(
                     run_dir,
                     epoch,
-                    {
-                        "model": unwrap(model).state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "epoch": epoch,
-                        "step": step,
-                        "rng": rng_state(),
+                    trainer.state_dict()
+                    | {
                         "config": cfg.model_dump(mode="json"),
                         "model_spec": spec,
                         "normaliser": norm.to_dict(),
                         "metrics": metrics,
-                        "best_val": best,
                         "velocity_range_mps": list(v_range),
                         "dataset": {
                             "train": str(cfg.data.train),
@@ -681,13 +431,98 @@ def _train(
                     )
             ray.train.report(metrics)
             if rank == 0:
-                tracker.log({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step=step)
+                tracker.log({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step=trainer.step)
                 if cfg.tracking.figures and tracker.active:
-                    _log_figure(tracker, model, val_ds or parts[0], norm, manifest, device, cfg, epoch, step)
+                    _log_figure(
+                        tracker, trainer.model, val_ds or parts[0], norm, manifest, device, cfg, epoch, trainer.step
+                    )
             if stopping:
                 break
     finally:
         tracker.finish()
+
+
+class _Run:
+    """What the Ray loop adds around a :class:`Trainer` for one epoch: mirroring, the periodic and
+    end-of-epoch checks (one all-reduce each; every rank stops together), progress and W&B step logs."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, rank: int, world: int, device, trainer: Trainer, tracker):
+        self.cfg, self.run_dir, self.rank, self.world, self.device = cfg, run_dir, rank, world, device
+        self.trainer, self.tracker = trainer, tracker
+
+    def blank(self, manifest: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch a rank repeats with weight 0 when its first read of an epoch fails."""
+        return (
+            torch.zeros((1, *manifest["gathers_shape"]), device=self.device),
+            torch.zeros((1, 1, *manifest["velocity_shape"]), device=self.device),
+        )
+
+    def check(self, epoch: int, read_error: str | None, extra_bad=0, more: tuple = ()) -> list[float]:
+        """One collective: a damaged read on any rank or NaN/Inf anywhere (the steps since the last check,
+        and ``extra_bad``) stops every rank, logged once. Returns ``more`` summed over the ranks."""
+        t = self.trainer
+        bad_values, bad_data, *rest = all_reduce_sum(
+            [t.nonfinite + extra_bad, read_error is not None, *more], self.device
+        )
+        event = {"event": "error", "epoch": epoch, "step": t.step, "message": read_error}
+        _stop_if(bad_data, self.rank, self.run_dir, event, mine=read_error is not None)
+        event = {"event": "nonfinite", "epoch": epoch, "step": t.step}
+        _stop_if(bad_values, self.rank, self.run_dir, event, self.rank == 0)
+        return rest
+
+    def epoch(self, epoch: int, batches, bar) -> tuple[float, float]:
+        """Train one epoch; returns the loss summed over every rank's samples, and their number."""
+        cfg, t = self.cfg, self.trainer
+        t.model.train()
+        t.nonfinite.zero_()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen, read_error = 0, None
+        # which samples are mirrored: a function of (seed, epoch, rank), so a resumed epoch repeats it
+        mirror_rng = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch * 1_009 + self.rank)
+        for b, (gathers, target, weight, read_error) in enumerate(batches):
+            t0 = time.perf_counter()
+            if cfg.data.mirror_probability > 0:
+                gathers, target = mirror_some(gathers, target, cfg.data.mirror_probability, mirror_rng)
+            loss = t.train_batch(gathers, target, weight, b)
+            if weight:
+                loss_sum += loss.double() * len(gathers)
+                seen += len(gathers)
+            if bar is not None:
+                bar.update(len(gathers) * self.world)
+            if self.rank == 0 and t.step % cfg.tracking.log_every_steps == 0:
+                dt = time.perf_counter() - t0
+                self.tracker.log(
+                    {
+                        "train/loss": float(loss),
+                        "train/lr": t.optimizer.param_groups[0]["lr"],
+                        "train/samples_per_s": len(gathers) * self.world / dt,
+                        "train/step_time_s": dt,
+                        "train/peak_memory_mb": peak_memory_mb(self.device),
+                        "epoch": epoch,
+                    },
+                    step=t.step,
+                )
+            if (b + 1) % cfg.train.check_every_steps == 0 and b + 1 < t.batches_per_epoch:
+                self.check(epoch, read_error)
+        # never skipped before a checkpoint: every step since the last check, the optimizer state a
+        # checkpoint will hold (identical on every rank), and damaged reads
+        total_loss, total_seen = self.check(
+            epoch, read_error, optimizer_nonfinite_count(t.optimizer, self.device), (loss_sum, seen)
+        )
+        return total_loss, total_seen
+
+    def validate(self, epoch: int, val_ds, positions, norm: Normaliser, v_range) -> dict:
+        metrics, val_error, any_error = validation_metrics(
+            self.trainer.model, val_ds, positions, self.cfg, norm, v_range, self.device
+        )
+        event = {
+            "event": "error",
+            "epoch": epoch,
+            "step": self.trainer.step,
+            "message": val_error and DataError.message_of(val_error),
+        }
+        _stop_if(any_error, self.rank, self.run_dir, event, mine=val_error is not None)
+        return metrics
 
 
 def _log_figure(tracker, model, ds: ShardedDataset, norm: Normaliser, manifest: dict, device, cfg, epoch, step):
