@@ -67,7 +67,10 @@ EVENTS = "events.jsonl"
 
 
 def normaliser_for(cfg: TrainConfig, manifest: dict) -> Normaliser:
-    v_range = tuple(cfg.data.v_range_mps) if cfg.data.v_range_mps else None
+    v_range = None
+    if cfg.data.v_range_mps:
+        v_min, v_max = cfg.data.v_range_mps  # two values: checked by TrainDataConfig
+        v_range = (v_min, v_max)
     return Normaliser.from_manifest(manifest, cfg.data.gathers_norm, cfg.data.velocity_norm, v_range)
 
 
