@@ -341,7 +341,7 @@ def validation_metrics(
         try:
             gathers, target = normalised(*reader[batch], norm, device)
         except DataError as exc:
-            error = str(exc)
+            error = DataError.message_of(exc)
             break
         with autocast(cfg.train.precision, device):
             pred = model(gathers)
@@ -626,7 +626,7 @@ def _train(
                         "event": "error",
                         "epoch": epoch,
                         "step": step,
-                        "message": val_error and DataError.message_of(val_error),
+                        "message": val_error,
                     },
                     mine=val_error is not None,
                 )
