@@ -454,7 +454,7 @@ def _train(
         sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
         source = make_source(train_ds, sampler, cfg, device)
         val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
-        val_positions = np.arange(len(val_ds))[rank::world] if val_ds else None
+        val_positions = np.arange(len(val_ds))[rank::world] if val_ds is not None else None
         spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
         torch.manual_seed(cfg.train.seed)
         model = build_model(spec)
@@ -615,6 +615,7 @@ def _train(
                 "lr": optimizer.param_groups[0]["lr"],
             }
             if val_ds is not None:
+                assert val_positions is not None  # set with val_ds
                 val_metrics, val_error, any_error = validation_metrics(
                     model, val_ds, val_positions, cfg, norm, v_range, device
                 )
