@@ -550,6 +550,7 @@ class TrainConfig(Section):
 
     def training_sets(self) -> list[tuple[str, str | None]]:
         """(folder, split) of every training dataset: data.train, then data.mix."""
+        assert self.data.train is not None  # guaranteed by _datasets
         return [(self.data.train, self.data.train_split), *map(folder_and_split, self.data.mix)]
 
 
