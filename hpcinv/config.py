@@ -431,7 +431,9 @@ class TrainDataConfig(Section):
     val_split: str | None = None
     gathers_norm: Literal["none", "standard", "openfwi"] = "standard"
     velocity_norm: Literal["none", "minmax", "standard"] = "minmax"
-    v_range_mps: list[float] | None = Field(None, description="[min, max] for minmax; null: the dataset's")
+    v_range_mps: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="[min, max] for minmax; null: the dataset's"
+    )
     mirror_probability: float = Field(
         0.0,
         ge=0.0,
@@ -584,6 +586,7 @@ class TrainConfig(Section):
 
     def training_sets(self) -> list[tuple[str, str | None]]:
         """(folder, split) of every training dataset: data.train, then data.mix."""
+        assert self.data.train is not None  # guaranteed by _datasets
         return [(self.data.train, self.data.train_split), *map(folder_and_split, self.data.mix)]
 
 

@@ -23,6 +23,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -273,8 +274,10 @@ def evaluate(
         rows.append(baseline_row(training, manifest, len(ds)))
     else:
         notes.append("no data-free baseline: no input names its training data; pass --baseline DATASET[:SPLIT]")
-    truth = np.stack([ds.read(int(i))[1] for i in ds.indices]) if has_velocity(manifest) else None
-    ranges = [r.info.get("normaliser_range_mps") for r in rows if r.info.get("normaliser_range_mps")]
+    truth = (  # has_velocity: every sample has its model, never None
+        np.stack(cast(list[np.ndarray], [ds.read(int(i))[1] for i in ds.indices])) if has_velocity(manifest) else None
+    )
+    ranges = [rng for r in rows if (rng := r.info.get("normaliser_range_mps"))]
     stats = manifest["stats"].get("velocity") or manifest["stats"]["gathers"]
     v_range = tuple(ranges[0]) if ranges else (stats["min"], stats["max"])
     misfit_n = len(ds) if misfit_samples is None else min(misfit_samples, len(ds))

@@ -19,7 +19,7 @@ from hpcinv.errors import HpcinvError
 from hpcinv.generate.driver import Plan
 from hpcinv.generate.worker import ShardWorker
 from hpcinv.store.shard import ShardSpec
-from hpcinv.velocity import CollectionSource, SyntheticSource
+from hpcinv.velocity import CollectionSource, SyntheticSource, VelocitySource
 from hpcinv.work import Executor
 
 __all__ = ["ModellingActor", "check_gpus", "init_ray", "ray_executor", "uses_gpu", "n_workers_available"]
@@ -35,9 +35,11 @@ class ModellingActor:
         nested in a list so the driver keeps ownership and a restarted actor can fetch it again."""
         cfg = DataConfig.model_validate_json(cfg_json)
         n = cfg.dataset.n_samples
+        source: VelocitySource
         if collection_refs:
             source = CollectionSource(cfg, n, raw=ray.get(collection_refs[0]))
         else:
+            assert n is not None  # synthetic: make_source refused n_samples=null in the driver
             source = SyntheticSource(cfg, n)
         self.worker = ShardWorker(cfg, out_dir, source=source)
 
@@ -89,7 +91,8 @@ def ray_executor(
         collection = [ray.put(plan.source.raw)]  # one shared copy per node, zero-copy reads
     cfg_json = cfg.model_dump_json()
     return actor_executor(
-        lambda: ModellingActor.options(**options).remote(cfg_json, str(plan.out), collection),
+        # @ray.remote made ModellingActor an ActorClass, but mypy does not apply class decorators
+        lambda: ModellingActor.options(**options).remote(cfg_json, str(plan.out), collection),  # type: ignore[attr-defined]
         workers or n_workers_available(cfg),
         what="modelling",
         in_flight_per_actor=in_flight_per_actor,

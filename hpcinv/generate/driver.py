@@ -86,7 +86,7 @@ def _empty_manifest(cfg: DataConfig, n_samples: int, physics: dict) -> dict:
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
+    flat: dict = {}
     for key, value in tree.items():
         if isinstance(value, dict):
             flat |= _flatten(value, f"{prefix}{key}.")

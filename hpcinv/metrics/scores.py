@@ -33,6 +33,7 @@ def velocity_metrics(pred_B1ZX: torch.Tensor, true_B1ZX: torch.Tensor, v_min: fl
     ssim = structural_similarity_index_measure(
         scale(pred).float(), scale(true).float(), data_range=1.0, reduction="none"
     )
+    assert isinstance(ssim, torch.Tensor)  # a tuple only with return_full_image / return_contrast_sensitivity
     tiny = torch.finfo(torch.float64).tiny
     return {
         "mse": mse,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TypeAlias
 
 from hpcinv.config import ModelConfig
 from hpcinv.nets.fcnvmb import FCNVMB
 from hpcinv.nets.inversionnet import InversionNet, count_parameters
 
-__all__ = ["FCNVMB", "InversionNet", "build_model", "count_parameters", "model_spec"]
+__all__ = ["FCNVMB", "InversionNet", "Net", "build_model", "count_parameters", "model_spec"]
+
+Net: TypeAlias = FCNVMB | InversionNet  # the networks build_model makes: both define encoder_modules, checkpoint_blocks
 
 
 def model_spec(cfg: ModelConfig, gathers_shape: list[int] | tuple[int, ...], velocity_shape) -> dict:
@@ -20,7 +22,7 @@ def model_spec(cfg: ModelConfig, gathers_shape: list[int] | tuple[int, ...], vel
     }
 
 
-def build_model(spec: dict) -> nn.Module:
+def build_model(spec: dict) -> Net:
     cfg = ModelConfig.model_validate(spec["config"])
     shots, nt, nrec = spec["gathers_shape"]
     out = tuple(spec["velocity_shape"])

@@ -28,7 +28,7 @@ code; activation checkpointing is applied from outside (``hpcinv.train.parallel`
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ class ConvUnit(nn.Sequential):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, top: int = 0, left: int = 0) -> torch.Tensor:
         conv, *rest = self
-        y = conv(x) if skip is None else conv_concat(conv, skip, x, top, left)
+        y = conv(x) if skip is None else conv_concat(cast(nn.Conv2d, conv), skip, x, top, left)  # built first
         for layer in rest:
             y = layer(y)
         return y
@@ -68,6 +68,7 @@ def conv_concat(conv: nn.Conv2d, skip: torch.Tensor, x: torch.Tensor, top: int, 
     skips are a quarter of the size they are padded to) and no concatenation: at the finest decoder
     level that is most of the activation memory left under checkpointing (docs/SCALING.md).
     """
+    assert isinstance(conv.padding, tuple)  # numeric padding (ConvUnit's is 1), not "same" / "valid"
     r = conv.padding[0]
     w_skip, w_x = conv.weight.split([skip.shape[1], x.shape[1]], dim=1)
     y = F.conv2d(x, w_x, conv.bias, padding=conv.padding)

@@ -39,12 +39,12 @@ class Geometry:
         return src, rec.expand(src.shape[0], -1, -1).contiguous()
 
 
-def _positions(explicit: list[float] | None, count: int | None, extent_m: float) -> np.ndarray:
+def _positions(explicit: list[float] | None, count: int, extent_m: float) -> np.ndarray:
     if explicit is not None:
         return np.asarray(explicit, dtype=np.float64)
     if count == 1:
         return np.array([extent_m / 2])
-    return np.linspace(0.0, extent_m, int(count))
+    return np.linspace(0.0, extent_m, count)
 
 
 def _cells(name: str, positions_m: np.ndarray, dx_m: float, n_cells: int) -> np.ndarray:

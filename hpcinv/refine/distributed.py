@@ -42,7 +42,8 @@ def ray_executor(worker_args: dict, workers: int | None, stats: dict) -> Executo
     options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": rc.threads}
     available = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1)) // rc.threads
     return actor_executor(
-        lambda: RefineActor.options(**options).remote(worker_args),
+        # @ray.remote made RefineActor an ActorClass, but mypy does not apply class decorators
+        lambda: RefineActor.options(**options).remote(worker_args),  # type: ignore[attr-defined]
         workers or max(1, available),
         what="refine",
         in_flight_per_actor=1,

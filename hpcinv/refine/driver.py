@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -143,17 +144,19 @@ def refine(
     data_cfg = load_dataset_config(data)
     bounds = resolve_bounds(rc, data_cfg)
     ds = ShardedDataset(data, indices=np.arange(lo, hi))
-    start_model, start_store, predicted, source = None, None, None, {}
+    start_model, start_store, predicted = None, None, None
+    source: dict[str, Any] = {}  # where the start came from, recorded in the manifest
+    fingerprint: dict[str, Any]  # what decides the refined models, hashed into the store's config_hash
     if init == "smooth":
         start_model, how = smooth_start(rc, data_cfg)
         check_start(start_model[None], [lo], bounds, rc.start_outside_max_fraction, "the smooth start")
         source = {"init": "smooth", "smooth": how}
         fingerprint = {"smooth": how}
     elif is_velocity_store(init):
-        store = VelocityStore(init)
-        store.check_dataset(data, manifest, lo, hi)
+        given = VelocityStore(init)
+        given.check_dataset(data, manifest, lo, hi)
         check_start(
-            store.read_range(lo, hi)[1],
+            given.read_range(lo, hi)[1],
             range(lo, hi),
             bounds,
             rc.start_outside_max_fraction,
@@ -163,11 +166,11 @@ def refine(
         source = {
             "init": "store",
             "start": start_store,
-            "start_kind": store.kind,
-            "network_checkpoint": store.manifest["source"].get("checkpoint")
-            or store.manifest["source"].get("network_checkpoint"),
+            "start_kind": given.kind,
+            "network_checkpoint": given.manifest["source"].get("checkpoint")
+            or given.manifest["source"].get("network_checkpoint"),
         }
-        fingerprint = {"store": store.manifest["config_hash"]}
+        fingerprint = {"store": given.manifest["config_hash"]}
     else:
         model, norm, state, _ = load_network(init, manifest, str(data), allow_survey_mismatch)
         predicted = np.concatenate(
@@ -268,7 +271,8 @@ def write_summary(
     """``summary.json`` (per sample and in mean: misfit before/after, and MAE/RMSE/SSIM before/after
     where true models exist) and the first ``figures`` samples' figures."""
     store = VelocityStore(out)
-    samples, histories = [], {}
+    samples: list[dict] = []
+    histories: dict[int, np.ndarray] = {}
     for index, extra in store.details():
         samples += extra["samples"]
         histories |= {int(i): h for i, h in zip(index, extra["misfit_history"], strict=True)}
@@ -317,6 +321,7 @@ def _figures(
         index = s["index"]
         _, truth = ds.read(index)
         begin = start.read_range(index, index + 1)[1][0] if start else start_model
+        assert begin is not None  # the start is a store or one model
         refined = store.read_range(index, index + 1)[1][0]
         history = histories[index][np.isfinite(histories[index])]
         fig = refine_figure(

@@ -166,6 +166,7 @@ def refine_model(
                     loss = loss + rc.tv_weight * total_variation(v)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                assert v.grad is not None  # v is the leaf the loss is minimised over
                 if rc.smooth_gradient_cells:
                     v.grad = gaussian_smooth(v.grad, rc.smooth_gradient_cells)
                 if rc.freeze_top_cells:

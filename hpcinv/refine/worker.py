@@ -63,6 +63,7 @@ class RefineWorker:
     def starts(self, lo: int, hi: int) -> np.ndarray:
         if self.start_store is not None:
             return self.start_store.read_range(lo, hi)[1]
+        assert self.start_model is not None  # the start is a store or one model
         return np.broadcast_to(self.start_model, (hi - lo, *self.start_model.shape))
 
     def run(self, spec: ShardSpec) -> dict:

@@ -111,10 +111,10 @@ class RawCache:
         return self.gathers.device
 
     def take(self, positions, out: tuple[torch.Tensor, torch.Tensor] | None = None):
-        rows = self.row_of[np.asarray(positions, dtype=np.int64)]
-        if (rows < 0).any():
-            raise IndexError(f"positions {np.asarray(positions)[rows < 0].tolist()} are not in this rank's cache")
-        rows = torch.from_numpy(rows).to(self.device)
+        found = self.row_of[np.asarray(positions, dtype=np.int64)]
+        if (found < 0).any():
+            raise IndexError(f"positions {np.asarray(positions)[found < 0].tolist()} are not in this rank's cache")
+        rows = torch.from_numpy(found).to(self.device)
         if out is None:
             return self.gathers.index_select(0, rows), self.velocity.index_select(0, rows)
         g, v = out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -170,7 +171,7 @@ class ShardedDataset(Dataset):
                         if v is not None:
                             v[j] = again
             gathers[where[order]] = g[inverse]
-            if vel is not None:
+            if vel is not None and v is not None:  # both present, or both absent (gathers-only data)
                 vel[where[order]] = v[inverse]
         return gathers, vel
 
@@ -245,11 +246,12 @@ class Concatenated(Dataset):
 
 
 def mean_velocity(
-    root: str | os.PathLike, split: str | None = None, more: list[tuple[str, str | None]] = ()
+    root: str | os.PathLike, split: str | None = None, more: Sequence[tuple[str, str | None]] = ()
 ) -> np.ndarray:
     """The mean velocity model (nz, nx) float32 of a dataset's split (and of the ``more`` (folder,
     split) pairs, every model weighted alike): the data-free baseline."""
-    total, count = None, 0
+    total: np.ndarray | None = None
+    count = 0
     for folder, part in [(root, split), *more]:
         ds = ShardedDataset(folder, split=part)
         if not ds.has_velocity:
@@ -262,7 +264,10 @@ def mean_velocity(
                 f"{str(root)!r} of {list(total.shape)}: they cannot be averaged together"
             )
         for index in ds.indices:
-            total += ds.read(int(index))[1]
+            vel = ds.read(int(index))[1]
+            assert vel is not None  # has_velocity
+            total += vel
         count += len(ds)
         ds.close()
+    assert total is not None  # set by the first dataset, root
     return (total / max(count, 1)).astype(np.float32)

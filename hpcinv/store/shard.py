@@ -68,9 +68,9 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
 def sample_checksums(gathers: np.ndarray, velocity: np.ndarray) -> tuple[int, int]:
     """XXH3-64 of one sample's stored gathers and velocity bytes: ~30 GB/s on one core here, 0.2 ms
     for a paper-size float16 sample (CRC-32 from zlib: 2.2 GB/s, 15 x slower)."""
-    return (
-        xxhash.xxh3_64_intdigest(np.ascontiguousarray(gathers)),
-        xxhash.xxh3_64_intdigest(np.ascontiguousarray(velocity)),
+    return (  # .data: a memoryview of the contiguous array's bytes, no copy
+        xxhash.xxh3_64_intdigest(np.ascontiguousarray(gathers).data),
+        xxhash.xxh3_64_intdigest(np.ascontiguousarray(velocity).data),
     )
 
 

@@ -26,11 +26,11 @@ class RunningStats:
             mean = x.mean()
             mean_, m2, lo, hi = torch.stack([mean, ((x - mean) ** 2).sum(), x.min(), x.max()]).tolist()
             return cls(int(x.numel()), mean_, m2, lo, hi)
-        x = np.asarray(values, dtype=np.float64).ravel()
-        if x.size == 0:
+        arr = np.asarray(values, dtype=np.float64).ravel()
+        if arr.size == 0:
             return cls()
-        mean = float(x.mean())
-        return cls(int(x.size), mean, float(((x - mean) ** 2).sum()), float(x.min()), float(x.max()))
+        mu = float(arr.mean())
+        return cls(int(arr.size), mu, float(((arr - mu) ** 2).sum()), float(arr.min()), float(arr.max()))
 
     def merge(self, other: RunningStats) -> RunningStats:
         if other.count == 0:

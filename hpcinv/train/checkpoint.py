@@ -34,11 +34,14 @@ CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_PREFIX}\d{{6}}")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", None)  # DistributedDataParallel / DataParallel wrap the model as .module
+    return inner if isinstance(inner, nn.Module) else model
 
 
 def rng_state() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state(legacy=True)
+    assert isinstance(state, tuple)  # the global RandomState is an MT19937, whose legacy state is a tuple
+    kind, keys, pos, has_gauss, gauss = state
     return {
         "torch": torch.get_rng_state(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],

@@ -194,7 +194,7 @@ class Trainer:
             for module in net.encoder_modules():
                 module.requires_grad_(False)
         apply_checkpointing(net, cfg.train.activation_checkpointing)
-        self.model = net.to(device)
+        self.model: nn.Module = net.to(device)  # DDP-wrapped by distribute()
         self.optimizer, self.scheduler = make_optimizer(
             cfg, [p for p in self.model.parameters() if p.requires_grad], world, self.steps_per_epoch
         )
@@ -244,7 +244,8 @@ class Trainer:
         n, k = self.batches_per_epoch, self.accumulate
         last_micro = (b + 1) % k == 0 or b + 1 == n
         in_group = min(k, n - b // k * k)
-        quiet = self.model.no_sync() if not last_micro and hasattr(self.model, "no_sync") else nullcontext()
+        ddp = self.model if isinstance(self.model, nn.parallel.DistributedDataParallel) else None
+        quiet = ddp.no_sync() if ddp is not None and not last_micro else nullcontext()
         precision = self.cfg.train.precision
         with quiet:
             loss = forward_backward(

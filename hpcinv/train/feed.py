@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 import torch
 
@@ -77,7 +77,7 @@ class DeviceFeed:
         self.cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
 
-    def __call__(self, source: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __call__(self, source: Iterable) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
         slots: queue.Queue = queue.Queue(maxsize=self.depth)
         stop = threading.Event()
 

@@ -59,7 +59,10 @@ EVENTS = "events.jsonl"
 
 
 def normaliser_for(cfg: TrainConfig, manifest: dict) -> Normaliser:
-    v_range = tuple(cfg.data.v_range_mps) if cfg.data.v_range_mps else None
+    v_range = None
+    if cfg.data.v_range_mps:
+        v_min, v_max = cfg.data.v_range_mps  # two values: checked by TrainDataConfig
+        v_range = (v_min, v_max)
     return Normaliser.from_manifest(manifest, cfg.data.gathers_norm, cfg.data.velocity_norm, v_range)
 
 
@@ -197,7 +200,7 @@ def validation_metrics(
         try:
             gathers, target = normalised(*reader[batch], norm, device)
         except DataError as exc:
-            error = str(exc)
+            error = DataError.message_of(exc)
             break
         with autocast(cfg.train.precision, device):
             pred = model(gathers)
@@ -310,7 +313,7 @@ def _train(
         sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
         source = make_source(train_ds, sampler, cfg, device)
         val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
-        val_positions = np.arange(len(val_ds))[rank::world] if val_ds else None
+        val_positions = np.arange(len(val_ds))[rank::world] if val_ds is not None else None
         spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
         n_batches = -(-len(sampler) // cfg.train.batch_size)  # per rank and epoch, the same on every rank
         trainer = Trainer(cfg, spec, device, world, n_batches)
@@ -519,7 +522,7 @@ class _Run:
             "event": "error",
             "epoch": epoch,
             "step": self.trainer.step,
-            "message": val_error and DataError.message_of(val_error),
+            "message": val_error,
         }
         _stop_if(any_error, self.rank, self.run_dir, event, mine=val_error is not None)
         return metrics

@@ -27,6 +27,7 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
 )
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from hpcinv.nets import Net
 from hpcinv.nets.fcnvmb import ConvUnit
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -35,14 +36,21 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHECKPOINT_MODES = ("none", "blocks", "units", "nested")
 
 
-def checkpoint_targets(model: nn.Module, mode: str) -> list[nn.Module]:
+def checkpoint_targets(model: Net, mode: str) -> list[nn.Module]:
     if mode not in CHECKPOINT_MODES:
         raise ValueError(f"activation_checkpointing must be one of {CHECKPOINT_MODES}, got {mode!r}")
     blocks = list(model.checkpoint_blocks()) if mode in ("blocks", "nested") else []
     units = [m for m in model.modules() if isinstance(m, ConvUnit)] if mode in ("units", "nested") else []
     if mode == "units" and not units:  # InversionNet's blocks are already single conv units
-        units = list(model.checkpoint_blocks())
+        return list(model.checkpoint_blocks())
     return blocks + units
+
+
+def _running_stats(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``running_mean``, ``running_var``, ``num_batches_tracked`` of a BatchNorm that tracks them."""
+    mean, var, count = bn.running_mean, bn.running_var, bn.num_batches_tracked
+    assert mean is not None and var is not None and count is not None  # present with track_running_stats
+    return mean, var, count
 
 
 @contextlib.contextmanager
@@ -50,15 +58,14 @@ def _running_stats_frozen(module: nn.Module) -> Iterator[None]:
     """BatchNorm layers of ``module`` run exactly as in training (batch statistics, the same saved
     tensors), and their running statistics and ``num_batches_tracked`` are put back afterwards."""
     layers = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-    kept = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in layers]
+    kept = [[b.clone() for b in _running_stats(m)] for m in layers]
     try:
         yield
     finally:
         with torch.no_grad():
-            for m, (mean, var, count) in zip(layers, kept, strict=True):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
+            for m, saved in zip(layers, kept, strict=True):
+                for buffer, value in zip(_running_stats(m), saved, strict=True):
+                    buffer.copy_(value)
 
 
 def _recompute_keeps_bn_stats(module: nn.Module):
@@ -75,7 +82,7 @@ def _bn_safe_checkpoint_wrapper(module: nn.Module) -> nn.Module:
     )
 
 
-def apply_checkpointing(model: nn.Module, mode: str) -> nn.Module:
+def apply_checkpointing(model: Net, mode: str) -> Net:
     """Wrap the chosen modules in place; parameters and state_dict keys are unchanged."""
     targets = {id(m) for m in checkpoint_targets(model, mode)}
     if targets:

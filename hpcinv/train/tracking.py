@@ -18,13 +18,17 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 from hpcinv.config import TrackingConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SERVER = "https://api.wandb.ai"
+
+Mode = Literal["online", "offline", "disabled"]
 
 
 def run_id(run_dir: str | os.PathLike) -> str:
@@ -38,7 +42,7 @@ def sync_hint(run_dir: str | os.PathLike) -> str:
     return f"upload later with `wandb sync {Path(run_dir) / 'wandb'}/offline-run-*`"
 
 
-def resolve_mode(mode: str) -> str:
+def resolve_mode(mode: Mode) -> Mode:
     if mode == "online" and not os.environ.get("WANDB_API_KEY"):
         log.warning("tracking.mode=online but WANDB_API_KEY is not set: logging offline (wandb sync later)")
         return "offline"
@@ -59,7 +63,7 @@ def server_unreachable(timeout_s: float) -> str | None:
     return None
 
 
-def effective_mode(cfg: TrackingConfig, run_dir: str | os.PathLike) -> str:
+def effective_mode(cfg: TrackingConfig, run_dir: str | os.PathLike) -> Mode:
     """The mode the ranks will use: checked once, by the driver, before any worker starts."""
     mode = resolve_mode(cfg.mode)
     if mode == "online":
@@ -80,7 +84,7 @@ class Tracker:
     never fails because of it."""
 
     def __init__(self, cfg: TrackingConfig, run_dir: str | os.PathLike, config: dict, enabled: bool):
-        self.run = None
+        self.run: Any | None = None  # the wandb Run (wandb is typed as Any here); None while tracking is off
         self.run_dir = Path(run_dir)
         self.mode = resolve_mode(cfg.mode)
         if not enabled or self.mode == "disabled":
@@ -89,7 +93,7 @@ class Tracker:
 
         self._wandb = wandb
         (self.run_dir / "wandb").mkdir(parents=True, exist_ok=True)
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             project=cfg.project,
             entity=cfg.entity,
             name=self.run_dir.name,
@@ -117,7 +121,7 @@ class Tracker:
             except Exception as exc2:
                 self.warn(f"W&B could not start offline either ({exc2}); training goes on without tracking")
                 return
-        self._call(lambda: (self.run.define_metric("epoch"), self.run.define_metric("val/*", step_metric="epoch")))
+        self._call(lambda run: (run.define_metric("epoch"), run.define_metric("val/*", step_metric="epoch")))
 
     @property
     def active(self) -> bool:
@@ -126,12 +130,12 @@ class Tracker:
     def warn(self, message: str) -> None:
         log.warning("tracking: %s", message)
 
-    def _call(self, fn) -> None:
-        """Run a W&B call; an error turns tracking off for the rest of the run, with one warning."""
+    def _call(self, fn: Callable[[Any], object]) -> None:
+        """Run a W&B call on the run; an error turns tracking off for the rest of the run, with one warning."""
         if self.run is None:
             return
         try:
-            fn()
+            fn(self.run)
         except Exception as exc:
             self.warn(f"W&B failed ({' '.join(str(exc).split())[:200]}); tracking is off for the rest of this run")
             run, self.run = self.run, None
@@ -139,19 +143,19 @@ class Tracker:
                 run.finish(exit_code=1)
 
     def log(self, metrics: dict, step: int) -> None:
-        self._call(lambda: self.run.log(metrics, step=step))
+        self._call(lambda run: run.log(metrics, step=step))
 
     def image(self, key: str, figure, step: int) -> None:
-        self._call(lambda: self.run.log({key: self._wandb.Image(figure)}, step=step))
+        self._call(lambda run: run.log({key: self._wandb.Image(figure)}, step=step))
 
     def artifact(self, name: str, path: str | os.PathLike, metadata: dict) -> None:
-        def upload():
+        def upload(run) -> None:
             art = self._wandb.Artifact(name, type="model", metadata=metadata)
             art.add_file(str(path))
-            self.run.log_artifact(art, aliases=["best", f"epoch-{metadata.get('epoch')}"])
+            run.log_artifact(art, aliases=["best", f"epoch-{metadata.get('epoch')}"])
 
         self._call(upload)
 
     def finish(self) -> None:
-        self._call(lambda: self.run.finish())
+        self._call(lambda run: run.finish())
         self.run = None

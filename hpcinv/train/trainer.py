@@ -64,7 +64,9 @@ def _comparable(cfg: TrainConfig) -> dict:
 
 def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
     """Everything that can be checked before Ray starts; returns the training manifest."""
-    manifest = read_manifest(cfg.data.train)
+    train = cfg.data.train
+    assert train is not None  # required by TrainConfig
+    manifest = read_manifest(train)
     if not manifest["complete"]:
         raise HpcinvError(f"training dataset {cfg.data.train!r} is incomplete; finish it with `hpcinv generate`")
     for name, split in (("train", cfg.data.train_split), ("val", cfg.data.val_split)):
@@ -80,7 +82,7 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
                 "refined and scored by data misfit, not trained on"
             )
     for entry, (folder, split) in zip(cfg.data.mix, cfg.training_sets()[1:], strict=True):
-        _check_mixed(entry, folder, split, read_manifest(folder), cfg.data.train, manifest)
+        _check_mixed(entry, folder, split, read_manifest(folder), train, manifest)
     if cfg.data.mirror_probability > 0:
         survey = manifest["survey"]
         why = mirror_asymmetry(survey["source_cells_zx"], survey["receiver_cells_zx"], survey["nx"])
@@ -234,7 +236,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
         )
     check_inputs(cfg, run_dir)
     with contextlib.ExitStack() as held:
-        for folder in {*(f for f, _ in cfg.training_sets()), cfg.data.val} - {None}:
+        folders = {f for f, _ in cfg.training_sets()} | ({cfg.data.val} if cfg.data.val is not None else set())
+        for folder in folders:
             held.enter_context(folder_lock(folder, shared=True, create=False))
         held.enter_context(folder_lock(run_dir, what="run"))
         return _train_locked(cfg, run_dir, address)
@@ -286,8 +289,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
             exc.signum, f"training stopped; {newest_checkpoint_note(run_dir)}; re-run the same command to resume"
         ) from None
     except Exception as exc:  # TrainingFailedError wraps the worker's exception
-        cause = exc
-        while getattr(cause, "__cause__", None) is not None:
+        cause: BaseException = exc
+        while cause.__cause__ is not None:
             cause = cause.__cause__
         if isinstance(cause, HpcinvError):
             raise HpcinvError(str(cause)) from None

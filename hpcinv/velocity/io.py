@@ -88,13 +88,11 @@ def read_collection(cfg: VelocityConfig) -> np.ndarray:
             return np.concatenate(stacks).astype(np.float32, copy=False)
         if source == "npz":
             with np.load(_expand(path, ".npz")[0]) as npz:
-                keys = [cfg.key] if isinstance(cfg.key, str) else cfg.key
-                keys = keys or ([npz.files[0]] if len(npz.files) == 1 else [None])
-                for key in keys:
-                    if key not in npz.files:
-                        raise HpcinvError(
-                            f"velocity.key must name arrays among {npz.files} in {path!r}, got {cfg.key!r}"
-                        )
+                keys = [cfg.key] if isinstance(cfg.key, str) else list(cfg.key or [])
+                if not keys and len(npz.files) == 1:
+                    keys = [npz.files[0]]
+                if not keys or any(key not in npz.files for key in keys):
+                    raise HpcinvError(f"velocity.key must name arrays among {npz.files} in {path!r}, got {cfg.key!r}")
                 return np.concatenate([_as_stack(np.asarray(npz[k], dtype=np.float32), f"{path}[{k}]") for k in keys])
         if source == "openfwi":
             arr = np.load(_expand(path, ".npy")[0], mmap_mode="r")
