@@ -296,7 +296,13 @@ def _store_options(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hpcinv", description=__doc__.split("\n")[0])
+    parser = _Parser(
+        prog="hpcinv",
+        description="Deep-learning seismic velocity-model building: generate, train, predict, refine, evaluate.",
+        epilog="Config keys: 'hpcinv config show PRESET' prints a preset resolved, each key with its description "
+        "(presets: the files in configs/); 'hpcinv config env' lists the HPCINV_* environment variables. "
+        "Guides: README.md and docs/ (SLURM.md, GPU.md, REFINE.md, FORMAT.md, RESULTS.md).",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"hpcinv {_package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -223,3 +223,9 @@ def test_a_bad_config_is_reported_before_torch_and_ray_load(command, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
     assert "Input should be a valid" in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_help_is_plain_text_and_points_to_the_config_keys():
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "``" not in proc.stdout
+    assert "hpcinv config show PRESET" in proc.stdout and "docs/" in proc.stdout
