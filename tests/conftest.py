@@ -92,3 +92,15 @@ def tiny_dataset(tmp_path_factory) -> Path:
     proc = run_cli("generate", str(CONFIGS / "tiny.yaml"), "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance (2 CPUs) for every in-process test of the actor paths: started once."""
+    import ray
+
+    from hpcinv.actors import init_ray
+
+    init_ray("local", num_cpus=2)
+    yield
+    ray.shutdown()

@@ -1,5 +1,6 @@
 """Read W&B offline run files back (tests only).
 
+wandb 0.31 ships no Python reader for them (its DataStore moved into the Go wandb-core), hence this one.
 A ``run-*.wandb`` file is a LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then
 32 KiB blocks of records ``crc32c (4) | length (2, LE) | type (1) | data`` where type is FULL (1),
 FIRST (2), MIDDLE (3) or LAST (4); each complete record is a ``wandb_internal_pb2.Record``.
