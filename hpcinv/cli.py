@@ -36,6 +36,7 @@ import traceback
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 
+from hpcinv.argv import parse_with_overrides
 from hpcinv.config import DataConfig, RefineConfig, TrainConfig, load_config
 from hpcinv.errors import HpcinvError, Interrupted
 
@@ -439,20 +440,7 @@ def _raise_interrupted(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    # Overrides may come before or after options: collect the key=value words argparse left over.
-    args, extra = parser.parse_known_args(argv)
-    options = [word for word in extra if word.startswith("-")]
-    if options:
-        parser.error(f"unrecognized arguments: {' '.join(options)}")
-    if extra and not hasattr(args, "overrides"):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    words = [word for word in extra if "=" not in word]
-    if words:
-        parser.error(
-            f"{words[0]!r} is neither an option of 'hpcinv {args.command}' nor an override of the form key.sub=value"
-        )
-    if extra:
-        args.overrides = [*args.overrides, *extra]
+    args = parse_with_overrides(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

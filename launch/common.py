@@ -20,12 +20,14 @@ from pathlib import Path
 
 import submitit
 
+from hpcinv.argv import parse_with_overrides
 from hpcinv.config import parse_overrides
 from hpcinv.errors import HpcinvError
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
+    p.set_defaults(overrides=[])  # key.sub=value words anywhere on the line (see parse)
     s = p.add_argument_group("SLURM")
     s.add_argument("--nodes", type=int, default=1, help="nodes (one Ray node each; default 1)")
     s.add_argument("--cpus-per-node", type=int, default=1, help="CPUs per node (default 1)")
@@ -73,13 +75,8 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Like ``p.parse_args``, with ``key.sub=value`` overrides allowed anywhere on the line."""
-    args, extra = p.parse_known_args(argv)
-    unknown = [w for w in extra if w.startswith("-") or "=" not in w]
-    if unknown:
-        p.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.overrides = [*getattr(args, "overrides", []), *extra]
-    return args
+    """Like ``p.parse_args``, with ``key.sub=value`` overrides allowed anywhere on the line (as ``hpcinv``)."""
+    return parse_with_overrides(p, argv)
 
 
 def _sinfo(*fields: str) -> list[list[str]]:

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 
 # lowest first; a package may import its own layer (without a cycle) and every layer below
 LAYERS = [
-    ["errors", "presets"],
+    ["errors", "presets", "argv"],
     ["fileio", "environment"],
     ["config"],
     ["physics", "velocity", "nets", "store", "metrics", "doctor"],  # science and data
