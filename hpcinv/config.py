@@ -555,6 +555,33 @@ class ScalingConfig(Section):
             )
 
 
+class SlurmConfig(Section):
+    """What a launcher (``python -m launch.*``) asks SLURM for: the one table of SLURM defaults. The
+    launchers' flags are made from it (``--cpus-per-node`` for ``cpus_per_node``), and the #SBATCH lines
+    of slurm/*.sbatch hold the same defaults (tests/test_launch.py checks both)."""
+
+    nodes: int = Field(1, ge=1, description="nodes (one Ray node each)")
+    cpus_per_node: int = Field(2, ge=1, description="CPUs per node")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node")
+    mem_gb: float | None = Field(None, gt=0, description="memory per node in GB (default: the partition's)")
+    partition: str | None = Field(None, description="partition (default: the cluster's default partition)")
+    time: int = Field(60, ge=1, description="time limit in minutes")
+    signal_delay_s: int = Field(
+        120, ge=10, description="USR2 this many seconds before the time limit: checkpoint and requeue"
+    )
+    account: str | None = Field(None, description="account to charge")
+    qos: str | None = Field(None, description="quality of service")
+    constraint: str | None = Field(None, description="node features, e.g. a100")
+    job_name: str | None = Field(None, description="job name (default: hpcinv-<stage>)")
+    after: str | None = Field(None, description="start only after job JOBID succeeded (afterok)")
+    folder: str = Field("slurm-logs", description="shared folder for job logs, pickles and the Ray rendezvous")
+    setup: list[str] = Field([], description="shell line run before the job, e.g. 'module load cuda/12.4' (repeatable)")
+    max_timeouts: int = Field(3, ge=0, description="requeues after hitting the time limit (preemptions: always)")
+    object_store_gb: float | None = Field(
+        None, gt=0, description="Ray object store per node in GB (default: 30% of the job's memory on the node)"
+    )
+
+
 class TrackingConfig(Section):
     mode: Literal["online", "offline", "disabled"] = "offline"
     project: str = "hpcinv"

@@ -17,58 +17,36 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 import submitit
+from pydantic import ValidationError
 
 from hpcinv.argv import parse_with_overrides
-from hpcinv.config import parse_overrides
+from hpcinv.config import SlurmConfig, parse_overrides
 from hpcinv.errors import HpcinvError
 
 
 def parser(description: str) -> argparse.ArgumentParser:
+    """The launcher's parser: the SLURM flags, made from :class:`~hpcinv.config.SlurmConfig` (its defaults
+    and descriptions), plus ``--slurm KEY=VALUE`` and ``--wait``."""
     p = argparse.ArgumentParser(description=description)
     p.set_defaults(overrides=[])  # key.sub=value words anywhere on the line (see parse)
     s = p.add_argument_group("SLURM")
-    s.add_argument("--nodes", type=int, default=1, help="nodes (one Ray node each; default 1)")
-    s.add_argument("--cpus-per-node", type=int, default=1, help="CPUs per node (default 1)")
-    s.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default 0)")
-    s.add_argument("--mem-gb", type=float, help="memory per node in GB (default: the partition's default)")
-    s.add_argument("--partition", help="partition (default: the cluster's default partition)")
-    s.add_argument("--time", type=int, default=60, help="time limit in minutes (default 60)")
-    s.add_argument("--account", help="account to charge")
-    s.add_argument("--qos", help="quality of service")
-    s.add_argument("--constraint", help="node features, e.g. a100")
-    s.add_argument("--job-name", help="job name (default: hpcinv-<stage>)")
-    s.add_argument("--after", metavar="JOBID", help="start only after job JOBID succeeded (afterok)")
-    s.add_argument(
-        "--folder",
-        default="slurm-logs",
-        help="shared folder for job logs, pickles and the Ray rendezvous (default ./slurm-logs)",
-    )
-    s.add_argument(
-        "--setup",
-        action="append",
-        default=[],
-        metavar="LINE",
-        help="shell line run before the job, e.g. 'module load cuda/12.4' (repeatable)",
-    )
+    for name, field in SlurmConfig.model_fields.items():
+        flag, default = f"--{name.replace('_', '-')}", field.default
+        shown = f" (default {default})" if default not in (None, []) else ""
+        if name == "setup":
+            s.add_argument(flag, action="append", default=[], metavar="LINE", help=field.description)
+            continue
+        kind = {int: int, float: float}.get(next(t for t in get_args(field.annotation) or (field.annotation,)), str)
+        s.add_argument(flag, type=kind, default=default, help=f"{field.description}{shown}".replace("%", "%%"))
     s.add_argument(
         "--slurm",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="any other sbatch option, e.g. --slurm exclusive=true --slurm reservation=r1 (repeatable)",
-    )
-    s.add_argument(
-        "--max-timeouts",
-        type=int,
-        default=3,
-        help="requeues after hitting the time limit (default 3; preemptions are always requeued)",
-    )
-    s.add_argument(
-        "--object-store-gb",
-        type=float,
-        help="Ray object store per node (default: 30%% of the job's memory on the node)",
     )
     s.add_argument("--wait", action="store_true", help="wait for the job and print its result")
     return p
@@ -93,11 +71,21 @@ def _sinfo(*fields: str) -> list[list[str]]:
     return [line.split("|") for line in proc.stdout.splitlines() if line.strip()]
 
 
+def slurm_config(args: argparse.Namespace) -> SlurmConfig:
+    """The SLURM flags, validated; a bad value is one line naming the flag and what is valid."""
+    values = {name: getattr(args, name) for name in SlurmConfig.model_fields}
+    try:
+        return SlurmConfig.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0])
+        flag = f"--{name.replace('_', '-')}"
+        raise HpcinvError(f"{flag} {values[name]} is not valid: {err['msg'].lower()}") from None
+
+
 def check_request(args: argparse.Namespace) -> str:
-    """The partition to use, after checking that it exists, is up and can give ``args.nodes`` nodes."""
-    for name, value in (("--nodes", args.nodes), ("--cpus-per-node", args.cpus_per_node), ("--time", args.time)):
-        if value < 1:
-            raise HpcinvError(f"{name} {value} is not valid: give a positive number")
+    """The partition to use, after checking the flags and that it exists, is up and can give ``args.nodes`` nodes."""
+    slurm_config(args)
     rows = _sinfo("%P", "%D", "%a")  # partition (the default one marked *), nodes, availability
     nodes: dict[str, int] = {}
     avail: dict[str, str] = {}
@@ -138,6 +126,7 @@ def executor(args: argparse.Namespace, stage: str, *, nodes: int | None = None) 
         ntasks_per_node=1,
         cpus_per_task=args.cpus_per_node,
         time=args.time,
+        signal_delay_s=args.signal_delay_s,
         job_name=args.job_name or f"hpcinv-{stage}",
         setup=list(args.setup),
         additional_parameters=extra,

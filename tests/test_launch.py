@@ -26,11 +26,12 @@ from pathlib import Path
 import pytest
 import submitit
 
+from hpcinv.config import SlurmConfig
 from launch import evaluate as launch_evaluate
 from launch import generate as launch_generate
 from launch import refine as launch_refine
 from launch import train as launch_train
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, ROOT
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 STAGES = {"train": launch_train, "generate": launch_generate, "refine": launch_refine, "evaluate": launch_evaluate}
@@ -253,7 +254,7 @@ def test_requeue_signal_and_resources_reach_the_sbatch_lines(slurm, tmp_path, ca
     assert code == 0, err
     script = slurm.calls("sbatch")[0]["script"]
     opts = directives(script)
-    assert opts["signal"] == "USR2@90"  # submitit's handler pickles the call and requeues the job
+    assert opts["signal"] == "USR2@120"  # submitit's handler pickles the call and requeues the job
     assert opts["open-mode"] == "append"  # a requeued attempt appends to the same logs
     assert opts["time"] == "720" and opts["partition"] == "gpu" and opts["dependency"] == "afterok:1200"
     assert (opts["nodes"], opts["ntasks-per-node"], opts["cpus-per-task"]) == ("2", "1", "8")  # one task per node
@@ -274,7 +275,9 @@ def test_cpu_job_asks_for_no_gpu_and_the_defaults(slurm, tmp_path, capsys):
     opts = directives(slurm.calls("sbatch")[0]["script"])
     assert not {"gpus-per-node", "gres", "mem", "account", "qos", "constraint", "exclusive"} & set(opts), opts
     assert opts["partition"] == "debug"  # the cluster's default (debug* in sinfo)
-    assert (opts["nodes"], opts["cpus-per-task"], opts["time"]) == ("1", "1", "60")
+    defaults = SlurmConfig()
+    assert (opts["nodes"], opts["cpus-per-task"], opts["time"]) == ("1", "2", "60")
+    assert (defaults.nodes, defaults.cpus_per_node, defaults.time) == (1, 2, 60)
     assert opts["dependency"] == "afterok:1"
     assert opts["output"] == f"{tmp_path.resolve()}/slurm-logs/%j/%j_0_log.out"  # --folder's default, ./slurm-logs
 
@@ -364,8 +367,8 @@ def test_refine_and_evaluate_submit_their_jobs(slurm, tmp_path, capsys):
         (["--nodes", "3"], "--nodes 3 is more than partition 'debug' has (2 nodes)"),
         (["--partition", "gpu", "--nodes", "5"], "--nodes 5 is more than partition 'gpu' has (4 nodes)"),
         (["--partition", "maint"], "partition 'maint' is down"),
-        (["--nodes", "0"], "--nodes 0 is not valid: give a positive number"),
-        (["--time", "0"], "--time 0 is not valid: give a positive number"),
+        (["--nodes", "0"], "--nodes 0 is not valid: input should be greater than or equal to 1"),
+        (["--time", "0"], "--time 0 is not valid: input should be greater than or equal to 1"),
         (["--slurm", "reservation"], "--slurm 'reservation' is not KEY=VALUE"),
     ],
 )
@@ -432,3 +435,17 @@ def test_sinfo_failing_names_the_controller(slurm, tmp_path, capsys):
         "launch: error: sinfo failed, is the SLURM controller up? "
         "slurm_load_partitions: Unable to contact slurm controller (connect failure)"
     )
+
+
+@pytest.mark.parametrize("template", ["generate.sbatch", "train.sbatch"])
+def test_sbatch_templates_hold_the_launchers_defaults(template):
+    """One table of SLURM defaults: slurm/*.sbatch ask for what python -m launch.* asks for by default."""
+    lines = dict(
+        line.removeprefix("#SBATCH --").split("=", 1)
+        for line in (ROOT / "slurm" / template).read_text().splitlines()
+        if line.startswith("#SBATCH --") and "=" in line
+    )
+    d = SlurmConfig()
+    assert lines["nodes"] == str(d.nodes) and lines["cpus-per-task"] == str(d.cpus_per_node)
+    assert lines["time"] == str(d.time) and lines["signal"] == f"B:USR2@{d.signal_delay_s}"
+    assert "#SBATCH --requeue" in (ROOT / "slurm" / template).read_text()

@@ -302,6 +302,8 @@ def test_two_jobs_on_one_node_do_not_collide_and_refuse_other_clients(slurm_data
             str(tmp_path / name),
             "--nodes",
             "1",
+            "--cpus-per-node",
+            "1",  # both jobs on n1's 2 CPUs at once
             "--slurm",
             "nodelist=n1",
             "--folder",
@@ -382,8 +384,8 @@ def test_sbatch_templates_generate_then_train(tmp_path):
         (["--partition", "nope"], "partition 'nope' does not exist on this cluster; partitions: ['debug']"),
         (["--nodes", "9"], "--nodes 9 is more than partition 'debug' has (2 nodes)"),
         (
-            ["--nodes", "2", "scaling.num_workers=3"],
-            "needs {'CPU': 3} but the allocation (--nodes 2 x --cpus-per-node 1, --gpus-per-node 0) has {'CPU': 2}",
+            ["--nodes", "2", "scaling.num_workers=5"],
+            "needs {'CPU': 5} but the allocation (--nodes 2 x --cpus-per-node 2, --gpus-per-node 0) has {'CPU': 4}",
         ),
         (["--slurm", "reservation"], "--slurm 'reservation' is not KEY=VALUE"),
         # Passes every check here; sbatch itself refuses it, and submitit's files are removed again.
