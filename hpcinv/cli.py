@@ -110,20 +110,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from hpcinv.config import EvaluateConfig
     from hpcinv.evaluate.report import evaluate
 
-    result = evaluate(
-        args.runs,
-        args.data,
-        args.out,
-        split=args.split,
-        misfit_samples=args.misfit_samples,
-        figures=args.figures,
-        allow_survey_mismatch=args.allow_survey_mismatch,
-        full_verify=args.verify == "full",
-        baseline=args.baseline,
-        samples=args.samples,
-    )
+    result = evaluate(args.runs, args.data, args.out, EvaluateConfig.from_args(args))
     print(result["table"], end="")
     print(f"report: {result['out']}/metrics.md")
     return 0

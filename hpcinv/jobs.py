@@ -22,7 +22,7 @@ from pathlib import Path
 
 import submitit
 
-from hpcinv.config import DataConfig, RefineConfig, TrainConfig
+from hpcinv.config import DataConfig, EvaluateConfig, RefineConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,42 +86,16 @@ class TrainJob(submitit.helpers.Checkpointable):
 class EvaluateJob(submitit.helpers.Checkpointable):
     """Metrics, figures and data misfit of runs on a dataset (one node, no Ray needed)."""
 
-    def __init__(
-        self,
-        runs: list[str],
-        data: str,
-        out: str,
-        *,
-        split: str | None = None,
-        misfit_samples: int | None = None,
-        figures: int = 2,
-        allow_survey_mismatch: bool = False,
-        full_verify: bool = False,
-        baseline: str | None = None,
-        samples: int | None = None,
-    ):
+    def __init__(self, runs: list[str], data: str, out: str, settings: EvaluateConfig):
         self.runs = [str(Path(r).resolve()) for r in runs]
         self.data, self.out = str(Path(data).resolve()), str(Path(out).resolve())
-        self.split, self.misfit_samples, self.figures = split, misfit_samples, figures
-        self.allow_survey_mismatch, self.full_verify = allow_survey_mismatch, full_verify
-        self.baseline, self.samples = baseline, samples
+        self.settings = settings
 
     def __call__(self) -> dict:
         from hpcinv.evaluate.report import evaluate
 
         _setup_logging()
-        result = evaluate(
-            self.runs,
-            self.data,
-            self.out,
-            split=self.split,
-            misfit_samples=self.misfit_samples,
-            figures=self.figures,
-            allow_survey_mismatch=self.allow_survey_mismatch,
-            full_verify=self.full_verify,
-            baseline=self.baseline,
-            samples=self.samples,
-        )
+        result = evaluate(self.runs, self.data, self.out, self.settings)
         return {"out": result["out"], "table": result["table"]}
 
 

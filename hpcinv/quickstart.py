@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from hpcinv.config import DataConfig, TrainConfig, load_config
+from hpcinv.config import DataConfig, EvaluateConfig, TrainConfig, load_config
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
 
@@ -57,7 +57,7 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
 
     log.info("[3/3] evaluating on the test split")
     t2 = time.perf_counter()
-    ev = evaluate([str(run)], str(dataset), report, split="test", figures=3)
+    ev = evaluate([str(run)], str(dataset), report, EvaluateConfig(split="test", figures=3))
     timings["evaluate_s"] = round(time.perf_counter() - t2, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
 

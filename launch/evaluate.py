@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from hpcinv.cli import add_evaluate_options
+from hpcinv.config import EvaluateConfig
 from hpcinv.errors import HpcinvError
 from hpcinv.jobs import EvaluateJob
 from launch import common
@@ -29,18 +30,7 @@ def run(args: argparse.Namespace) -> None:
         if missing:
             raise HpcinvError(f"not found: {', '.join(missing)}")
     ex = common.executor(args, "evaluate", nodes=1)
-    job = EvaluateJob(
-        args.runs,
-        args.data,
-        args.out,
-        split=args.split,
-        misfit_samples=args.misfit_samples,
-        figures=args.figures,
-        allow_survey_mismatch=args.allow_survey_mismatch,
-        full_verify=args.verify == "full",
-        baseline=args.baseline,
-        samples=args.samples,
-    )
+    job = EvaluateJob(args.runs, args.data, args.out, EvaluateConfig.from_args(args))
     jobs = common.submit(args.folder, lambda: [ex.submit(job)])
     common.report(args, jobs, out=args.out)
 

@@ -28,7 +28,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from hpcinv.config import folder_and_split
+from hpcinv.config import EvaluateConfig, folder_and_split
 from hpcinv.errors import HpcinvError
 from hpcinv.evaluate.misfit import data_misfit
 from hpcinv.fileio import atomic_write_text
@@ -240,17 +240,14 @@ def evaluate(
     paths: list[str],
     dataset: str,
     out: str | Path,
-    *,
-    split: str | None = None,
-    misfit_samples: int | None = None,
-    figures: int = 2,
-    allow_survey_mismatch: bool = False,
-    full_verify: bool = False,
-    baseline: str | None = None,
-    samples: int | None = None,
+    settings: EvaluateConfig | None = None,
 ) -> dict:
-    """Score ``paths`` (runs, checkpoints, velocity stores) and the data-free baseline on ``dataset``.
-    ``misfit_samples``: the first that many samples are re-simulated for the data misfit (None: all)."""
+    """Score ``paths`` (runs, checkpoints, velocity stores) and the data-free baseline on ``dataset``,
+    as ``settings`` say (``misfit_samples``: the first that many samples are re-simulated for the data
+    misfit; None: all)."""
+    s = settings or EvaluateConfig()
+    split, samples, misfit_samples, figures, baseline = s.split, s.samples, s.misfit_samples, s.figures, s.baseline
+    allow_survey_mismatch, full_verify = s.allow_survey_mismatch, s.verify == "full"
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise HpcinvError(f"--out {str(out)!r} is a file; give a folder for the report")
