@@ -48,6 +48,9 @@ def descendants(pid: int, name: str = "") -> list[psutil.Process]:
     return found
 
 
+CLI = (sys.executable, "-m", "hpcinv.cli")  # the console entry point in a fresh process
+
+
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real console entry point in a fresh process (``env``: extra environment variables)."""
     return subprocess.run(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hpcinv.store import read_manifest, verify_dataset
-from tests.conftest import CONFIGS, ROOT, one_error_line, run_cli
+from tests.conftest import CLI, CONFIGS, ROOT, one_error_line, run_cli
 
 TINY = str(CONFIGS / "tiny.yaml")
 
@@ -40,9 +40,7 @@ def test_generate_then_rerun_skips_everything(tiny_dataset):
 def test_resume_after_driver_sigkill_computes_only_missing_shards(tmp_path):
     out = tmp_path / "ds"
     args = [
-        sys.executable,
-        "-m",
-        "hpcinv.cli",
+        *CLI,
         "generate",
         TINY,
         "--out",

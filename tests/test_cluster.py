@@ -3,7 +3,6 @@
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -11,22 +10,13 @@ import pytest
 
 from hpcinv.cluster import SlurmTask, _remove_stale_temp_dirs, object_store_bytes, temp_dir
 from hpcinv.errors import HpcinvError
-from tests.conftest import CONFIGS
+from tests.conftest import CLI, CONFIGS
 
 
 def test_cluster_bootstrap_outside_slurm_is_refused(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hpcinv.cli",
-            "cluster",
-            "train",
-            str(CONFIGS / "tiny_train.yaml"),
-            "--out",
-            str(tmp_path / "run"),
-        ],
+        [*CLI, "cluster", "train", str(CONFIGS / "tiny_train.yaml"), "--out", str(tmp_path / "run")],
         capture_output=True,
         text=True,
         env=env,

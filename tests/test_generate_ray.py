@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from hpcinv.config import DataConfig, load_config
 from hpcinv.errors import HpcinvError
 from hpcinv.store import ShardedDataset, read_manifest, verify_dataset
-from tests.conftest import CONFIGS, FCNVMB_NPZ, ROOT, descendants, needs_shared, run_cli
+from tests.conftest import CLI, CONFIGS, FCNVMB_NPZ, ROOT, descendants, needs_shared, run_cli
 
 pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
 
@@ -64,19 +63,7 @@ def _check_complete(out, n_samples):
 def test_killed_modelling_actor_is_replaced_and_nothing_is_lost(tmp_path):
     out = tmp_path / "ds"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hpcinv.cli",
-            "generate",
-            TINY,
-            "--out",
-            str(out),
-            "--quiet",
-            "--workers",
-            "2",
-            *MANY_SHARDS,
-        ],
+        [*CLI, "generate", TINY, "--out", str(out), "--quiet", "--workers", "2", *MANY_SHARDS],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -96,19 +83,7 @@ def test_killed_modelling_actor_is_replaced_and_nothing_is_lost(tmp_path):
 
 def test_killed_driver_resumes_computing_only_missing_shards(tmp_path, reap):
     out = tmp_path / "ds"
-    args = [
-        sys.executable,
-        "-m",
-        "hpcinv.cli",
-        "generate",
-        TINY,
-        "--out",
-        str(out),
-        "--quiet",
-        "--workers",
-        "2",
-        *MANY_SHARDS,
-    ]
+    args = [*CLI, "generate", TINY, "--out", str(out), "--quiet", "--workers", "2", *MANY_SHARDS]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_shards(out, 4, proc)
     actors = descendants(proc.pid, "ray::ModellingActor")

@@ -4,14 +4,7 @@ import torch
 
 from hpcinv.config import GridConfig, ModellingConfig, SurveyConfig
 from hpcinv.errors import HpcinvError
-from hpcinv.physics import (
-    downsample_indices,
-    homogeneous_trace_2d,
-    relative_l2,
-    ricker,
-    simulate,
-    validate_physics,
-)
+from hpcinv.physics import downsample_indices, homogeneous_trace_2d, relative_l2, ricker, simulate, validate_physics
 from hpcinv.physics.validate import two_way_time_s
 from tests.conftest import tiny_config
 

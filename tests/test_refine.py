@@ -5,19 +5,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, ROOT, descendants, one_error_line, run_cli
 
 from hpcinv.config import RefineSection
 from hpcinv.refine.fwi import gaussian_smooth, lowpass, refine_model
 from hpcinv.store import ShardedDataset, load_dataset_config, plan_shards, read_manifest, write_manifest
 from hpcinv.store.velocities import VelocityStore, read_store_manifest, store_manifest, write_velocity_shard
+from tests.conftest import CLI, CONFIGS, ROOT, descendants, one_error_line, run_cli
 
 pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
 
@@ -161,9 +160,7 @@ def _check_store(out, n):
 def test_killed_refine_actor_and_killed_driver_lose_nothing(small, tmp_path):
     out = tmp_path / "refined"
     args = [
-        sys.executable,
-        "-m",
-        "hpcinv.cli",
+        *CLI,
         "refine",
         "--data",
         str(small),

@@ -13,15 +13,7 @@ from torch.utils.data import DataLoader
 
 from hpcinv.config import DataConfig, load_config
 from hpcinv.physics import simulate
-from hpcinv.store import (
-    Normaliser,
-    RunningStats,
-    ShardedDataset,
-    ShardSpec,
-    read_manifest,
-    verify_dataset,
-    write_shard,
-)
+from hpcinv.store import Normaliser, RunningStats, ShardedDataset, ShardSpec, read_manifest, verify_dataset, write_shard
 from hpcinv.store.shard import read_shard_record
 from hpcinv.velocity import make_source
 from tests.conftest import ROOT, run_cli

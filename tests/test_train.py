@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 from hpcinv.train.checkpoint import BN_BUFFERS, find_checkpoint, list_checkpoints, load_state
 from hpcinv.train.loop import read_events
 from hpcinv.train.tracking import run_id
-from tests.conftest import CONFIGS, ROOT, descendants, run_cli
+from tests.conftest import CLI, CONFIGS, ROOT, descendants, run_cli
 from tests.wandb_offline import history, kinds
 
 pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
@@ -106,9 +105,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
 def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     args = [
-        sys.executable,
-        "-m",
-        "hpcinv.cli",
+        *CLI,
         "train",
         TRAIN,
         "--out",

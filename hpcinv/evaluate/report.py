@@ -236,12 +236,7 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def evaluate(
-    paths: list[str],
-    dataset: str,
-    out: str | Path,
-    settings: EvaluateConfig | None = None,
-) -> dict:
+def evaluate(paths: list[str], dataset: str, out: str | Path, settings: EvaluateConfig | None = None) -> dict:
     """Score ``paths`` (runs, checkpoints, velocity stores) and the data-free baseline on ``dataset``,
     as ``settings`` say (``misfit_samples``: the first that many samples are re-simulated for the data
     misfit; None: all)."""

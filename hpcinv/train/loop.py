@@ -518,12 +518,7 @@ class _Run:
         metrics, val_error, any_error = validation_metrics(
             self.trainer.model, val_ds, positions, self.cfg, norm, v_range, self.device
         )
-        event = {
-            "event": "error",
-            "epoch": epoch,
-            "step": self.trainer.step,
-            "message": val_error,
-        }
+        event = {"event": "error", "epoch": epoch, "step": self.trainer.step, "message": val_error}
         _stop_if(any_error, self.rank, self.run_dir, event, mine=val_error is not None)
         return metrics
 
