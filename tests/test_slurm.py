@@ -121,6 +121,8 @@ def slurm_dataset(tmp_path_factory) -> Path:
         str(base / "ds"),
         "--nodes",
         "2",
+        "--cpus-per-node",
+        "1",  # one actor per node
         "--folder",
         str(base / "logs"),
         "--wait",
@@ -163,6 +165,8 @@ def test_refine_job_spans_two_nodes_with_an_actor_on_each(slurm_dataset, tmp_pat
         "4",
         "--nodes",
         "2",
+        "--cpus-per-node",
+        "1",  # one actor per node
         "--folder",
         str(tmp_path / "logs"),
         "--wait",
