@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
 
+from hpcinv.config import DataConfig, config_hash, load_config, save_config  # noqa: E402
 from hpcinv.store import (  # noqa: E402
     Normaliser,
     RawBatches,
@@ -55,12 +56,26 @@ from hpcinv.store import (  # noqa: E402
     write_shard,
 )
 from hpcinv.store.sampler import ShardAwareSampler  # noqa: E402
+from hpcinv.store.schema import new_manifest, survey_attrs  # noqa: E402
 from hpcinv.train.feed import DeviceFeed, cache_batches  # noqa: E402
 
 SHAPE = (29, 400, 301)
 
 
 def make_dataset(root: Path, n: int, shard_size: int, dtype: str, checksums: bool = True) -> None:
+    """A paper-size dataset (the fcnvmb_paper survey and grid) of random gathers, written and described
+    the way generate writes one (hpcinv.store.schema), without the modelling."""
+    cfg = load_config(
+        DataConfig,
+        "fcnvmb_paper",
+        [
+            "velocity.source=synthetic",
+            f"dataset.n_samples={n}",
+            f"dataset.shard_size={shard_size}",
+            "dataset.splits=null",
+            f"dataset.gathers_dtype={dtype}",
+        ],
+    )
     (root / "shards").mkdir(parents=True)
     rng = np.random.default_rng(0)
     records = []
@@ -74,8 +89,8 @@ def make_dataset(root: Path, n: int, shard_size: int, dtype: str, checksums: boo
                 ShardSpec(k, start, stop),
                 v,
                 g,
-                config_hash="bench",
-                survey={},
+                config_hash=config_hash(cfg),
+                survey=survey_attrs(cfg),
                 gathers_dtype=dtype,
                 checksums=checksums,
             )
@@ -84,23 +99,10 @@ def make_dataset(root: Path, n: int, shard_size: int, dtype: str, checksums: boo
         "gathers": {"mean": 0.0, "std": 1.0, "min": -5.0, "max": 5.0},
         "velocity": {"mean": 3250.0, "std": 700.0, "min": 2000.0, "max": 4500.0},
     }
-    write_manifest(
-        root,
-        {
-            "format": "hpcinv-dataset",
-            "format_version": 2,
-            "config_hash": "bench",
-            "n_samples": n,
-            "shard_size": shard_size,
-            "velocity_shape": [201, 301],
-            "gathers_shape": list(SHAPE),
-            "gathers_dtype": dtype,
-            "survey": {},
-            "physics": {},
-            "shards": records,
-            "stats": stats,
-        },
-    )
+    manifest = new_manifest(cfg, n, {}) | {"shards": records, "stats": stats}
+    assert tuple(manifest["gathers_shape"]) == SHAPE
+    save_config(cfg, root / "config.yaml")
+    write_manifest(root, manifest)
 
 
 NORM = {"gathers": "openfwi", "velocity": "minmax"}

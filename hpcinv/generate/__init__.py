@@ -2,6 +2,6 @@
 
 from hpcinv.generate.driver import Summary, check_dataset_config, execute, prepare
 from hpcinv.generate.run import generate
-from hpcinv.generate.worker import ShardWorker, survey_attrs
+from hpcinv.generate.worker import ShardWorker
 
-__all__ = ["generate", "prepare", "execute", "check_dataset_config", "Summary", "ShardWorker", "survey_attrs"]
+__all__ = ["generate", "prepare", "execute", "check_dataset_config", "Summary", "ShardWorker"]

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from hpcinv.config import EXECUTION_KEYS, DataConfig, config_hash, load_config, save_config
 from hpcinv.errors import HpcinvError
-from hpcinv.generate.worker import ShardWorker, survey_attrs
+from hpcinv.generate.worker import ShardWorker
 from hpcinv.physics import validate_physics
-from hpcinv.physics.survey import n_output_samples
 from hpcinv.store.lock import LOCK
 from hpcinv.store.manifest import CONFIG, MANIFEST, read_manifest, write_manifest
+from hpcinv.store.schema import new_manifest
 from hpcinv.store.shard import FORMAT_VERSION, SHARD_DIR, ShardSpec, plan_shards
 from hpcinv.velocity import VelocitySource, make_source
 from hpcinv.work import Executor, record_shards, remove_stale, resume_shards
@@ -65,24 +65,6 @@ def check_dataset_config(cfg: DataConfig) -> tuple[VelocitySource, dict]:
     v_min, v_max = source.bounds()
     report = validate_physics(cfg, v_min, v_max)
     return source, report.__dict__
-
-
-def _empty_manifest(cfg: DataConfig, n_samples: int, physics: dict) -> dict:
-    survey = survey_attrs(cfg)
-    return {
-        "format": "hpcinv-dataset",
-        "format_version": FORMAT_VERSION,
-        "config_hash": config_hash(cfg),
-        "n_samples": n_samples,
-        "shard_size": cfg.dataset.shard_size,
-        "velocity_shape": [cfg.grid.nz, cfg.grid.nx],
-        "gathers_shape": [survey["n_shots"], n_output_samples(cfg.survey), survey["n_receivers"]],
-        "gathers_dtype": cfg.dataset.gathers_dtype,
-        "splits": cfg.dataset.split_ranges(n_samples),
-        "survey": survey,
-        "physics": physics,
-        "shards": [],
-    }
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -200,7 +182,7 @@ def prepare(
         specs = specs[part[0] :: part[1]]
     open_dataset_folder(cfg, out, restart=restart)
     remove_stale(out, specs)
-    manifest = _empty_manifest(cfg, len(source), physics)
+    manifest = new_manifest(cfg, len(source), physics)
     if (out / MANIFEST).exists():
         try:
             manifest = read_manifest(out)

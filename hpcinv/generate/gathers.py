@@ -19,10 +19,9 @@ from tqdm import tqdm
 from hpcinv.config import DataConfig, config_hash, save_config
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_path
-from hpcinv.generate.driver import _empty_manifest
-from hpcinv.generate.worker import survey_attrs
 from hpcinv.physics.survey import make_geometry, n_output_samples
 from hpcinv.store.manifest import CONFIG, read_manifest, write_manifest
+from hpcinv.store.schema import new_manifest, survey_attrs
 from hpcinv.store.shard import SHARD_DIR, plan_shards, write_shard
 
 
@@ -66,7 +65,7 @@ def import_gathers(
     cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"n_samples": n})})
     cfg.dataset.split_ranges(n)
     physics = {"v_min_mps": None, "v_max_mps": None, "note": "recorded gathers: no velocity models"}
-    manifest = _empty_manifest(cfg, n, physics) | {"has_velocity": False, "imported_from": str(Path(gathers).resolve())}
+    manifest = new_manifest(cfg, n, physics) | {"has_velocity": False, "imported_from": str(Path(gathers).resolve())}
     digest = config_hash(cfg)
     records = []
     with atomic_path(out, folder=True) as tmp:

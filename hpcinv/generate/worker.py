@@ -16,37 +16,10 @@ import torch
 
 from hpcinv.config import DataConfig, config_hash
 from hpcinv.physics import make_geometry, simulate
-from hpcinv.physics.survey import n_output_samples, peak_time_s
+from hpcinv.store.schema import survey_attrs
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, write_shard
 from hpcinv.store.stats import RunningStats
 from hpcinv.velocity import VelocitySource, make_source
-
-
-def survey_attrs(cfg: DataConfig) -> dict:
-    """Everything a reader needs to interpret the gathers, stored in every shard and the manifest."""
-    s, g, m = cfg.survey, cfg.grid, cfg.modelling
-    geometry = make_geometry(s, g)
-    return {
-        "nz": g.nz,
-        "nx": g.nx,
-        "dx_m": g.dx_m,
-        "n_shots": geometry.n_shots,
-        "n_receivers": geometry.n_receivers,
-        "source_cells_zx": geometry.source_cells.tolist(),
-        "receiver_cells_zx": geometry.receiver_cells.tolist(),
-        "f0_hz": s.f0_hz,
-        "peak_time_s": peak_time_s(s),
-        "wavelet": "ricker",
-        "simulation_dt_s": s.dt_s,
-        "simulation_nt": s.nt,
-        "downsample": s.downsample,
-        "dt_s": s.dt_s * s.downsample,
-        "nt": n_output_samples(s),
-        "accuracy": m.accuracy,
-        "pml_width": m.pml_width,
-        "pml_freq_hz": m.pml_freq_hz or s.f0_hz,
-        "max_vel_mps": m.max_vel_mps,
-    }
 
 
 class ShardWorker:
