@@ -34,6 +34,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "HPCINV_LOCAL_CLUSTER": ("slurm/local-cluster.sh", "set by it on the daemons it starts: how down finds its own"),
     "HPCINV_REQUIRE_SLURM": ("tests", "1: the SLURM tests fail instead of skipping when no cluster answers"),
     "HPCINV_REQUIRE_DATA": ("tests", "1: tests of ../shared/data fail instead of skipping when it is absent"),
+    "HPCINV_SHARED_DATA": ("tests, benchmarks", "the public reference data folder (default: ../shared/data)"),
+    "HPCINV_UPDATE_GOLDEN": ("tests", "1: rewrite tests/golden/*.sbatch from the launchers (then review the diff)"),
 }
 
 
