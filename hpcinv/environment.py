@@ -35,6 +35,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "HPCINV_REQUIRE_SLURM": ("tests", "1: the SLURM tests fail instead of skipping when no cluster answers"),
     "HPCINV_REQUIRE_DATA": ("tests", "1: tests of ../shared/data fail instead of skipping when it is absent"),
     "HPCINV_SHARED_DATA": ("tests, benchmarks", "the public reference data folder (default: ../shared/data)"),
+    "HPCINV_BENCH_DIR": ("benchmarks", "scratch folder for the benchmarks' datasets (default: the temp folder)"),
     "HPCINV_UPDATE_GOLDEN": ("tests", "1: rewrite tests/golden/*.sbatch from the launchers (then review the diff)"),
 }
 

@@ -74,16 +74,17 @@ def test_hash_ignores_execution_settings_only():
 
 
 def test_environment_variables_are_read_in_one_place():
-    """Only hpcinv/environment.py reads HPCINV_* variables, and it documents every one the code names."""
+    """Only hpcinv/environment.py reads HPCINV_* variables in the package, and its table documents every
+    one named anywhere (package, scripts, templates, tests, benchmarks)."""
     from hpcinv.environment import VARIABLES
 
     named = set()
-    for path in [*(ROOT / "hpcinv").rglob("*.py"), *(ROOT / "slurm").iterdir(), *(ROOT / "scripts").iterdir()]:
+    folders = ("hpcinv", "slurm", "scripts", "tests", "benchmarks")
+    for path in (p for f in folders for p in (ROOT / f).rglob("*") if p.suffix in (".py", ".sh", ".sbatch")):
         text = path.read_text()
-        found = set(re.findall(r"HPCINV_[A-Z_]+[A-Z]", text))
-        named |= found
+        named |= set(re.findall(r"HPCINV_[A-Z_]+[A-Z]", text))
         reads = re.findall(r"(?:environ\.get\(|environ\[|getenv\()\s*[\"'](HPCINV_\w+)", text)
-        if path.suffix == ".py" and path.name != "environment.py":
+        if path.is_relative_to(ROOT / "hpcinv") and path.name != "environment.py":
             assert not reads, f"{path.relative_to(ROOT)} reads {sorted(reads)}: go through hpcinv.environment"
     assert named - set(VARIABLES) == set(), "undocumented variables"
 
