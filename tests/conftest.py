@@ -63,6 +63,13 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
     )
 
 
+def generate_small(out: Path, *overrides: str) -> Path:
+    """A small dataset of configs/tiny.yaml (with ``overrides``) made in process through the CLI."""
+    proc = run_cli("generate", str(CONFIGS / "tiny.yaml"), "--out", str(out), "--in-process", "--quiet", *overrides)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
     """The single ``hpcinv: error:`` line of a refused command (exit 2, no traceback)."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])

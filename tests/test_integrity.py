@@ -21,7 +21,7 @@ from hpcinv.errors import DataError
 from hpcinv.store import ShardedDataset, folder_lock, read_manifest, verify_dataset
 from hpcinv.train.checkpoint import list_checkpoints, load_state, nonfinite_entries
 from hpcinv.train.loop import read_events
-from tests.conftest import CONFIGS, ROOT, one_error_line, run_cli
+from tests.conftest import CONFIGS, ROOT, generate_small, one_error_line, run_cli
 
 pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
 
@@ -263,21 +263,14 @@ def test_evaluate_refuses_a_checkpoint_holding_nan(tiny_run, tiny_dataset, tmp_p
 
 
 def test_evaluation_refuses_another_survey_unless_allowed(tiny_run, tmp_path):
-    other = tmp_path / "other"
-    proc = run_cli(
-        "generate",
-        TINY,
-        "--out",
-        str(other),
-        "--in-process",
-        "--quiet",
+    other = generate_small(
+        tmp_path / "other",
         "dataset.n_samples=4",
         "dataset.shard_size=4",
         "survey.f0_hz=5.0",
         "grid.dx_m=12.0",
         "survey.source_x_m=[0.0, 150.0, 300.0, 450.0, 600.0]",
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
     line = one_error_line(run_cli("evaluate", str(tiny_run), "--data", str(other), "--out", str(tmp_path / "rep")))
     for key in (
         "f0_hz is 5.0 in the data but 8.0 in training",

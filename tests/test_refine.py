@@ -16,7 +16,7 @@ from hpcinv.config import RefineSection
 from hpcinv.refine.fwi import gaussian_smooth, lowpass, refine_model
 from hpcinv.store import ShardedDataset, load_dataset_config, plan_shards, read_manifest, write_manifest
 from hpcinv.store.velocities import VelocityStore, read_store_manifest, store_manifest, write_velocity_shard
-from tests.conftest import CLI, CONFIGS, ROOT, descendants, one_error_line, run_cli
+from tests.conftest import CLI, CONFIGS, ROOT, descendants, generate_small, one_error_line, run_cli
 
 pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
 
@@ -292,19 +292,7 @@ def test_predict_is_bit_identical_and_gathers_only_data_can_be_predicted_refined
 
 
 def test_refine_bad_inputs_are_one_line_and_write_nothing(small, tiny_run, tiny_dataset, tmp_path):
-    other = tmp_path / "other"
-    proc = run_cli(
-        "generate",
-        TINY,
-        "--out",
-        str(other),
-        "--in-process",
-        "--quiet",
-        "dataset.n_samples=2",
-        "dataset.shard_size=2",
-        "survey.f0_hz=7.0",
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    other = generate_small(tmp_path / "other", "dataset.n_samples=2", "dataset.shard_size=2", "survey.f0_hz=7.0")
     start = smoothed_store(small, tmp_path / "start")
     out = tmp_path / "out"
     cases = [
