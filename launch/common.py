@@ -27,6 +27,14 @@ from hpcinv.config import SlurmConfig, parse_overrides
 from hpcinv.errors import HpcinvError
 
 
+def _flag_type(annotation: object) -> type:
+    """The scalar type a flag parses: int or float (``float | None`` too), otherwise str."""
+    for kind in (int, float):
+        if annotation is kind or kind in get_args(annotation):
+            return kind
+    return str
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     """The launcher's parser: the SLURM flags, made from :class:`~hpcinv.config.SlurmConfig` (its defaults
     and descriptions), plus ``--slurm KEY=VALUE`` and ``--wait``."""
@@ -39,8 +47,12 @@ def parser(description: str) -> argparse.ArgumentParser:
         if name == "setup":
             s.add_argument(flag, action="append", default=[], metavar="LINE", help=field.description)
             continue
-        kind = {int: int, float: float}.get(next(t for t in get_args(field.annotation) or (field.annotation,)), str)
-        s.add_argument(flag, type=kind, default=default, help=f"{field.description}{shown}".replace("%", "%%"))
+        s.add_argument(
+            flag,
+            type=_flag_type(field.annotation),
+            default=default,
+            help=f"{field.description}{shown}".replace("%", "%%"),
+        )
     s.add_argument(
         "--slurm",
         action="append",
@@ -85,7 +97,7 @@ def slurm_config(args: argparse.Namespace) -> SlurmConfig:
 
 def check_request(args: argparse.Namespace) -> str:
     """The partition to use, after checking the flags and that it exists, is up and can give ``args.nodes`` nodes."""
-    slurm_config(args)
+    slurm_config(args)  # the flags' values first (one line naming a bad one)
     rows = _sinfo("%P", "%D", "%a")  # partition (the default one marked *), nodes, availability
     nodes: dict[str, int] = {}
     avail: dict[str, str] = {}
