@@ -21,7 +21,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 
 from hpcinv.errors import HpcinvError
 from hpcinv.store.shard import ShardSpec
-from hpcinv.work import Executor
+from hpcinv.store.writer import Executor
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def actor_executor(
     max_retries: int = 5,
     stats: dict | None = None,
 ) -> Executor:
-    """An :data:`~hpcinv.work.Executor` running shards on ``n_actors`` actors made by ``make_actor()``
+    """An :data:`~hpcinv.store.writer.Executor` running shards on ``n_actors`` actors made by ``make_actor()``
     (at most ``in_flight_per_actor`` shards queued on each). ``what`` names the work in messages.
     ``stats`` receives workers, retries, startup_s and per_worker_samples."""
     stats = stats if stats is not None else {}

@@ -27,8 +27,8 @@ from hpcinv.store.folder import check_store_folder, open_store_folder
 from hpcinv.store.manifest import read_manifest, select_range
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, file_sha256
 from hpcinv.store.velocities import read_store_manifest, store_manifest, write_velocity_shard
+from hpcinv.store.writer import StoreWriter
 from hpcinv.train.checkpoint import find_checkpoint, load_state, load_weights, nonfinite_entries
-from hpcinv.work import record_shards, remove_stale, resume_shards
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,10 @@ def _hash(record: dict) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def plan_store(out: Path, manifest: dict, lo: int) -> tuple[list[dict], list[ShardSpec]]:
-    """(records kept, shards to compute) of a velocity store being (re)made in ``out``."""
+def store_writer(out: Path, manifest: dict, lo: int) -> StoreWriter:
+    """The writer of a velocity store being (re)made in ``out``, whose shards hold samples ``lo + ...``."""
     specs = plan_shards(manifest["n_samples"], manifest["shard_size"])
-    remove_stale(out, specs)
-    kept, todo, _ = resume_shards(
-        out, specs, manifest["shards"], manifest["config_hash"], index_of=lambda s: np.arange(lo + s.start, lo + s.stop)
-    )
-    return kept, todo
+    return StoreWriter(out, manifest, specs, index_of=lambda s: np.arange(lo + s.start, lo + s.stop))
 
 
 def predict(
@@ -143,8 +139,7 @@ def predict(
     ds = ShardedDataset(dataset)
     with folder_lock(dataset, shared=True, create=False), folder_lock(out, what="velocity store"):
         store = open_store_folder(out, new, restart=restart, command="predict")
-        kept, todo = plan_store(out, store, lo)
-        store["shards"] = list(kept)
+        writer = store_writer(out, store, lo)
 
         def run(spec: ShardSpec) -> dict:
             gathers = np.stack([ds.read(i)[0] for i in range(lo + spec.start, lo + spec.stop)])
@@ -152,15 +147,13 @@ def predict(
                 out / SHARD_DIR, spec, lo, predict_gathers(model, norm, gathers), config_hash=store["config_hash"]
             )
 
-        record_shards(
-            out, store, (run(spec) for spec in todo), total=sum(s.size for s in todo), desc="predict", progress=progress
-        )
-    final = read_store_manifest(out)
+        writer.record((run(spec) for spec in writer.todo), desc="predict", progress=progress)
+    final = writer.manifest
     return {
         "out": str(out),
         "samples": final["n_samples"],
-        "computed_shards": len(todo),
-        "skipped_shards": len(kept),
+        "computed_shards": len(writer.todo),
+        "skipped_shards": writer.skipped,
         "complete": final["complete"],
         "warnings": warnings,
     }

@@ -16,9 +16,10 @@ import sys
 
 from hpcinv.config import DataConfig, load_config
 from hpcinv.errors import HpcinvError
-from hpcinv.generate.driver import check_dataset_config, check_output_folder, open_dataset_folder
+from hpcinv.generate.driver import check_dataset_config
 from hpcinv.jobs import GenerateJob
 from hpcinv.store import folder_lock
+from hpcinv.store.folder import check_dataset_folder, open_dataset_folder
 from launch import common
 
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     cfg = load_config(DataConfig, args.config, args.overrides)
     check_dataset_config(cfg)  # physics, geometry, imported collection: refused here, not after queueing
-    check_output_folder(cfg, args.out)
+    check_dataset_folder(cfg, args.out)
     if args.array is not None and args.array < 2:
         raise HpcinvError(f"--array {args.array} is not valid: give at least 2 parts")
     cluster_dir = common.cluster_dir(args)

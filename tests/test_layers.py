@@ -15,7 +15,7 @@ LAYERS = [
     ["fileio", "environment"],
     ["config"],
     ["physics", "velocity", "nets", "store", "metrics", "doctor"],  # science and data
-    ["work", "actors"],  # the shard-work protocol and the Ray session / actor pool
+    ["actors"],  # the Ray session and the actor pool
     ["train", "generate"],
     ["predict"],
     ["evaluate"],

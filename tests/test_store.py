@@ -181,3 +181,55 @@ def test_shard_aware_sampler_gives_ranks_whole_shards_and_equal_lengths():
     assert mixed_batches >= 10
     few = [list(ShardAwareSampler([np.arange(5)], r, 2, shuffle=False)) for r in range(2)]
     assert few == [[0, 2, 4], [1, 3, 1]]  # fewer shards than ranks: samples are split instead
+
+
+def test_store_writer_keeps_adopts_recomputes_and_records(tmp_path):
+    """The manifest's resume cycle: a recorded intact shard is kept, a complete file the manifest does
+    not list is adopted, a corrupt one is deleted and recomputed, a killed writer's temp file removed;
+    recording writes the manifest with merged statistics, and finish() refuses an incomplete store."""
+    from hpcinv.errors import HpcinvError
+    from hpcinv.store import SHARD_DIR, plan_shards
+    from hpcinv.store.writer import StoreWriter
+
+    specs = plan_shards(8, 2)  # 4 shards
+    shards = tmp_path / SHARD_DIR
+    shards.mkdir()
+    rng = np.random.default_rng(0)
+
+    def write(spec, digest="h"):
+        v, g = rng.uniform(1500, 4500, (spec.size, 3, 4)), rng.normal(size=(spec.size, 1, 5, 4))
+        return write_shard(shards, spec, v, g, config_hash=digest, survey={})
+
+    manifest = {
+        "format": "hpcinv-dataset",
+        "format_version": 2,
+        "config_hash": "h",
+        "n_samples": 8,
+        "shard_size": 2,
+        "velocity_shape": [3, 4],
+        "gathers_shape": [1, 5, 4],
+        "survey": {},
+        "shards": [write(specs[0])],
+    }
+    write(specs[1])  # complete, not recorded: adopted
+    (shards / specs[2].name).write_bytes(b"not hdf5")  # corrupt: recomputed
+    (shards / f".{specs[3].name}.tmp-123").write_bytes(b"half")  # a killed writer's temp file
+
+    part = StoreWriter(tmp_path, dict(manifest), specs, write=False)
+    assert not (tmp_path / "manifest.json").exists()  # a part of an array job writes no manifest
+
+    writer = StoreWriter(tmp_path, manifest, specs)
+    assert [s.name for s in writer.todo] == [specs[2].name, specs[3].name] == [s.name for s in part.todo]
+    assert (writer.skipped, writer.adopted) == (2, 1)
+    assert not (shards / specs[2].name).exists() and not list(shards.glob(".*tmp-*"))
+    on_disk = read_manifest(tmp_path)
+    assert [r["name"] for r in on_disk["shards"]] == [specs[0].name, specs[1].name]
+    assert (on_disk["samples_written"], on_disk["complete"]) == (4, False)
+    with pytest.raises(HpcinvError, match="ended with 4 of 8 samples"):
+        writer.finish("generation")
+
+    assert writer.record((write(s) for s in reversed(writer.todo)), desc="test", progress=False) == 4
+    final = read_manifest(tmp_path)
+    assert final == writer.finish("generation")
+    assert [r["start"] for r in final["shards"]] == [0, 2, 4, 6] and final["complete"]
+    assert final["stats"]["velocity"]["count"] == 8 * 3 * 4

@@ -19,8 +19,8 @@ from hpcinv.errors import HpcinvError
 from hpcinv.generate.driver import Plan
 from hpcinv.generate.worker import ShardWorker
 from hpcinv.store.shard import ShardSpec
+from hpcinv.store.writer import Executor
 from hpcinv.velocity import CollectionSource, SyntheticSource, VelocitySource
-from hpcinv.work import Executor
 
 __all__ = ["ModellingActor", "check_gpus", "init_ray", "ray_executor", "uses_gpu", "n_workers_available"]
 
@@ -83,7 +83,7 @@ def ray_executor(
     max_retries: int = 5,
     stats: dict | None = None,
 ) -> Executor:
-    """An :data:`~hpcinv.work.Executor` running ``plan``'s shards on modelling actors."""
+    """An :data:`~hpcinv.store.writer.Executor` running ``plan``'s shards on modelling actors."""
     cfg = plan.cfg
     options = {"num_gpus": 1, "num_cpus": 1} if uses_gpu(cfg) else {"num_cpus": cfg.modelling.threads}
     collection = None

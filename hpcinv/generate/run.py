@@ -14,13 +14,13 @@ from hpcinv.generate.driver import (
     Summary,
     check_dataset_config,
     check_device,
-    check_output_folder,
     check_part,
     check_workers,
     execute,
     in_process_executor,
     prepare,
 )
+from hpcinv.store.folder import check_dataset_folder
 from hpcinv.store.lock import folder_lock
 
 
@@ -44,7 +44,7 @@ def generate(
     check_part(part)
     check_workers(workers)
     validated = check_dataset_config(cfg)
-    check_output_folder(cfg, out, restart=restart)
+    check_dataset_folder(cfg, out, restart=restart)
     if not use_ray:
         check_device(cfg)
         with folder_lock(out, shared=part is not None):

@@ -11,7 +11,7 @@ import ray
 from hpcinv.actors import actor_executor, init_ray
 from hpcinv.refine.worker import RefineWorker
 from hpcinv.store.shard import ShardSpec
-from hpcinv.work import Executor
+from hpcinv.store.writer import Executor
 
 __all__ = ["RefineActor", "init_ray", "ray_executor"]
 

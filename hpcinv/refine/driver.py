@@ -29,15 +29,15 @@ from hpcinv.config import RefineConfig, folder_and_split, save_config
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
 from hpcinv.physics.validate import MAX_FREQ_FACTOR, PLAUSIBLE_MPS
-from hpcinv.predict import load_network, plan_store, predict, predict_gathers
+from hpcinv.predict import load_network, predict, predict_gathers, store_writer
 from hpcinv.refine.fwi import gaussian_smooth
 from hpcinv.refine.worker import SCORES, RefineWorker
 from hpcinv.store import ShardedDataset, folder_lock, load_dataset_config, require_readable
 from hpcinv.store.dataset import mean_velocity
 from hpcinv.store.folder import check_store_folder, open_store_folder
-from hpcinv.store.manifest import has_velocity, select_range, write_manifest
-from hpcinv.store.velocities import VelocityStore, is_velocity_store, read_store_manifest, store_manifest
-from hpcinv.work import Executor, record_shards
+from hpcinv.store.manifest import has_velocity, select_range
+from hpcinv.store.velocities import VelocityStore, is_velocity_store, store_manifest
+from hpcinv.store.writer import Executor
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def refine(
     score_range = (v_stats["min"], v_stats["max"]) if has_velocity(manifest) else None
     with folder_lock(data, shared=True, create=False), folder_lock(out, what="refine output"):
         store = open_store_folder(out, new, restart=restart, command="refine", known=OUTPUTS)
-        write_manifest(out, store)
+        writer = store_writer(out, store, lo)  # the manifest is written (the folder claimed) now
         save_config(cfg, out / "refine.yaml")
         if predicted is not None:
             predict(
@@ -209,37 +209,26 @@ def refine(
                 samples=samples,
                 allow_survey_mismatch=allow_survey_mismatch,
             )
-        kept, todo = plan_store(out, store, lo)
-        store["shards"] = list(kept)
         worker_args = dict(
             dataset=str(Path(data).resolve()),
             out=str(out.resolve()),
             rc=rc,
             bounds=bounds,
             lo=lo,
-            store_hash=store["config_hash"],
+            store_hash=writer.manifest["config_hash"],
             start_store=start_store,
             start_model=start_model,
             score_range=score_range,
         )
         stats: dict = {}
-        record_shards(
-            out,
-            store,
-            executor_of(worker_args, workers, stats)(todo),
-            total=sum(s.size for s in todo),
-            desc="refine",
-            progress=progress,
-        )
-        final = read_store_manifest(out)
-        if not final["complete"]:
-            raise HpcinvError(f"refine ended with {final['samples_written']} of {final['n_samples']} models")
+        writer.run(executor_of(worker_args, workers, stats), desc="refine", progress=progress)
+        writer.finish("refine")
         summary = write_summary(out, ds, start_store, start_model, figures)
     summary |= {
-        "computed_shards": len(todo),
-        "skipped_shards": len(kept),
+        "computed_shards": len(writer.todo),
+        "skipped_shards": writer.skipped,
         "wall_s": round(time.perf_counter() - t0, 3),
-        "workers": stats.get("workers", 1 if todo else 0),
+        "workers": stats.get("workers", 1 if writer.todo else 0),
         "failures_retried": stats.get("retries", 0),
     }
     return summary

@@ -1,18 +1,117 @@
-"""Opening the output folder of a velocity store (``predict``, ``refine``) for a new or resumed run."""
+"""Opening the output folder of a store for a new or resumed run: a dataset (``generate``) or a
+velocity store (``predict``, ``refine``).
+
+Each kind has a read-only check (run before anything is started or written: a folder holding the
+output of another config or command is refused, naming the difference, unless ``restart``) and an
+open (the caller holds the folder's lock) that creates or reopens the folder and returns the
+manifest to continue; :class:`~hpcinv.store.writer.StoreWriter` takes it from there.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
 
+from hpcinv.config import EXECUTION_KEYS, DataConfig, config_hash, load_config, save_config
 from hpcinv.errors import HpcinvError
 from hpcinv.store.lock import LOCK
-from hpcinv.store.manifest import MANIFEST
-from hpcinv.store.shard import SHARD_DIR
+from hpcinv.store.manifest import CONFIG, MANIFEST, read_manifest
+from hpcinv.store.shard import FORMAT_VERSION, SHARD_DIR
 from hpcinv.store.velocities import read_store_manifest
 
 log = logging.getLogger(__name__)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat: dict = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_difference(there: DataConfig, here: DataConfig, limit: int = 4) -> str:
+    """The keys that decide a dataset's bits and differ, e.g. "dataset.n_samples is 240 there, 8 here"."""
+    skip = {f"{section}.{key}" for section, keys in EXECUTION_KEYS.items() for key in keys}
+    a, b = _flatten(there.model_dump(mode="json")), _flatten(here.model_dump(mode="json"))
+    keys = [k for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
+    shown = [f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:limit]]
+    return "; ".join(shown) + (f" (and {len(keys) - limit} more keys)" if len(keys) > limit else "")
+
+
+def _inspect_dataset(cfg: DataConfig, out: Path) -> tuple[str | None, dict | None]:
+    """(why ``out``'s dataset cannot be continued with ``cfg``, or None; its manifest, or None when
+    there is none or it is damaged -- then it is rebuilt from the shards if ``config.yaml`` agrees)."""
+    disk_cfg, manifest = None, None
+    if (out / CONFIG).exists():
+        try:
+            disk_cfg = load_config(DataConfig, out / CONFIG)
+        except HpcinvError as exc:
+            return f"its {CONFIG} is unreadable ({exc})", None
+    if (out / MANIFEST).exists():
+        with contextlib.suppress(HpcinvError):  # damaged: open says so, the writer rebuilds it from the shards
+            manifest = read_manifest(out)
+        if manifest is not None:
+            if manifest["format_version"] != FORMAT_VERSION:
+                return (
+                    f"it was written by an older hpcinv (dataset format {manifest['format_version']}, this one "
+                    f"writes {FORMAT_VERSION}); it can be read but not extended"
+                ), manifest
+            if disk_cfg is None:
+                return f"it has a {MANIFEST} but no {CONFIG}", manifest
+            if config_hash(disk_cfg) != manifest["config_hash"]:
+                return (
+                    f"its {CONFIG} (hash {config_hash(disk_cfg)[:12]}) and {MANIFEST} (hash "
+                    f"{manifest['config_hash'][:12]}) disagree: two different runs wrote into it"
+                ), manifest
+    if disk_cfg is not None and config_hash(disk_cfg) != config_hash(cfg):
+        return f"it holds a dataset made with a different config: {config_difference(disk_cfg, cfg)}", manifest
+    return None, manifest
+
+
+def check_dataset_folder(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> tuple[bool, dict | None]:
+    """Read-only check that ``out`` may receive ``cfg``'s dataset: (whether an old dataset must be
+    discarded (``restart``), the manifest to continue or None)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HpcinvError(f"--out {str(out)!r} exists and is not a folder")
+    if (out / CONFIG).exists() or (out / MANIFEST).exists():
+        problem, manifest = _inspect_dataset(cfg, out)
+        if problem is None:
+            return False, manifest
+        if not restart:
+            raise HpcinvError(
+                f"{str(out)!r}: {problem}; use another --out, the same config, or --restart to discard it"
+            )
+        return True, None
+    if out.is_dir() and any(p.name != LOCK and not p.name.startswith(f".{CONFIG}.tmp-") for p in out.iterdir()):
+        # (a config being written by a concurrent part of the same dataset is not "non-empty")
+        raise HpcinvError(f"--out {str(out)!r} is a non-empty folder that is not an hpcinv dataset")
+    return False, None
+
+
+def open_dataset_folder(cfg: DataConfig, out: str | Path, *, restart: bool = False) -> dict | None:
+    """Create ``out`` for ``cfg``'s dataset (its config, written atomically, then the shard folder), or
+    reopen it; the manifest to continue (None: a new one). Safe when several parts of one dataset start
+    at once. The caller holds ``out``'s lock."""
+    out = Path(out)
+    discard, manifest = check_dataset_folder(cfg, out, restart=restart)
+    if discard:
+        log.warning("discarding the dataset in %s (--restart)", out)
+        shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
+        for name in (MANIFEST, CONFIG):
+            (out / name).unlink(missing_ok=True)
+    elif manifest is None and (out / MANIFEST).exists():
+        log.warning("%s is damaged; rebuilding it from the shards on disk", out / MANIFEST)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / CONFIG).exists():
+        save_config(cfg, out / CONFIG)
+    (out / SHARD_DIR).mkdir(exist_ok=True)
+    return manifest
 
 
 def check_store_folder(

@@ -1,7 +1,8 @@
 """The dataset manifest (``manifest.json``) and ``verify``.
 
 The manifest is the only index of a dataset: shards, sample ranges, checksums, the config hash and
-merged statistics. Only the generation driver writes it, atomically, as shards complete.
+merged statistics. Only the driver's :class:`~hpcinv.store.writer.StoreWriter` writes it, atomically, as
+shards complete.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ def read_manifest(root: str | os.PathLike, fmt: str = FORMAT_NAME) -> dict:
     return manifest
 
 
-def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
+def write_manifest(root: str | os.PathLike, manifest: dict) -> dict:
+    """Write ``manifest`` atomically with its shards sorted, their statistics merged and its
+    completeness counted; returns what was written."""
     shards = sorted(manifest["shards"], key=lambda r: r["start"])
     stats = {}
     for key in sorted({k for rec in shards for k in rec["stats"]}):
@@ -127,6 +130,7 @@ def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
         "complete": done == manifest["n_samples"],
     }
     atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
 
 
 def has_velocity(manifest: dict) -> bool:

@@ -1,0 +1,142 @@
+"""The writing side of a sharded store (a dataset, predictions, refined models): resume and record.
+
+Every stage that writes a sharded store works the same way: the store is cut into
+:class:`~hpcinv.store.ShardSpec` s; each shard is written atomically by whoever computes it (this
+process or a Ray actor); one :class:`StoreWriter`, in the driver, owns the manifest's
+read/adopt/write cycle:
+
+* on open it removes the temporary files of killed writers, keeps the recorded shards whose size and
+  sha256 match, adopts complete shard files a killed driver had not recorded yet (after checking their
+  range and config hash), and lists everything else as to do;
+* :meth:`StoreWriter.record` consumes the records of finished shards and rewrites the manifest at
+  most every ``MANIFEST_INTERVAL_S`` (and at the end), so a killed driver loses at most the
+  bookkeeping of the last seconds, never a shard;
+* :meth:`StoreWriter.finish` says whether the store is complete.
+
+The part of an array job (``write=False``) computes its shards and leaves the manifest alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from hpcinv.errors import HpcinvError
+from hpcinv.store.manifest import write_manifest
+from hpcinv.store.shard import SHARD_DIR, ShardSpec, file_sha256, read_shard_record
+
+log = logging.getLogger(__name__)
+
+MANIFEST_INTERVAL_S = 2.0  # at most one manifest rewrite per interval while shards complete
+
+# Runs the given shards and yields their records as they complete (in any order).
+Executor = Callable[[list[ShardSpec]], Iterator[dict]]
+
+
+def remove_stale(out: Path, specs: list[ShardSpec]) -> None:
+    """Temporary files of ``specs`` left by a killed writer (only these: another part may be writing)."""
+    for spec in specs:
+        for stale in (out / SHARD_DIR).glob(f".{spec.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
+
+
+def resume_shards(
+    out: Path,
+    specs: list[ShardSpec],
+    recorded: list[dict],
+    config_hash: str,
+    index_of: Callable[[ShardSpec], np.ndarray] | None = None,
+) -> tuple[list[dict], list[ShardSpec], int]:
+    """(records kept, specs to compute, shards adopted) for ``specs`` in store ``out``.
+
+    ``index_of(spec)``: the sample indices a shard must hold (default: its range)."""
+    by_name = {r["name"]: r for r in recorded}
+    kept, todo, adopted = [], [], 0
+    for spec in specs:
+        path = out / SHARD_DIR / spec.name
+        rec = by_name.get(spec.name)
+        if rec and path.is_file() and path.stat().st_size == rec["bytes"] and file_sha256(path) == rec["sha256"]:
+            kept.append(rec)
+            continue
+        if path.is_file():
+            try:
+                kept.append(read_shard_record(path, spec, config_hash, None if index_of is None else index_of(spec)))
+                adopted += not rec
+                continue
+            except ValueError as exc:
+                log.warning("recomputing %s: %s", spec.name, exc)
+                path.unlink()
+        todo.append(spec)
+    return kept, todo, adopted
+
+
+class StoreWriter:
+    """The manifest of the store in ``out`` (its folder open, its lock held by the caller) while
+    ``specs`` are computed: resumed on construction, then recorded shard by shard.
+
+    ``manifest``: the store's manifest as read (or a new one); its shard records are re-checked
+    against the files. ``index_of``: the sample indices each shard must hold (default: its range).
+    ``write=False`` (a part of an array job): nothing is written, only counted."""
+
+    def __init__(
+        self,
+        out: Path,
+        manifest: dict,
+        specs: list[ShardSpec],
+        *,
+        index_of: Callable[[ShardSpec], np.ndarray] | None = None,
+        write: bool = True,
+    ):
+        self.out, self.write = Path(out), write
+        remove_stale(self.out, specs)
+        kept, self.todo, self.adopted = resume_shards(
+            self.out, specs, manifest["shards"], manifest["config_hash"], index_of
+        )
+        self.skipped = len(kept)
+        if self.adopted:
+            log.info("adopted %d complete shard files the manifest did not list yet", self.adopted)
+        self.manifest = manifest | {"shards": kept}
+        if write:
+            self.manifest = write_manifest(self.out, self.manifest)
+
+    def record(self, records: Iterable[dict], *, desc: str, progress: bool = True) -> int:
+        """Add each finished shard's record (rewriting the manifest at most every ``MANIFEST_INTERVAL_S``,
+        and at the end) with a progress bar over the samples to do; returns the samples recorded."""
+        total = sum(s.size for s in self.todo)
+        bar = tqdm(total=total, unit="sample", desc=desc, disable=not progress, dynamic_ncols=True)
+        done, last_write, unsaved = 0, time.monotonic(), 0
+        try:
+            for rec in records:
+                bar.update(rec["stop"] - rec["start"])
+                done += rec["stop"] - rec["start"]
+                if not self.write:
+                    continue
+                self.manifest["shards"].append(rec)
+                unsaved += 1
+                # Rewriting a manifest of thousands of shards after each one would cost O(n²) bytes; a
+                # shard finished but not yet recorded is adopted on resume (its file describes itself).
+                if time.monotonic() - last_write >= MANIFEST_INTERVAL_S:
+                    self.manifest = write_manifest(self.out, self.manifest)
+                    last_write, unsaved = time.monotonic(), 0
+        finally:
+            if unsaved:
+                self.manifest = write_manifest(self.out, self.manifest)
+            bar.close()
+        return done
+
+    def run(self, executor: Executor, *, desc: str, progress: bool = True) -> int:
+        """Compute the shards to do through ``executor`` and record them."""
+        return self.record(executor(self.todo), desc=desc, progress=progress)
+
+    def finish(self, what: str) -> dict:
+        """The final manifest; one line naming what is missing when the store is not complete."""
+        if self.write and not self.manifest["complete"]:
+            raise HpcinvError(
+                f"{what} ended with {self.manifest['samples_written']} of {self.manifest['n_samples']} samples"
+            )
+        return self.manifest
