@@ -4,6 +4,11 @@ config overrides ``key.sub=value`` anywhere on the line (before or after the opt
 from __future__ import annotations
 
 import argparse
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from hpcinv.errors import HpcinvError
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -25,3 +30,45 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None
     if extra:
         args.overrides = [*args.overrides, *extra]
     return args
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _flag_type(annotation: object) -> type:
+    """The scalar type a flag parses: int or float (``float | None`` too), otherwise str."""
+    for kind in (int, float):
+        if annotation is kind or kind in get_args(annotation):
+            return kind
+    return str
+
+
+def add_model_flags(group: Any, model: type[BaseModel], *, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of ``model`` (``--cpus-per-node`` for ``cpus_per_node``), with the field's
+    default and description; a list field is a repeatable flag. ``group``: a parser or argument group."""
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        shown = f" (default {field.default})" if field.default not in (None, []) else ""
+        if get_origin(field.annotation) is list:
+            group.add_argument(_flag(name), action="append", default=[], metavar="VALUE", help=field.description)
+            continue
+        group.add_argument(
+            _flag(name),
+            type=_flag_type(field.annotation),
+            default=field.default,
+            help=f"{field.description}{shown}".replace("%", "%%"),
+        )
+
+
+def model_from_flags(model: type[BaseModel], args: argparse.Namespace, **fixed: Any) -> Any:
+    """``model`` from the flags :func:`add_model_flags` made (and ``fixed`` values), validated: a bad
+    value is one line naming the flag and what is valid."""
+    values = {name: getattr(args, name) for name in model.model_fields if hasattr(args, name)} | fixed
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0])
+        raise HpcinvError(f"{_flag(name)} {values.get(name)} is not valid: {err['msg'].lower()}") from None

@@ -36,8 +36,8 @@ import traceback
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 
-from hpcinv.argv import parse_with_overrides
-from hpcinv.config import DataConfig, RefineConfig, TrainConfig, load_config
+from hpcinv.argv import add_model_flags, model_from_flags, parse_with_overrides
+from hpcinv.config import ClusterConfig, DataConfig, RefineConfig, TrainConfig, load_config
 from hpcinv.errors import HpcinvError, Interrupted
 
 
@@ -223,23 +223,13 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from hpcinv.cluster import run_on_cluster
-    from hpcinv.environment import environment
 
     if not args.command_args or args.command_args[0] not in ("generate", "train", "refine"):
         raise HpcinvError(
             f"hpcinv cluster runs 'generate ...', 'train ...' or 'refine ...', got {' '.join(args.command_args)!r}"
         )
-    env = environment()
-    cluster_dir = (
-        args.cluster_dir or env.cluster_dir or os.path.join(os.environ.get("SLURM_SUBMIT_DIR", "."), ".hpcinv-ray")
-    )
-    store = args.object_store_gb or env.object_store_gb
-    code = run_on_cluster(
-        lambda address: main([*args.command_args, "--address", address]),
-        cluster_dir,
-        object_store_gb=store,
-        join_timeout_s=args.join_timeout,
-    )
+    cluster = model_from_flags(ClusterConfig, args)
+    code = run_on_cluster(lambda address: main([*args.command_args, "--address", address]), cluster)
     return code or 0
 
 
@@ -408,17 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run generate/train/refine on a Ray cluster over this SLURM job step "
         "(srun --ntasks-per-node=1 hpcinv cluster train ...)",
     )
-    cl.add_argument(
-        "--cluster-dir",
-        help="shared folder for the head address and the job's token "
-        "(default: $HPCINV_CLUSTER_DIR, else $SLURM_SUBMIT_DIR/.hpcinv-ray)",
-    )
-    cl.add_argument(
-        "--object-store-gb",
-        type=float,
-        help="Ray object store per node (default: $HPCINV_OBJECT_STORE_GB, else 30%% of the job's memory on the node)",
-    )
-    cl.add_argument("--join-timeout", type=float, default=300.0, help="seconds to wait for every node to join")
+    add_model_flags(cl, ClusterConfig)
     cl.add_argument("command_args", nargs=argparse.REMAINDER, metavar="COMMAND ...")
     cl.set_defaults(func=_cmd_cluster)
     return parser

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from hpcinv.config import ClusterConfig
 from hpcinv.environment import environment
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
@@ -297,28 +298,24 @@ def _use_token(token: Path) -> None:
     os.environ.pop("RAY_AUTH_TOKEN", None)
 
 
-def run_on_cluster(
-    work: Callable[[str], T],
-    cluster_dir: str | Path,
-    *,
-    object_store_gb: float | None = None,
-    join_timeout_s: float = 300.0,
-    task: SlurmTask | None = None,
-) -> T | None:
-    """Run ``work(address)`` on rank 0 of a Ray cluster spanning this SLURM step; None on other ranks."""
+def run_on_cluster(work: Callable[[str], T], cluster: ClusterConfig, *, task: SlurmTask | None = None) -> T | None:
+    """Run ``work(address)`` on rank 0 of a Ray cluster spanning this SLURM step; None on other ranks.
+    ``cluster``'s unset fields come from the environment (:meth:`~hpcinv.config.ClusterConfig.resolved`)."""
     task = task or SlurmTask.from_env()
+    cluster = cluster.resolved()
+    assert cluster.cluster_dir is not None  # (resolved() always sets it)
     if _gpus(os.environ) > 0:  # a GPU node that cannot work fails now, naming why (srun ends the step)
         from hpcinv.doctor import require_gpu_ready
 
         require_gpu_ready(f"node {task.node_rank} of SLURM job {task.job_id} (it was given GPUs)")
-    folder = Path(cluster_dir).resolve() / task.attempt
+    folder = Path(cluster.cluster_dir) / task.attempt
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     _use_token(folder / TOKEN_FILE)
     node_ip = environment().ray_node_ip or _node_ip()
     with _terminating_on_sigterm():
         if task.node_rank == 0:
-            return _run_head(work, task, folder, node_ip, object_store_gb, join_timeout_s)
-        _run_worker(task, folder, node_ip, object_store_gb, join_timeout_s)
+            return _run_head(work, task, folder, node_ip, cluster.object_store_gb, cluster.join_timeout_s)
+        _run_worker(task, folder, node_ip, cluster.object_store_gb, cluster.join_timeout_s)
         return None
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hpcinv.environment import environment
 from hpcinv.errors import ConfigError, HpcinvError
 from hpcinv.fileio import atomic_write_text
 
@@ -595,9 +596,33 @@ class SlurmConfig(Section):
     folder: str = Field("slurm-logs", description="shared folder for job logs, pickles and the Ray rendezvous")
     setup: list[str] = Field([], description="shell line run before the job, e.g. 'module load cuda/12.4' (repeatable)")
     max_timeouts: int = Field(3, ge=0, description="requeues after hitting the time limit (preemptions: always)")
-    object_store_gb: float | None = Field(
-        None, gt=0, description="Ray object store per node in GB (default: 30% of the job's memory on the node)"
+
+
+class ClusterConfig(Section):
+    """How a Ray cluster is brought up over the nodes of a SLURM job step (``hpcinv cluster`` and the
+    launchers' jobs; :mod:`hpcinv.cluster`). ``hpcinv cluster``'s flags and the launchers' are made from it."""
+
+    cluster_dir: str | None = Field(
+        None,
+        description="shared folder for the head address and the job's token (default: $HPCINV_CLUSTER_DIR, "
+        "else $SLURM_SUBMIT_DIR/.hpcinv-ray; launchers: FOLDER/ray)",
     )
+    object_store_gb: float | None = Field(
+        None,
+        ge=0.1,
+        description="Ray object store per node in GB (default: $HPCINV_OBJECT_STORE_GB, else 30% of the "
+        "job's memory on the node)",
+    )
+    join_timeout_s: float = Field(300.0, gt=0, description="seconds the nodes wait for one another to join")
+
+    def resolved(self, env: dict[str, str] | None = None) -> ClusterConfig:
+        """Unset fields from the environment (``env``, default the process's); the folder made absolute."""
+        values = dict(os.environ) if env is None else env
+        found = environment(values)
+        folder = self.cluster_dir or found.cluster_dir
+        folder = folder or os.path.join(values.get("SLURM_SUBMIT_DIR", "."), ".hpcinv-ray")
+        store = self.object_store_gb if self.object_store_gb is not None else found.object_store_gb
+        return self.model_copy(update={"cluster_dir": str(Path(folder).resolve()), "object_store_gb": store})
 
 
 class TrackingConfig(Section):

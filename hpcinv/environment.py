@@ -19,7 +19,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "hpcinv cluster",
         "shared folder for the Ray rendezvous of a SLURM job (default: $SLURM_SUBMIT_DIR/.hpcinv-ray)",
     ),
-    "HPCINV_OBJECT_STORE_GB": ("hpcinv cluster", "Ray object store per node in GB (default: Ray's choice)"),
+    "HPCINV_OBJECT_STORE_GB": (
+        "hpcinv cluster",
+        "Ray object store per node in GB (default: 30% of the job's memory on the node)",
+    ),
     "HPCINV_RAY_TMP": ("hpcinv cluster", "node-local parent folder of Ray's temp dir (default: /tmp)"),
     "HPCINV_KEEP_RAY_TMP": ("hpcinv cluster", "1: keep Ray's temp dir (its logs) when a node stops"),
     "HPCINV_RAY_NODE_IP": ("hpcinv cluster", "this node's address for Ray (default: the outward route's address)"),

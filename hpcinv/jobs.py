@@ -22,9 +22,16 @@ from pathlib import Path
 
 import submitit
 
-from hpcinv.config import DataConfig, EvaluateConfig, RefineConfig, TrainConfig
+from hpcinv.config import ClusterConfig, DataConfig, EvaluateConfig, RefineConfig, TrainConfig
 
 log = logging.getLogger(__name__)
+
+
+def _absolute(cluster: ClusterConfig) -> ClusterConfig:
+    """``cluster`` with its folder as seen from the submitting shell (the other fields are resolved on the nodes)."""
+    if cluster.cluster_dir is None:
+        return cluster
+    return cluster.model_copy(update={"cluster_dir": str(Path(cluster.cluster_dir).resolve())})
 
 
 def _setup_logging() -> None:
@@ -34,17 +41,8 @@ def _setup_logging() -> None:
 class GenerateJob(submitit.helpers.Checkpointable):
     """Generate (or finish) a dataset on a Ray cluster spanning the job's nodes."""
 
-    def __init__(
-        self,
-        cfg: DataConfig,
-        out: str,
-        cluster_dir: str,
-        *,
-        object_store_gb: float | None = None,
-        part: tuple[int, int] | None = None,
-    ):
-        self.cfg, self.out, self.cluster_dir = cfg, str(Path(out).resolve()), str(Path(cluster_dir).resolve())
-        self.object_store_gb, self.part = object_store_gb, part
+    def __init__(self, cfg: DataConfig, out: str, cluster: ClusterConfig, *, part: tuple[int, int] | None = None):
+        self.cfg, self.out, self.cluster, self.part = cfg, str(Path(out).resolve()), _absolute(cluster), part
 
     def __call__(self) -> dict | None:
         from hpcinv.cluster import run_on_cluster
@@ -57,15 +55,14 @@ class GenerateJob(submitit.helpers.Checkpointable):
                 summary = generate(self.cfg, self.out, use_ray=True, address=address, progress=False, part=self.part)
             return asdict(summary)
 
-        return run_on_cluster(work, self.cluster_dir, object_store_gb=self.object_store_gb)
+        return run_on_cluster(work, self.cluster)
 
 
 class TrainJob(submitit.helpers.Checkpointable):
     """DDP training (or its resumption) on a Ray cluster spanning the job's nodes."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: str, cluster_dir: str, *, object_store_gb: float | None = None):
-        self.cfg, self.run_dir, self.cluster_dir = cfg, str(Path(run_dir).resolve()), str(Path(cluster_dir).resolve())
-        self.object_store_gb = object_store_gb
+    def __init__(self, cfg: TrainConfig, run_dir: str, cluster: ClusterConfig):
+        self.cfg, self.run_dir, self.cluster = cfg, str(Path(run_dir).resolve()), _absolute(cluster)
 
     def __call__(self) -> dict | None:
         from hpcinv.cluster import run_on_cluster
@@ -77,7 +74,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             with contextlib.redirect_stdout(sys.stderr):
                 return train(self.cfg, self.run_dir, address=address)
 
-        result = run_on_cluster(work, self.cluster_dir, object_store_gb=self.object_store_gb)
+        result = run_on_cluster(work, self.cluster)
         if result is not None:
             log.info("result: %s", json.dumps(result))
         return result
@@ -109,16 +106,14 @@ class RefineJob(submitit.helpers.Checkpointable):
         data: str,
         init: str,
         out: str,
-        cluster_dir: str,
+        cluster: ClusterConfig,
         *,
         split: str | None = None,
         samples: int | None = None,
-        object_store_gb: float | None = None,
     ):
-        self.cfg, self.split, self.samples, self.object_store_gb = cfg, split, samples, object_store_gb
+        self.cfg, self.split, self.samples, self.cluster = cfg, split, samples, _absolute(cluster)
         self.data, self.out = str(Path(data).resolve()), str(Path(out).resolve())
         self.init = init if init == "smooth" else str(Path(init).resolve())
-        self.cluster_dir = str(Path(cluster_dir).resolve())
 
     def __call__(self) -> dict | None:
         from hpcinv.cluster import run_on_cluster
@@ -140,4 +135,4 @@ class RefineJob(submitit.helpers.Checkpointable):
                     progress=False,
                 )
 
-        return run_on_cluster(work, self.cluster_dir, object_store_gb=self.object_store_gb)
+        return run_on_cluster(work, self.cluster)

@@ -17,42 +17,23 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import get_args
 
 import submitit
-from pydantic import ValidationError
 
-from hpcinv.argv import parse_with_overrides
-from hpcinv.config import SlurmConfig, parse_overrides
+from hpcinv.argv import add_model_flags, model_from_flags, parse_with_overrides
+from hpcinv.config import ClusterConfig, SlurmConfig, parse_overrides
 from hpcinv.errors import HpcinvError
-
-
-def _flag_type(annotation: object) -> type:
-    """The scalar type a flag parses: int or float (``float | None`` too), otherwise str."""
-    for kind in (int, float):
-        if annotation is kind or kind in get_args(annotation):
-            return kind
-    return str
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     """The launcher's parser: the SLURM flags, made from :class:`~hpcinv.config.SlurmConfig` (its defaults
-    and descriptions), plus ``--slurm KEY=VALUE`` and ``--wait``."""
+    and descriptions), the Ray cluster's from :class:`~hpcinv.config.ClusterConfig` (its folder is
+    ``--folder``/ray), plus ``--slurm KEY=VALUE`` and ``--wait``."""
     p = argparse.ArgumentParser(description=description)
     p.set_defaults(overrides=[])  # key.sub=value words anywhere on the line (see parse)
     s = p.add_argument_group("SLURM")
-    for name, field in SlurmConfig.model_fields.items():
-        flag, default = f"--{name.replace('_', '-')}", field.default
-        shown = f" (default {default})" if default not in (None, []) else ""
-        if name == "setup":
-            s.add_argument(flag, action="append", default=[], metavar="LINE", help=field.description)
-            continue
-        s.add_argument(
-            flag,
-            type=_flag_type(field.annotation),
-            default=default,
-            help=f"{field.description}{shown}".replace("%", "%%"),
-        )
+    add_model_flags(s, SlurmConfig)
+    add_model_flags(p.add_argument_group("Ray cluster"), ClusterConfig, skip=("cluster_dir",))
     s.add_argument(
         "--slurm",
         action="append",
@@ -85,19 +66,13 @@ def _sinfo(*fields: str) -> list[list[str]]:
 
 def slurm_config(args: argparse.Namespace) -> SlurmConfig:
     """The SLURM flags, validated; a bad value is one line naming the flag and what is valid."""
-    values = {name: getattr(args, name) for name in SlurmConfig.model_fields}
-    try:
-        return SlurmConfig.model_validate(values)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = str(err["loc"][0])
-        flag = f"--{name.replace('_', '-')}"
-        raise HpcinvError(f"{flag} {values[name]} is not valid: {err['msg'].lower()}") from None
+    return model_from_flags(SlurmConfig, args)
 
 
 def check_request(args: argparse.Namespace) -> str:
     """The partition to use, after checking the flags and that it exists, is up and can give ``args.nodes`` nodes."""
     slurm_config(args)  # the flags' values first (one line naming a bad one)
+    cluster_config(args)
     rows = _sinfo("%P", "%D", "%a")  # partition (the default one marked *), nodes, availability
     nodes: dict[str, int] = {}
     avail: dict[str, str] = {}
@@ -156,8 +131,9 @@ def executor(args: argparse.Namespace, stage: str, *, nodes: int | None = None) 
     return ex
 
 
-def cluster_dir(args: argparse.Namespace) -> str:
-    return str(Path(args.folder).resolve() / "ray")
+def cluster_config(args: argparse.Namespace) -> ClusterConfig:
+    """The Ray cluster of the job: its flags, validated, and its rendezvous folder in ``--folder``."""
+    return model_from_flags(ClusterConfig, args, cluster_dir=str(Path(args.folder).resolve() / "ray"))
 
 
 def describe(job: submitit.Job) -> dict:

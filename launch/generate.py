@@ -37,34 +37,23 @@ def run(args: argparse.Namespace) -> None:
     check_dataset_folder(cfg, args.out)
     if args.array is not None and args.array < 2:
         raise HpcinvError(f"--array {args.array} is not valid: give at least 2 parts")
-    cluster_dir = common.cluster_dir(args)
+    cluster = common.cluster_config(args)
     ex = common.executor(args, "generate")  # checks the partition and node count
     if not args.array:
-        jobs = common.submit(
-            args.folder,
-            lambda: [ex.submit(GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb))],
-        )
+        jobs = common.submit(args.folder, lambda: [ex.submit(GenerateJob(cfg, args.out, cluster))])
         common.report(args, jobs, out=args.out)
         return
     with folder_lock(args.out):  # refused while another generate writes there
         open_dataset_folder(cfg, args.out)  # now: a config or path problem shows here, not in K jobs
     parts = common.submit(
         args.folder,
-        lambda: ex.submit_array(
-            [
-                GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb, part=(i, args.array))
-                for i in range(args.array)
-            ]
-        ),
+        lambda: ex.submit_array([GenerateJob(cfg, args.out, cluster, part=(i, args.array)) for i in range(args.array)]),
     )
     array_id = parts[0].job_id.split("_")[0]
     merge_args = argparse.Namespace(**{**vars(args), "after": array_id, "nodes": 1})
     merge_ex = common.executor(merge_args, "generate-merge")
     try:
-        (merge,) = common.submit(
-            args.folder,
-            lambda: [merge_ex.submit(GenerateJob(cfg, args.out, cluster_dir, object_store_gb=args.object_store_gb))],
-        )
+        (merge,) = common.submit(args.folder, lambda: [merge_ex.submit(GenerateJob(cfg, args.out, cluster))])
     except HpcinvError:
         subprocess.run(["scancel", array_id], check=False)  # no parts left running without their merge
         raise

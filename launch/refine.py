@@ -45,14 +45,7 @@ def run(args: argparse.Namespace) -> None:
             VelocityStore(args.init)  # complete and readable
     ex = common.executor(args, "refine")
     job = RefineJob(
-        cfg,
-        args.data,
-        args.init,
-        args.out,
-        common.cluster_dir(args),
-        split=args.split,
-        samples=args.samples,
-        object_store_gb=args.object_store_gb,
+        cfg, args.data, args.init, args.out, common.cluster_config(args), split=args.split, samples=args.samples
     )
     jobs = common.submit(args.folder, lambda: [ex.submit(job)])
     common.report(args, jobs, out=args.out)

@@ -43,10 +43,7 @@ def run(args: argparse.Namespace) -> None:
     check_fits(cfg, args)
     if not args.after:  # with --after the datasets may still be in the making
         check_inputs(cfg, Path(args.out))
-    jobs = common.submit(
-        args.folder,
-        lambda: [ex.submit(TrainJob(cfg, args.out, common.cluster_dir(args), object_store_gb=args.object_store_gb))],
-    )
+    jobs = common.submit(args.folder, lambda: [ex.submit(TrainJob(cfg, args.out, common.cluster_config(args)))])
     common.report(args, jobs, run_dir=args.out)
 
 

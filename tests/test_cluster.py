@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from hpcinv.cli import main
 from hpcinv.cluster import SlurmTask, _remove_stale_temp_dirs, object_store_bytes, temp_dir
+from hpcinv.config import ClusterConfig
 from hpcinv.errors import HpcinvError
 from tests.conftest import CLI, CONFIGS
 
@@ -74,3 +76,31 @@ def test_a_requeued_node_removes_the_temp_dirs_of_earlier_attempts(monkeypatch):
         assert sorted(p.name for p in root.iterdir()) == ["ray-42.r1.s0.n1", "ray-42.r2.s0.n0", "ray-420.r0.s0.n0"]
     finally:
         shutil.rmtree(root)
+
+
+def test_cluster_settings_come_from_flags_then_environment(tmp_path, monkeypatch):
+    env = {"HPCINV_CLUSTER_DIR": str(tmp_path / "rdv"), "HPCINV_OBJECT_STORE_GB": "8", "SLURM_SUBMIT_DIR": "/sub"}
+    assert ClusterConfig().resolved(env) == ClusterConfig(cluster_dir=str(tmp_path / "rdv"), object_store_gb=8.0)
+    given = ClusterConfig(cluster_dir="rel", object_store_gb=2.0, join_timeout_s=60)
+    monkeypatch.chdir(tmp_path)
+    assert given.resolved(env) == ClusterConfig(
+        cluster_dir=str(tmp_path / "rel"), object_store_gb=2.0, join_timeout_s=60
+    )
+    assert ClusterConfig().resolved({"SLURM_SUBMIT_DIR": "/sub"}).cluster_dir == "/sub/.hpcinv-ray"
+    with pytest.raises(HpcinvError, match="HPCINV_OBJECT_STORE_GB='lots'"):
+        ClusterConfig().resolved({"HPCINV_OBJECT_STORE_GB": "lots"})
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--object-store-gb", "0.01"],
+            "--object-store-gb 0.01 is not valid: input should be greater than or equal to 0.1",
+        ),
+        (["--join-timeout-s", "-1"], "--join-timeout-s -1.0 is not valid: input should be greater than 0"),
+    ],
+)
+def test_bad_cluster_flags_are_one_line_before_any_node_starts(flags, message, capsys):
+    assert main(["cluster", *flags, "train", str(CONFIGS / "tiny_train.yaml"), "--out", "nowhere"]) == 2
+    assert message in capsys.readouterr().err

@@ -244,7 +244,7 @@ def test_train_golden_sbatch_and_what_is_submitted(slurm, tmp_path, capsys):
     delayed = submitit.core.utils.DelayedSubmission.load(logs / "1234" / "1234_submitted.pkl")
     job = delayed.function
     assert type(job).__name__ == "TrainJob" and job.run_dir == str((tmp_path / "run").resolve())
-    assert job.cfg.scaling.num_workers == 4 and job.cluster_dir == str(logs / "ray")
+    assert job.cfg.scaling.num_workers == 4 and job.cluster.cluster_dir == str(logs / "ray")
     assert (delayed._timeout_min, delayed._timeout_countdown) == (720, 5)
     assert callable(job.checkpoint)  # submitit requeues the same call on USR2 / at the time limit
 
@@ -370,6 +370,11 @@ def test_refine_and_evaluate_submit_their_jobs(slurm, tmp_path, capsys):
         (["--nodes", "0"], "--nodes 0 is not valid: input should be greater than or equal to 1"),
         (["--time", "0"], "--time 0 is not valid: input should be greater than or equal to 1"),
         (["--slurm", "reservation"], "--slurm 'reservation' is not KEY=VALUE"),
+        (
+            ["--object-store-gb", "0.01"],
+            "--object-store-gb 0.01 is not valid: input should be greater than or equal to 0.1",
+        ),
+        (["--join-timeout-s", "0"], "--join-timeout-s 0.0 is not valid: input should be greater than 0"),
     ],
 )
 def test_bad_requests_are_refused_before_anything_is_submitted(slurm, tmp_path, capsys, args, message):
