@@ -17,7 +17,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,6 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hpcinv.environment import environment
 from hpcinv.errors import ConfigError, HpcinvError
 from hpcinv.fileio import atomic_write_text
+
+# What a setting means beyond its value, declared on its field and read by :func:`without_role`:
+EXECUTION: dict[str, Any] = {"role": "execution"}  # how fast, not what: left out of the hash of what a run makes
+RESUMABLE: dict[str, Any] = {"role": "resumable"}  # may differ when a training run is resumed
+ROLE_NOTES = {"execution": "not part of the result", "resumable": "may change on resume"}
 
 
 class Section(BaseModel):
@@ -173,9 +178,13 @@ class ModellingConfig(Section):
     min_points_per_wavelength: float = Field(
         6.0, gt=0, description="at 2.5 x f0 and the slowest velocity; below it the run is refused"
     )
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
-    threads: int = Field(1, ge=1, description="torch threads per modelling process (1 is fastest on CPU)")
-    models_per_call: int = Field(1, ge=1, description="models batched into one deepwave call")
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", json_schema_extra=EXECUTION)
+    threads: int = Field(
+        1, ge=1, description="torch threads per modelling process (1 is fastest on CPU)", json_schema_extra=EXECUTION
+    )
+    models_per_call: int = Field(
+        1, ge=1, description="models batched into one deepwave call", json_schema_extra=EXECUTION
+    )
 
 
 class DatasetConfig(Section):
@@ -227,8 +236,6 @@ class DataConfig(Section):
 
 C = TypeVar("C", bound=BaseModel)
 
-# Settings that change how fast a dataset is made but not what it holds; left out of the hash.
-EXECUTION_KEYS = {"modelling": ("device", "threads", "models_per_call")}
 # Settings added after datasets were made, with the default that reproduces those datasets: left out
 # of the hash while at that default, so a dataset made before they existed keeps its identity.
 LATER_KEYS = {
@@ -365,7 +372,10 @@ def describe(cfg: BaseModel, indent: int = 0) -> str:
     lines, pad = [], " " * indent
     for name, field in type(cfg).model_fields.items():
         value = getattr(cfg, name)
-        note = f"  # {field.description}" if field.description else ""
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        role = ROLE_NOTES.get(str(extra.get("role")))
+        said = " ".join(t for t in (field.description, role and f"({role})") if t)
+        note = f"  # {said}" if said else ""
         if isinstance(value, BaseModel):
             doc = (type(value).__doc__ or "").strip().split("\n")[0]
             lines.append(f"{pad}{name}:" + (f"  # {doc}" if doc and not note else note))
@@ -385,12 +395,54 @@ def describe(cfg: BaseModel, indent: int = 0) -> str:
     return "\n".join(lines)
 
 
+def role_paths(model: type[BaseModel], role: str) -> list[tuple[str, ...]]:
+    """The key paths of ``model``'s fields (its sections' too) declared with ``role`` (``EXECUTION``, ``RESUMABLE``)."""
+    paths: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("role") == role:
+            paths.append((name,))
+            continue
+        for kind in (field.annotation, *get_args(field.annotation)):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                paths += [(name, *sub) for sub in role_paths(kind, role)]
+    return paths
+
+
+def without_role(cfg: BaseModel, role: str) -> dict:
+    """``cfg`` as JSON data without the settings declared with ``role``."""
+    data = cfg.model_dump(mode="json")
+    for *parents, key in role_paths(type(cfg), role):
+        node: Any = data
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return data
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat: dict = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_difference(there: BaseModel, here: BaseModel, *, ignore: str, limit: int = 4) -> str:
+    """The settings that differ, except those declared with role ``ignore``, e.g. "dataset.n_samples is
+    240 there, 8 here" (empty: none)."""
+    a, b = _flatten(without_role(there, ignore)), _flatten(without_role(here, ignore))
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    shown = [f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:limit]]
+    return "; ".join(shown) + (f" (and {len(keys) - limit} more keys)" if len(keys) > limit else "")
+
+
 def config_hash(cfg: BaseModel) -> str:
     """sha256 of the canonical JSON of everything that decides a dataset's bits."""
-    data = cfg.model_dump(mode="json")
-    for section, keys in EXECUTION_KEYS.items():
-        for key in keys:
-            data.get(section, {}).pop(key, None)
+    data = without_role(cfg, "execution")
     for (*parents, key), default in LATER_KEYS.items():
         node = data
         for name in parents:
@@ -444,31 +496,38 @@ class TrainDataConfig(Section):
     )
     loader_workers: int = Field(
         1,
+        json_schema_extra=RESUMABLE,
         ge=0,
         description="DataLoader worker processes per training worker (each "
         "reads whole batches, one HDF5 read per shard touched)",
     )
     cache: Literal["none", "memory"] = Field(
         "none",
+        json_schema_extra=RESUMABLE,
         description="memory: read this rank's samples once, as stored (float16 gathers), into one "
         "contiguous tensor: on the GPU when it takes at most data.cache_gpu_fraction of its memory and fits in "
         "what is free, else in pinned host memory; refused when the node has not the memory available",
     )
     cache_gpu_fraction: float = Field(
         0.3,
+        json_schema_extra=RESUMABLE,
         ge=0.0,
         le=0.9,
         description="largest share of a GPU's memory that data.cache=memory may take there (0: always in host memory)",
     )
-    prefetch_factor: int = Field(2, ge=1, description="batches each DataLoader worker reads ahead")
+    prefetch_factor: int = Field(
+        2, ge=1, description="batches each DataLoader worker reads ahead", json_schema_extra=RESUMABLE
+    )
     prefetch_batches: int = Field(
         2,
+        json_schema_extra=RESUMABLE,
         ge=1,
         description="batches converted and normalised on the device ahead of "
         "the training step (by a background thread)",
     )
     verify: Literal["fast", "full"] = Field(
         "fast",
+        json_schema_extra=RESUMABLE,
         description="before training, check every shard to be read: fast = size, HDF5 header, sample "
         "range and config hash (milliseconds per shard; damaged samples are caught by their per-chunk checksums "
         "when read); full = also each shard's sha256 (reads every byte once)",
@@ -479,7 +538,7 @@ class TrainingConfig(Section):
     """The ``train:`` section: how a run trains -- epochs, optimiser and schedule, loss, precision,
     activation checkpointing, checkpoints, the network it starts from and the failures it survives."""
 
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(100, ge=1, json_schema_extra=RESUMABLE)
     batch_size: int = Field(10, ge=1, description="per training worker")
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
@@ -512,15 +571,21 @@ class TrainingConfig(Section):
     freeze_encoder: bool = False
     checkpoint_every_epochs: int = Field(1, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
-    max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint")
-    stop_after_epochs: int | None = Field(None, ge=1, description="stop early (the run can be resumed)")
+    max_failures: int = Field(
+        2, ge=0, description="worker-group restarts from the last checkpoint", json_schema_extra=RESUMABLE
+    )
+    stop_after_epochs: int | None = Field(
+        None, ge=1, description="stop early (the run can be resumed)", json_schema_extra=RESUMABLE
+    )
     record_weights_digest: bool = Field(
         False,
+        json_schema_extra=RESUMABLE,
         description="every rank logs a sha256 of its weights at each epoch's end (shows that DDP keeps "
         "ranks in step; costs a device-to-host copy of the whole model per rank and epoch)",
     )
     check_every_steps: int = Field(
         16,
+        json_schema_extra=RESUMABLE,
         ge=1,
         description="steps between the checks for NaN/Inf and damaged samples on every rank (each is one "
         "collective and one device-to-host read; also done at every epoch's end, before any checkpoint)",
@@ -646,7 +711,7 @@ class TrainConfig(Section):
     data: TrainDataConfig = TrainDataConfig()
     train: TrainingConfig = TrainingConfig()
     scaling: ScalingConfig = ScalingConfig()
-    tracking: TrackingConfig = TrackingConfig()
+    tracking: TrackingConfig = Field(TrackingConfig(), json_schema_extra=RESUMABLE)
 
     @model_validator(mode="after")
     def _datasets(self) -> TrainConfig:
@@ -715,8 +780,10 @@ class RefineSection(Section):
     smooth_sigma_cells: float = Field(5.0, ge=0, description="--init smooth with a reference: depth smoothing")
     shard_size: int = Field(4, ge=1, description="models per output shard (the unit of work and of resume)")
     seed: int = Field(0, ge=0, description="shot mini-batch draws (sample i uses seed + i)")
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
-    threads: int = Field(1, ge=1, description="torch threads per refine actor (1 is fastest on CPU)")
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", json_schema_extra=EXECUTION)
+    threads: int = Field(
+        1, ge=1, description="torch threads per refine actor (1 is fastest on CPU)", json_schema_extra=EXECUTION
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> RefineSection:

@@ -115,3 +115,26 @@ def test_one_resource_check_for_slurm_requests_and_ray_clusters():
         ConfigError, match=r"\(one GPU each\) needs \{'CPU': 4, 'GPU': 4\} but .* has \{'CPU': 64, 'GPU': 2"
     ):
         gpu.check_fits({"CPU": 64, "GPU": 2}, "the Ray cluster", "")
+
+
+def test_setting_roles_decide_hashes_resumes_and_the_shown_config():
+    """Roles declared on the fields: execution settings leave a dataset's hash alone, resumable ones may
+    differ on resume, and `config show` says so; every other setting counts as a difference."""
+    from hpcinv.config import RefineSection, config_difference, describe, role_paths
+
+    assert role_paths(DataConfig, "execution") == [
+        ("modelling", "device"),
+        ("modelling", "threads"),
+        ("modelling", "models_per_call"),
+    ]
+    assert role_paths(RefineSection, "execution") == [("device",), ("threads",)]
+    resumable = role_paths(TrainConfig, "resumable")
+    assert ("train", "epochs") in resumable and ("tracking",) in resumable and ("train", "lr") not in resumable
+    base = load_config(TrainConfig, CONFIGS / "tiny_train.yaml")
+    later = load_config(TrainConfig, CONFIGS / "tiny_train.yaml", ["train.epochs=9", "tracking.mode=disabled"])
+    assert config_difference(base, later, ignore="resumable") == ""
+    changed = load_config(TrainConfig, CONFIGS / "tiny_train.yaml", ["train.lr=0.1", "model.depth=2"])
+    difference = config_difference(base, changed, ignore="resumable")
+    assert difference.startswith("model.depth is ") and "train.lr is 0.002 there, 0.1 here" in difference
+    shown = describe(base)
+    assert "epochs: 4  # (may change on resume)" in shown and "lr: 0.002\n" in shown

@@ -176,7 +176,8 @@ def test_bad_training_inputs_fail_before_ray(tiny_dataset, tmp_path, trained):
         assert proc.returncode == 2 and expect in proc.stderr, (overrides, proc.stderr[-2000:])
         assert time.time() - t0 < 60 and not (tmp_path / "r").exists()
     proc = run_cli("train", TRAIN, "--out", str(trained[0]), f"data.train={tiny_dataset}", "train.lr=0.1")
-    assert proc.returncode == 2 and "holds a run with a different config" in proc.stderr
+    assert proc.returncode == 2 and "holds a run with a different config: " in proc.stderr
+    assert "train.lr is 0.002 there, 0.1 here" in proc.stderr  # (data.val differs too; epochs may)
     assert find_checkpoint(trained[0]).parent.name == "checkpoint_epoch000002"
 
 

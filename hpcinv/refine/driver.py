@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcinv.config import RefineConfig, folder_and_split, save_config
+from hpcinv.config import RefineConfig, folder_and_split, save_config, without_role
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
 from hpcinv.physics.validate import MAX_FREQ_FACTOR, PLAUSIBLE_MPS
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 START = "start"  # sub-folder holding the network's predictions when the start is a checkpoint
 OUTPUTS = (START, "refine.yaml", "summary.json", "figures")  # what refine writes beside its store
-EXECUTION_KEYS = ("device", "threads")  # how fast, not what: left out of the store's hash
 
 
 def resolve_bounds(rc, data_cfg) -> tuple[float, float]:
@@ -187,7 +186,7 @@ def refine(
         checkpoint = find_checkpoint(init)
         source = {"init": "checkpoint", "start": start_store, "network_checkpoint": str(checkpoint.resolve())}
         fingerprint = {"checkpoint_sha256": file_sha256(checkpoint)}
-    settings = {k: v for k, v in rc.model_dump(mode="json").items() if k not in EXECUTION_KEYS}
+    settings = without_role(rc, "execution")  # how fast, not what: left out of the store's hash
     source |= {"bounds_mps": list(bounds), "refine": settings}
     fingerprint |= {"dataset": manifest["config_hash"], "range": [lo, hi], "bounds": list(bounds), "refine": settings}
     new = store_manifest("refined", _hash(fingerprint), data, manifest, split, (lo, hi), rc.shard_size, source)

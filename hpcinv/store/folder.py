@@ -14,7 +14,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from hpcinv.config import EXECUTION_KEYS, DataConfig, config_hash, load_config, save_config
+from hpcinv.config import DataConfig, config_difference, config_hash, load_config, save_config
 from hpcinv.errors import HpcinvError
 from hpcinv.store.lock import LOCK
 from hpcinv.store.manifest import CONFIG, MANIFEST, read_manifest
@@ -22,25 +22,6 @@ from hpcinv.store.shard import FORMAT_VERSION, SHARD_DIR
 from hpcinv.store.velocities import read_store_manifest
 
 log = logging.getLogger(__name__)
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat: dict = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def config_difference(there: DataConfig, here: DataConfig, limit: int = 4) -> str:
-    """The keys that decide a dataset's bits and differ, e.g. "dataset.n_samples is 240 there, 8 here"."""
-    skip = {f"{section}.{key}" for section, keys in EXECUTION_KEYS.items() for key in keys}
-    a, b = _flatten(there.model_dump(mode="json")), _flatten(here.model_dump(mode="json"))
-    keys = [k for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
-    shown = [f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:limit]]
-    return "; ".join(shown) + (f" (and {len(keys) - limit} more keys)" if len(keys) > limit else "")
 
 
 def _inspect_dataset(cfg: DataConfig, out: Path) -> tuple[str | None, dict | None]:
@@ -69,7 +50,10 @@ def _inspect_dataset(cfg: DataConfig, out: Path) -> tuple[str | None, dict | Non
                     f"{manifest['config_hash'][:12]}) disagree: two different runs wrote into it"
                 ), manifest
     if disk_cfg is not None and config_hash(disk_cfg) != config_hash(cfg):
-        return f"it holds a dataset made with a different config: {config_difference(disk_cfg, cfg)}", manifest
+        return (
+            f"it holds a dataset made with a different config: {config_difference(disk_cfg, cfg, ignore='execution')}",
+            manifest,
+        )
     return None, manifest
 
 

@@ -5,8 +5,8 @@ and hpcinv's run folder: ``config.yaml`` (resolved config), ``events.jsonl`` (st
 events per rank), ``checkpoint_epochNNNNNN/state.pt`` (kept ``train.keep_checkpoints`` at a time,
 written by hpcinv atomically: see :mod:`hpcinv.train.checkpoint`), ``wandb/`` (offline runs) and
 ``result.json``. Re-running the same command continues from the newest complete checkpoint; a run
-folder holding a different config is refused (only ``train.epochs``, ``train.stop_after_epochs``,
-``train.max_failures``, ``data.verify`` and ``tracking`` may change between runs).
+folder holding a different config is refused, naming what differs (only the settings declared
+``RESUMABLE`` in :mod:`hpcinv.config` -- epochs, loader and cache settings, tracking... -- may change).
 
 Before Ray starts, every shard the run will read is checked (``data.verify``), and the run folder
 is locked (one training per folder) while its datasets are held shared (no ``generate --restart``
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from hpcinv.config import TrainConfig, load_config, save_config
+from hpcinv.config import TrainConfig, config_difference, load_config, role_paths, save_config
 from hpcinv.errors import DataError, HpcinvError, Interrupted, TrainingFailed
 from hpcinv.fileio import atomic_write_text
 from hpcinv.physics.survey import mirror_asymmetry
@@ -35,31 +35,6 @@ from hpcinv.train.loop import read_events, train_loop_per_worker
 from hpcinv.train.tracking import effective_mode
 
 log = logging.getLogger(__name__)
-
-MUTABLE = {
-    ("train", "epochs"),
-    ("train", "stop_after_epochs"),
-    ("train", "max_failures"),
-    ("data", "verify"),
-    ("tracking",),
-    ("train", "check_every_steps"),
-    ("data", "loader_workers"),
-    ("data", "cache"),
-    ("data", "cache_gpu_fraction"),
-    ("data", "prefetch_factor"),
-    ("data", "prefetch_batches"),
-    ("train", "record_weights_digest"),
-}
-
-
-def _comparable(cfg: TrainConfig) -> dict:
-    data = cfg.model_dump(mode="json")
-    for path in MUTABLE:
-        node = data
-        for key in path[:-1]:
-            node = node[key]
-        node.pop(path[-1], None)
-    return data
 
 
 def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
@@ -111,10 +86,12 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
     saved = run_dir / "config.yaml"
     if saved.exists():
         old = load_config(TrainConfig, saved)
-        if _comparable(old) != _comparable(cfg):
+        differs = config_difference(old, cfg, ignore="resumable")
+        if differs:
+            resumable = ", ".join(".".join(path) for path in role_paths(TrainConfig, "resumable"))
             raise HpcinvError(
-                f"run folder {str(run_dir)!r} holds a run with a different config; use a new --out, or the same "
-                "config (only train.epochs, train.stop_after_epochs, train.max_failures and tracking may change)"
+                f"run folder {str(run_dir)!r} holds a run with a different config: {differs}; use a new --out, "
+                f"or the same config (only {resumable} may change)"
             )
     n_train = sum(len_split(read_manifest(folder), split) for folder, split in cfg.training_sets())
     if cfg.scaling.num_workers * cfg.train.batch_size > n_train:
