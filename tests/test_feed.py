@@ -41,6 +41,23 @@ def test_read_batch_equals_sample_reads_in_any_order(tiny_dataset):
     assert [x.tobytes() for x in g2] == [ds.read(i)[0].tobytes() for i in (20, 5, 6)]
 
 
+def test_loader_workers_read_batches_into_shared_memory(tiny_dataset, monkeypatch):
+    """Through DataLoader worker processes a batch arrives as the same bytes, in the order asked (runs
+    of consecutive rows included); a worker reads it straight into shared memory, so torch sends it
+    without copying it again, while the training process reads into plain memory."""
+    ds = ShardedDataset(tiny_dataset, split=None)
+    batches = [[4, 5, 6, 1, 2], [23, 22, 9, 9], [0]]
+    loader = torch.utils.data.DataLoader(RawBatches(ds), batch_size=None, sampler=batches, num_workers=1)
+    for positions, (g, v) in zip(batches, loader, strict=True):
+        want_g, want_v = ds.read_batch(positions)
+        assert g.numpy().tobytes() == want_g.tobytes() and v.numpy().tobytes() == want_v.tobytes()
+    g, v = RawBatches(ds)[[4, 5, 6]]
+    assert not g.is_shared() and [x.tobytes() for x in g.numpy()] == [ds.read(i)[0].tobytes() for i in (4, 5, 6)]
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # as inside a worker
+    g_w, v_w = RawBatches(ds)[[4, 5, 6]]
+    assert g_w.is_shared() and v_w.is_shared() and torch.equal(g_w, g) and torch.equal(v_w, v)
+
+
 def test_read_batch_names_a_damaged_sample(tiny_dataset, tmp_path):
     root = shutil.copytree(tiny_dataset, tmp_path / "ds")
     _zero_chunk(root / "shards" / "shard-000001.h5", row=1)

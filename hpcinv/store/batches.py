@@ -43,13 +43,24 @@ class RawBatches(Dataset):
         return len(self.ds)
 
     def __getitem__(self, positions) -> tuple[torch.Tensor, torch.Tensor]:
-        gathers, vel = self.ds.read_batch(positions)
-        if vel is None:
+        if not getattr(self.ds, "has_velocity", True):
             raise gathers_only_error(getattr(self.ds, "root", "?"))
-        return torch.from_numpy(gathers), torch.from_numpy(vel)
+        if torch.utils.data.get_worker_info() is None:
+            gathers, vel = self.ds.read_batch(positions)
+            assert vel is not None
+            return torch.from_numpy(gathers), torch.from_numpy(vel)
+        # In a DataLoader worker the batch is read straight into shared memory, which the training
+        # process maps as it is: otherwise torch copies every batch into shared memory to send it.
+        tensors = self.ds.batch_arrays(len(positions), _shared_empty)
+        self.ds.read_batch(positions, out=tuple(t.numpy() for t in tensors))
+        return tensors
 
     def close(self) -> None:
         self.ds.close()
+
+
+def _shared_empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype).share_memory_()
 
 
 def available_host_bytes() -> int:

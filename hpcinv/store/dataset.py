@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -137,53 +138,68 @@ class ShardedDataset(Dataset):
             )
         return gathers, vel
 
-    def read_batch(self, positions) -> tuple[np.ndarray, np.ndarray | None]:
+    def batch_arrays(self, n: int, alloc: Callable[..., Any] = np.empty) -> tuple[Any, Any]:
+        """Empty (gathers as stored, velocity float32 or None) arrays for ``n`` samples, by ``alloc(shape, dtype)``."""
+        gathers = alloc((n, *self.manifest["gathers_shape"]), np.dtype(self.manifest.get("gathers_dtype", "float32")))
+        vel = alloc((n, *self.manifest["velocity_shape"]), np.dtype(np.float32)) if self.has_velocity else None
+        return gathers, vel
+
+    def read_batch(
+        self, positions, out: tuple[np.ndarray, np.ndarray | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw (gathers_BSTR in the stored dtype, vel_BZX float32 or None) of dataset ``positions``, in
-        their order: one HDF5 read per shard touched (rows sorted), each sample's checksum checked."""
+        their order, into ``out`` if given (arrays of :meth:`batch_arrays`' shapes, e.g. in shared memory).
+
+        Each sample is read once, straight into its place in the batch: one HDF5 hyperslab read per run
+        of consecutive rows that also lie consecutively in the batch, else one per row (h5py's fancy
+        indexing with a row list is several times slower); then each sample's checksum is checked."""
         indices = self.indices[np.asarray(positions, dtype=np.int64)]
-        shape = tuple(self.manifest["gathers_shape"])
-        gathers = np.empty((len(indices), *shape), np.dtype(self.manifest.get("gathers_dtype", "float32")))
-        vel = np.empty((len(indices), *self.manifest["velocity_shape"]), np.float32) if self.has_velocity else None
+        gathers, vel = out if out is not None else self.batch_arrays(len(indices))
         shard_of = np.searchsorted(self._starts, indices, side="right") - 1
         for k in np.unique(shard_of):
             where = np.flatnonzero(shard_of == k)
             rows = indices[where] - self._starts[k]
             order = np.argsort(rows, kind="stable")
-            unique_rows, inverse = np.unique(rows[order], return_inverse=True)
+            rows, where = rows[order], where[order]
+            first = np.r_[True, rows[1:] != rows[:-1]]  # a row asked for twice is read once, then copied
             name = self._names[k]
             try:
-                g = self._read_rows(self._file(name)["gathers"], unique_rows)
-                v = self._read_rows(self._file(name)["velocity"], unique_rows) if vel is not None else None
+                fh = self._file(name)
+                self._read_runs(fh["gathers"], rows[first], gathers, where[first])
+                if vel is not None:
+                    self._read_runs(fh["velocity"], rows[first], vel, where[first])
             except OSError as exc:  # read them one by one to name the damaged sample
                 for i in where:
                     self.read(int(indices[i]))
                 raise DataError(
-                    f"{self.root / SHARD_DIR / name}: reading rows {unique_rows.tolist()} failed: "
+                    f"{self.root / SHARD_DIR / name}: reading rows {sorted(set(rows.tolist()))} failed: "
                     f"{' '.join(str(exc).split())}"
                 ) from exc
             sums = self._sums[name]
             if sums is not None:
-                for j, row in enumerate(unique_rows):
-                    stored = (g[j], v[j] if v is not None else NO_VELOCITY)
+                for row, dest in zip(rows[first], where[first], strict=True):
+                    stored = (gathers[dest], vel[dest] if vel is not None else NO_VELOCITY)
                     if sample_checksums(*stored) != tuple(int(c) for c in sums[row]):
                         # read() raises naming shard, sample and row -- or returns the good bytes of a flaky read
-                        g[j], again = self.read(int(row + self._starts[k]))
-                        if v is not None:
-                            v[j] = again
-            gathers[where[order]] = g[inverse]
-            if vel is not None and v is not None:  # both present, or both absent (gathers-only data)
-                vel[where[order]] = v[inverse]
+                        gathers[dest], again = self.read(int(row + self._starts[k]))
+                        if vel is not None:
+                            vel[dest] = again
+            copies = np.flatnonzero(~first)
+            if copies.size:
+                source = where[np.searchsorted(rows, rows[copies], side="left")]
+                gathers[where[copies]] = gathers[source]
+                if vel is not None:
+                    vel[where[copies]] = vel[source]
         return gathers, vel
 
     @staticmethod
-    def _read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-        """Sorted unique ``rows`` of an HDF5 dataset, one slice read per run of consecutive rows (h5py's
-        fancy indexing with a row list is several times slower than these plain hyperslab reads)."""
-        out = np.empty((len(rows), *dataset.shape[1:]), dataset.dtype)
-        starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
-        for a, b in zip(starts, [*starts[1:], len(rows)], strict=True):
-            dataset.read_direct(out, np.s_[int(rows[a]) : int(rows[a]) + int(b - a)], np.s_[int(a) : int(b)])
-        return out
+    def _read_runs(dataset: h5py.Dataset, rows: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
+        """Sorted unique ``rows`` of an HDF5 dataset into ``out[dest]``: one hyperslab read per run that is
+        consecutive both in the file and in ``out``."""
+        breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(dest) != 1)) + 1
+        for a, b in zip([0, *breaks], [*breaks, len(rows)], strict=True):
+            r, d = int(rows[a]), int(dest[a])
+            dataset.read_direct(out, np.s_[r : r + b - a], np.s_[d : d + b - a])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         gathers, vel = self.read(self.indices[i])
@@ -222,14 +238,21 @@ class Concatenated(Dataset):
         k = int(np.searchsorted(self.offsets, i, side="right")) - 1
         return self.datasets[k][int(i) - int(self.offsets[k])]
 
-    def read_batch(self, positions) -> tuple[np.ndarray, np.ndarray | None]:
+    @property
+    def has_velocity(self) -> bool:
+        return all(d.has_velocity for d in self.datasets)
+
+    def batch_arrays(self, n: int, alloc: Callable[..., Any] = np.empty) -> tuple[Any, Any]:
+        return self.datasets[0].batch_arrays(n, alloc)  # (the datasets of a mixture hold samples of one shape)
+
+    def read_batch(
+        self, positions, out: tuple[np.ndarray, np.ndarray | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         positions = np.asarray(positions, dtype=np.int64)
         part = np.searchsorted(self.offsets, positions, side="right") - 1
-        pieces = {k: self.datasets[k].read_batch(positions[part == k] - self.offsets[k]) for k in np.unique(part)}
-        first = next(iter(pieces.values()))
-        gathers = np.empty((len(positions), *first[0].shape[1:]), first[0].dtype)
-        vel = None if first[1] is None else np.empty((len(positions), *first[1].shape[1:]), np.float32)
-        for k, (g, v) in pieces.items():
+        gathers, vel = out if out is not None else self.batch_arrays(len(positions))
+        for k in np.unique(part):
+            g, v = self.datasets[k].read_batch(positions[part == k] - self.offsets[k])
             gathers[part == k] = g
             if vel is not None:
                 vel[part == k] = v
