@@ -17,8 +17,9 @@ possible, and reads one epoch per variant:
   input path without the normalisation (which runs on the GPU there) -- from the rank cache
   (``RawCache`` gathered per batch) and from page-cached shards (``RawBatches`` through DataLoader
   workers 0, 1, 2) -- against a plain memory copy of the same bytes, measured in the same run, best of
-  ``--repeats``; with the goals (cache >= 0.5 x memcpy and >= 400 samples/s, page-cached shards >= 150
-  samples/s per loader worker);
+  ``--repeats``; and the floor of the loader-worker path (batches allocated in shared memory and
+  written in a worker, as ``RawBatches`` does there, with nothing read); with the goals (cache >= 0.5 x
+  memcpy and >= 400 samples/s, page-cached shards >= 150 samples/s per loader worker);
 * ``checksum_cost``: the same epoch (shard-aware, 0 and 2 workers) of the same samples written with
   and without the per-sample checksums of dataset format 2 (checked on every read), read alternately,
   best of ``--repeats`` each: the price of detecting a damaged sample on read.
@@ -55,6 +56,7 @@ from hpcinv.store import (  # noqa: E402
     write_manifest,
     write_shard,
 )
+from hpcinv.store.batches import shared_empty  # noqa: E402
 from hpcinv.store.sampler import ShardAwareSampler  # noqa: E402
 from hpcinv.store.schema import new_manifest, survey_attrs  # noqa: E402
 from hpcinv.train.feed import DeviceFeed, cache_batches  # noqa: E402
@@ -208,6 +210,22 @@ def main() -> None:
     )
 
 
+class SharedFloor(torch.utils.data.Dataset):
+    """Batches of the paper shape allocated in shared memory and written in a loader worker, as
+    ``RawBatches`` does, without reading anything: what moving a batch out of a worker costs."""
+
+    def __init__(self, n_batches: int):
+        self.n_batches = n_batches
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gathers = shared_empty((BATCH, *SHAPE), np.dtype(np.float16))
+        gathers.fill_(1.0)
+        return gathers, torch.zeros(BATCH)
+
+
 def host_side(root: Path, repeats: int) -> dict:
     """Raw batches (stored dtype, no normalisation) from the cache and from page-cached shards vs memcpy."""
     ds = ShardedDataset(root)
@@ -238,6 +256,9 @@ def host_side(root: Path, repeats: int) -> dict:
                 sampler=torch.utils.data.BatchSampler(order, BATCH, drop_last=False),
             )
             timed(f"page_cache/workers{workers}", lambda loader=loader: drain(loader))
+        # the floor of any loader-worker path: fresh shared-memory batches written and sent, nothing read
+        floor = DataLoader(SharedFloor(len(order) // BATCH), batch_size=None, num_workers=1)
+        timed("shared_memory_floor/workers1", lambda floor=floor: drain(floor))
     rows = {
         k: {"samples_per_s": round(n / t, 1), "gb_per_s": round(n * sample_bytes / t / 1e9, 2)} for k, t in best.items()
     }

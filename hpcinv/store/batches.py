@@ -51,7 +51,7 @@ class RawBatches(Dataset):
             return torch.from_numpy(gathers), torch.from_numpy(vel)
         # In a DataLoader worker the batch is read straight into shared memory, which the training
         # process maps as it is: otherwise torch copies every batch into shared memory to send it.
-        tensors = self.ds.batch_arrays(len(positions), _shared_empty)
+        tensors = self.ds.batch_arrays(len(positions), shared_empty)
         self.ds.read_batch(positions, out=tuple(t.numpy() for t in tensors))
         return tensors
 
@@ -59,8 +59,12 @@ class RawBatches(Dataset):
         self.ds.close()
 
 
-def _shared_empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
-    return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype).share_memory_()
+def shared_empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+    """An uninitialised tensor allocated in shared memory (as torch's own collate does in a worker;
+    ``share_memory_()`` on an empty tensor would allocate twice and copy)."""
+    kind = torch.from_numpy(np.empty(0, dtype)).dtype
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * dtype.itemsize)
+    return torch.empty(0, dtype=kind).set_(storage, 0, shape, torch.empty(shape, device="meta").stride())
 
 
 def available_host_bytes() -> int:
