@@ -432,8 +432,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def config_difference(there: BaseModel, here: BaseModel, *, ignore: str, limit: int = 4) -> str:
-    """The settings that differ, except those declared with role ``ignore``, e.g. "dataset.n_samples is
-    240 there, 8 here" (empty: none)."""
+    """The settings that differ, except those declared with role ``ignore``, in words, e.g.
+    "dataset.n_samples is 240 there, 8 here" (to explain a refusal decided by comparing the configs)."""
     a, b = _flatten(without_role(there, ignore)), _flatten(without_role(here, ignore))
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     shown = [f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:limit]]

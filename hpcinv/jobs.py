@@ -34,11 +34,25 @@ def _absolute(cluster: ClusterConfig) -> ClusterConfig:
     return cluster.model_copy(update={"cluster_dir": str(Path(cluster.cluster_dir).resolve())})
 
 
+class _ClusterJob(submitit.helpers.Checkpointable):
+    """A job that runs on a Ray cluster over its nodes (``self.cluster``)."""
+
+    cluster: ClusterConfig
+
+    def __setstate__(self, state: dict) -> None:
+        # A job pickled by an hpcinv before ClusterConfig (queued or requeued across an upgrade of a
+        # shared install) carried the folder and the object store as two attributes.
+        if "cluster" not in state and "cluster_dir" in state:
+            old = {"cluster_dir": state.pop("cluster_dir"), "object_store_gb": state.pop("object_store_gb", None)}
+            state["cluster"] = ClusterConfig(**old)
+        self.__dict__.update(state)
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-class GenerateJob(submitit.helpers.Checkpointable):
+class GenerateJob(_ClusterJob):
     """Generate (or finish) a dataset on a Ray cluster spanning the job's nodes."""
 
     def __init__(self, cfg: DataConfig, out: str, cluster: ClusterConfig, *, part: tuple[int, int] | None = None):
@@ -58,7 +72,7 @@ class GenerateJob(submitit.helpers.Checkpointable):
         return run_on_cluster(work, self.cluster)
 
 
-class TrainJob(submitit.helpers.Checkpointable):
+class TrainJob(_ClusterJob):
     """DDP training (or its resumption) on a Ray cluster spanning the job's nodes."""
 
     def __init__(self, cfg: TrainConfig, run_dir: str, cluster: ClusterConfig):
@@ -96,7 +110,7 @@ class EvaluateJob(submitit.helpers.Checkpointable):
         return {"out": result["out"], "table": result["table"]}
 
 
-class RefineJob(submitit.helpers.Checkpointable):
+class RefineJob(_ClusterJob):
     """FWI of a dataset's models from a start, on a Ray cluster spanning the job's nodes (resumed on
     requeue: finished shards are kept)."""
 

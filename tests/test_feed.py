@@ -133,3 +133,16 @@ def test_closing_the_feed_early_stops_its_thread(tiny_dataset):
     next(it)
     it.close()
     assert not [t for t in threading.enumerate() if t.name == "hpcinv-feed"]
+
+
+def test_a_mixture_of_float16_and_float32_datasets_reads_float32(tiny_dataset, tmp_path):
+    """A batch of a mixture is read in the wider of its datasets' dtypes: a float32 dataset mixed into
+    a float16 one keeps its precision, whichever dataset the batch comes from."""
+    narrow = tmp_path / "narrow"
+    shutil.copytree(tiny_dataset, narrow)
+    wide_ds, narrow_ds = ShardedDataset(tiny_dataset), ShardedDataset(narrow)
+    narrow_ds.manifest["gathers_dtype"] = "float16"  # (as a float16 dataset's manifest says)
+    assert wide_ds.gathers_dtype == np.float32
+    both = Concatenated([narrow_ds, wide_ds])
+    g, _ = both.read_batch([len(narrow_ds) + 1])
+    assert g.dtype == np.float32 and g[0].tobytes() == wide_ds.read_batch([1])[0][0].tobytes()

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import submitit
 
-from hpcinv.config import SlurmConfig
+from hpcinv.config import ClusterConfig, SlurmConfig, TrainConfig, load_config
 from launch import evaluate as launch_evaluate
 from launch import generate as launch_generate
 from launch import refine as launch_refine
@@ -454,3 +454,20 @@ def test_sbatch_templates_hold_the_launchers_defaults(template):
     assert lines["nodes"] == str(d.nodes) and lines["cpus-per-task"] == str(d.cpus_per_node)
     assert lines["time"] == str(d.time) and lines["signal"] == f"B:USR2@{d.signal_delay_s}"
     assert "#SBATCH --requeue" in (ROOT / "slurm" / template).read_text()
+
+
+def test_a_job_pickled_before_cluster_config_still_runs_its_cluster(tmp_path):
+    """A job queued by an older hpcinv (folder and object store as two attributes) unpickles with them."""
+    import pickle
+
+    from hpcinv.jobs import TrainJob
+
+    job = TrainJob(load_config(TrainConfig, TINY_TRAIN[0]), str(tmp_path / "run"), ClusterConfig(cluster_dir="x"))
+    old = {k: v for k, v in job.__dict__.items() if k != "cluster"} | {
+        "cluster_dir": str(tmp_path / "ray"),
+        "object_store_gb": 0.5,
+    }
+    job.__dict__ = old
+    again = pickle.loads(pickle.dumps(job))
+    assert again.cluster == ClusterConfig(cluster_dir=str(tmp_path / "ray"), object_store_gb=0.5)
+    assert not hasattr(again, "cluster_dir") and again.run_dir == str((tmp_path / "run").resolve())

@@ -221,7 +221,7 @@ def refine(
         )
         stats: dict = {}
         writer.run(executor_of(worker_args, workers, stats), desc="refine", progress=progress)
-        writer.finish("refine")
+        writer.finish("refine", unit="models")
         summary = write_summary(out, ds, start_store, start_model, figures)
     summary |= {
         "computed_shards": len(writer.todo),

@@ -138,9 +138,13 @@ class ShardedDataset(Dataset):
             )
         return gathers, vel
 
+    @property
+    def gathers_dtype(self) -> np.dtype:
+        return np.dtype(self.manifest.get("gathers_dtype", "float32"))
+
     def batch_arrays(self, n: int, alloc: Callable[..., Any] = np.empty) -> tuple[Any, Any]:
         """Empty (gathers as stored, velocity float32 or None) arrays for ``n`` samples, by ``alloc(shape, dtype)``."""
-        gathers = alloc((n, *self.manifest["gathers_shape"]), np.dtype(self.manifest.get("gathers_dtype", "float32")))
+        gathers = alloc((n, *self.manifest["gathers_shape"]), self.gathers_dtype)
         vel = alloc((n, *self.manifest["velocity_shape"]), np.dtype(np.float32)) if self.has_velocity else None
         return gathers, vel
 
@@ -242,8 +246,16 @@ class Concatenated(Dataset):
     def has_velocity(self) -> bool:
         return all(d.has_velocity for d in self.datasets)
 
+    @property
+    def gathers_dtype(self) -> np.dtype:
+        return np.result_type(*(d.gathers_dtype for d in self.datasets))  # float16 with float32: float32
+
     def batch_arrays(self, n: int, alloc: Callable[..., Any] = np.empty) -> tuple[Any, Any]:
-        return self.datasets[0].batch_arrays(n, alloc)  # (the datasets of a mixture hold samples of one shape)
+        """As :meth:`ShardedDataset.batch_arrays` (the datasets of a mixture hold samples of one shape)."""
+        first = self.datasets[0].manifest
+        gathers = alloc((n, *first["gathers_shape"]), self.gathers_dtype)
+        vel = alloc((n, *first["velocity_shape"]), np.dtype(np.float32)) if self.has_velocity else None
+        return gathers, vel
 
     def read_batch(
         self, positions, out: tuple[np.ndarray, np.ndarray | None] | None = None

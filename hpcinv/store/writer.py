@@ -133,10 +133,10 @@ class StoreWriter:
         """Compute the shards to do through ``executor`` and record them."""
         return self.record(executor(self.todo), desc=desc, progress=progress)
 
-    def finish(self, what: str) -> dict:
+    def finish(self, what: str, unit: str = "samples") -> dict:
         """The final manifest; one line naming what is missing when the store is not complete."""
         if self.write and not self.manifest["complete"]:
             raise HpcinvError(
-                f"{what} ended with {self.manifest['samples_written']} of {self.manifest['n_samples']} samples"
+                f"{what} ended with {self.manifest['samples_written']} of {self.manifest['n_samples']} {unit}"
             )
         return self.manifest

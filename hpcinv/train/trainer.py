@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from hpcinv.config import TrainConfig, config_difference, load_config, role_paths, save_config
+from hpcinv.config import TrainConfig, config_difference, load_config, role_paths, save_config, without_role
 from hpcinv.errors import DataError, HpcinvError, Interrupted, TrainingFailed
 from hpcinv.fileio import atomic_write_text
 from hpcinv.physics.survey import mirror_asymmetry
@@ -86,8 +86,8 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
     saved = run_dir / "config.yaml"
     if saved.exists():
         old = load_config(TrainConfig, saved)
-        differs = config_difference(old, cfg, ignore="resumable")
-        if differs:
+        if without_role(old, "resumable") != without_role(cfg, "resumable"):
+            differs = config_difference(old, cfg, ignore="resumable")
             resumable = ", ".join(".".join(path) for path in role_paths(TrainConfig, "resumable"))
             raise HpcinvError(
                 f"run folder {str(run_dir)!r} holds a run with a different config: {differs}; use a new --out, "
