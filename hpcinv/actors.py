@@ -24,6 +24,7 @@ from hpcinv.store.shard import ShardSpec
 from hpcinv.store.writer import Executor
 
 log = logging.getLogger(__name__)
+KILL_WAIT_S = 10.0  # how long a stopped executor waits for its killed actors to be gone
 
 RETRY_BASE_S = 2.0  # first retry delay; doubles per attempt (2, 4, 8, 16, 32 s with max_retries=5)
 LOST_WORKER_ERRORS = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError)
@@ -148,6 +149,9 @@ def actor_executor(
         finally:
             for actor in actors:
                 ray.kill(actor)
+            # until the killed actors are gone (their tasks resolve): the caller may then clean up after them
+            if pending:
+                ray.wait(list(pending), num_returns=len(pending), timeout=KILL_WAIT_S)
 
     return run
 

@@ -109,9 +109,10 @@ class StoreWriter:
         and at the end) with a progress bar over the samples to do; returns the samples recorded."""
         total = sum(s.size for s in self.todo)
         bar = tqdm(total=total, unit="sample", desc=desc, disable=not progress, dynamic_ncols=True)
-        done, last_write, unsaved = 0, time.monotonic(), 0
+        done, last_write, unsaved, finished = 0, time.monotonic(), 0, set()
         try:
             for rec in records:
+                finished.add(rec["name"])
                 bar.update(rec["stop"] - rec["start"])
                 done += rec["stop"] - rec["start"]
                 if not self.write:
@@ -123,6 +124,14 @@ class StoreWriter:
                 if time.monotonic() - last_write >= MANIFEST_INTERVAL_S:
                     self.manifest = write_manifest(self.out, self.manifest)
                     last_write, unsaved = time.monotonic(), 0
+        except BaseException:
+            # stop the writers of the shards not finished (an executor's generator stops its actors when
+            # closed), then remove their temp files
+            close = getattr(records, "close", None)
+            if close is not None:
+                close()
+            remove_stale(self.out, [s for s in self.todo if s.name not in finished])
+            raise
         finally:
             if unsaved:
                 self.manifest = write_manifest(self.out, self.manifest)
