@@ -261,9 +261,8 @@ def train_rates(batch: int, steps: int, limit: int) -> dict:
 
 def loader_rates(samples: int) -> dict:
     from loader import SHAPE, drop_cache, make_dataset
-    from torch.utils.data import BatchSampler, DataLoader
 
-    from hpcinv.store import Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
+    from hpcinv.store import BatchReaders, Normaliser, RawCache, ShardedDataset, read_manifest
     from hpcinv.train.feed import DeviceFeed, cache_batches
 
     device, batch = DEVICE, 4 if SMOKE else 16
@@ -289,14 +288,9 @@ def loader_rates(samples: int) -> dict:
 
         for workers in (0, 4):
             cold = drop_cache(root)
-            loader = DataLoader(
-                RawBatches(ds),
-                batch_size=None,
-                num_workers=workers,
-                pin_memory=device.type == "cuda",
-                sampler=BatchSampler(order, batch, drop_last=False),
-            )
-            timed(iter(loader), f"disk/workers{workers}", cold_cache=cold)
+            readers = BatchReaders(ds, batch, workers, pin=device.type == "cuda")
+            timed(readers.epoch(order), f"disk/workers{workers}", cold_cache=cold, pinned=readers.pinned)
+            readers.close()
         for fraction, label in ((0.9, "cache/device"), (0.0, "cache/pinned")):
             cache = RawCache(ds, np.arange(len(ds)), device, fraction)
             timed(cache_batches(cache, order, batch, pinned_ring=2), label, place=cache.place)

@@ -498,8 +498,8 @@ class TrainDataConfig(Section):
         1,
         json_schema_extra=RESUMABLE,
         ge=0,
-        description="DataLoader worker processes per training worker (each "
-        "reads whole batches, one HDF5 read per shard touched)",
+        description="reader processes per training worker (each reads whole batches, one HDF5 read per "
+        "shard touched, into reused shared-memory buffers; 0: read in the training process's feed thread)",
     )
     cache: Literal["none", "memory"] = Field(
         "none",
@@ -516,7 +516,7 @@ class TrainDataConfig(Section):
         description="largest share of a GPU's memory that data.cache=memory may take there (0: always in host memory)",
     )
     prefetch_factor: int = Field(
-        2, ge=1, description="batches each DataLoader worker reads ahead", json_schema_extra=RESUMABLE
+        2, ge=1, description="batches each reader process reads ahead", json_schema_extra=RESUMABLE
     )
     prefetch_batches: int = Field(
         2,

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from hpcinv.errors import DataError, HpcinvError
-from hpcinv.store import Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
+from hpcinv.store import BatchReaders, Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
 from hpcinv.store import batches as batches_module
 from hpcinv.store.dataset import Concatenated
 from hpcinv.store.sampler import ShardAwareSampler
-from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches
+from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches, normalised
 from hpcinv.train.loop import epoch_batches
 
 
@@ -41,21 +41,95 @@ def test_read_batch_equals_sample_reads_in_any_order(tiny_dataset):
     assert [x.tobytes() for x in g2] == [ds.read(i)[0].tobytes() for i in (20, 5, 6)]
 
 
-def test_loader_workers_read_batches_into_shared_memory(tiny_dataset, monkeypatch):
-    """Through DataLoader worker processes a batch arrives as the same bytes, in the order asked (runs
-    of consecutive rows included); a worker reads it straight into shared memory, so torch sends it
-    without copying it again, while the training process reads into plain memory."""
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_readers_give_the_stored_bytes_in_order_from_reused_buffers(tiny_dataset, workers):
+    """Batches arrive as the same bytes, in the order asked (runs of consecutive rows, repeats, a short
+    last batch), epoch after epoch, always in one of the few buffers allocated up front: shared memory
+    for reader processes, a plain buffer in the calling thread with none."""
     ds = ShardedDataset(tiny_dataset, split=None)
-    batches = [[4, 5, 6, 1, 2], [23, 22, 9, 9], [0]]
-    loader = torch.utils.data.DataLoader(RawBatches(ds), batch_size=None, sampler=batches, num_workers=1)
-    for positions, (g, v) in zip(batches, loader, strict=True):
-        want_g, want_v = ds.read_batch(positions)
-        assert g.numpy().tobytes() == want_g.tobytes() and v.numpy().tobytes() == want_v.tobytes()
-    g, v = RawBatches(ds)[[4, 5, 6]]
-    assert not g.is_shared() and [x.tobytes() for x in g.numpy()] == [ds.read(i)[0].tobytes() for i in (4, 5, 6)]
-    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # as inside a worker
-    g_w, v_w = RawBatches(ds)[[4, 5, 6]]
-    assert g_w.is_shared() and v_w.is_shared() and torch.equal(g_w, g) and torch.equal(v_w, v)
+    order = [4, 5, 6, 1, 2, 23, 22, 9, 9, 0, 13]
+    readers = BatchReaders(ds, batch_size=3, workers=workers, depth=2)
+    assert len(readers.slots) == (workers * 2 + 1 if workers else 1)
+    slot_ptrs = {g.data_ptr() for g, _ in readers.slots}
+    procs = []
+    try:
+        for _ in range(2):
+            got = []
+            for g, v in readers.epoch(order):
+                assert g.data_ptr() in slot_ptrs and g.is_shared() == (workers > 0)
+                got.append((g.numpy().tobytes(), v.numpy().tobytes()))  # copied before the next is asked
+            want = [ds.read_batch(order[i : i + 3]) for i in range(0, len(order), 3)]
+            assert got == [(g.tobytes(), v.tobytes()) for g, v in want]
+            procs = procs or list(readers._procs)
+            assert readers._procs == procs  # the same processes serve every epoch
+    finally:
+        readers.close()
+    assert len(procs) == workers and all(p.exitcode is not None for p in procs) and not readers._procs
+
+
+def test_an_epoch_left_early_leaves_no_stale_batch_and_one_epoch_runs_at_a_time(tiny_dataset):
+    ds = ShardedDataset(tiny_dataset, split=None)
+    readers = BatchReaders(ds, batch_size=2, workers=2, depth=2)
+    try:
+        first = readers.epoch(range(24))
+        next(first)
+        with pytest.raises(RuntimeError, match="one epoch at a time"):
+            next(readers.epoch(range(4)))
+        first.close()  # four batches were still being read
+        order = [7, 3, 19, 11]
+        got = [g.numpy().tobytes() for g, _ in readers.epoch(order)]
+        assert got == [ds.read_batch(order[:2])[0].tobytes(), ds.read_batch(order[2:])[0].tobytes()]
+    finally:
+        readers.close()
+
+
+def test_a_damaged_sample_is_raised_at_its_batch_and_the_next_epoch_reads(tiny_dataset, tmp_path):
+    root = shutil.copytree(tiny_dataset, tmp_path / "ds")
+    _zero_chunk(root / "shards" / "shard-000001.h5", row=1)
+    readers = BatchReaders(ShardedDataset(root), batch_size=2, workers=1)
+    try:
+        it = readers.epoch([0, 1, 8, 9, 16, 17])
+        assert len(next(it)[0]) == 2
+        with pytest.raises(DataError, match=r"shard-000001\.h5: sample 9 \(row 1\) is damaged"):
+            next(it)
+        assert [len(g) for g, _ in readers.epoch([0, 1, 16])] == [2, 1]
+    finally:
+        readers.close()
+
+
+def test_a_killed_reader_process_is_an_error_not_a_hang(tiny_dataset):
+    import os
+    import signal
+    import time
+
+    readers = BatchReaders(ShardedDataset(tiny_dataset, split=None), batch_size=1, workers=1, depth=1)
+    it = readers.epoch(list(range(24)) * 4)
+    next(it)
+    (proc,) = readers._procs
+    os.kill(proc.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"batch reader process died \(hpcinv-reader-0 exit code -9"):
+        list(it)
+    assert time.monotonic() - t0 < 30 and not readers._procs
+
+
+def test_readers_refuse_a_gathers_only_dataset_and_bad_sizes(tiny_dataset):
+    ds = ShardedDataset(tiny_dataset)
+    with pytest.raises(ValueError, match="batch_size 0 and depth 2 must be >= 1 and workers 1 >= 0"):
+        BatchReaders(ds, batch_size=0)
+    ds.has_velocity = False
+    with pytest.raises(DataError, match="holds gathers only"):
+        BatchReaders(ds, batch_size=2)
+
+
+def test_a_normalised_batch_never_shares_the_readers_buffer(tiny_dataset):
+    """A float32 dataset with no normalisation on the CPU: converting is a no-op, so the feed must copy,
+    or the next read would overwrite a batch the training step still holds."""
+    g = torch.arange(6, dtype=torch.float32).reshape(1, 1, 2, 3)
+    v = torch.ones(1, 2, 3)
+    gn, vn = normalised(g, v, Normaliser(), torch.device("cpu"))
+    assert gn.data_ptr() != g.data_ptr() and vn.data_ptr() != v.data_ptr()
+    assert torch.equal(gn, g) and torch.equal(vn[:, 0], v)
 
 
 def test_read_batch_names_a_damaged_sample(tiny_dataset, tmp_path):

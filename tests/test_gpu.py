@@ -10,7 +10,7 @@ import torch
 from hpcinv.config import DataConfig, ModelConfig, load_config
 from hpcinv.nets import build_model, model_spec
 from hpcinv.physics import simulate
-from hpcinv.store import Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
+from hpcinv.store import BatchReaders, Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
 from hpcinv.train.engine import train_step
 from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches
 from hpcinv.train.parallel import grad_scaler
@@ -78,8 +78,11 @@ def test_the_loader_delivers_normalised_batches_to_the_gpu(tiny_dataset):
     ds = ShardedDataset(tiny_dataset, norm)
     order = [3, 17, 8, 0, 22]
     reader = RawBatches(ds)
-    on_gpu = list(DeviceFeed(norm, device)(reader[b] for b in batches_of(order, 2)))
     on_cpu = list(DeviceFeed(norm, torch.device("cpu"))(reader[b] for b in batches_of(order, 2)))
+    readers = BatchReaders(ds, 2, workers=1, pin=True)
+    assert readers.pinned  # the reused slots are page-locked in place: the copies are asynchronous
+    on_gpu = list(DeviceFeed(norm, device)(readers.epoch(order)))
+    readers.close()
     for (g, t), (gc, tc) in zip(on_gpu, on_cpu, strict=True):
         assert g.device.type == "cuda" and g.dtype == torch.float32
         torch.testing.assert_close(g.cpu(), gc, rtol=1e-5, atol=1e-6)

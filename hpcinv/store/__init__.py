@@ -18,6 +18,7 @@ from hpcinv.store.manifest import (
     write_manifest,
 )
 from hpcinv.store.normalise import Normaliser
+from hpcinv.store.readers import BatchReaders
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, file_sha256, plan_shards, write_shard
 from hpcinv.store.stats import RunningStats
 
@@ -25,6 +26,7 @@ __all__ = [
     "ShardedDataset",
     "RawBatches",
     "RawCache",
+    "BatchReaders",
     "Normaliser",
     "ShardSpec",
     "plan_shards",

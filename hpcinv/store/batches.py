@@ -6,8 +6,8 @@ or gathered from a rank's cache in one ``index_select``, and travels in the stor
 gathers: half the bytes of float32) to the device, where :mod:`hpcinv.train.feed` converts and
 normalises it.
 
-* :class:`RawBatches` -- a ``Dataset`` whose items are whole batches, for a ``DataLoader`` with a
-  ``BatchSampler`` and ``batch_size=None``: each loader worker process returns one batch.
+* :class:`RawBatches` -- whole batches read in the calling thread (validation, tests); training reads
+  ahead in reader processes (:class:`~hpcinv.store.readers.BatchReaders`).
 * :class:`RawCache` -- ``data.cache=memory``: a rank's samples in one contiguous tensor each for gathers
   (stored dtype) and velocities, on the GPU when they take at most ``gpu_fraction`` of its memory and
   fit in what is free, else in pinned host memory (plain host memory on CPU), refused with the sizes
@@ -45,26 +45,12 @@ class RawBatches(Dataset):
     def __getitem__(self, positions) -> tuple[torch.Tensor, torch.Tensor]:
         if not getattr(self.ds, "has_velocity", True):
             raise gathers_only_error(getattr(self.ds, "root", "?"))
-        if torch.utils.data.get_worker_info() is None:
-            gathers, vel = self.ds.read_batch(positions)
-            assert vel is not None
-            return torch.from_numpy(gathers), torch.from_numpy(vel)
-        # In a DataLoader worker the batch is read straight into shared memory, which the training
-        # process maps as it is: otherwise torch copies every batch into shared memory to send it.
-        tensors = self.ds.batch_arrays(len(positions), shared_empty)
-        self.ds.read_batch(positions, out=tuple(t.numpy() for t in tensors))
-        return tensors
+        gathers, vel = self.ds.read_batch(positions)
+        assert vel is not None
+        return torch.from_numpy(gathers), torch.from_numpy(vel)
 
     def close(self) -> None:
         self.ds.close()
-
-
-def shared_empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
-    """An uninitialised tensor allocated in shared memory (as torch's own collate does in a worker;
-    ``share_memory_()`` on an empty tensor would allocate twice and copy)."""
-    kind = torch.from_numpy(np.empty(0, dtype)).dtype
-    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * dtype.itemsize)
-    return torch.empty(0, dtype=kind).set_(storage, 0, shape, torch.empty(shape, device="meta").stride())
 
 
 def available_host_bytes() -> int:

@@ -1,8 +1,8 @@
 """The training input path: stored batches onto the device, converted and normalised there, ahead of time.
 
-A background thread pulls whole raw batches (float16 gathers as stored; from DataLoader workers that
-read one batch each, or from a rank's :class:`~hpcinv.store.batches.RawCache`), copies them to the
-device with non-blocking copies from pinned memory on a side CUDA stream, converts them to float32
+A background thread pulls whole raw batches (float16 gathers as stored; from the reader processes of
+:class:`~hpcinv.store.readers.BatchReaders`, or from a rank's :class:`~hpcinv.store.batches.RawCache`),
+copies them to the device with non-blocking copies from pinned memory on a side CUDA stream, converts them to float32
 and normalises them there, and keeps ``depth`` batches ready. The training thread only waits on an
 event: no per-sample Python, no CPU normalisation, no collate or pinning copy in the step.
 
@@ -27,10 +27,15 @@ _END = object()
 def normalised(
     gathers: torch.Tensor, velocity: torch.Tensor, norm: Normaliser, device: torch.device, non_blocking: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A raw batch on ``device`` as the network sees it: float32 gathers_BSTR and target_B1ZX, normalised."""
-    g = gathers.to(device, non_blocking=non_blocking).float()
-    v = velocity.to(device, non_blocking=non_blocking).float()
-    return norm.gathers_fwd(g), norm.velocity_fwd(v)[:, None]
+    """A raw batch on ``device`` as the network sees it: float32 gathers_BSTR and target_B1ZX, normalised.
+
+    Always new tensors: the raw batch may be a reader's buffer, refilled once the next batch is asked for
+    (a float32 batch on the CPU with no normalisation would otherwise come back as a view of it)."""
+    g = norm.gathers_fwd(gathers.to(device, non_blocking=non_blocking).float())
+    v = norm.velocity_fwd(velocity.to(device, non_blocking=non_blocking).float())
+    g = g.clone() if g.data_ptr() == gathers.data_ptr() else g
+    v = v.clone() if v.data_ptr() == velocity.data_ptr() else v
+    return g, v[:, None]
 
 
 def batches_of(order: Iterable[int], batch_size: int) -> Iterator[list[int]]:
@@ -82,8 +87,9 @@ class DeviceFeed:
         stop = threading.Event()
 
         def produce():
+            batches = iter(source)
             try:
-                for gathers, velocity in source:
+                for gathers, velocity in batches:
                     if stop.is_set():
                         return
                     if self.cuda:
@@ -98,6 +104,8 @@ class DeviceFeed:
             except BaseException as exc:  # handed to the training thread, raised there
                 slots.put(exc)
                 return
+            finally:
+                getattr(batches, "close", lambda: None)()  # a reader's epoch ends here, in this thread
             slots.put(_END)
 
         worker = threading.Thread(target=produce, name="hpcinv-feed", daemon=True)

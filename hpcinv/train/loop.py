@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import BatchSampler, DataLoader
 
 from hpcinv.config import TrainConfig
 from hpcinv.errors import DataError, HpcinvError
@@ -38,6 +37,7 @@ from hpcinv.store import Normaliser, ShardedDataset, read_manifest
 from hpcinv.store.batches import RawBatches, RawCache
 from hpcinv.store.dataset import Concatenated
 from hpcinv.store.manifest import pooled_stats
+from hpcinv.store.readers import BatchReaders
 from hpcinv.store.sampler import ShardAwareSampler
 from hpcinv.train.checkpoint import (
     checkpoint_dir,
@@ -73,22 +73,16 @@ def velocity_range(norm: Normaliser, manifest: dict) -> tuple[float, float]:
 
 
 def make_source(ds, sampler: ShardAwareSampler, cfg: TrainConfig, device: torch.device):
-    """A function of no arguments giving one epoch of raw batches (in the sampler's current order): from
-    this rank's cache (``data.cache=memory``) or from DataLoader workers that read a whole batch each."""
+    """``(epoch, close)``: ``epoch()`` gives one epoch of raw batches (in the sampler's current order) from
+    this rank's cache (``data.cache=memory``) or from reader processes that read a whole batch each into
+    reused shared-memory buffers; ``close()`` stops the readers."""
     if cfg.data.cache == "memory":
         cache = RawCache(ds, np.concatenate(sampler.mine), device, cfg.data.cache_gpu_fraction)
-        return lambda: cache_batches(cache, iter(sampler), cfg.train.batch_size, pinned_ring=2)
-    workers = cfg.data.loader_workers
-    loader = DataLoader(
-        RawBatches(ds),
-        batch_size=None,
-        num_workers=workers,
-        sampler=BatchSampler(sampler, cfg.train.batch_size, drop_last=False),
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
+        return (lambda: cache_batches(cache, iter(sampler), cfg.train.batch_size, pinned_ring=2)), (lambda: None)
+    readers = BatchReaders(
+        ds, cfg.train.batch_size, cfg.data.loader_workers, cfg.data.prefetch_factor, pin=device.type == "cuda"
     )
-    return lambda: iter(loader)
+    return (lambda: readers.epoch(iter(sampler))), readers.close
 
 
 def events_file(run_dir: Path, rank: int) -> Path:
@@ -311,7 +305,7 @@ def _train(
         parts = [ShardedDataset(folder, norm, split=split) for folder, split in sets]
         train_ds = parts[0] if len(parts) == 1 else Concatenated(parts)
         sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
-        source = make_source(train_ds, sampler, cfg, device)
+        source, close_source = make_source(train_ds, sampler, cfg, device)
         val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
         val_positions = np.arange(len(val_ds))[rank::world] if val_ds is not None else None
         spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
@@ -442,6 +436,7 @@ def _train(
             if stopping:
                 break
     finally:
+        close_source()
         tracker.finish()
 
 
