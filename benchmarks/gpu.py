@@ -17,7 +17,7 @@ Sections (each is timed on ``cuda:0``; a section that fails records its error an
   bf16 x activation checkpointing none / blocks / units / nested, and the largest batch that fits
   each (doubling, then bisection, up to ``--max-batch``);
 * ``loader``: the training input path delivering paper-size float16 samples into the GPU, normalised:
-  from disk (page cache dropped first; DataLoader workers 0 and 4) and from the rank cache (on the
+  from disk (page cache dropped first; 0 and 4 reader processes) and from the rank cache (on the
   GPU and in pinned host memory), samples / s and GB / s of stored bytes.
 
 On a machine without CUDA it prints a JSON document saying so and exits 0. ``--smoke-on-cpu`` runs

@@ -7,19 +7,20 @@ possible, and reads one epoch per variant:
 * ``per_sample``: the earlier input path, kept here for comparison -- a DataLoader over
   ``ShardedDataset.__getitem__`` (one HDF5 read, float32 conversion and normalisation per sample on
   the CPU, then collate);
-* ``batched``: the training input path -- DataLoader workers that read a whole batch each
-  (``RawBatches``, one HDF5 read per shard touched), converted and normalised a batch at a time by
-  ``DeviceFeed`` (here on the CPU; on a GPU it is done there);
+* ``batched``: the training input path -- reader processes that read a whole batch each into reused
+  shared-memory buffers (``BatchReaders``, one HDF5 read per shard touched), converted and normalised
+  a batch at a time by ``DeviceFeed`` (here on the CPU; on a GPU it is done there);
 * ``random`` vs ``shard_aware`` order (a plain ``DistributedSampler`` vs hpcinv's ``ShardAwareSampler``);
-* DataLoader worker counts 0, 1, 2; and the rank cache (``RawCache``, the stored dtype) for a
+* reader (or loader worker) counts 0, 1, 2; and the rank cache (``RawCache``, the stored dtype) for a
   dataset that fits;
 * ``host_side`` (float16, paper size: what a GPU rank's host must deliver): raw batches of the training
   input path without the normalisation (which runs on the GPU there) -- from the rank cache
-  (``RawCache`` gathered per batch) and from page-cached shards (``RawBatches`` through DataLoader
-  workers 0, 1, 2) -- against a plain memory copy of the same bytes, measured in the same run, best of
-  ``--repeats``; and the floor of the loader-worker path (batches allocated in shared memory and
-  written in a worker, as ``RawBatches`` does there, with nothing read); with the goals (cache >= 0.5 x
-  memcpy and >= 400 samples/s, page-cached shards >= 150 samples/s per loader worker);
+  (``RawCache`` gathered per batch) and from page-cached shards (``BatchReaders`` with 0, 1, 2 reader
+  processes) -- against a plain memory copy of the same bytes, measured in the same run, best of
+  ``--repeats``; beside them torch's DataLoader with 1 and 2 workers reading the same batches straight
+  into fresh shared memory (what the training path used before), and the floor of that path (fresh
+  shared-memory batches written in a worker, nothing read); with the goals (cache >= 0.5 x memcpy and
+  >= 400 samples/s, page-cached shards >= 150 samples/s per reader process);
 * ``checksum_cost``: the same epoch (shard-aware, 0 and 2 workers) of the same samples written with
   and without the per-sample checksums of dataset format 2 (checked on every read), read alternately,
   best of ``--repeats`` each: the price of detecting a damaged sample on read.
@@ -47,8 +48,8 @@ from _common import emit  # noqa: E402
 
 from hpcinv.config import DataConfig, config_hash, load_config, save_config  # noqa: E402
 from hpcinv.store import (  # noqa: E402
+    BatchReaders,
     Normaliser,
-    RawBatches,
     RawCache,
     ShardedDataset,
     ShardSpec,
@@ -56,7 +57,7 @@ from hpcinv.store import (  # noqa: E402
     write_manifest,
     write_shard,
 )
-from hpcinv.store.batches import shared_empty  # noqa: E402
+from hpcinv.store.readers import shared_empty  # noqa: E402
 from hpcinv.store.sampler import ShardAwareSampler  # noqa: E402
 from hpcinv.store.schema import new_manifest, survey_attrs  # noqa: E402
 from hpcinv.train.feed import DeviceFeed, cache_batches  # noqa: E402
@@ -136,16 +137,13 @@ def epoch(ds, sampler, workers: int) -> float:
 
 def epoch_batched(ds, sampler, workers: int, norm: Normaliser) -> float:
     """One epoch of the training input path: whole stored batches, normalised by the feed."""
-    loader = DataLoader(
-        RawBatches(ds),
-        batch_size=None,
-        num_workers=workers,
-        sampler=torch.utils.data.BatchSampler(sampler, BATCH, drop_last=False),
-    )
+    readers = BatchReaders(ds, BATCH, workers)
     t0 = time.perf_counter()
-    for g, _ in DeviceFeed(norm, torch.device("cpu"))(iter(loader)):
+    for g, _ in DeviceFeed(norm, torch.device("cpu"))(readers.epoch(list(sampler))):
         assert torch.isfinite(g[:, 0, 0, 0]).all()
-    return time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    readers.close()
+    return dt
 
 
 def main() -> None:
@@ -210,30 +208,36 @@ def main() -> None:
     )
 
 
-class SharedFloor(torch.utils.data.Dataset):
-    """Batches of the paper shape allocated in shared memory and written in a loader worker, as
-    ``RawBatches`` does, without reading anything: what moving a batch out of a worker costs."""
+class FreshSharedBatches(torch.utils.data.Dataset):
+    """torch's DataLoader path: a worker reads each batch straight into fresh shared memory (allocated
+    per batch, which the kernel must zero) -- or, with ``read=False``, only fills it: the floor of that
+    path whatever the reader."""
 
-    def __init__(self, n_batches: int):
-        self.n_batches = n_batches
+    def __init__(self, ds, batches: list[list[int]], read: bool = True):
+        self.ds, self.batches, self.read = ds, batches, read
 
     def __len__(self) -> int:
-        return self.n_batches
+        return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gathers = shared_empty((BATCH, *SHAPE), np.dtype(np.float16))
-        gathers.fill_(1.0)
-        return gathers, torch.zeros(BATCH)
+        gathers, vel = self.ds.batch_arrays(len(self.batches[i]), shared_empty)
+        if self.read:
+            self.ds.read_batch(self.batches[i], out=(gathers.numpy(), vel.numpy()))
+        else:
+            gathers.fill_(1.0)
+        return gathers, vel
 
 
 def host_side(root: Path, repeats: int) -> dict:
     """Raw batches (stored dtype, no normalisation) from the cache and from page-cached shards vs memcpy."""
     ds = ShardedDataset(root)
     n, sample_bytes = len(ds), int(np.prod(SHAPE)) * 2
-    order = ShardAwareSampler(ds.positions_by_shard(), 0, 1, seed=0)
+    order = list(ShardAwareSampler(ds.positions_by_shard(), 0, 1, seed=0))
+    batches = [order[i : i + BATCH] for i in range(0, n, BATCH)]
     cache = RawCache(ds, np.arange(n), torch.device("cpu"))
     src = cache.gathers.reshape(-1)
     dst = torch.empty_like(src)
+    readers = {w: BatchReaders(ds, BATCH, w) for w in (0, 1, 2)}
     best: dict[str, float] = {}
 
     def timed(label: str, fn) -> None:
@@ -248,17 +252,15 @@ def host_side(root: Path, repeats: int) -> dict:
     for _ in range(repeats):
         timed("memcpy", lambda: dst.copy_(src))
         timed("cache", lambda: drain(cache_batches(cache, order, BATCH)))
-        for workers in (0, 1, 2):
-            loader = DataLoader(
-                RawBatches(ds),
-                batch_size=None,
-                num_workers=workers,
-                sampler=torch.utils.data.BatchSampler(order, BATCH, drop_last=False),
-            )
-            timed(f"page_cache/workers{workers}", lambda loader=loader: drain(loader))
-        # the floor of any loader-worker path: fresh shared-memory batches written and sent, nothing read
-        floor = DataLoader(SharedFloor(len(order) // BATCH), batch_size=None, num_workers=1)
-        timed("shared_memory_floor/workers1", lambda floor=floor: drain(floor))
+        for workers, reader in readers.items():
+            timed(f"page_cache/workers{workers}", lambda reader=reader: drain(reader.epoch(order)))
+        for workers in (1, 2):
+            loader = DataLoader(FreshSharedBatches(ds, batches), batch_size=None, num_workers=workers)
+            timed(f"torch_dataloader/workers{workers}", lambda loader=loader: drain(loader))
+        floor = DataLoader(FreshSharedBatches(ds, batches, read=False), batch_size=None, num_workers=1)
+        timed("torch_dataloader_floor/workers1", lambda floor=floor: drain(floor))
+    for reader in readers.values():
+        reader.close()
     rows = {
         k: {"samples_per_s": round(n / t, 1), "gb_per_s": round(n * sample_bytes / t / 1e9, 2)} for k, t in best.items()
     }
@@ -266,6 +268,10 @@ def host_side(root: Path, repeats: int) -> dict:
     return {
         **rows,
         "cache_vs_memcpy": round(best["memcpy"] / best["cache"], 3),
+        "readers_vs_torch_dataloader": {
+            f"workers{w}": round(best[f"torch_dataloader/workers{w}"] / best[f"page_cache/workers{w}"], 2)
+            for w in (1, 2)
+        },
         "goals": {
             "cache_ge_half_memcpy": best["memcpy"] / best["cache"] >= 0.5,
             "cache_ge_400_samples_per_s": rows["cache"]["samples_per_s"] >= 400,

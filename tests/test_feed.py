@@ -113,6 +113,31 @@ def test_a_killed_reader_process_is_an_error_not_a_hang(tiny_dataset):
     assert time.monotonic() - t0 < 30 and not readers._procs
 
 
+def test_reader_processes_exit_when_their_parent_is_killed(tiny_dataset):
+    """A training process killed outright (SIGKILL, OOM) must not leave its readers running."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import os, signal, sys\n"
+        "from hpcinv.store import BatchReaders, ShardedDataset\n"
+        f"r = BatchReaders(ShardedDataset({str(tiny_dataset)!r}), batch_size=2, workers=2)\n"
+        "next(r.epoch(range(24)))\n"
+        "print(' '.join(str(p.pid) for p in r._procs), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids), "a reader outlived its parent"
+
+
 def test_readers_refuse_a_gathers_only_dataset_and_bad_sizes(tiny_dataset):
     ds = ShardedDataset(tiny_dataset)
     with pytest.raises(ValueError, match="batch_size 0 and depth 2 must be >= 1 and workers 1 >= 0"):

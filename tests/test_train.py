@@ -92,7 +92,8 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
     first = _train(run, tiny_dataset, "train.epochs=3", "train.stop_after_epochs=1", "tracking.mode=disabled")
     assert first.returncode == 0, first.stderr[-3000:]
     assert json.loads(first.stdout)["epochs_done"] == 1
-    second = _train(run, tiny_dataset, "train.epochs=3", "tracking.mode=disabled")
+    # resumed reading from the rank cache instead of disk (a setting that may change on resume)
+    second = _train(run, tiny_dataset, "train.epochs=3", "tracking.mode=disabled", "data.cache=memory")
     assert second.returncode == 0, second.stderr[-3000:]
     events = _events(run)
     resumed = [e for e in events if e["event"] == "resume"]
@@ -113,6 +114,7 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_pa
         f"data.train={tiny_dataset}",
         "train.epochs=12",
         "tracking.mode=disabled",
+        "data.loader_workers=1",  # the killed rank's reader process must not outlive it
     ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
@@ -198,7 +200,9 @@ def test_training_on_a_mixture_of_datasets(tiny_dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "run"
     relative = os.path.relpath(second, ROOT)  # resolved against the cwd before Ray workers (any cwd) see it
-    proc = _train(run, tiny_dataset, f"data.mix=[{relative}]", "train.epochs=1", "tracking.mode=disabled")
+    proc = _train(
+        run, tiny_dataset, f"data.mix=[{relative}]", "train.epochs=1", "tracking.mode=disabled", "data.loader_workers=2"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ends = [e for e in _events(run) if e["event"] == "epoch_end" and "metrics" in e]
     from hpcinv.store.dataset import Concatenated, ShardedDataset
