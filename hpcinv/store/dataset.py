@@ -1,6 +1,6 @@
 """A torch ``Dataset`` over a sharded HDF5 dataset: random access, nothing preloaded.
 
-Each DataLoader worker opens the shards it touches lazily (HDF5 handles are never shared across a
+Each reader process opens the shards it touches lazily (HDF5 handles are never shared across a
 fork) and reads one chunk per sample. Returns ``(gathers_STR, vel_ZX)`` float32 tensors,
 normalised by a :class:`~hpcinv.store.normalise.Normaliser`.
 
@@ -70,7 +70,7 @@ class ShardedDataset(Dataset):
         return len(self.indices)
 
     def _file(self, name: str) -> h5py.File:
-        if self._pid != os.getpid():  # forked into a DataLoader worker: never reuse the parent's handles
+        if self._pid != os.getpid():  # forked into a reader process: never reuse the parent's handles
             self._files, self._sums, self._pid = {}, {}, os.getpid()
         fh = self._files.get(name)
         if fh is None:
