@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from hpcinv.store.folder import open_dataset_folder
 from hpcinv.store.schema import new_manifest
 from hpcinv.store.shard import ShardSpec, plan_shards
 from hpcinv.store.writer import Executor, StoreWriter
+from hpcinv.threads import ahead
 from hpcinv.velocity import VelocitySource, make_source
 
 log = logging.getLogger(__name__)
@@ -93,19 +93,15 @@ def prepare(
 
 
 def in_process_executor(plan: Plan) -> Executor:
-    """Shards modelled in this process; each is written by a writer thread while the next is modelled."""
+    """Shards modelled in this process by a modelling thread that runs one shard ahead, while this
+    thread writes, fsyncs and hashes the previous one and records it in the manifest: the device (or
+    core) that models never waits for the host work."""
 
     def run(specs: list[ShardSpec]) -> Iterator[dict]:
         worker = ShardWorker(plan.cfg, plan.out, source=plan.source)
-        with ThreadPoolExecutor(1, thread_name_prefix="hpcinv-writer") as writer:
-            pending = None
-            for spec in specs:
-                modelled = worker.model(spec)
-                if pending is not None:
-                    yield pending.result()
-                pending = writer.submit(worker.write, spec, *modelled)
-            if pending is not None:
-                yield pending.result()
+        modelled = ahead(lambda: ((spec, *worker.model(spec)) for spec in specs), 1, "hpcinv-modeller", wait=False)
+        for spec, vel_NZX, gathers, stats in modelled:
+            yield worker.write(spec, vel_NZX, gathers, stats)
 
     return run
 

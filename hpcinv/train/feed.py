@@ -11,8 +11,6 @@ On CPU the same thread reads and normalises ahead (the step overlaps the next ba
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Generator, Iterable, Iterator
 
 import torch
@@ -20,8 +18,7 @@ import torch
 from hpcinv.errors import DataError
 from hpcinv.store.batches import RawCache
 from hpcinv.store.normalise import Normaliser
-
-_END = object()
+from hpcinv.threads import ahead
 
 
 def normalised(
@@ -82,51 +79,32 @@ class DeviceFeed:
         self.cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
 
-    def __call__(self, source: Iterable) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
-        slots: queue.Queue = queue.Queue(maxsize=self.depth)
-        stop = threading.Event()
+    def prepare(self, gathers: torch.Tensor, velocity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One raw batch on the device, normalised; on a GPU copied and converted on the side stream, and
+        waited for, so the source may refill its buffer as soon as it is asked for the next batch."""
+        if not self.cuda:
+            return normalised(gathers, velocity, self.norm, self.device)
+        with torch.cuda.stream(self.stream):
+            item = normalised(gathers, velocity, self.norm, self.device, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self.stream)
+        done.synchronize()
+        return item
 
-        def produce():
+    def __call__(self, source: Iterable) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
+        def prepared():
             batches = iter(source)
             try:
                 for gathers, velocity in batches:
-                    if stop.is_set():
-                        return
-                    if self.cuda:
-                        with torch.cuda.stream(self.stream):
-                            item = normalised(gathers, velocity, self.norm, self.device, non_blocking=True)
-                            done = torch.cuda.Event()
-                            done.record(self.stream)
-                        done.synchronize()  # the pinned buffer may be refilled once its copy is done
-                    else:
-                        item = normalised(gathers, velocity, self.norm, self.device)
-                    slots.put(item)
-            except BaseException as exc:  # handed to the training thread, raised there
-                slots.put(exc)
-                return
+                    yield self.prepare(gathers, velocity)
             finally:
-                getattr(batches, "close", lambda: None)()  # a reader's epoch ends here, in this thread
-            slots.put(_END)
+                getattr(batches, "close", lambda: None)()  # a reader's epoch ends here, in the feed's thread
 
-        worker = threading.Thread(target=produce, name="hpcinv-feed", daemon=True)
-        worker.start()
         try:
-            while True:
-                item = slots.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    if isinstance(item, DataError):
-                        raise DataError(DataError.message_of(item)) from item
-                    raise item
+            for item in ahead(prepared, self.depth, "hpcinv-feed"):
                 if self.cuda:  # the tensors were made on the side stream: tell the allocator who uses them
                     for t in item:
                         t.record_stream(torch.cuda.current_stream(self.device))
                 yield item
-        finally:
-            stop.set()
-            while worker.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    slots.get_nowait()
-                except queue.Empty:
-                    worker.join(timeout=0.05)
+        except DataError as exc:
+            raise DataError(DataError.message_of(exc)) from exc
