@@ -45,6 +45,7 @@ from _common import emit  # noqa: E402
 from hpcinv.config import DataConfig, load_config  # noqa: E402
 from hpcinv.generate import generate  # noqa: E402
 from hpcinv.physics import make_geometry, ricker  # noqa: E402
+from hpcinv.physics.forward import match_deepwave_threads  # noqa: E402
 from hpcinv.velocity import make_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,7 @@ def raw_deepwave(cfg: DataConfig, models) -> float:
     src = torch.as_tensor(geometry.source_cells)[:, None, :]
     rec = torch.as_tensor(geometry.receiver_cells)[None].expand(len(src), -1, -1)
     amp = ricker(cfg.survey).expand(len(src), 1, -1)
+    match_deepwave_threads()  # deepwave's own OpenMP runtime would otherwise take every core
     t0 = time.perf_counter()
     for vel in models:
         scalar(

@@ -191,3 +191,32 @@ def test_mirror_some_flips_the_chosen_samples_only():
         want = (g[i].flip(0, 2), v[i].flip(-1)) if i in flipped else (g[i], v[i])
         assert torch.equal(out_g[i], want[0]) and torch.equal(out_v[i], want[1])
     assert torch.equal(mirror_some(g, v, 0.0, rng)[0], g)
+
+
+def test_deepwave_kernels_take_torch_thread_count_in_the_modelling_thread():
+    """deepwave's CPU kernels run on their own OpenMP runtime: without hpcinv setting it, a worker told
+    to use one thread would model on every core. The count is per thread, so it is set where modelling
+    runs -- here a fresh thread, as the generation's modelling thread is."""
+    import threading
+
+    from hpcinv.physics.forward import deepwave_openmp
+
+    omp = deepwave_openmp()
+    assert omp is not None, "deepwave's bundled OpenMP runtime was not found"
+    cfg = tiny_config()
+    vel = np.full((cfg.grid.nz, cfg.grid.nx), 2000.0, np.float32)
+    before, seen = torch.get_num_threads(), {}
+
+    def model(threads: int) -> None:
+        torch.set_num_threads(threads)
+        simulate(vel, cfg.survey, cfg.grid, cfg.modelling)
+        seen[threads] = omp.omp_get_max_threads()
+
+    try:
+        for threads in (1, 3):  # 3: neither this machine's core count nor OpenMP's default here
+            t = threading.Thread(target=model, args=(threads,))
+            t.start()
+            t.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {1: 1, 3: 3}

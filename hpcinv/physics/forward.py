@@ -2,12 +2,18 @@
 
 :func:`simulate` is the public API: one or several velocity models under one survey → gathers
 shaped (…, shots, time, receivers). Every dataset pins ``max_vel``, ``pml_freq`` and the stencil
-accuracy so all its models use the same internal time step. This module changes no global state
-(thread counts are the caller's choice; generation workers set one thread each).
+accuracy so all its models use the same internal time step. This module changes no global state:
+thread counts are the caller's choice (generation workers set one thread each), and deepwave's CPU
+kernels follow torch's count (:func:`match_deepwave_threads`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+from pathlib import Path
+
+import deepwave
 import numpy as np
 import torch
 from deepwave import scalar
@@ -38,6 +44,30 @@ def check_velocity_range(vel: torch.Tensor, modelling: ModellingConfig) -> None:
         )
 
 
+@functools.cache
+def deepwave_openmp() -> ctypes.CDLL | None:
+    """The OpenMP runtime deepwave's wheel bundles for its CPU kernels (``deepwave.libs/libgomp*``), or
+    None when this deepwave has none of its own."""
+    libs = Path(deepwave.__file__).resolve().parent.parent / "deepwave.libs"
+    for path in sorted(libs.glob("libgomp*.so*")):
+        try:
+            return ctypes.CDLL(str(path))
+        except OSError:
+            return None
+    return None
+
+
+def match_deepwave_threads() -> None:
+    """Give deepwave's CPU kernels torch's thread count (what ``modelling.threads`` / ``refine.threads``
+    set). deepwave runs them on its own OpenMP runtime, which ``torch.set_num_threads`` does not reach:
+    left alone it takes every core, so "one thread per process" would run as many threads as cores in
+    each. OpenMP keeps the count per calling thread, so this runs in the thread that models, before
+    every call (a few microseconds)."""
+    omp = deepwave_openmp()
+    if omp is not None:
+        omp.omp_set_num_threads(torch.get_num_threads())
+
+
 def _propagate(
     vel_BZX: torch.Tensor,
     geometry: Geometry,
@@ -49,6 +79,8 @@ def _propagate(
     """Raw receiver data (B, shots, nt, receivers) for B models, all shots in one deepwave call.
     Differentiable with respect to the velocity (deepwave's adjoint)."""
     n_models, n_shots = vel_BZX.shape[0], geometry.n_shots
+    if vel_BZX.device.type == "cpu":
+        match_deepwave_threads()
     src_loc, rec_loc = geometry.torch_locations(n_models, vel_BZX.device)
     amplitudes = wavelet.to(vel_BZX.device).expand(n_models * n_shots, 1, -1)
     # deepwave takes one model per shot for batched models; a single model is broadcast.
