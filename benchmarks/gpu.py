@@ -289,7 +289,8 @@ def loader_rates(samples: int) -> dict:
         for workers in (0, 4):
             cold = drop_cache(root)
             readers = BatchReaders(ds, batch, workers, pin=device.type == "cuda")
-            timed(readers.epoch(order), f"disk/workers{workers}", cold_cache=cold, pinned=readers.pinned)
+            timed(readers.epoch(order), f"disk/workers{workers}", cold_cache=cold)
+            out[f"disk/workers{workers}"]["pinned"] = readers.pinned
             readers.close()
         for fraction, label in ((0.9, "cache/device"), (0.0, "cache/pinned")):
             cache = RawCache(ds, np.arange(len(ds)), device, fraction)

@@ -20,27 +20,41 @@ def ahead(items: Callable[[], Iterable[T]], depth: int, name: str, wait: bool = 
     """Yield ``items()``'s items, computed by a thread named ``name`` at most ``depth`` items ahead.
 
     ``items()`` is called, iterated and closed in that thread. An exception it raises is raised here,
-    at the item where it happened. Closing this generator (or leaving a ``for`` loop over it early)
-    tells the thread to stop after the item it is computing; with ``wait`` it also waits for that, so
-    the iterator is closed when this returns, else the thread finishes on its own (daemon).
+    at the item where it happened. Closing this generator tells the thread to stop after the item it is
+    computing (close it explicitly, e.g. with ``contextlib.closing``: leaving a ``for`` loop does not);
+    with ``wait`` it also waits for that, so the iterator is closed when this returns, else the thread
+    finishes on its own (a daemon).
     """
     slots: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
+
+    def put(item) -> bool:
+        """Hand ``item`` over unless the consumer has left (then False)."""
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def produce() -> None:
         it = None
         try:
             it = iter(items())
-            for item in it:
-                if stop.is_set():
+            while not stop.is_set():
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                if not put(item):
                     return
-                slots.put(item)
         except BaseException as exc:  # handed to the consumer, raised there
-            slots.put(_Raised(exc))
+            put(_Raised(exc))
             return
         finally:
             getattr(it, "close", lambda: None)()
-        slots.put(_END)
+        put(_END)
 
     worker = threading.Thread(target=produce, name=name, daemon=True)
     worker.start()
@@ -54,10 +68,5 @@ def ahead(items: Callable[[], Iterable[T]], depth: int, name: str, wait: bool = 
             yield item
     finally:
         stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                slots.get_nowait()
-            except queue.Empty:
-                if not wait:
-                    break
-                worker.join(timeout=0.05)
+        if wait:
+            worker.join()

@@ -115,7 +115,6 @@ def test_a_killed_reader_process_is_an_error_not_a_hang(tiny_dataset):
 
 def test_reader_processes_exit_when_their_parent_is_killed(tiny_dataset):
     """A training process killed outright (SIGKILL, OOM) must not leave its readers running."""
-    import os
     import subprocess
     import sys
     import time
@@ -132,10 +131,18 @@ def test_reader_processes_exit_when_their_parent_is_killed(tiny_dataset):
     assert proc.returncode == -9, proc.stderr[-2000:]
     pids = [int(p) for p in proc.stdout.split()]
     assert len(pids) == 2
+
+    def running(pid: int) -> bool:  # an exited orphan may stay a zombie where nothing reaps it
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+    while time.monotonic() < deadline and any(running(p) for p in pids):
         time.sleep(0.1)
-    assert not any(os.path.exists(f"/proc/{p}") for p in pids), "a reader outlived its parent"
+    assert not any(running(p) for p in pids), "a reader outlived its parent"
 
 
 def test_readers_refuse_a_gathers_only_dataset_and_bad_sizes(tiny_dataset):

@@ -80,9 +80,11 @@ def test_the_loader_delivers_normalised_batches_to_the_gpu(tiny_dataset):
     reader = RawBatches(ds)
     on_cpu = list(DeviceFeed(norm, torch.device("cpu"))(reader[b] for b in batches_of(order, 2)))
     readers = BatchReaders(ds, 2, workers=1, pin=True)
-    assert readers.pinned  # the reused slots are page-locked in place: the copies are asynchronous
-    on_gpu = list(DeviceFeed(norm, device)(readers.epoch(order)))
-    readers.close()
+    try:
+        on_gpu = list(DeviceFeed(norm, device)(readers.epoch(order)))
+        assert readers.pinned  # the reused slots are page-locked in place (after the fork): copies are async
+    finally:
+        readers.close()
     for (g, t), (gc, tc) in zip(on_gpu, on_cpu, strict=True):
         assert g.device.type == "cuda" and g.dtype == torch.float32
         torch.testing.assert_close(g.cpu(), gc, rtol=1e-5, atol=1e-6)

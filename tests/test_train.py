@@ -114,7 +114,7 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_pa
         f"data.train={tiny_dataset}",
         "train.epochs=12",
         "tracking.mode=disabled",
-        "data.loader_workers=1",  # the killed rank's reader process must not outlive it
+        "data.loader_workers=1",  # a rank with a reader process is killed, restarted and resumed
     ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240

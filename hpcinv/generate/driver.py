@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,15 +94,17 @@ def prepare(
 
 
 def in_process_executor(plan: Plan) -> Executor:
-    """Shards modelled in this process by a modelling thread that runs one shard ahead, while this
-    thread writes, fsyncs and hashes the previous one and records it in the manifest: the device (or
-    core) that models never waits for the host work."""
+    """Shards modelled in this process by a modelling thread that runs ahead, while this thread writes,
+    fsyncs and hashes the previous one and records it in the manifest: the device (or core) that
+    models never waits for the host work. Up to three shards are in host memory at once (one written,
+    one waiting, one being modelled). A stopped run does not wait for the shard being modelled."""
 
     def run(specs: list[ShardSpec]) -> Iterator[dict]:
         worker = ShardWorker(plan.cfg, plan.out, source=plan.source)
-        modelled = ahead(lambda: ((spec, *worker.model(spec)) for spec in specs), 1, "hpcinv-modeller", wait=False)
-        for spec, vel_NZX, gathers, stats in modelled:
-            yield worker.write(spec, vel_NZX, gathers, stats)
+        modelling = (lambda: ((spec, *worker.model(spec)) for spec in specs), 1, "hpcinv-modeller")
+        with closing(ahead(*modelling, wait=False)) as modelled:
+            for spec, vel_NZX, gathers, stats in modelled:
+                yield worker.write(spec, vel_NZX, gathers, stats)
 
     return run
 

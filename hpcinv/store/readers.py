@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import time
 import traceback
 import weakref
 from collections.abc import Iterable, Iterator
@@ -75,11 +76,17 @@ def _read_loop(ds, slots, tasks, results, parent: int) -> None:
 
 def _stop(live: dict) -> None:
     """Stop the reader processes of ``live`` and unlock its slots (``live`` is emptied)."""
-    procs, tasks = live.pop("procs", []), live.pop("tasks", None)
-    for _ in procs:
-        tasks.put(None)
+    procs, queues = live.pop("procs", []), live.pop("queues", ())
+    if queues:
+        tasks = queues[0]
+        for _ in procs:
+            tasks.put(None)
+        for q in queues:  # what is still unsent must not hold up this process's exit
+            q.cancel_join_thread()
+    deadline = time.monotonic() + 5
     for p in procs:
-        p.join(timeout=5)
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for p in procs:
         if p.is_alive():
             p.terminate()
             p.join(timeout=5)
@@ -102,29 +109,31 @@ class BatchReaders:
         n_slots = workers * depth + 1 if workers else 1
         self.slots = [ds.batch_arrays(batch_size, alloc) for _ in range(n_slots)]
         # what must be undone -- reader processes, page-locked slots -- by close(), garbage collection or exit
-        self._live: dict = {"registered": self._pin() if pin else []}
-        self.pinned = bool(self._live["registered"])
+        self._live: dict = {}
+        self.pin, self.pinned = pin, False
         self._procs: list = []
         self._reading = False
         self._finalizer = weakref.finalize(self, _stop, self._live)
 
-    def _pin(self) -> list[int]:
-        """Page-lock every slot in place for asynchronous copies to a GPU (none where CUDA is not)."""
-        if not torch.cuda.is_available():
-            return []
+    def _pin(self) -> None:
+        """Page-lock every slot in place for asynchronous copies to a GPU (nothing where CUDA is not).
+        Done after the reader processes are forked: CUDA may keep page-locked ranges out of a child."""
+        if not self.pin or self.pinned or not torch.cuda.is_available():
+            return
         cudart, done = torch.cuda.cudart(), list[int]()
         for t in (t for pair in self.slots for t in pair):
             if int(cudart.cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 0)) != 0:
                 for ptr in done:
                     cudart.cudaHostUnregister(ptr)
-                return []  # the copies stay correct, only synchronous
+                return  # the copies stay correct, only synchronous
             done.append(t.data_ptr())
-        return done
+        self._live["registered"], self.pinned = done, True
 
     def _start(self) -> None:
         if self._procs or not self.workers:
+            self._pin()
             return
-        ctx = mp.get_context()
+        ctx = mp.get_context("fork")  # the readers share the dataset object as it is, and know their parent
         self._tasks, self._results = ctx.Queue(), ctx.Queue()
         self._procs = [
             ctx.Process(
@@ -137,7 +146,8 @@ class BatchReaders:
         ]
         for p in self._procs:
             p.start()
-        self._live.update(procs=self._procs, tasks=self._tasks)
+        self._live.update(procs=self._procs, queues=(self._tasks, self._results))
+        self._pin()
 
     def close(self) -> None:
         """Stop the reader processes (a later epoch starts new ones) and unlock the slots."""
@@ -145,11 +155,14 @@ class BatchReaders:
         self._procs = []
         self.pinned = False
 
-    def _result(self) -> tuple:
+    def _result(self, deadline: float | None = None) -> tuple:
         while True:
             try:
                 return self._results.get(timeout=POLL_S)
             except queue.Empty:
+                if deadline is not None and time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError("batch readers did not answer in time: stopped") from None
                 dead = [p for p in self._procs if p.exitcode is not None]
                 if dead:
                     codes = ", ".join(f"{p.name} exit code {p.exitcode}" for p in dead)
@@ -202,10 +215,12 @@ class BatchReaders:
                 free.append(slot)  # the consumer asked for the next batch: it is done with this one
         finally:
             # an epoch left early (an error, a closed generator) waits for its batches still being read,
-            # so the next epoch starts with every slot free and no stale answer in the queue
+            # so the next epoch starts with every slot free and no stale answer in the queue (or, if the
+            # readers do not answer within a minute, stops them: the next epoch starts new ones)
+            deadline = time.monotonic() + 60
             while in_flight and self._procs:
                 try:
-                    self._result()
+                    self._result(deadline)
                 except RuntimeError:
                     break
                 in_flight -= 1

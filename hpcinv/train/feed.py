@@ -12,6 +12,7 @@ On CPU the same thread reads and normalises ahead (the step overlaps the next ba
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing
 
 import torch
 
@@ -101,10 +102,11 @@ class DeviceFeed:
                 getattr(batches, "close", lambda: None)()  # a reader's epoch ends here, in the feed's thread
 
         try:
-            for item in ahead(prepared, self.depth, "hpcinv-feed"):
-                if self.cuda:  # the tensors were made on the side stream: tell the allocator who uses them
-                    for t in item:
-                        t.record_stream(torch.cuda.current_stream(self.device))
-                yield item
+            with closing(ahead(prepared, self.depth, "hpcinv-feed")) as items:
+                for item in items:
+                    if self.cuda:  # the tensors were made on the side stream: tell the allocator who uses them
+                        for t in item:
+                            t.record_stream(torch.cuda.current_stream(self.device))
+                    yield item
         except DataError as exc:
             raise DataError(DataError.message_of(exc)) from exc
