@@ -27,8 +27,8 @@ __all__ = ["ModellingActor", "check_gpus", "init_ray", "ray_executor", "uses_gpu
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2)
 class ModellingActor:
-    """A long-lived process that models and writes shards: two of its queued shards run at once on two
-    threads, one modelling (the device is held by one at a time) while the other is written."""
+    """A long-lived process that models and writes shards: with two shards queued (on a GPU) they run at
+    once on two threads, one modelling (the device is held by one at a time) while the other is written."""
 
     def __init__(self, cfg_json: str, out_dir: str, collection_refs: list | None = None):
         """``collection_refs``: [ObjectRef] of an imported collection, fetched here (zero-copy per node);
@@ -79,12 +79,19 @@ def ray_executor(
     plan: Plan,
     *,
     workers: int | None = None,
-    in_flight_per_actor: int = 2,
+    in_flight_per_actor: int | None = None,
     max_retries: int = 5,
     stats: dict | None = None,
 ) -> Executor:
-    """An :data:`~hpcinv.store.writer.Executor` running ``plan``'s shards on modelling actors."""
+    """An :data:`~hpcinv.store.writer.Executor` running ``plan``'s shards on modelling actors.
+
+    ``in_flight_per_actor`` (default: 2 on GPUs, 1 on CPUs): with 2, one shard is modelled while the
+    other is written, so a GPU does not wait for the host work. A CPU actor runs one shard at a time:
+    there its host work is 0.5 % of the modelling, and two concurrent shards made a one-thread actor
+    ~10 % slower (docs/SCALING.md)."""
     cfg = plan.cfg
+    if in_flight_per_actor is None:
+        in_flight_per_actor = 2 if uses_gpu(cfg) else 1
     options = {"num_gpus": 1, "num_cpus": 1} if uses_gpu(cfg) else {"num_cpus": cfg.modelling.threads}
     collection = None
     if isinstance(plan.source, CollectionSource):
