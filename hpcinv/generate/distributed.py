@@ -88,7 +88,7 @@ def ray_executor(
     ``in_flight_per_actor`` (default: 2 on GPUs, 1 on CPUs): with 2, one shard is modelled while the
     other is written, so a GPU does not wait for the host work. A CPU actor runs one shard at a time:
     there its host work is 0.5 % of the modelling, and two concurrent shards made a one-thread actor
-    ~10 % slower (docs/SCALING.md)."""
+    4-8 % slower (docs/SCALING.md)."""
     cfg = plan.cfg
     if in_flight_per_actor is None:
         in_flight_per_actor = 2 if uses_gpu(cfg) else 1

@@ -101,8 +101,11 @@ def in_process_executor(plan: Plan) -> Executor:
 
     def run(specs: list[ShardSpec]) -> Iterator[dict]:
         worker = ShardWorker(plan.cfg, plan.out, source=plan.source)
-        modelling = (lambda: ((spec, *worker.model(spec)) for spec in specs), 1, "hpcinv-modeller")
-        with closing(ahead(*modelling, wait=False)) as modelled:
+
+        def modelling():
+            return ((spec, *worker.model(spec)) for spec in specs)
+
+        with closing(ahead(modelling, 1, "hpcinv-modeller", wait=False)) as modelled:
             for spec, vel_NZX, gathers, stats in modelled:
                 yield worker.write(spec, vel_NZX, gathers, stats)
 

@@ -2,7 +2,7 @@
 
 torch's DataLoader sends every batch out of a worker in a fresh shared-memory segment: the kernel
 allocates and zeroes its pages each time, and for paper-size float16 batches that alone holds a worker
-to about 150 samples/s (``benchmarks/loader.py``, ``shared_memory_floor``) before it reads a byte. Here
+to about 150 samples/s (``benchmarks/loader.py``, ``torch_dataloader_floor``) before it reads a byte. Here
 the buffers ("slots") are allocated once, before the readers start:
 
 * the consumer sends ``(sequence, slot, positions)`` tasks to a shared task queue, as long as it
