@@ -18,7 +18,8 @@ Sections (each is timed on ``cuda:0``; a section that fails records its error an
   each (doubling, then bisection, up to ``--max-batch``);
 * ``loader``: the training input path delivering paper-size float16 samples into the GPU, normalised:
   from disk (page cache dropped first; 0 and 4 reader processes) and from the rank cache (on the
-  GPU and in pinned host memory), samples / s and GB / s of stored bytes.
+  GPU and in pinned host memory), samples / s and GB / s of stored bytes, and whether each path's
+  first batch equals the disk path's (``same_first_batch_as_disk``: the paths are checked, not only timed).
 
 On a machine without CUDA it prints a JSON document saying so and exits 0. ``--smoke-on-cpu`` runs
 every section on the CPU at toy sizes (tiny survey, narrow network, few samples) to check the code
@@ -224,11 +225,22 @@ def _train_once(mode: str, precision: str, batch: int, steps: int) -> float:
         _empty_cache()
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError, or a library's allocation failure near the limit (cuBLAS, cuDNN), which
+    arrives as a plain RuntimeError."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "alloc_failed" in text)
+    )
+
+
 def _fits(mode: str, precision: str, batch: int) -> bool:
     try:
         _train_once(mode, precision, batch, 1)
         return True
-    except torch.OutOfMemoryError:
+    except RuntimeError as exc:  # OutOfMemoryError is one
+        if not _out_of_memory(exc):
+            raise
         _empty_cache()
         return False
 
@@ -251,7 +263,9 @@ def train_rates(batch: int, steps: int, limit: int) -> dict:
             row = {}
             try:
                 row["samples_per_s"] = round(_train_once(mode, precision, batch, steps), 1)
-            except torch.OutOfMemoryError:
+            except RuntimeError as exc:
+                if not _out_of_memory(exc):
+                    raise
                 row["samples_per_s"] = None
                 _empty_cache()
             row["largest_batch"] = largest_batch(mode, precision, limit)
@@ -275,16 +289,21 @@ def loader_rates(samples: int) -> dict:
         ds = ShardedDataset(root, norm)
         order = np.random.default_rng(0).permutation(len(ds)).tolist()
 
+        first: dict[str, torch.Tensor] = {}  # each path's first batch, compared with the disk path's after timing
+
         def timed(source, label, **extra):
             feed = DeviceFeed(norm, device, depth=2)
             _sync()
             t0 = time.perf_counter()
             n = 0
             for g, _ in feed(source):
+                if not n:
+                    first[label] = g.clone()
                 n += len(g)
             _sync()
             dt = time.perf_counter() - t0
             out[label] = {"samples_per_s": round(n / dt, 1), "gb_per_s": round(n * stored_gb / dt, 2), **extra}
+            out[label]["same_first_batch_as_disk"] = bool(torch.equal(first[label], first["disk/workers0"]))
 
         for workers in (0, 4):
             cold = drop_cache(root)

@@ -10,7 +10,7 @@
     hpcinv evaluate RUN_OR_CHECKPOINT_OR_STORE [...] --data DATASET --out DIR [--split S] [--baseline DATASET[:SPLIT]]
     hpcinv import-gathers CONFIG --gathers FILE.npy --out DIR [key=value ...]
     hpcinv verify DIR [--no-checksums]
-    hpcinv doctor [--gpu] [--no-probe]
+    hpcinv doctor [--gpu] [--no-probe] [--no-deepwave]
     hpcinv config show PRESET [key.sub=value ...]
     hpcinv config env
     hpcinv cluster [--cluster-dir DIR] [--object-store-gb G] generate|train|refine ...   (under srun, one per node)
@@ -215,7 +215,7 @@ def _cmd_config_env(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from hpcinv.doctor import findings
 
-    found = findings(gpu=args.gpu, probe=not args.no_probe)
+    found = findings(gpu=args.gpu, probe=not args.no_probe and not args.no_deepwave, deepwave=not args.no_deepwave)
     for finding in found:
         print(finding)
     return 1 if any(f.level == "fail" for f in found) else 0
@@ -391,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc.add_argument("--gpu", action="store_true", help="a GPU job is meant to run here: no GPU is a failure")
     doc.add_argument("--no-probe", action="store_true", help="skip running a one-shot deepwave model per GPU")
+    doc.add_argument(
+        "--no-deepwave", action="store_true", help="leave deepwave's kernels out (a node that only trains needs none)"
+    )
     doc.set_defaults(func=_cmd_doctor)
 
     cl = sub.add_parser(

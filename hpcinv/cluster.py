@@ -298,6 +298,24 @@ def _use_token(token: Path) -> None:
     os.environ.pop("RAY_AUTH_TOKEN", None)
 
 
+def check_gpu_node(where: str) -> None:
+    """``hpcinv doctor --gpu`` for this node, in a child process: reading each GPU's memory creates a CUDA
+    context on it, which this process (the Ray head or worker launcher, alive for the whole job) must
+    not keep. deepwave is left out here: the modelling and refine actors check it on their own GPU, and
+    a node whose driver cannot run deepwave can still train. Its findings go to the job's log."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpcinv.cli", "doctor", "--gpu", "--no-deepwave"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log.info("GPU preflight of %s:\n%s", where, proc.stdout.rstrip())
+    if proc.returncode != 0:
+        failed = [line[4:].strip() for line in proc.stdout.splitlines() if line.startswith("fail")]
+        reason = "; ".join(failed) or (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HpcinvError(f"{where} needs a working GPU, but: {reason} (`hpcinv doctor --gpu`)")
+
+
 def run_on_cluster(work: Callable[[str], T], cluster: ClusterConfig, *, task: SlurmTask | None = None) -> T | None:
     """Run ``work(address)`` on rank 0 of a Ray cluster spanning this SLURM step; None on other ranks.
     ``cluster``'s unset fields come from the environment (:meth:`~hpcinv.config.ClusterConfig.resolved`)."""
@@ -305,9 +323,7 @@ def run_on_cluster(work: Callable[[str], T], cluster: ClusterConfig, *, task: Sl
     cluster = cluster.resolved()
     assert cluster.cluster_dir is not None  # (resolved() always sets it)
     if _gpus(os.environ) > 0:  # a GPU node that cannot work fails now, naming why (srun ends the step)
-        from hpcinv.doctor import require_gpu_ready
-
-        require_gpu_ready(f"node {task.node_rank} of SLURM job {task.job_id} (it was given GPUs)")
+        check_gpu_node(f"node {task.node_rank} of SLURM job {task.job_id} (it was given GPUs)")
     folder = Path(cluster.cluster_dir) / task.attempt
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     _use_token(folder / TOKEN_FILE)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,11 +91,21 @@ def nvidia_driver_release() -> str | None:
     return None
 
 
+# the CUDA release that introduced each PTX ISA version (ISA 8.6 skipped CUDA 12.6, so the list is not linear)
+PTX_ISA_CUDA = {
+    "7.0": 11000, "7.1": 11010, "7.2": 11020, "7.3": 11030, "7.4": 11040, "7.5": 11050, "7.6": 11060,
+    "7.7": 11070, "7.8": 11080, "8.0": 12000, "8.1": 12010, "8.2": 12020, "8.3": 12030, "8.4": 12040,
+    "8.5": 12050, "8.6": 12070, "8.7": 12080, "8.8": 12090, "9.0": 13000,
+}  # fmt: skip
+
+
 def ptx_needs_driver(isa: str) -> int:
-    """The CUDA driver version (1000 * major + 10 * minor) that JIT-compiles PTX ISA ``isa``: ISA 8.x came
-    with CUDA 12.x, 7.x with 11.x (7.8 with 11.8)."""
+    """The CUDA driver version (1000 * major + 10 * minor) that JIT-compiles PTX ISA ``isa``. An ISA outside
+    the table is taken as CUDA (major + 4).minor: ISA 9.1 as CUDA 13.1, as far as the pattern held."""
+    if isa in PTX_ISA_CUDA:
+        return PTX_ISA_CUDA[isa]
     major, minor = (int(p) for p in isa.split("."))
-    return (12000 + 10 * minor) if major == 8 else (11000 + 10 * minor) if major == 7 else 1000 * (major + 4)
+    return 1000 * (major + 4) + 10 * minor
 
 
 def runs_on(capability: tuple[int, int], targets: dict, driver: int | None) -> tuple[bool, str]:
@@ -117,7 +128,7 @@ def runs_on(capability: tuple[int, int], targets: dict, driver: int | None) -> t
         return False, (
             f"needs the driver to JIT-compile PTX ISA {isa} (a CUDA {need // 1000}.{need % 1000 // 10} "
             f"driver or newer), this driver supports CUDA {driver // 1000}.{driver % 1000 // 10}: "
-            "every modelling call would fail; update the NVIDIA driver (R550 or newer)"
+            "every modelling call would fail; update the NVIDIA driver to one for that CUDA version or newer"
         )
     return True, f"PTX ISA {isa} JIT-compiled by the driver at first use (no sm_{cc} machine code shipped)"
 
@@ -141,13 +152,22 @@ def probe_deepwave(device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def findings(gpu: bool = False, probe: bool = False) -> list[Finding]:
+def findings(
+    gpu: bool = False, probe: bool = False, devices: Sequence[int] | None = None, deepwave: bool = True
+) -> list[Finding]:
     """Everything hpcinv needs for GPU work, checked; ``gpu``: a GPU job is meant to run here (a missing
-    GPU or CUDA build is a failure, not a warning)."""
-    import deepwave
+    GPU or CUDA build is a failure, not a warning).
+
+    ``devices``: the GPU indices to examine (default: every visible one). Reading a GPU's free memory
+    creates a CUDA context on it (≈ 0.5 GiB, and refused on a GPU in exclusive-process mode that another
+    process holds), so a training rank examines only its own GPU. ``deepwave``: judge deepwave's kernels
+    on those GPUs (modelling and refinement need them; training does not); ``probe`` also runs a one-shot
+    deepwave model on each, the definitive check.
+    """
+    import deepwave as deepwave_module
 
     missing = "fail" if gpu else "warn"
-    out = [Finding("ok", f"torch {torch.__version__}, deepwave {deepwave.__version__}")]
+    out = [Finding("ok", f"torch {torch.__version__}, deepwave {deepwave_module.__version__}")]
     if torch.version.cuda is None:
         out.append(Finding(missing, "torch is a CPU build: no GPU work possible (install the CUDA build: docs/GPU.md)"))
         return out
@@ -167,27 +187,34 @@ def findings(gpu: bool = False, probe: bool = False) -> list[Finding]:
     if count == 0:
         out.append(Finding(missing, "no usable CUDA GPU visible (CUDA_VISIBLE_DEVICES, the allocation's --gpus)"))
         return out
-    library = deepwave_library()
-    targets = kernel_targets(library) if library else {"sm": [], "ptx": []}
-    out.append(
-        Finding(
-            "ok" if targets["sm"] or targets["ptx"] else "fail",
-            f"deepwave kernels: {', '.join(f'sm_{a}' for a in targets['sm']) or 'no machine code'}; "
-            f"PTX {', '.join(f'compute_{a} ISA {isa}' for a, isa in targets['ptx']) or 'none'}",
-        )
-    )
-    for k in range(count):
-        props = torch.cuda.get_device_properties(k)
-        capability = (props.major, props.minor)
-        free, total = torch.cuda.mem_get_info(k)
-        ok, how = runs_on(capability, targets, driver)
+    devices = range(count) if devices is None else devices
+    bad = [k for k in devices if not 0 <= k < count]
+    if bad:
+        out.append(Finding("fail", f"GPU index {bad[0]} asked for, but {count} GPU(s) are visible: 0..{count - 1}"))
+        return out
+    targets: dict = {"sm": [], "ptx": []}
+    if deepwave:
+        library = deepwave_library()
+        targets = kernel_targets(library) if library else targets
         out.append(
             Finding(
-                "ok" if ok else "fail",
-                f"cuda:{k} {props.name}, compute {props.major}.{props.minor}, {free / 2**30:.1f} of "
-                f"{total / 2**30:.1f} GiB free: deepwave {how}",
+                "ok" if targets["sm"] or targets["ptx"] else "fail",
+                f"deepwave kernels: {', '.join(f'sm_{a}' for a in targets['sm']) or 'no machine code'}; "
+                f"PTX {', '.join(f'compute_{a} ISA {isa}' for a, isa in targets['ptx']) or 'none'}",
             )
         )
+    for k in devices:
+        props = torch.cuda.get_device_properties(k)
+        free, total = torch.cuda.mem_get_info(k)
+        text = (
+            f"cuda:{k} {props.name}, compute {props.major}.{props.minor}, {free / 2**30:.1f} of "
+            f"{total / 2**30:.1f} GiB free"
+        )
+        if not deepwave:
+            out.append(Finding("ok", text))
+            continue
+        ok, how = runs_on((props.major, props.minor), targets, driver)
+        out.append(Finding("ok" if ok else "fail", f"{text}: deepwave {how}"))
         if ok and probe:
             try:
                 seconds = probe_deepwave(torch.device("cuda", k))
@@ -205,10 +232,17 @@ def findings(gpu: bool = False, probe: bool = False) -> list[Finding]:
     return out
 
 
-def require_gpu_ready(where: str) -> None:
-    """Raise one clear error naming every failed finding before GPU work starts."""
+def require_gpu_ready(
+    where: str, device: torch.device | None = None, *, deepwave: bool = True, probe: bool = False
+) -> None:
+    """Raise one clear error naming every failed finding before GPU work starts on ``device`` (default:
+    the current CUDA device); ``deepwave`` and ``probe`` as in :func:`findings`."""
     from hpcinv.errors import HpcinvError
 
-    failed = [f.text for f in findings(gpu=True) if f.level == "fail"]
+    index = None
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device() if device is None or device.index is None else device.index
+    found = findings(gpu=True, probe=probe, devices=None if index is None else [index], deepwave=deepwave)
+    failed = [f.text for f in found if f.level == "fail"]
     if failed:
         raise HpcinvError(f"{where} needs a working GPU, but: " + "; ".join(failed) + " (`hpcinv doctor --gpu`)")

@@ -6,7 +6,7 @@ import deepwave
 import pytest
 import torch
 
-from hpcinv.doctor import FATBIN_MAGIC, deepwave_library, kernel_targets, runs_on
+from hpcinv.doctor import FATBIN_MAGIC, deepwave_library, kernel_targets, ptx_needs_driver, runs_on
 from tests.conftest import run_cli
 
 
@@ -54,9 +54,26 @@ def test_runs_on(capability, driver, ok, how):
     assert got_ok is ok and how in got_how
 
 
+@pytest.mark.parametrize(
+    ("isa", "cuda"),
+    [("7.8", 11080), ("8.4", 12040), ("8.5", 12050), ("8.6", 12070), ("8.8", 12090), ("9.0", 13000), ("9.1", 13010)],
+)
+def test_the_driver_a_ptx_isa_needs(isa, cuda):
+    assert ptx_needs_driver(isa) == cuda  # ISA 8.6 came with CUDA 12.7: there was no new ISA in 12.6
+
+
 @pytest.mark.skipif(torch.version.cuda is not None, reason="this torch is a CUDA build")
 def test_doctor_on_a_cpu_build():
     proc = run_cli("doctor")
     assert proc.returncode == 0 and "warn torch is a CPU build" in proc.stdout
-    proc = run_cli("doctor", "--gpu")
+    proc = run_cli("doctor", "--gpu", "--no-deepwave")
     assert proc.returncode == 1 and "fail torch is a CPU build" in proc.stdout
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="this torch is a CUDA build")
+def test_a_slurm_node_given_gpus_it_cannot_use_fails_naming_why():
+    from hpcinv.cluster import check_gpu_node
+    from hpcinv.errors import HpcinvError
+
+    with pytest.raises(HpcinvError, match=r"node 3 of SLURM job 7 needs a working GPU, but: torch is a CPU build"):
+        check_gpu_node("node 3 of SLURM job 7")

@@ -208,6 +208,11 @@ def test_the_cache_holds_the_stored_bytes_and_refuses_what_does_not_fit(tiny_dat
         r"data.cache=none",
     ):
         RawCache(ds, mine, torch.device("cpu"))
+    # the ranks of a node check at once: each may take its share of the node's memory, not all of it
+    monkeypatch.setattr(batches_module, "available_host_bytes", lambda: int(cache.nbytes / 0.8 * 2.5))
+    assert RawCache(ds, mine, torch.device("cpu"), ranks_on_node=2).place == "host"
+    with pytest.raises(HpcinvError, match=r"shared by 3 ranks on this node: 0\.\d+ GiB per rank"):
+        RawCache(ds, mine, torch.device("cpu"), ranks_on_node=3)
 
 
 def test_a_damaged_batch_is_raised_where_it_happened_and_the_thread_ends(tiny_dataset, tmp_path):

@@ -11,7 +11,7 @@ from hpcinv.config import DataConfig, ModelConfig, load_config
 from hpcinv.nets import build_model, model_spec
 from hpcinv.physics import simulate
 from hpcinv.store import BatchReaders, Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
-from hpcinv.train.engine import train_step
+from hpcinv.train.engine import optimizer_nonfinite_count, train_step
 from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches
 from hpcinv.train.parallel import grad_scaler
 from hpcinv.velocity import make_source
@@ -32,6 +32,18 @@ def test_the_preflight_passes_on_this_gpu():
 
     found = findings(gpu=True, probe=True)
     assert not [f for f in found if f.level == "fail"], "\n".join(map(str, found))
+
+
+def test_a_training_rank_checks_its_own_gpu_only():
+    from hpcinv.doctor import findings, require_gpu_ready
+
+    require_gpu_ready("a test", torch.device("cuda", 0), deepwave=False)
+    found = findings(gpu=True, devices=[0], deepwave=False)
+    gpu_lines = [f.text for f in found if f.text.startswith("cuda:")]
+    assert len(gpu_lines) == 1 and gpu_lines[0].startswith("cuda:0 ") and "deepwave" not in gpu_lines[0]
+    assert not any("deepwave kernels" in f.text for f in found)
+    beyond = torch.cuda.device_count()
+    assert any(f.level == "fail" and f"GPU index {beyond}" in f.text for f in findings(devices=[beyond]))
 
 
 @pytest.mark.parametrize("models_per_call", [1, 4])
@@ -72,6 +84,19 @@ def test_a_bf16_training_step_on_cuda():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_the_optimizer_state_check_on_cuda():
+    """Adam keeps its step counters on the CPU beside moments on the GPU: the epoch-end check takes both."""
+    device = torch.device("cuda")
+    model = torch.nn.Linear(8, 2).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    model(torch.randn(4, 8, device=device)).sum().backward()
+    optimizer.step()
+    assert any(t.device.type == "cpu" for st in optimizer.state.values() for t in st.values())
+    assert int(optimizer_nonfinite_count(optimizer, device)) == 0
+    next(iter(optimizer.state.values()))["exp_avg"].view(-1)[0] = float("nan")
+    assert int(optimizer_nonfinite_count(optimizer, device)) == 1
+
+
 def test_the_loader_delivers_normalised_batches_to_the_gpu(tiny_dataset):
     device = torch.device("cuda")
     norm = Normaliser.from_manifest(read_manifest(tiny_dataset), "openfwi", "minmax")
@@ -94,10 +119,21 @@ def test_the_loader_delivers_normalised_batches_to_the_gpu(tiny_dataset):
     pinned = RawCache(ds, np.arange(len(ds)), device, gpu_fraction=0.0)
     assert pinned.place == "pinned" and pinned.gathers.is_pinned()
     for c in (cache, pinned):
+        # the training thread's stream busy for ~0.5 s: the feed's gathers from a cache on the GPU run on its
+        # own stream and must neither wait for that work nor be read before they are written
+        torch.cuda._sleep(10**9)
         got = list(DeviceFeed(norm, device)(cache_batches(c, order, 2, pinned_ring=2)))
         for (g, t), (gc, tc) in zip(got, on_cpu, strict=True):
             torch.testing.assert_close(g.cpu(), gc, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(t.cpu(), tc, rtol=1e-5, atol=1e-6)
+    in_process = BatchReaders(ds, 2, workers=0, pin=True)
+    try:
+        got = list(DeviceFeed(norm, device)(in_process.epoch(order)))
+        assert in_process.pinned  # the one in-process slot is page-locked too
+    finally:
+        in_process.close()
+    for (g, _), (gc, _) in zip(got, on_cpu, strict=True):
+        torch.testing.assert_close(g.cpu(), gc, rtol=1e-5, atol=1e-6)
 
 
 def _ddp_rank(rank: int, world: int, port: int) -> None:

@@ -30,7 +30,7 @@ class ShardWorker:
         if cfg.modelling.device == "cuda":
             from hpcinv.doctor import require_gpu_ready
 
-            require_gpu_ready("modelling.device=cuda")
+            require_gpu_ready("modelling.device=cuda", probe=True)  # the GPU this process models on
         self.cfg = cfg
         self.folder = Path(out_dir) / SHARD_DIR
         self.source = source or make_source(cfg)

@@ -57,7 +57,7 @@ class RefineWorker:
         if self.device.type == "cuda":
             from hpcinv.doctor import require_gpu_ready
 
-            require_gpu_ready(f"refine.device={rc.device}")
+            require_gpu_ready(f"refine.device={rc.device}", self.device, probe=True)
         self.iterations = sum(rc.iterations_per_band)
 
     def starts(self, lo: int, hi: int) -> np.ndarray:

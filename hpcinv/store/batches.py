@@ -16,11 +16,14 @@ normalises it.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from hpcinv.errors import DataError, HpcinvError
+from hpcinv.store.pinning import page_lock, unlock
 
 # the host cache may take at most this share of the memory the kernel reports available
 HOST_CACHE_SHARE = 0.8
@@ -67,26 +70,35 @@ def available_host_bytes() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def cache_place(nbytes: int, device: torch.device, gpu_fraction: float) -> str:
-    """Where a cache of ``nbytes`` goes: "device" (GPU memory), "pinned" or "host" -- or a clear error."""
+def cache_place(nbytes: int, device: torch.device, gpu_fraction: float, ranks_on_node: int = 1) -> str:
+    """Where a cache of ``nbytes`` goes: "device" (GPU memory), "pinned" or "host" -- or a clear error.
+    The node's available memory is shared by its ``ranks_on_node`` ranks, which all check at once."""
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         if nbytes <= gpu_fraction * total and nbytes < free:
             return "device"
     available = available_host_bytes()
-    if nbytes > HOST_CACHE_SHARE * available:
+    share = HOST_CACHE_SHARE * available / max(1, ranks_on_node)
+    if nbytes > share:
+        per = f", shared by {ranks_on_node} ranks on this node" if ranks_on_node > 1 else ""
         raise HpcinvError(
             f"data.cache=memory needs {nbytes / 2**30:.2f} GiB for this rank's samples, but this node has "
-            f"{available / 2**30:.2f} GiB available (at most {HOST_CACHE_SHARE:.0%} of it may be used): set "
-            "data.cache=none (read from disk), or train on more ranks/nodes so each holds fewer samples"
+            f"{available / 2**30:.2f} GiB available (at most {HOST_CACHE_SHARE:.0%} of it may be used{per}: "
+            f"{share / 2**30:.2f} GiB per rank): set data.cache=none (read from disk), or train on more "
+            "nodes so each rank holds fewer samples"
         )
     return "pinned" if device.type == "cuda" else "host"
 
 
 class RawCache:
-    """This rank's samples, read once, as stored; ``take(positions)`` gathers a batch in one call."""
+    """This rank's samples, read once, as stored; ``take(positions)`` gathers a batch in one call.
 
-    def __init__(self, ds, positions, device: torch.device, gpu_fraction: float = 0.3, chunk: int = 32):
+    In "pinned" placement the host tensors are page-locked in place (exactly their size; see
+    :mod:`hpcinv.store.pinning`) and unlocked when the cache is collected."""
+
+    def __init__(
+        self, ds, positions, device: torch.device, gpu_fraction: float = 0.3, chunk: int = 32, ranks_on_node: int = 1
+    ):
         positions = np.unique(np.asarray(positions, dtype=np.int64))
         probe_g, probe_v = ds.read_batch(positions[:1])
         if probe_v is None:
@@ -94,15 +106,19 @@ class RawCache:
         g_shape, v_shape = probe_g.shape[1:], probe_v.shape[1:]
         g_dtype = getattr(torch, str(probe_g.dtype))
         per_sample = probe_g[0].nbytes + probe_v[0].nbytes
-        self.place = cache_place(per_sample * len(positions), device, gpu_fraction)
+        self.place = cache_place(per_sample * len(positions), device, gpu_fraction, ranks_on_node)
         where = device if self.place == "device" else torch.device("cpu")
-        pin = self.place == "pinned"
-        self.gathers = torch.empty((len(positions), *g_shape), dtype=g_dtype, device=where, pin_memory=pin)
-        self.velocity = torch.empty((len(positions), *v_shape), dtype=torch.float32, device=where, pin_memory=pin)
+        self.gathers = torch.empty((len(positions), *g_shape), dtype=g_dtype, device=where)
+        self.velocity = torch.empty((len(positions), *v_shape), dtype=torch.float32, device=where)
+        if self.place == "pinned":
+            locked = page_lock((self.gathers, self.velocity), "the rank's sample cache")
+            weakref.finalize(self, unlock, locked)
         for start in range(0, len(positions), chunk):
             g, v = ds.read_batch(positions[start : start + chunk])
             self.gathers[start : start + len(g)].copy_(torch.from_numpy(g))
             self.velocity[start : start + len(v)].copy_(torch.from_numpy(v))
+        if self.place == "device":  # copies from pageable memory may still be landing; the feed reads on
+            torch.cuda.synchronize(device)  # another stream, which would not wait for them
         self.row_of = np.full(len(ds), -1, dtype=np.int64)
         self.row_of[positions] = np.arange(len(positions))
         self.nbytes = per_sample * len(positions)

@@ -36,6 +36,7 @@ import torch.multiprocessing as mp
 
 from hpcinv.errors import DataError
 from hpcinv.store.batches import gathers_only_error
+from hpcinv.store.pinning import page_lock, unlock
 
 POLL_S = 0.5  # how often a waiting consumer checks that its readers are alive, and a reader its parent
 
@@ -90,8 +91,7 @@ def _stop(live: dict) -> None:
         if p.is_alive():
             p.terminate()
             p.join(timeout=5)
-    for ptr in live.pop("registered", []):
-        torch.cuda.cudart().cudaHostUnregister(ptr)
+    unlock(live.pop("registered", []))
 
 
 class BatchReaders:
@@ -120,14 +120,8 @@ class BatchReaders:
         Done after the reader processes are forked: CUDA may keep page-locked ranges out of a child."""
         if not self.pin or self.pinned or not torch.cuda.is_available():
             return
-        cudart, done = torch.cuda.cudart(), list[int]()
-        for t in (t for pair in self.slots for t in pair):
-            if int(cudart.cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 0)) != 0:
-                for ptr in done:
-                    cudart.cudaHostUnregister(ptr)
-                return  # the copies stay correct, only synchronous
-            done.append(t.data_ptr())
-        self._live["registered"], self.pinned = done, True
+        self._live["registered"] = page_lock((t for pair in self.slots for t in pair), "the batch buffers")
+        self.pinned = True
 
     def _start(self) -> None:
         if self._procs or not self.workers:
@@ -186,6 +180,7 @@ class BatchReaders:
             self._reading = False
 
     def _in_process(self, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self._pin()
         g, v = self.slots[0]
         arrays = (g.numpy(), v.numpy())
         for batch in batches:

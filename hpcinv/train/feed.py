@@ -11,6 +11,7 @@ On CPU the same thread reads and normalises ahead (the step overlaps the next ba
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing
 
@@ -50,7 +51,7 @@ def batches_of(order: Iterable[int], batch_size: int) -> Iterator[list[int]]:
 def cache_batches(cache: RawCache, order: Iterable[int], batch_size: int, pinned_ring: int = 0):
     """Batches gathered from ``cache``; into ``pinned_ring`` reused pinned buffers when the cache is in
     pinned host memory (so the device copy is asynchronous)."""
-    if not pinned_ring or cache.device.type != "cpu" or not cache.gathers.is_pinned():
+    if not pinned_ring or cache.place != "pinned":
         for positions in batches_of(order, batch_size):
             yield cache.take(positions)
         return
@@ -76,8 +77,10 @@ class DeviceFeed:
     """
 
     def __init__(self, norm: Normaliser, device: torch.device, depth: int = 2):
-        self.norm, self.device, self.depth = norm, device, max(1, depth)
         self.cuda = device.type == "cuda"
+        if self.cuda and device.index is None:  # the feed's thread must name the GPU: its own starts on GPU 0
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.norm, self.device, self.depth = norm, device, max(1, depth)
         self.stream = torch.cuda.Stream(device) if self.cuda else None
 
     def prepare(self, gathers: torch.Tensor, velocity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,10 +97,18 @@ class DeviceFeed:
 
     def __call__(self, source: Iterable) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
         def prepared():
+            if self.cuda:  # a new thread starts on GPU 0: work (and page-lock reader buffers) on this rank's
+                torch.cuda.set_device(self.device)
             batches = iter(source)
             try:
-                for gathers, velocity in batches:
-                    yield self.prepare(gathers, velocity)
+                while True:
+                    # a source on the GPU (the rank cache) gathers on the side stream too, so the copy and
+                    # normalisation below see its result without waiting for the training step's stream
+                    with torch.cuda.stream(self.stream) if self.cuda else contextlib.nullcontext():
+                        raw = next(batches, None)
+                    if raw is None:
+                        return
+                    yield self.prepare(*raw)
             finally:
                 getattr(batches, "close", lambda: None)()  # a reader's epoch ends here, in the feed's thread
 

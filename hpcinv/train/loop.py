@@ -72,12 +72,15 @@ def velocity_range(norm: Normaliser, manifest: dict) -> tuple[float, float]:
     return manifest["stats"]["velocity"]["min"], manifest["stats"]["velocity"]["max"]
 
 
-def make_source(ds, sampler: ShardAwareSampler, cfg: TrainConfig, device: torch.device):
+def make_source(ds, sampler: ShardAwareSampler, cfg: TrainConfig, device: torch.device, ranks_on_node: int = 1):
     """``(epoch, close)``: ``epoch()`` gives one epoch of raw batches (in the sampler's current order) from
-    this rank's cache (``data.cache=memory``) or from reader processes that read a whole batch each into
-    reused shared-memory buffers; ``close()`` stops the readers."""
+    this rank's cache (``data.cache=memory``; the node's memory shared by its ``ranks_on_node`` ranks) or
+    from reader processes that read a whole batch each into reused shared-memory buffers; ``close()``
+    stops the readers."""
     if cfg.data.cache == "memory":
-        cache = RawCache(ds, np.concatenate(sampler.mine), device, cfg.data.cache_gpu_fraction)
+        cache = RawCache(
+            ds, np.concatenate(sampler.mine), device, cfg.data.cache_gpu_fraction, ranks_on_node=ranks_on_node
+        )
         return (lambda: cache_batches(cache, iter(sampler), cfg.train.batch_size, pinned_ring=2)), (lambda: None)
     readers = BatchReaders(
         ds, cfg.train.batch_size, cfg.data.loader_workers, cfg.data.prefetch_factor, pin=device.type == "cuda"
@@ -294,7 +297,7 @@ def _train(
         if device.type == "cuda":
             from hpcinv.doctor import require_gpu_ready
 
-            require_gpu_ready("training with scaling.use_gpu=true")
+            require_gpu_ready("training with scaling.use_gpu=true", device, deepwave=False)  # its own GPU only
         sets = cfg.training_sets()
         manifests = [read_manifest(folder) for folder, _ in sets]
         manifest = manifests[0]
@@ -305,7 +308,8 @@ def _train(
         parts = [ShardedDataset(folder, norm, split=split) for folder, split in sets]
         train_ds = parts[0] if len(parts) == 1 else Concatenated(parts)
         sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
-        source, close_source = make_source(train_ds, sampler, cfg, device)
+        ranks_on_node = ray.train.get_context().get_local_world_size()
+        source, close_source = make_source(train_ds, sampler, cfg, device, ranks_on_node)
         val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
         val_positions = np.arange(len(val_ds))[rank::world] if val_ds is not None else None
         spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])

@@ -7,7 +7,8 @@
   bf16 autocast, ``nested`` stores ≈ 0.2 × the activations of a plain fp32 step (benchmarks/training.py).
   The recompute runs BatchNorm on the same batch statistics and then restores its running
   statistics (:func:`_recompute_keeps_bn_stats`), so a checkpointed network ends every step with
-  exactly the weights, gradients and BatchNorm state of the unchecked one;
+  exactly the weights, gradients and BatchNorm state of the unchecked one (bit for bit on the CPU; on a
+  GPU up to the order of cuDNN's sums unless deterministic algorithms are on);
 * mixed precision (``fp32 | bf16 | fp16``): an autocast context and, for fp16, a GradScaler;
 * DDP wrapping is left to Ray Train's ``prepare_model`` in the worker loop.
 """
