@@ -136,6 +136,39 @@ def test_the_loader_delivers_normalised_batches_to_the_gpu(tiny_dataset):
         torch.testing.assert_close(g.cpu(), gc, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_hpcinv_train_on_one_gpu_end_to_end(tiny_dataset, tmp_path, cache):
+    """The real CLI run on Ray Train with NCCL: bf16, the feed from the GPU cache or reader processes,
+    the epoch-end checks and checkpoints, and a resume."""
+    import json
+
+    from tests.conftest import run_cli
+
+    pytest.importorskip("ray.train", reason="needs Ray Train (a full install)")
+    run = tmp_path / "run"
+    args = [
+        "train",
+        str(CONFIGS / "tiny_train.yaml"),
+        "--out",
+        str(run),
+        f"data.train={tiny_dataset}",
+        f"data.val={tiny_dataset}",
+        f"data.cache={cache}",
+        "scaling.use_gpu=true",
+        "scaling.num_workers=1",
+        "train.precision=bf16",
+        "tracking.mode=disabled",
+    ]
+    proc = run_cli(*args, "train.epochs=2", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli(*args, "train.epochs=3", timeout=600)  # resumes from epoch 2's checkpoint
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["epochs_done"] == 3 and summary["checkpoint"], summary
+    assert all(np.isfinite(v) for k, v in summary["metrics"].items() if k.startswith(("train/", "val/"))), summary
+
+
 def _ddp_rank(rank: int, world: int, port: int) -> None:
     import torch.distributed as dist
 
