@@ -298,22 +298,27 @@ def _use_token(token: Path) -> None:
     os.environ.pop("RAY_AUTH_TOKEN", None)
 
 
+GPU_CHECK_TIMEOUT_S = 300
+
+
 def check_gpu_node(where: str) -> None:
     """``hpcinv doctor --gpu`` for this node, in a child process: reading each GPU's memory creates a CUDA
     context on it, which this process (the Ray head or worker launcher, alive for the whole job) must
     not keep. deepwave is left out here: the modelling and refine actors check it on their own GPU, and
     a node whose driver cannot run deepwave can still train. Its findings go to the job's log."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "hpcinv.cli", "doctor", "--gpu", "--no-deepwave"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = [sys.executable, "-m", "hpcinv.cli", "doctor", "--gpu", "--no-deepwave"]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=GPU_CHECK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise HpcinvError(
+            f"{where}: `hpcinv doctor --gpu --no-deepwave` did not answer in {GPU_CHECK_TIMEOUT_S} s "
+            "(a hung GPU or driver?)"
+        ) from None
     log.info("GPU preflight of %s:\n%s", where, proc.stdout.rstrip())
     if proc.returncode != 0:
         failed = [line[4:].strip() for line in proc.stdout.splitlines() if line.startswith("fail")]
         reason = "; ".join(failed) or (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise HpcinvError(f"{where} needs a working GPU, but: {reason} (`hpcinv doctor --gpu`)")
+        raise HpcinvError(f"{where} needs a working GPU, but: {reason} (`hpcinv doctor --gpu --no-deepwave`)")
 
 
 def run_on_cluster(work: Callable[[str], T], cluster: ClusterConfig, *, task: SlurmTask | None = None) -> T | None:

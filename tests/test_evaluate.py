@@ -32,6 +32,9 @@ def test_data_misfit_is_zero_for_the_true_model_and_grows_with_error(tiny_datase
     small = data_misfit(vel * 1.02, gathers, cfg)
     large = data_misfit(vel * 1.10, gathers, cfg)
     assert 1e-3 < small < large
+    # a dataset generated on GPUs records modelling.device=cuda: it is scored wherever evaluate runs
+    on_gpus = cfg.model_copy(update={"modelling": cfg.modelling.model_copy(update={"device": "cuda"})})
+    assert data_misfit(vel * 1.02, gathers, on_gpus) == pytest.approx(small, rel=1e-6)
 
 
 @pytest.fixture

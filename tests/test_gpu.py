@@ -116,8 +116,11 @@ def test_the_loader_delivers_normalised_batches_to_the_gpu(tiny_dataset):
         torch.testing.assert_close(t.cpu(), tc, rtol=1e-5, atol=1e-6)
     cache = RawCache(ds, np.arange(len(ds)), device)
     assert cache.place == "device"  # a tiny dataset takes far less than data.cache_gpu_fraction
+    before = torch.cuda.host_memory_stats().get("allocated_bytes.all.current", 0)
     pinned = RawCache(ds, np.arange(len(ds)), device, gpu_fraction=0.0)
     assert pinned.place == "pinned" and pinned.gathers.is_pinned()
+    # locked in place, exactly its size: not through torch's pinned allocator, which rounds up to a power of 2
+    assert torch.cuda.host_memory_stats().get("allocated_bytes.all.current", 0) == before
     for c in (cache, pinned):
         # the training thread's stream busy for ~0.5 s: the feed's gathers from a cache on the GPU run on its
         # own stream and must neither wait for that work nor be read before they are written
@@ -155,6 +158,7 @@ def test_hpcinv_train_on_one_gpu_end_to_end(tiny_dataset, tmp_path, cache):
         f"data.train={tiny_dataset}",
         f"data.val={tiny_dataset}",
         f"data.cache={cache}",
+        "data.loader_workers=2",  # with data.cache=none: two reader processes, their slots page-locked
         "scaling.use_gpu=true",
         "scaling.num_workers=1",
         "train.precision=bf16",
@@ -167,6 +171,20 @@ def test_hpcinv_train_on_one_gpu_end_to_end(tiny_dataset, tmp_path, cache):
     summary = json.loads(proc.stdout)
     assert summary["epochs_done"] == 3 and summary["checkpoint"], summary
     assert all(np.isfinite(v) for k, v in summary["metrics"].items() if k.startswith(("train/", "val/"))), summary
+
+
+def test_a_failed_page_lock_is_a_clear_error_and_leaves_cuda_working():
+    from hpcinv.errors import HpcinvError
+    from hpcinv.store.pinning import page_lock, unlock
+
+    buffer = torch.empty(1 << 20, dtype=torch.uint8)
+    locked = page_lock([buffer], "a test buffer", "advice")
+    try:
+        with pytest.raises(HpcinvError, match=r"page-locking a test buffer \(0\.00 GiB\) .* failed .*: advice"):
+            page_lock([buffer], "a test buffer", "advice")  # registered twice: refused by CUDA
+        assert torch.ones(2, device="cuda").add_(1).sum().item() == 4  # no stale error at the next kernel
+    finally:
+        unlock(locked)
 
 
 def _ddp_rank(rank: int, world: int, port: int) -> None:

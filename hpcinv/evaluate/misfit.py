@@ -15,10 +15,14 @@ import torch
 
 from hpcinv.config import DataConfig
 from hpcinv.physics import simulate
+from hpcinv.physics.forward import resolve_device
 
 
 def data_misfit(vel_ZX: np.ndarray, gathers_STR: np.ndarray, cfg: DataConfig) -> float:
+    """The relative misfit of one model's re-simulated gathers, modelled here on the GPU if there is one
+    (not where the dataset's ``modelling.device`` says: a dataset made on GPUs is scored anywhere)."""
     vel = np.clip(np.asarray(vel_ZX, dtype=np.float32), 1.0, cfg.modelling.max_vel_mps)
-    modelled = simulate(vel, cfg.survey, cfg.grid, cfg.modelling, dtype=torch.float64).numpy()
+    device = resolve_device("auto")
+    modelled = simulate(vel, cfg.survey, cfg.grid, cfg.modelling, dtype=torch.float64, device=device).cpu().numpy()
     observed = np.asarray(gathers_STR, dtype=np.float64)
     return float(np.linalg.norm(modelled - observed) / np.linalg.norm(observed))

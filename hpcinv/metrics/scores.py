@@ -30,8 +30,12 @@ def velocity_metrics(pred_B1ZX: torch.Tensor, true_B1ZX: torch.Tensor, v_min: fl
     mse = err.pow(2).mean(dim=(1, 2, 3))
     mae = err.abs().mean(dim=(1, 2, 3))
     scale = lambda v: ((v - v_min) / span).clamp(0, 1)  # noqa: E731
+    # float32 on a CPU; float64 on a GPU, where float32 convolutions may run in TF32, whose rounding moves
+    # SSIM's E[x^2] - E[x]^2 by up to ~0.03 (GPU ranks and CPU evaluation would disagree). Not float64
+    # everywhere: a CPU convolves it 10-20 x slower (1.4-3.4 s against 0.15 s for 8 paper-size models)
+    dtype = torch.float64 if pred.device.type == "cuda" else torch.float32
     ssim = structural_similarity_index_measure(
-        scale(pred).float(), scale(true).float(), data_range=1.0, reduction="none"
+        scale(pred).to(dtype), scale(true).to(dtype), data_range=1.0, reduction="none"
     )
     assert isinstance(ssim, torch.Tensor)  # a tuple only with return_full_image / return_contrast_sensitivity
     tiny = torch.finfo(torch.float64).tiny

@@ -70,14 +70,17 @@ def available_host_bytes() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def cache_place(nbytes: int, device: torch.device, gpu_fraction: float, ranks_on_node: int = 1) -> str:
+def cache_place(
+    nbytes: int, device: torch.device, gpu_fraction: float, ranks_on_node: int = 1, available: int | None = None
+) -> str:
     """Where a cache of ``nbytes`` goes: "device" (GPU memory), "pinned" or "host" -- or a clear error.
-    The node's available memory is shared by its ``ranks_on_node`` ranks, which all check at once."""
+    The node's available memory (``available``: read before any rank of the node allocated its cache,
+    else now) is shared by its ``ranks_on_node`` ranks."""
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         if nbytes <= gpu_fraction * total and nbytes < free:
             return "device"
-    available = available_host_bytes()
+    available = available_host_bytes() if available is None else available
     share = HOST_CACHE_SHARE * available / max(1, ranks_on_node)
     if nbytes > share:
         per = f", shared by {ranks_on_node} ranks on this node" if ranks_on_node > 1 else ""
@@ -97,7 +100,14 @@ class RawCache:
     :mod:`hpcinv.store.pinning`) and unlocked when the cache is collected."""
 
     def __init__(
-        self, ds, positions, device: torch.device, gpu_fraction: float = 0.3, chunk: int = 32, ranks_on_node: int = 1
+        self,
+        ds,
+        positions,
+        device: torch.device,
+        gpu_fraction: float = 0.3,
+        chunk: int = 32,
+        ranks_on_node: int = 1,
+        host_available: int | None = None,
     ):
         positions = np.unique(np.asarray(positions, dtype=np.int64))
         probe_g, probe_v = ds.read_batch(positions[:1])
@@ -106,19 +116,23 @@ class RawCache:
         g_shape, v_shape = probe_g.shape[1:], probe_v.shape[1:]
         g_dtype = getattr(torch, str(probe_g.dtype))
         per_sample = probe_g[0].nbytes + probe_v[0].nbytes
-        self.place = cache_place(per_sample * len(positions), device, gpu_fraction, ranks_on_node)
+        self.place = cache_place(per_sample * len(positions), device, gpu_fraction, ranks_on_node, host_available)
         where = device if self.place == "device" else torch.device("cpu")
         self.gathers = torch.empty((len(positions), *g_shape), dtype=g_dtype, device=where)
         self.velocity = torch.empty((len(positions), *v_shape), dtype=torch.float32, device=where)
         if self.place == "pinned":
-            locked = page_lock((self.gathers, self.velocity), "the rank's sample cache")
+            locked = page_lock(
+                (self.gathers, self.velocity),
+                "the rank's sample cache",
+                "set data.cache=none (read from disk), or train on more nodes so each rank holds fewer samples",
+            )
             weakref.finalize(self, unlock, locked)
         for start in range(0, len(positions), chunk):
             g, v = ds.read_batch(positions[start : start + chunk])
             self.gathers[start : start + len(g)].copy_(torch.from_numpy(g))
             self.velocity[start : start + len(v)].copy_(torch.from_numpy(v))
-        if self.place == "device":  # copies from pageable memory may still be landing; the feed reads on
-            torch.cuda.synchronize(device)  # another stream, which would not wait for them
+        if self.place == "device":  # the feed reads on its own stream: let nothing of the fill be pending
+            torch.cuda.synchronize(device)
         self.row_of = np.full(len(ds), -1, dtype=np.int64)
         self.row_of[positions] = np.arange(len(positions))
         self.nbytes = per_sample * len(positions)

@@ -120,8 +120,17 @@ class BatchReaders:
         Done after the reader processes are forked: CUDA may keep page-locked ranges out of a child."""
         if not self.pin or self.pinned or not torch.cuda.is_available():
             return
-        self._live["registered"] = page_lock((t for pair in self.slots for t in pair), "the batch buffers")
+        self._live["registered"] = page_lock(
+            (t for pair in self.slots for t in pair),
+            f"the {len(self.slots)} batch buffers",
+            "lower data.loader_workers, data.prefetch_factor or train.batch_size",
+        )
         self.pinned = True
+
+    def start(self) -> None:
+        """Start the reader processes and page-lock the slots now (else at the first epoch): the training
+        loop does it during setup, where a failure stops every rank at once with its message."""
+        self._start()
 
     def _start(self) -> None:
         if self._procs or not self.workers:

@@ -142,11 +142,12 @@ def count_nonfinite(tensors, device: torch.device) -> torch.Tensor:
     only weights no network survives reach): one reduction per tensor, 22 x cheaper than an
     element-wise ``isfinite`` (5 ms against 113 ms for the paper network on 2 CPU cores).
     """
-    # each sum moves to ``device`` on its own: Adam keeps its ``step`` counters on the CPU beside moments on the GPU
-    sums = [t.detach().sum().double().to(device, non_blocking=True) for t in tensors if t.is_floating_point()]
+    sums = [t.detach().sum().double() for t in tensors if t.is_floating_point()]
     if not sums:
         return torch.zeros((), dtype=torch.int64, device=device)
-    return (~torch.isfinite(torch.stack(sums))).sum()
+    # grouped by device, one copy per group: Adam keeps its ``step`` counters on the CPU beside moments on the GPU
+    groups = {s.device: [x for x in sums if x.device == s.device] for s in sums}
+    return torch.stack([(~torch.isfinite(torch.stack(g).to(device))).sum() for g in groups.values()]).sum()
 
 
 def nonfinite_count(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:

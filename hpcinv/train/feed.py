@@ -22,6 +22,8 @@ from hpcinv.store.batches import RawCache
 from hpcinv.store.normalise import Normaliser
 from hpcinv.threads import ahead
 
+_DONE = object()  # the end of a source (which may yield anything else)
+
 
 def normalised(
     gathers: torch.Tensor, velocity: torch.Tensor, norm: Normaliser, device: torch.device, non_blocking: bool = False
@@ -105,8 +107,8 @@ class DeviceFeed:
                     # a source on the GPU (the rank cache) gathers on the side stream too, so the copy and
                     # normalisation below see its result without waiting for the training step's stream
                     with torch.cuda.stream(self.stream) if self.cuda else contextlib.nullcontext():
-                        raw = next(batches, None)
-                    if raw is None:
+                        raw = next(batches, _DONE)
+                    if raw is _DONE:
                         return
                     yield self.prepare(*raw)
             finally:

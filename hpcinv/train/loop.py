@@ -34,7 +34,7 @@ from hpcinv.fileio import atomic_write_text
 from hpcinv.metrics import velocity_metrics
 from hpcinv.nets import count_parameters, model_spec
 from hpcinv.store import Normaliser, ShardedDataset, read_manifest
-from hpcinv.store.batches import RawBatches, RawCache
+from hpcinv.store.batches import RawBatches, RawCache, available_host_bytes
 from hpcinv.store.dataset import Concatenated
 from hpcinv.store.manifest import pooled_stats
 from hpcinv.store.readers import BatchReaders
@@ -72,19 +72,34 @@ def velocity_range(norm: Normaliser, manifest: dict) -> tuple[float, float]:
     return manifest["stats"]["velocity"]["min"], manifest["stats"]["velocity"]["max"]
 
 
-def make_source(ds, sampler: ShardAwareSampler, cfg: TrainConfig, device: torch.device, ranks_on_node: int = 1):
+def make_source(
+    ds,
+    sampler: ShardAwareSampler,
+    cfg: TrainConfig,
+    device: torch.device,
+    ranks_on_node: int = 1,
+    host_available: int | None = None,
+):
     """``(epoch, close)``: ``epoch()`` gives one epoch of raw batches (in the sampler's current order) from
-    this rank's cache (``data.cache=memory``; the node's memory shared by its ``ranks_on_node`` ranks) or
-    from reader processes that read a whole batch each into reused shared-memory buffers; ``close()``
-    stops the readers."""
+    this rank's cache (``data.cache=memory``; the node's ``host_available`` memory, read before any rank
+    allocated, shared by its ``ranks_on_node`` ranks) or from reader processes that read a whole batch
+    each into reused shared-memory buffers; ``close()`` stops the readers. Both are set up here, so that
+    a failure (memory, page-locking) is a setup error that stops every rank at once."""
     if cfg.data.cache == "memory":
         cache = RawCache(
-            ds, np.concatenate(sampler.mine), device, cfg.data.cache_gpu_fraction, ranks_on_node=ranks_on_node
+            ds,
+            np.concatenate(sampler.mine),
+            device,
+            cfg.data.cache_gpu_fraction,
+            ranks_on_node=ranks_on_node,
+            host_available=host_available,
         )
         return (lambda: cache_batches(cache, iter(sampler), cfg.train.batch_size, pinned_ring=2)), (lambda: None)
     readers = BatchReaders(
         ds, cfg.train.batch_size, cfg.data.loader_workers, cfg.data.prefetch_factor, pin=device.type == "cuda"
     )
+    if device.type == "cuda":
+        readers.start()
     return (lambda: readers.epoch(iter(sampler))), readers.close
 
 
@@ -292,6 +307,7 @@ def _train(
 
     # ---- setup: any error here is deterministic; every rank learns of it through one all-reduce
     error = None
+    host_available = available_host_bytes()  # before the collective below: before any rank of the node allocates
     try:
         state, rolled_back = _restore(cfg, run_dir, rank, device)  # a collective: every rank comes here first
         if device.type == "cuda":
@@ -309,7 +325,7 @@ def _train(
         train_ds = parts[0] if len(parts) == 1 else Concatenated(parts)
         sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
         ranks_on_node = ray.train.get_context().get_local_world_size()
-        source, close_source = make_source(train_ds, sampler, cfg, device, ranks_on_node)
+        source, close_source = make_source(train_ds, sampler, cfg, device, ranks_on_node, host_available)
         val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
         val_positions = np.arange(len(val_ds))[rank::world] if val_ds is not None else None
         spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
