@@ -84,6 +84,33 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         ray.init(address=address, **kwargs)
 
 
+def actor_placement(device: str, threads: int, workers: int | None, setting: str) -> tuple[str, dict, int]:
+    """``(device, Ray options, number of actors)`` for actors that model on ``device`` (the ``setting``,
+    e.g. ``modelling.device``: cpu | cuda | auto), one per GPU or one per ``threads`` CPUs.
+
+    ``auto`` is decided here, once, from the cluster's resources, and the concrete device is what the
+    actors get: resolved again inside a CPU actor on a node whose GPUs the cluster does not advertise,
+    it would open a CUDA context per actor. More ``workers`` than the cluster can place, or ``cuda`` on
+    a cluster without GPUs, would wait forever for actors: both are refused, naming what there is."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if device == "cuda" and gpus < 1:
+        raise HpcinvError(
+            f"{setting}=cuda but the Ray cluster has no GPU (it has {cpus} CPUs); use {setting}=cpu (or auto), "
+            "or run on GPU nodes (--gpus-per-node)"
+        )
+    on_gpus = device == "cuda" or (device == "auto" and gpus >= 1)
+    capacity = gpus if on_gpus else cpus // threads
+    if workers is not None and workers > capacity:
+        each, has = ("one GPU", f"{gpus} GPUs") if on_gpus else (f"{threads} CPU(s)", f"{cpus} CPUs")
+        raise HpcinvError(
+            f"--workers {workers} asks for {workers} actors of {each} each, but the Ray cluster has {has}: at most "
+            f"{capacity} (leave --workers out for one per {'GPU' if on_gpus else f'{threads} CPU(s)'})"
+        )
+    options = {"num_gpus": 1, "num_cpus": 1} if on_gpus else {"num_cpus": threads}
+    return ("cuda" if on_gpus else "cpu"), options, workers or max(1, capacity)
+
+
 def actor_executor(
     make_actor,
     n_actors: int,
@@ -103,7 +130,14 @@ def actor_executor(
             return
         t0 = time.perf_counter()
         actors = [make_actor() for _ in range(min(n_actors, len(specs)))]
-        ray.get([actor.pid.remote() for actor in actors])  # all started (and a bad setup fails here)
+        try:
+            ray.get([actor.pid.remote() for actor in actors])  # all started (and a bad setup fails here)
+        except RayActorError as exc:
+            if not getattr(exc, "actor_init_failed", False):
+                raise
+            for actor in actors:
+                ray.kill(actor)
+            raise HpcinvError(f"the {what} actors could not start: {init_error(exc)}") from None
         stats.update(
             workers=len(actors), retries=0, per_worker_samples={}, startup_s=round(time.perf_counter() - t0, 3)
         )
@@ -154,6 +188,15 @@ def actor_executor(
                 ray.wait(list(pending), num_returns=len(pending), timeout=KILL_WAIT_S)
 
     return run
+
+
+def init_error(exc: RayActorError) -> str:
+    """The message of the error an actor's constructor raised (hpcinv's own errors by their one line, e.g.
+    a GPU preflight; anything else by the traceback's last line), from Ray's report of it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("hpcinv.errors.")]
+    last = ours[-1] if ours else lines[-1] if lines else type(exc).__name__
+    return last.split(": ", 1)[1] if ours and ": " in last else last
 
 
 def _retry(

@@ -5,10 +5,15 @@ unreachable clusters) are in test_generate_ray.py."""
 
 import h5py
 import numpy as np
+import pytest
+import ray
 
+from hpcinv.actors import actor_executor
+from hpcinv.errors import HpcinvError
 from hpcinv.generate import generate
+from hpcinv.generate.distributed import placement
 from hpcinv.physics import simulate
-from hpcinv.store import ShardedDataset, read_manifest, verify_dataset
+from hpcinv.store import ShardedDataset, plan_shards, read_manifest, verify_dataset
 from hpcinv.velocity import make_source
 from tests.conftest import tiny_config
 
@@ -50,3 +55,33 @@ def test_collection_is_shared_with_actors(tmp_path, ray_local):
     generate(cfg, out, use_ray=True, workers=2, progress=False)
     ds = _check_complete(out, 6)
     assert [float(ds.read(i)[1][0, 0]) for i in range(6)] == [3000.0 + 50 * i for i in range(6)]
+
+
+@ray.remote(max_restarts=-1)
+class _Refusing:
+    def __init__(self):
+        raise HpcinvError("modelling.device=cuda needs a working GPU, but: no CUDA driver")
+
+    def pid(self) -> int:
+        return 0
+
+
+def test_an_actor_that_refuses_to_start_is_one_clear_line(ray_local):
+    run = actor_executor(lambda: _Refusing.remote(), 2, what="modelling")
+    with pytest.raises(HpcinvError) as caught:
+        list(run(plan_shards(4, 2)))
+    assert str(caught.value) == (
+        "the modelling actors could not start: modelling.device=cuda needs a working GPU, but: no CUDA driver"
+    )
+
+
+def test_placement_refuses_what_the_cluster_cannot_hold_before_anything_is_written(tmp_path, ray_local):
+    cfg = tiny_config("dataset.n_samples=4")
+    with pytest.raises(HpcinvError, match=r"--workers 3 asks for 3 actors of 1 CPU\(s\) each, .* 2 CPUs: at most 2"):
+        generate(cfg, tmp_path / "ds", use_ray=True, workers=3, progress=False)
+    with pytest.raises(HpcinvError, match="modelling.device=cuda but the Ray cluster has no GPU"):
+        generate(tiny_config("modelling.device=cuda"), tmp_path / "ds", use_ray=True, progress=False)
+    assert not (tmp_path / "ds").exists()
+    # "auto" is decided once, by the driver: actors are told "cpu" here, one per core
+    device, options, n = placement(tiny_config("modelling.device=auto"))
+    assert (device, options, n) == ("cpu", {"num_cpus": 1}, 2)

@@ -13,16 +13,15 @@ import os
 
 import ray
 
-from hpcinv.actors import actor_executor, init_ray
+from hpcinv.actors import actor_executor, actor_placement, init_ray
 from hpcinv.config import DataConfig
-from hpcinv.errors import HpcinvError
 from hpcinv.generate.driver import Plan
 from hpcinv.generate.worker import ShardWorker
 from hpcinv.store.shard import ShardSpec
 from hpcinv.store.writer import Executor
 from hpcinv.velocity import CollectionSource, SyntheticSource, VelocitySource
 
-__all__ = ["ModellingActor", "check_gpus", "init_ray", "ray_executor", "uses_gpu", "n_workers_available"]
+__all__ = ["ModellingActor", "init_ray", "placement", "ray_executor"]
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2)
@@ -50,29 +49,10 @@ class ModellingActor:
         return os.getpid()
 
 
-def check_gpus(cfg: DataConfig) -> None:
-    """``modelling.device=cuda`` on a cluster without GPUs would wait forever for actors Ray cannot
-    place: refuse it at once."""
-    if cfg.modelling.device == "cuda":
-        resources = ray.cluster_resources()
-        if resources.get("GPU", 0) < 1:
-            raise HpcinvError(
-                f"modelling.device=cuda but the Ray cluster has no GPU (it has {int(resources.get('CPU', 0))} CPUs); "
-                "use modelling.device=cpu (or auto), or run on GPU nodes (--gpus-per-node)"
-            )
-
-
-def uses_gpu(cfg: DataConfig) -> bool:
-    return cfg.modelling.device == "cuda" or (
-        cfg.modelling.device == "auto" and ray.cluster_resources().get("GPU", 0) >= 1
-    )
-
-
-def n_workers_available(cfg: DataConfig) -> int:
-    resources = ray.cluster_resources()
-    if uses_gpu(cfg):
-        return max(1, int(resources.get("GPU", 0)))
-    return max(1, int(resources.get("CPU", 1)) // cfg.modelling.threads)
+def placement(cfg: DataConfig, workers: int | None = None) -> tuple[str, dict, int]:
+    """The modelling actors' device, Ray options and count (:func:`~hpcinv.actors.actor_placement`); also
+    the check, before anything is written, that the cluster can hold them."""
+    return actor_placement(cfg.modelling.device, cfg.modelling.threads, workers, "modelling.device")
 
 
 def ray_executor(
@@ -89,18 +69,19 @@ def ray_executor(
     other is written, so a GPU does not wait for the host work. A CPU actor runs one shard at a time:
     there its host work is 0.5 % of the modelling, and two concurrent shards made a one-thread actor
     4-8 % slower (docs/SCALING.md)."""
-    cfg = plan.cfg
+    device, options, n_actors = placement(plan.cfg, workers)
     if in_flight_per_actor is None:
-        in_flight_per_actor = 2 if uses_gpu(cfg) else 1
-    options = {"num_gpus": 1, "num_cpus": 1} if uses_gpu(cfg) else {"num_cpus": cfg.modelling.threads}
+        in_flight_per_actor = 2 if device == "cuda" else 1
     collection = None
     if isinstance(plan.source, CollectionSource):
         collection = [ray.put(plan.source.raw)]  # one shared copy per node, zero-copy reads
+    # the actors get the device decided here, never "auto" (not part of the dataset's hash)
+    cfg = plan.cfg.model_copy(update={"modelling": plan.cfg.modelling.model_copy(update={"device": device})})
     cfg_json = cfg.model_dump_json()
     return actor_executor(
         # @ray.remote made ModellingActor an ActorClass, but mypy does not apply class decorators
         lambda: ModellingActor.options(**options).remote(cfg_json, str(plan.out), collection),  # type: ignore[attr-defined]
-        workers or n_workers_available(cfg),
+        n_actors,
         what="modelling",
         in_flight_per_actor=in_flight_per_actor,
         max_retries=max_retries,

@@ -51,10 +51,10 @@ def generate(
             plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
             return execute(plan, in_process_executor(plan), progress=progress)
 
-    from hpcinv.generate.distributed import check_gpus, init_ray, ray_executor
+    from hpcinv.generate.distributed import init_ray, placement, ray_executor
 
     init_ray(address)  # before anything is written: an unreachable cluster leaves no trace
-    check_gpus(cfg)
+    placement(cfg, workers)  # nor does a cluster that cannot hold the actors
     with folder_lock(out, shared=part is not None):
         plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
         stats: dict = {}

@@ -8,12 +8,12 @@ import os
 
 import ray
 
-from hpcinv.actors import actor_executor, init_ray
+from hpcinv.actors import actor_executor, actor_placement, init_ray
 from hpcinv.refine.worker import RefineWorker
 from hpcinv.store.shard import ShardSpec
 from hpcinv.store.writer import Executor
 
-__all__ = ["RefineActor", "init_ray", "ray_executor"]
+__all__ = ["RefineActor", "init_ray", "placement", "ray_executor"]
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -28,23 +28,20 @@ class RefineActor:
         return os.getpid()
 
 
-def ray_executor(worker_args: dict, workers: int | None, stats: dict) -> Executor:
-    rc = worker_args["rc"]
-    resources = ray.cluster_resources()
-    gpu = rc.device == "cuda" or (rc.device == "auto" and resources.get("GPU", 0) >= 1)
-    if rc.device == "cuda" and resources.get("GPU", 0) < 1:
-        from hpcinv.errors import HpcinvError
+def placement(rc, workers: int | None = None) -> tuple[str, dict, int]:
+    """The refine actors' device, Ray options and count (:func:`~hpcinv.actors.actor_placement`); also
+    the check, before anything is written, that the cluster can hold them."""
+    return actor_placement(rc.device, rc.threads, workers, "refine.device")
 
-        raise HpcinvError(
-            f"refine.device=cuda but the Ray cluster has no GPU (it has {int(resources.get('CPU', 0))} "
-            "CPUs); use refine.device=cpu (or auto), or run on GPU nodes"
-        )
-    options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": rc.threads}
-    available = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1)) // rc.threads
+
+def ray_executor(worker_args: dict, workers: int | None, stats: dict) -> Executor:
+    device, options, n_actors = placement(worker_args["rc"], workers)
+    # the actors get the device decided here, never "auto" (not part of the store's hash)
+    worker_args = {**worker_args, "rc": worker_args["rc"].model_copy(update={"device": device})}
     return actor_executor(
         # @ray.remote made RefineActor an ActorClass, but mypy does not apply class decorators
         lambda: RefineActor.options(**options).remote(worker_args),  # type: ignore[attr-defined]
-        workers or max(1, available),
+        n_actors,
         what="refine",
         in_flight_per_actor=1,
         stats=stats,

@@ -28,6 +28,7 @@ import numpy as np
 from hpcinv.config import RefineConfig, folder_and_split, save_config, without_role
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
+from hpcinv.physics.forward import resolve_device
 from hpcinv.physics.validate import MAX_FREQ_FACTOR, PLAUSIBLE_MPS
 from hpcinv.predict import load_network, predict, predict_gathers, store_writer
 from hpcinv.refine.fwi import gaussian_smooth
@@ -191,7 +192,7 @@ def refine(
     fingerprint |= {"dataset": manifest["config_hash"], "range": [lo, hi], "bounds": list(bounds), "refine": settings}
     new = store_manifest("refined", _hash(fingerprint), data, manifest, split, (lo, hi), rc.shard_size, source)
     check_store_folder(out, new, restart=restart, command="refine", known=OUTPUTS)
-    executor_of = _executor(use_ray, address, rc)  # joins the cluster before anything is written
+    executor_of = _executor(use_ray, address, rc, workers)  # joins the cluster, checks devices: nothing written yet
     v_stats = manifest["stats"].get("velocity")
     score_range = (v_stats["min"], v_stats["max"]) if has_velocity(manifest) else None
     with folder_lock(data, shared=True, create=False), folder_lock(out, what="refine output"):
@@ -233,13 +234,19 @@ def refine(
     return summary
 
 
-def _executor(use_ray: bool, address: str | None, rc):
-    """A function (worker args, workers, stats) -> Executor, in this process or on Ray actors."""
+def _executor(use_ray: bool, address: str | None, rc, workers: int | None):
+    """A function (worker args, workers, stats) -> Executor, in this process or on Ray actors, once the
+    cluster (or this machine) is known to hold the work on ``rc.device``."""
     if use_ray:
-        from hpcinv.refine.distributed import init_ray, ray_executor
+        from hpcinv.refine.distributed import init_ray, placement, ray_executor
 
         init_ray(address)
+        placement(rc, workers)
         return ray_executor
+    if resolve_device(rc.device).type == "cuda":
+        from hpcinv.doctor import require_gpu_ready
+
+        require_gpu_ready(f"refine.device={rc.device}", probe=True)
 
     def in_process(worker_args: dict, workers, stats: dict) -> Executor:
         def run(specs):
