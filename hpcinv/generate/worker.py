@@ -16,6 +16,7 @@ import torch
 
 from hpcinv.config import DataConfig, config_hash
 from hpcinv.physics import make_geometry, simulate
+from hpcinv.physics.forward import resolve_device
 from hpcinv.store.schema import survey_attrs
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, write_shard
 from hpcinv.store.stats import RunningStats
@@ -27,10 +28,10 @@ class ShardWorker:
 
     def __init__(self, cfg: DataConfig, out_dir: str | os.PathLike, source: VelocitySource | None = None):
         torch.set_num_threads(cfg.modelling.threads)
-        if cfg.modelling.device == "cuda":
+        if resolve_device(cfg.modelling.device).type == "cuda":  # "auto" on a GPU too
             from hpcinv.doctor import require_gpu_ready
 
-            require_gpu_ready("modelling.device=cuda", probe=True)  # the GPU this process models on
+            require_gpu_ready(f"modelling.device={cfg.modelling.device}", probe=True)  # the GPU this process uses
         self.cfg = cfg
         self.folder = Path(out_dir) / SHARD_DIR
         self.source = source or make_source(cfg)

@@ -27,6 +27,8 @@ from hpcinv.store.pinning import page_lock, unlock
 
 # the host cache may take at most this share of the memory the kernel reports available
 HOST_CACHE_SHARE = 0.8
+# what a rank whose cache does not fit in host memory (or cannot be page-locked there) can change
+CACHE_ADVICE = "set data.cache=none (read from disk), or train on more nodes so each rank holds fewer samples"
 
 
 def gathers_only_error(root) -> DataError:
@@ -87,8 +89,7 @@ def cache_place(
         raise HpcinvError(
             f"data.cache=memory needs {nbytes / 2**30:.2f} GiB for this rank's samples, but this node has "
             f"{available / 2**30:.2f} GiB available (at most {HOST_CACHE_SHARE:.0%} of it may be used{per}: "
-            f"{share / 2**30:.2f} GiB per rank): set data.cache=none (read from disk), or train on more "
-            "nodes so each rank holds fewer samples"
+            f"{share / 2**30:.2f} GiB per rank): {CACHE_ADVICE}"
         )
     return "pinned" if device.type == "cuda" else "host"
 
@@ -121,11 +122,7 @@ class RawCache:
         self.gathers = torch.empty((len(positions), *g_shape), dtype=g_dtype, device=where)
         self.velocity = torch.empty((len(positions), *v_shape), dtype=torch.float32, device=where)
         if self.place == "pinned":
-            locked = page_lock(
-                (self.gathers, self.velocity),
-                "the rank's sample cache",
-                "set data.cache=none (read from disk), or train on more nodes so each rank holds fewer samples",
-            )
+            locked = page_lock((self.gathers, self.velocity), "the rank's sample cache", CACHE_ADVICE)
             weakref.finalize(self, unlock, locked)
         for start in range(0, len(positions), chunk):
             g, v = ds.read_batch(positions[start : start + chunk])

@@ -128,11 +128,8 @@ class BatchReaders:
         self.pinned = True
 
     def start(self) -> None:
-        """Start the reader processes and page-lock the slots now (else at the first epoch): the training
-        loop does it during setup, where a failure stops every rank at once with its message."""
-        self._start()
-
-    def _start(self) -> None:
+        """Start the reader processes and page-lock the slots (else done at the first epoch): the training
+        loop calls it during setup, where a failure stops every rank at once with its message."""
         if self._procs or not self.workers:
             self._pin()
             return
@@ -198,7 +195,7 @@ class BatchReaders:
             yield g[:n], v[:n]
 
     def _from_readers(self, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self._start()
+        self.start()
         free, ready, sent, in_flight = list(range(len(self.slots))), {}, 0, 0
         try:
             for seq in range(len(batches)):
