@@ -11,6 +11,17 @@ from pydantic import BaseModel, ValidationError
 from hpcinv.errors import HpcinvError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``PREFIX: error:`` line like every other error (``--help``
+    shows the usage)."""
+
+    prefix = "hpcinv"
+
+    def error(self, message: str):
+        where = self.prog.removeprefix(self.prefix).strip()
+        self.exit(2, f"{self.prefix}: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
 def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """``parser.parse_args(argv)``, with the leftover ``key=value`` words appended to ``args.overrides``.
 
@@ -30,6 +41,21 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None
     if extra:
         args.overrides = [*args.overrides, *extra]
     return args
+
+
+def whole(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
+        return value
+
+    return parse
 
 
 def _flag(name: str) -> str:

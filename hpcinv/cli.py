@@ -3,12 +3,12 @@
     hpcinv quickstart [--out DIR]
     hpcinv generate CONFIG --out DIR [--address HOST:PORT] [--workers N] [--in-process] [--restart] [--part I/K]
                     [key=value ...]
-    hpcinv train CONFIG --out RUN_DIR [--address HOST:PORT] [key.sub=value ...]
+    hpcinv train CONFIG --out RUN_DIR [--address HOST:PORT | --in-process] [key.sub=value ...]
     hpcinv predict RUN_OR_CHECKPOINT --data DATASET --out DIR [--split S]
     hpcinv refine [CONFIG] --data DATASET --init {RUN_OR_CHECKPOINT | PREDICTIONS_DIR | smooth} --out DIR
                   [--split S] [--address HOST:PORT] [--workers N] [--in-process] [refine.key=value ...]
     hpcinv evaluate RUN_OR_CHECKPOINT_OR_STORE [...] --data DATASET --out DIR [--split S] [--baseline DATASET[:SPLIT]]
-    hpcinv import-gathers CONFIG --gathers FILE.npy --out DIR [key=value ...]
+    hpcinv import-gathers CONFIG --gathers FILE.npy --out DIR [--scale S] [key=value ...]
     hpcinv verify DIR [--no-checksums]
     hpcinv doctor [--gpu] [--no-probe] [--no-deepwave]
     hpcinv config show PRESET [key.sub=value ...]
@@ -36,33 +36,13 @@ import traceback
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 
-from hpcinv.argv import add_model_flags, model_from_flags, parse_with_overrides
+from hpcinv.argv import OneLineParser, add_model_flags, model_from_flags, parse_with_overrides, whole
 from hpcinv.config import ClusterConfig, DataConfig, RefineConfig, TrainConfig, load_config
 from hpcinv.errors import HpcinvError, Interrupted
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one ``hpcinv: error:`` line like every other error (``--help``
-    shows the usage)."""
-
-    def error(self, message: str):
-        where = self.prog.removeprefix("hpcinv").strip()
-        self.exit(2, f"hpcinv: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
-
-
-def _whole(minimum: int):
-    """An argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
-        return value
-
-    return parse
+class _Parser(OneLineParser):
+    prefix = "hpcinv"
 
 
 def _package_version() -> str:
@@ -104,7 +84,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from hpcinv.train.trainer import train
 
     with contextlib.redirect_stdout(sys.stderr):
-        summary = train(cfg, args.out, address=args.address)
+        summary = train(cfg, args.out, address=args.address, in_process=args.in_process)
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -169,7 +149,7 @@ def _cmd_import_gathers(args: argparse.Namespace) -> int:
     from hpcinv.generate.gathers import import_gathers
 
     with contextlib.redirect_stdout(sys.stderr):
-        summary = import_gathers(cfg, args.gathers, args.out, key=args.key, progress=not args.quiet)
+        summary = import_gathers(cfg, args.gathers, args.out, key=args.key, scale=args.scale, progress=not args.quiet)
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -244,14 +224,14 @@ def add_evaluate_options(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--data", required=True, help="dataset folder")
     ev.add_argument("--split", help="dataset split (e.g. test)")
     ev.add_argument("--out", required=True, help="report folder")
-    ev.add_argument("--samples", type=_whole(1), help="only the first N samples of the split (a documented subset)")
-    ev.add_argument("--misfit-samples", type=_whole(0), help="samples re-simulated for the data misfit (default: all)")
+    ev.add_argument("--samples", type=whole(1), help="only the first N samples of the split (a documented subset)")
+    ev.add_argument("--misfit-samples", type=whole(0), help="samples re-simulated for the data misfit (default: all)")
     ev.add_argument(
         "--baseline",
         metavar="DATASET[:SPLIT]",
         help="data whose mean model is the data-free baseline row (default: the first network's training data)",
     )
-    ev.add_argument("--figures", type=_whole(0), default=2, help="figures per run")
+    ev.add_argument("--figures", type=whole(0), default=2, help="figures per run")
     ev.add_argument(
         "--verify",
         choices=("fast", "full"),
@@ -270,7 +250,7 @@ def add_evaluate_options(ev: argparse.ArgumentParser) -> None:
 def _store_options(p: argparse.ArgumentParser, command: str) -> None:
     """What ``predict`` and ``refine`` share: the samples to cover and the output velocity store."""
     p.add_argument("--split", help="dataset split (e.g. test)")
-    p.add_argument("--samples", type=_whole(1), help="only the first N samples of the split (a documented subset)")
+    p.add_argument("--samples", type=whole(1), help="only the first N samples of the split (a documented subset)")
     p.add_argument("--out", required=True, help="output folder (re-run to resume)")
     p.add_argument("--restart", action="store_true", help=f"discard another {command}'s output in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -294,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--restart", action="store_true", help="discard a dataset of another config in --out")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.add_argument("--address", help="Ray cluster to join (HOST:PORT; default: $RAY_ADDRESS, else a local instance)")
-    gen.add_argument("--workers", type=_whole(1), help="modelling actors (default: one per CPU core, or per GPU)")
+    gen.add_argument("--workers", type=whole(1), help="modelling actors (default: one per CPU core, or per GPU)")
     gen.add_argument("--in-process", action="store_true", help="no Ray: model every shard in this process")
     gen.add_argument(
         "--part",
@@ -310,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("config", help="YAML config file or preset name (e.g. fcnvmb_pretrain)")
     tr.add_argument("--out", required=True, help="run folder: checkpoints, events, W&B files, result")
     tr.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
+    tr.add_argument(
+        "--in-process",
+        action="store_true",
+        help="no Ray: train one rank in this process (scaling.num_workers=1; no restart on a failure)",
+    )
     tr.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     tr.set_defaults(func=_cmd_train)
 
@@ -321,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", help="run folder, checkpoint folder or state.pt")
     pr.add_argument("--data", required=True, help="dataset folder (true velocities optional)")
     _store_options(pr, "predict")
-    pr.add_argument("--shard-size", type=_whole(1), default=16, help="models per output shard")
+    pr.add_argument("--shard-size", type=whole(1), default=16, help="models per output shard")
     pr.add_argument("--allow-survey-mismatch", action="store_true", help="apply a network to data of another survey")
     pr.set_defaults(func=_cmd_predict)
 
@@ -342,10 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     _store_options(rf, "refine")
     rf.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
     rf.add_argument(
-        "--workers", type=_whole(1), help="refine actors (default: one per CPU core / refine.threads, or per GPU)"
+        "--workers", type=whole(1), help="refine actors (default: one per CPU core / refine.threads, or per GPU)"
     )
     rf.add_argument("--in-process", action="store_true", help="no Ray: refine every model in this process")
-    rf.add_argument("--figures", type=_whole(0), default=2, help="samples drawn in figures/")
+    rf.add_argument("--figures", type=whole(0), default=2, help="samples drawn in figures/")
     rf.add_argument("--allow-survey-mismatch", action="store_true", help="start from a network of another survey")
     rf.add_argument("overrides", nargs="*", metavar="refine.key=value", help="config overrides")
     rf.set_defaults(func=_cmd_refine)
@@ -354,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     ig.add_argument("config", help="data config giving the survey, grid and modelling of the recording")
     ig.add_argument("--gathers", required=True, help=".npy (or .npz with --key) of shape (N, shots, time, receivers)")
     ig.add_argument("--key", help="array name in a .npz")
+    ig.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the gathers by this before storing them (e.g. to fit float16); recorded, and undone "
+        "whenever they are read",
+    )
     ig.add_argument("--out", required=True, help="dataset folder (created)")
     ig.add_argument("--quiet", action="store_true", help="no progress bar")
     ig.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")

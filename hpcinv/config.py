@@ -421,11 +421,11 @@ def without_role(cfg: BaseModel, role: str) -> dict:
     return data
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
     flat: dict = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -434,7 +434,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def config_difference(there: BaseModel, here: BaseModel, *, ignore: str, limit: int = 4) -> str:
     """The settings that differ, except those declared with role ``ignore``, in words, e.g.
     "dataset.n_samples is 240 there, 8 here" (to explain a refusal decided by comparing the configs)."""
-    a, b = _flatten(without_role(there, ignore)), _flatten(without_role(here, ignore))
+    a, b = flatten(without_role(there, ignore)), flatten(without_role(here, ignore))
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     shown = [f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:limit]]
     return "; ".join(shown) + (f" (and {len(keys) - limit} more keys)" if len(keys) > limit else "")

@@ -85,6 +85,30 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
         _remove(tmp)
 
 
+@contextmanager
+def parents_made(path: str | os.PathLike) -> Iterator[None]:
+    """Create the missing parent folders of ``path`` for the block; if the block fails, those of them
+    still empty are removed again (a refused or failed command leaves no empty folder behind)."""
+    missing, parent = [], Path(path).absolute().parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        yield
+    except BaseException:
+        for folder in missing:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp + fsync + rename)."""
     with atomic_path(path) as tmp:

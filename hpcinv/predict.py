@@ -15,20 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hpcinv.errors import HpcinvError
+from hpcinv.folders import DATASETS, distinct, require
 from hpcinv.nets import build_model
 from hpcinv.store import Normaliser, ShardedDataset, folder_lock, plan_shards, require_readable
 from hpcinv.store.folder import check_store_folder, open_store_folder
-from hpcinv.store.manifest import read_manifest, select_range
-from hpcinv.store.shard import SHARD_DIR, ShardSpec, file_sha256
+from hpcinv.store.manifest import dataset_identity, read_manifest, select_range
+from hpcinv.store.shard import SHARD_DIR, ShardSpec
 from hpcinv.store.velocities import read_store_manifest, store_manifest, write_velocity_shard
 from hpcinv.store.writer import StoreWriter
-from hpcinv.train.checkpoint import find_checkpoint, load_state, load_weights, nonfinite_entries
+from hpcinv.train.checkpoint import Checkpoint, load_weights, nonfinite_entries, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,24 @@ def survey_differences(trained: dict, data: dict) -> list[str]:
     ]
 
 
-def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mismatch: bool = False):
-    """(model, normaliser, state, warnings) of a checkpoint, checked against the dataset's manifest."""
-    state = load_state(path)
+@dataclass
+class Network:
+    """A trained network, read once from its checkpoint and checked against a dataset."""
+
+    checkpoint: Checkpoint
+    model: torch.nn.Module
+    norm: Normaliser
+    warnings: list[str]
+
+    @property
+    def state(self) -> dict:
+        return self.checkpoint.state
+
+
+def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mismatch: bool = False) -> Network:
+    """The network of a checkpoint (read once), checked against the dataset's manifest."""
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.state
     bad = nonfinite_entries(state["model"])
     if bad:
         raise HpcinvError(
@@ -78,7 +95,7 @@ def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mi
         warnings.append(f"survey differs from training (--allow-survey-mismatch): {text}")
     model = build_model(spec)
     load_weights(model, state, repr(str(path)))
-    return model.eval(), Normaliser(**state["normaliser"]), state, warnings
+    return Network(checkpoint, model.eval(), Normaliser(**state["normaliser"]), warnings)
 
 
 @torch.no_grad()
@@ -98,6 +115,95 @@ def store_writer(out: Path, manifest: dict, lo: int) -> StoreWriter:
     return StoreWriter(out, manifest, specs, index_of=lambda s: np.arange(lo + s.start, lo + s.stop))
 
 
+@dataclass
+class PredictPlan:
+    """Everything ``predict`` will do, checked; nothing written yet."""
+
+    network: Network
+    dataset: Path
+    lo: int
+    hi: int
+    out: Path
+    manifest: dict  # of the store to make (or continue)
+    restart: bool
+
+
+def plan_predict(
+    checkpoint: str | Path,
+    dataset: str | Path,
+    out: str | Path,
+    *,
+    split: str | None = None,
+    shard_size: int = 16,
+    allow_survey_mismatch: bool = False,
+    restart: bool = False,
+    full_verify: bool = False,
+    samples: int | None = None,
+    network: Network | None = None,
+) -> PredictPlan:
+    """Check every input of a prediction of ``dataset`` (its ``split``; its first ``samples``) into
+    ``out`` -- the dataset, the checkpoint (``network``, if it is loaded already), the output folder --
+    before anything is written."""
+    if shard_size < 1:
+        raise HpcinvError(f"--shard-size must be >= 1, got {shard_size}")
+    out = Path(out)
+    require(dataset, DATASETS, what="--data")
+    manifest = require_readable(dataset, split, full=full_verify)
+    lo, hi = select_range(manifest, split, samples, f"dataset {str(dataset)!r}")
+    network = network or load_network(checkpoint, manifest, str(dataset), allow_survey_mismatch)
+    distinct(out, {"--data": dataset, "the checkpoint's run": network.checkpoint.run})
+    for text in network.warnings:
+        log.warning("%s", text)
+    state = network.state
+    source = {
+        "checkpoint": str(network.checkpoint.file.resolve()),
+        "checkpoint_sha256": network.checkpoint.sha256,
+        "epoch": state.get("epoch"),
+        "model": state["model_spec"]["config"]["name"],
+        "warnings": network.warnings,
+    }
+    request = {
+        "checkpoint_sha256": network.checkpoint.sha256,
+        "dataset": dataset_identity(manifest),
+        "range": [lo, hi],
+        "shard_size": shard_size,
+    }
+    new = store_manifest(
+        "prediction", _hash(request), dataset, manifest, split, (lo, hi), shard_size, source, request=request
+    )
+    check_store_folder(out, new, restart=restart, command="predict")  # before anything is written
+    return PredictPlan(network, Path(dataset), lo, hi, out, new, restart)
+
+
+def run_predict(plan: PredictPlan, *, progress: bool = True, predicted: np.ndarray | None = None) -> dict:
+    """Write (or finish) the store of ``plan``; ``predicted``: the velocities of samples [lo, hi), when
+    the caller has computed them already."""
+    out, lo, network = plan.out, plan.lo, plan.network
+    ds = ShardedDataset(plan.dataset)
+    with folder_lock(plan.dataset, shared=True, create=False), folder_lock(out, what="velocity store"):
+        store = open_store_folder(out, plan.manifest, restart=plan.restart, command="predict")
+        writer = store_writer(out, store, lo)
+
+        def run(spec: ShardSpec) -> dict:
+            if predicted is not None:
+                velocity = predicted[spec.start : spec.stop]
+            else:
+                gathers = np.stack([ds.read(i)[0] for i in range(lo + spec.start, lo + spec.stop)])
+                velocity = predict_gathers(network.model, network.norm, gathers)
+            return write_velocity_shard(out / SHARD_DIR, spec, lo, velocity, config_hash=store["config_hash"])
+
+        writer.record((run(spec) for spec in writer.todo), desc="predict", progress=progress)
+    final = writer.manifest
+    return {
+        "out": str(out),
+        "samples": final["n_samples"],
+        "computed_shards": len(writer.todo),
+        "skipped_shards": writer.skipped,
+        "complete": final["complete"],
+        "warnings": network.warnings,
+    }
+
+
 def predict(
     checkpoint: str | Path,
     dataset: str | Path,
@@ -113,50 +219,18 @@ def predict(
 ) -> dict:
     """Write the network's velocity for every sample of ``dataset`` (its ``split``; its first ``samples``)
     into ``out``."""
-    if shard_size < 1:
-        raise HpcinvError(f"--shard-size must be >= 1, got {shard_size}")
-    out = Path(out)
-    manifest = require_readable(dataset, split, full=full_verify)
-    lo, hi = select_range(manifest, split, samples, f"dataset {str(dataset)!r}")
-    model, norm, state, warnings = load_network(checkpoint, manifest, str(dataset), allow_survey_mismatch)
-    for text in warnings:
-        log.warning("%s", text)
-    file = find_checkpoint(checkpoint)
-    source = {
-        "checkpoint": str(file.resolve()),
-        "checkpoint_sha256": file_sha256(file),
-        "epoch": state.get("epoch"),
-        "model": state["model_spec"]["config"]["name"],
-        "warnings": warnings,
-    }
-    fingerprint = {k: source[k] for k in ("checkpoint_sha256",)} | {
-        "dataset": manifest["config_hash"],
-        "range": [lo, hi],
-        "shard_size": shard_size,
-    }
-    new = store_manifest("prediction", _hash(fingerprint), dataset, manifest, split, (lo, hi), shard_size, source)
-    check_store_folder(out, new, restart=restart, command="predict")  # before anything is written
-    ds = ShardedDataset(dataset)
-    with folder_lock(dataset, shared=True, create=False), folder_lock(out, what="velocity store"):
-        store = open_store_folder(out, new, restart=restart, command="predict")
-        writer = store_writer(out, store, lo)
-
-        def run(spec: ShardSpec) -> dict:
-            gathers = np.stack([ds.read(i)[0] for i in range(lo + spec.start, lo + spec.stop)])
-            return write_velocity_shard(
-                out / SHARD_DIR, spec, lo, predict_gathers(model, norm, gathers), config_hash=store["config_hash"]
-            )
-
-        writer.record((run(spec) for spec in writer.todo), desc="predict", progress=progress)
-    final = writer.manifest
-    return {
-        "out": str(out),
-        "samples": final["n_samples"],
-        "computed_shards": len(writer.todo),
-        "skipped_shards": writer.skipped,
-        "complete": final["complete"],
-        "warnings": warnings,
-    }
+    plan = plan_predict(
+        checkpoint,
+        dataset,
+        out,
+        split=split,
+        shard_size=shard_size,
+        allow_survey_mismatch=allow_survey_mismatch,
+        restart=restart,
+        full_verify=full_verify,
+        samples=samples,
+    )
+    return run_predict(plan, progress=progress)
 
 
 def dataset_of(store_root: str | Path) -> dict:

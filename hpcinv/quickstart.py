@@ -17,6 +17,7 @@ from pathlib import Path
 from hpcinv.config import DataConfig, EvaluateConfig, TrainConfig, load_config
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
+from hpcinv.folders import claim, mark
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
     from hpcinv.train.trainer import train
 
     out = Path(out).resolve()
+    claim(out, "quickstart")
     gen_over, train_over = split_overrides(overrides or [])
     dataset, run, report = out / "dataset", out / "run", out / "report"
     data_cfg = load_config(DataConfig, "quickstart_data", gen_over)
@@ -43,6 +45,8 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
     t0 = time.perf_counter()
     timings = {}
 
+    out.mkdir(parents=True, exist_ok=True)
+    mark(out, "quickstart")
     log.info("[1/3] generating %s salt models into %s", data_cfg.dataset.n_samples, dataset)
     summary = generate(data_cfg, dataset, use_ray=True, progress=progress)
     check = verify_dataset(dataset)

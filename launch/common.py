@@ -20,16 +20,20 @@ from pathlib import Path
 
 import submitit
 
-from hpcinv.argv import add_model_flags, model_from_flags, parse_with_overrides
+from hpcinv.argv import OneLineParser, add_model_flags, model_from_flags, parse_with_overrides
 from hpcinv.config import ClusterConfig, SlurmConfig, parse_overrides
 from hpcinv.errors import HpcinvError
+
+
+class _Parser(OneLineParser):
+    prefix = "launch"
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     """The launcher's parser: the SLURM flags, made from :class:`~hpcinv.config.SlurmConfig` (its defaults
     and descriptions), the Ray cluster's from :class:`~hpcinv.config.ClusterConfig` (its folder is
     ``--folder``/ray), plus ``--slurm KEY=VALUE`` and ``--wait``."""
-    p = argparse.ArgumentParser(description=description)
+    p = _Parser(description=description)
     p.set_defaults(overrides=[])  # key.sub=value words anywhere on the line (see parse)
     s = p.add_argument_group("SLURM")
     add_model_flags(s, SlurmConfig)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from hpcinv.cli import add_evaluate_options
 from hpcinv.config import EvaluateConfig
 from hpcinv.errors import HpcinvError
+from hpcinv.evaluate.report import check_inputs
+from hpcinv.folders import claim
 from hpcinv.jobs import EvaluateJob
 from launch import common
 
@@ -25,12 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     if args.overrides:
         raise HpcinvError(f"evaluation takes no key=value overrides, got {args.overrides}")
-    if not args.after:
-        missing = [p for p in [*args.runs, args.data] if not Path(p).exists()]
-        if missing:
-            raise HpcinvError(f"not found: {', '.join(missing)}")
+    settings = EvaluateConfig.from_args(args)
+    if args.after:  # inputs made by an earlier job in the chain do not exist yet: the output folder can be checked
+        claim(args.out, "report")
+    else:  # the same checks as `hpcinv evaluate`
+        check_inputs(args.runs, args.data, args.out, settings)
     ex = common.executor(args, "evaluate", nodes=1)
-    job = EvaluateJob(args.runs, args.data, args.out, EvaluateConfig.from_args(args))
+    job = EvaluateJob(args.runs, args.data, args.out, settings)
     jobs = common.submit(args.folder, lambda: [ex.submit(job)])
     common.report(args, jobs, out=args.out)
 

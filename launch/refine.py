@@ -14,11 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from hpcinv.argv import whole
 from hpcinv.config import RefineConfig, load_config
-from hpcinv.errors import HpcinvError
+from hpcinv.folders import claim
 from hpcinv.jobs import RefineJob
-from hpcinv.store import require_readable
-from hpcinv.store.velocities import VelocityStore, is_velocity_store
+from hpcinv.refine.driver import plan_refine
 from launch import common
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", required=True, help="run/checkpoint, predict/refine output folder, or 'smooth'")
     p.add_argument("--out", required=True, help="output folder on shared storage")
     p.add_argument("--split", help="dataset split (e.g. test)")
-    p.add_argument("--samples", type=int, help="only the first N samples of the split")
+    p.add_argument("--samples", type=whole(1), help="only the first N samples of the split")
     return p
 
 
@@ -37,12 +37,10 @@ def run(args: argparse.Namespace) -> None:
     if args.config and "=" in args.config and not Path(args.config).exists():
         args.overrides, args.config = [args.config, *args.overrides], None
     cfg = load_config(RefineConfig, args.config, args.overrides)
-    if not args.after:  # inputs made by an earlier job in the chain do not exist yet
-        require_readable(args.data, args.split)
-        if args.init != "smooth" and not Path(args.init).exists():
-            raise HpcinvError(f"--init {args.init!r} does not exist (give a run, checkpoint, store or 'smooth')")
-        if is_velocity_store(args.init):
-            VelocityStore(args.init)  # complete and readable
+    if args.after:  # inputs made by an earlier job in the chain do not exist yet: the output folder can be checked
+        claim(args.out, "refined")
+    else:  # the same checks as `hpcinv refine` (but the network's predictions are left to the job)
+        plan_refine(args.data, args.init, args.out, cfg, split=args.split, samples=args.samples, predict_start=False)
     ex = common.executor(args, "refine")
     job = RefineJob(
         cfg, args.data, args.init, args.out, common.cluster_config(args), split=args.split, samples=args.samples

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hpcinv.config import DataConfig
+from hpcinv.errors import HpcinvError
 from hpcinv.physics import simulate
 from hpcinv.physics.forward import resolve_device
 
@@ -25,4 +26,7 @@ def data_misfit(vel_ZX: np.ndarray, gathers_STR: np.ndarray, cfg: DataConfig) ->
     device = resolve_device("auto")
     modelled = simulate(vel, cfg.survey, cfg.grid, cfg.modelling, dtype=torch.float64, device=device).cpu().numpy()
     observed = np.asarray(gathers_STR, dtype=np.float64)
-    return float(np.linalg.norm(modelled - observed) / np.linalg.norm(observed))
+    norm = float(np.linalg.norm(observed))
+    if norm == 0:
+        raise HpcinvError("the recorded gathers of a sample are all zeros: no data misfit can be measured against them")
+    return float(np.linalg.norm(modelled - observed) / norm)

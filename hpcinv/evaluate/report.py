@@ -19,6 +19,7 @@ Metric definitions: :mod:`hpcinv.metrics.scores`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -31,14 +32,15 @@ import torch
 from hpcinv.config import EvaluateConfig, folder_and_split
 from hpcinv.errors import HpcinvError
 from hpcinv.evaluate.misfit import data_misfit
-from hpcinv.fileio import atomic_write_text
+from hpcinv.fileio import atomic_path, atomic_write_text, parents_made
+from hpcinv.folders import ABSENT, DATASETS, FILE, STORES, claim, distinct, inspect, mark, require
 from hpcinv.metrics import METRICS, spread, velocity_metrics
 from hpcinv.predict import load_network, predict_gathers
 from hpcinv.store import ShardedDataset, folder_lock, load_dataset_config, require_readable
 from hpcinv.store.dataset import mean_velocity
 from hpcinv.store.manifest import has_velocity, select_range
-from hpcinv.store.velocities import VelocityStore, is_velocity_store
-from hpcinv.train.checkpoint import find_checkpoint, load_state
+from hpcinv.store.velocities import VelocityStore
+from hpcinv.train.checkpoint import STATE, load_state
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,8 @@ class Row:
     training_data: list[tuple[str, str | None]] | None = None  # (dataset, split) pairs the network learned from
 
 
-def run_name(path: str | Path) -> str:
-    if is_velocity_store(path):
-        return Path(path).resolve().name
-    file = find_checkpoint(path)
+def checkpoint_name(file: Path) -> str:
+    """A row's name for a checkpoint: ``run/checkpoint_epochNNNNNN``, or the folder of a bare state.pt."""
     return (
         f"{file.parent.parent.name}/{file.parent.name}"
         if file.parent.name.startswith("checkpoint_")
@@ -98,7 +98,8 @@ def training_range(state: dict, norm) -> tuple[float, float] | None:
 def network_row(
     path: str, ds: ShardedDataset, manifest: dict, dataset: str, allow_survey_mismatch: bool, batch_size: int = 16
 ) -> Row:
-    model, norm, state, warnings = load_network(path, manifest, dataset, allow_survey_mismatch)
+    network = load_network(path, manifest, dataset, allow_survey_mismatch)
+    model, norm, state = network.model, network.norm, network.state
     preds = []
     for start in range(0, len(ds), batch_size):
         stop = min(start + batch_size, len(ds))
@@ -106,12 +107,17 @@ def network_row(
             predict_gathers(model, norm, np.stack([ds.read(int(ds.indices[i]))[0] for i in range(start, stop)]))
         )
     info = {
-        "checkpoint": str(find_checkpoint(path)),
+        "checkpoint": str(network.checkpoint.file),
         "epoch": state.get("epoch"),
         "normaliser_range_mps": [norm.v_min, norm.v_max] if norm.velocity == "minmax" else None,
     }
     return Row(
-        run_name(path), np.concatenate(preds), info, list(warnings), training_range(state, norm), training_of(state)
+        checkpoint_name(network.checkpoint.file),
+        np.concatenate(preds),
+        info,
+        list(network.warnings),
+        training_range(state, norm),
+        training_of(state),
     )
 
 
@@ -125,14 +131,14 @@ def store_row(path: str, dataset: str, manifest: dict, lo: int, hi: int) -> Row:
     if checkpoint and Path(checkpoint).is_file():
         training = training_of(load_state(checkpoint))
     return Row(
-        f"{run_name(path)} ({store.kind})",
+        f"{Path(path).resolve().name} ({store.kind})",
         velocity,
         {"store": str(path), "kind": store.kind, "source": source},
         training_data=training,
     )
 
 
-def baseline_row(training: list[tuple[str, str | None]], manifest: dict, n: int) -> Row:
+def baseline_row(training: list[tuple[str, str | None]], manifest: dict, n: int, name: str = BASELINE) -> Row:
     (root, split), *more = training
     mean = mean_velocity(root, split, more)
     if list(mean.shape) != list(manifest["velocity_shape"]):
@@ -141,7 +147,7 @@ def baseline_row(training: list[tuple[str, str | None]], manifest: dict, n: int)
             f"{manifest['velocity_shape']}; pass --baseline a dataset of the same grid"
         )
     return Row(
-        BASELINE,
+        name,
         np.broadcast_to(mean, (n, *mean.shape)),
         {
             "baseline_dataset": str(root),
@@ -236,36 +242,71 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def parse_baseline(text: str) -> tuple[str, str | None]:
+    """``--baseline DATASET[:SPLIT]``: a colon needs a split after it."""
+    folder, split = folder_and_split(text)
+    if text.endswith(":"):
+        raise HpcinvError(
+            f"--baseline {text!r} ends with ':' but names no split; give DATASET:SPLIT (e.g. {folder}:train), "
+            "or DATASET alone for every sample"
+        )
+    return folder, split
+
+
+def check_inputs(paths: list[str], dataset: str, out: str | Path, s: EvaluateConfig) -> None:
+    """What every input of ``evaluate`` is, checked before anything is read: the same checks for
+    ``hpcinv evaluate`` and its SLURM launcher."""
+    require(dataset, DATASETS, what="--data")
+    for path in paths:
+        found = inspect(path)
+        if found.kind not in (*STORES, "run", FILE) and not (Path(path) / STATE).is_file():
+            what = found.describe() if found.kind != ABSENT else f"{str(path)!r} does not exist"
+            raise HpcinvError(
+                f"evaluate input {what}; give runs or checkpoints (`hpcinv train`) or velocity stores "
+                "(`hpcinv predict` / `hpcinv refine`)"
+            )
+    baseline = [parse_baseline(s.baseline)[0]] if s.baseline else []
+    for folder in baseline:
+        require(folder, ("dataset",), what="--baseline")
+    claim(out, "report")
+    distinct(out, {"--data": dataset, **{f"input {p!r}": p for p in paths}, "--baseline": next(iter(baseline), None)})
+
+
 def evaluate(paths: list[str], dataset: str, out: str | Path, settings: EvaluateConfig | None = None) -> dict:
     """Score ``paths`` (runs, checkpoints, velocity stores) and the data-free baseline on ``dataset``,
     as ``settings`` say (``misfit_samples``: the first that many samples are re-simulated for the data
-    misfit; None: all)."""
+    misfit; None: all). The report folder is built under a temporary name and replaces ``out`` whole
+    when complete: a failed evaluation leaves nothing, a repeated one no figure of the last."""
     s = settings or EvaluateConfig()
     split, samples, misfit_samples, figures, baseline = s.split, s.samples, s.misfit_samples, s.figures, s.baseline
     allow_survey_mismatch, full_verify = s.allow_survey_mismatch, s.verify == "full"
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise HpcinvError(f"--out {str(out)!r} is a file; give a folder for the report")
     # every input is read and checked before anything is written
+    check_inputs(paths, dataset, out, s)
     manifest = require_readable(dataset, split, full=full_verify)
     lo, hi = select_range(manifest, split, samples, f"dataset {dataset!r}")
     ds = ShardedDataset(dataset, indices=np.arange(lo, hi))
     rows = [
         store_row(p, dataset, manifest, lo, hi)
-        if is_velocity_store(p)
+        if inspect(p).kind in STORES
         else network_row(p, ds, manifest, dataset, allow_survey_mismatch)
         for p in paths
     ]
     training = (
-        [folder_and_split(baseline)] if baseline else next((r.training_data for r in rows if r.training_data), None)
+        [parse_baseline(baseline)] if baseline else next((r.training_data for r in rows if r.training_data), None)
     )
-    notes = []
+    notes, baseline_note = [], ""
     if training is not None:
         for folder, part in training:  # (not `split`: that is the evaluated split, recorded below)
             require_readable(folder, part, what="baseline dataset")
-        rows.append(baseline_row(training, manifest, len(ds)))
+        named = ", ".join(f"`{f}`" + (f" (split `{p}`)" if p else " (every sample)") for f, p in training)
+        (folder, part), *_ = training
+        label = Path(folder).name + (f":{part}" if part else "")
+        name = BASELINE if not baseline else f"data-free baseline (mean model of {label})"
+        rows.append(baseline_row(training, manifest, len(ds), name))
+        baseline_note = f"The data-free baseline predicts the mean velocity model of {named} for every sample."
     else:
-        notes.append("no data-free baseline: no input names its training data; pass --baseline DATASET[:SPLIT]")
+        notes.append("- no data-free baseline: no input names its training data; pass --baseline DATASET[:SPLIT]")
     truth = (  # has_velocity: every sample has its model, never None
         np.stack(cast(list[np.ndarray], [ds.read(int(i))[1] for i in ds.indices])) if has_velocity(manifest) else None
     )
@@ -275,34 +316,40 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, settings: Evaluate
     misfit_n = len(ds) if misfit_samples is None else min(misfit_samples, len(ds))
     data_cfg = load_dataset_config(dataset)
     results: dict[str, dict] = {}
-    with folder_lock(dataset, shared=True, create=False):
-        out.mkdir(parents=True, exist_ok=True)
+    read = [dataset, *(p for p in paths if inspect(p).kind in STORES), *(f for f, _ in training or [])]
+    with contextlib.ExitStack() as held, parents_made(out), atomic_path(out, folder=True) as building:
+        for folder in {str(Path(f).resolve()) for f in read}:
+            held.enter_context(folder_lock(folder, shared=True, create=False))
+        mark(building, "report")
         for row in rows:
             while row.name in results:  # the same input named twice still gets its own row
                 row.name += "'"
             log.info("scoring %s on %s", row.name, dataset)
             results[row.name] = score(row, ds, truth, v_range, misfit_n, data_cfg) | {"split": split, "range": [lo, hi]}
             if figures:
-                results[row.name]["figures"] = write_figures(row, ds, truth, manifest, figures, out)
-    atomic_write_text(out / "metrics.json", json.dumps(results, indent=1))
-    table = markdown_table(results)
-    notes += [f"- **{name}**: {w}" for name, r in results.items() for w in r["warnings"]]
-    scope = (
-        f"`misfit` is the relative L2 data misfit of the re-simulated model over {misfit_n} of {len(ds)} samples"
-        if misfit_n
-        else "no data misfit computed (--misfit-samples 0)"
-    )
-    truth_note = "" if truth is not None else " The dataset holds gathers only: velocity metrics need true models."
-    where = (f" (split `{split}`" if split else " (") + (f", its first {hi - lo} samples)" if samples else ")")
-    atomic_write_text(
-        out / "metrics.md",
-        f"# Evaluation on `{dataset}`"
-        + (where if where != " ()" else "")
-        + f"\n\nMeans over samples; definitions in hpcinv/metrics/scores.py. {scope}.{truth_note} "
-        f"The {BASELINE} predicts the same model for every sample. `spread`: RMS deviation of a row's "
-        "models from their mean model (m/s), `spread_ratio`: that over the true models' spread (about 1 "
-        "when predictions vary with the input as much as the truth does, 0 for the baseline).\n\n"
-        + table
-        + ("\n## Warnings\n\n" + "\n".join(notes) + "\n" if notes else ""),
-    )
+                results[row.name]["figures"] = [
+                    str(out / Path(f).relative_to(building))
+                    for f in write_figures(row, ds, truth, manifest, figures, building)
+                ]
+        atomic_write_text(building / "metrics.json", json.dumps(results, indent=1))
+        table = markdown_table(results)
+        notes += [f"- **{name}**: {w}" for name, r in results.items() for w in r["warnings"]]
+        scope = (
+            f"`misfit` is the relative L2 data misfit of the re-simulated model over {misfit_n} of {len(ds)} samples"
+            if misfit_n
+            else "no data misfit computed (--misfit-samples 0)"
+        )
+        truth_note = "" if truth is not None else " The dataset holds gathers only: velocity metrics need true models."
+        where = (f" (split `{split}`" if split else " (") + (f", its first {hi - lo} samples)" if samples else ")")
+        atomic_write_text(
+            building / "metrics.md",
+            f"# Evaluation on `{dataset}`"
+            + (where if where != " ()" else "")
+            + f"\n\nMeans over samples; definitions in hpcinv/metrics/scores.py. {scope}.{truth_note} "
+            f"{baseline_note} `spread`: RMS deviation of a row's "
+            "models from their mean model (m/s), `spread_ratio`: that over the true models' spread (about 1 "
+            "when predictions vary with the input as much as the truth does, 0 for the baseline).\n\n"
+            + table
+            + ("\n## Warnings\n\n" + "\n".join(notes) + "\n" if notes else ""),
+        )
     return {"out": str(out), "table": table, "means": {n: r["mean"] for n, r in results.items()}, "warnings": notes}

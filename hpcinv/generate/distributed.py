@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import ray
+import torch
 
 from hpcinv.actors import actor_executor, actor_placement, init_ray
 from hpcinv.config import DataConfig
@@ -33,6 +34,7 @@ class ModellingActor:
         """``collection_refs``: [ObjectRef] of an imported collection, fetched here (zero-copy per node);
         nested in a list so the driver keeps ownership and a restarted actor can fetch it again."""
         cfg = DataConfig.model_validate_json(cfg_json)
+        torch.set_num_threads(cfg.modelling.threads)  # this process models only
         n = cfg.dataset.n_samples
         source: VelocitySource
         if collection_refs:

@@ -23,6 +23,7 @@ from hpcinv.config import DataConfig
 from hpcinv.errors import HpcinvError
 from hpcinv.generate.worker import ShardWorker
 from hpcinv.physics import validate_physics
+from hpcinv.physics.forward import torch_threads
 from hpcinv.store.folder import open_dataset_folder
 from hpcinv.store.schema import new_manifest
 from hpcinv.store.shard import ShardSpec, plan_shards
@@ -100,14 +101,17 @@ def in_process_executor(plan: Plan) -> Executor:
     one waiting, one being modelled). A stopped run does not wait for the shard being modelled."""
 
     def run(specs: list[ShardSpec]) -> Iterator[dict]:
-        worker = ShardWorker(plan.cfg, plan.out, source=plan.source)
+        if not specs:
+            return
+        with torch_threads(plan.cfg.modelling.threads):
+            worker = ShardWorker(plan.cfg, plan.out, source=plan.source)
 
-        def modelling():
-            return ((spec, *worker.model(spec)) for spec in specs)
+            def modelling():
+                return ((spec, *worker.model(spec)) for spec in specs)
 
-        with closing(ahead(modelling, 1, "hpcinv-modeller", wait=False)) as modelled:
-            for spec, vel_NZX, gathers, stats in modelled:
-                yield worker.write(spec, vel_NZX, gathers, stats)
+            with closing(ahead(modelling, 1, "hpcinv-modeller", wait=False)) as modelled:
+                for spec, vel_NZX, gathers, stats in modelled:
+                    yield worker.write(spec, vel_NZX, gathers, stats)
 
     return run
 

@@ -4,12 +4,23 @@ Field data, or any gathers a user wants a velocity model for, become a dataset l
 (same shards, checksums, manifest, survey record), with ``has_velocity: false``: ``predict``,
 ``refine`` and ``evaluate`` (data misfit only) work on it; ``train`` refuses it. The data config gives
 the survey, grid and modelling settings the gathers were recorded (or modelled) with: ``refine``
-re-simulates with exactly those. The folder is built under a temporary name and renamed into place
-when complete, so an interrupted import leaves nothing behind.
+re-simulates with exactly those. ``dataset.start_index`` and ``dataset.n_samples`` select the
+samples of the file to import.
+
+The gathers are checked like generated data before anything is written: a readable ``.npy``/``.npz``
+of real numbers, at least one sample, no NaN or Inf, no shot that records nothing (all zeros), and
+no value the stored dtype cannot hold (float16 overflows above 65504: refused with the peak found,
+unless ``--scale`` brings it into range; the scale is recorded and undone whenever the gathers are
+read). The dataset's identity is its config hash together with the sha256 of the imported gathers,
+so velocity stores made from one recording are refused on another imported with the same config.
+The folder is built under a temporary name and renamed into place when complete, so an interrupted
+or refused import leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -19,25 +30,109 @@ from tqdm import tqdm
 from hpcinv.config import DataConfig, config_hash, save_config
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_path
+from hpcinv.folders import ABSENT, inspect, mark
 from hpcinv.physics.survey import make_geometry, n_output_samples
 from hpcinv.store.manifest import CONFIG, read_manifest, write_manifest
 from hpcinv.store.schema import new_manifest, survey_attrs
-from hpcinv.store.shard import SHARD_DIR, plan_shards, write_shard
+from hpcinv.store.shard import FLOAT16_MAX, SHARD_DIR, plan_shards, write_shard
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _load(path: str | os.PathLike, key: str | None) -> np.ndarray:
+    """The array in a ``.npy`` (memory-mapped) or an ``.npz`` (``key``), or one line saying why not."""
     path = Path(path)
+    name = f"--gathers {str(path)!r}"
+    if not path.exists():
+        raise HpcinvError(f"{name} does not exist")
     if not path.is_file():
-        raise HpcinvError(f"--gathers {str(path)!r} does not exist")
+        raise HpcinvError(f"{name} is not a file; give a .npy (or an .npz with --key)")
     try:
-        if path.suffix == ".npz":
-            with np.load(path) as archive:
-                if key is None or key not in archive:
-                    raise HpcinvError(f"--gathers {str(path)!r} is an .npz: give --key, one of {sorted(archive)}")
-                return archive[key]
-        return np.load(path, mmap_mode="r")
-    except (ValueError, OSError) as exc:
-        raise HpcinvError(f"--gathers {str(path)!r} is not a readable .npy/.npz file ({exc})") from None
+        with open(path, "rb") as fh:
+            head = fh.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise HpcinvError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if not head:
+        raise HpcinvError(f"{name} is an empty file")
+    try:
+        if head.startswith(NPY_MAGIC):
+            data = np.load(path, mmap_mode="r", allow_pickle=False)
+        elif head.startswith(ZIP_MAGIC):
+            with np.load(path, allow_pickle=False) as archive:
+                if key is None or key not in archive.files:
+                    raise HpcinvError(f"{name} is an .npz: give --key, one of {sorted(archive.files)}")
+                data = archive[key]
+        else:
+            raise HpcinvError(
+                f"{name} is not a .npy or .npz file (it does not begin with NumPy's header); save the array "
+                "with numpy.save first"
+            )
+    except HpcinvError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise HpcinvError(f"{name} is a damaged or unsupported NumPy file ({reason})") from None
+    if data.dtype.kind not in "fiu":
+        raise HpcinvError(f"{name} holds {data.dtype} values; gathers must be real numbers (float or integer)")
+    return data
+
+
+def _select(data: np.ndarray, cfg: DataConfig, expected: tuple[int, int, int]) -> tuple[np.ndarray, int]:
+    """The samples of ``data`` to import (``dataset.start_index``, ``dataset.n_samples``), checked
+    against the survey's shape; returns them and the index of the first in the file."""
+    if data.ndim == 3:
+        data = data[None]
+    if data.ndim != 4 or tuple(data.shape[1:]) != expected:
+        raise HpcinvError(
+            f"--gathers holds an array of shape {list(data.shape)}, but the config's survey records "
+            f"[N, {expected[0]} shots, {expected[1]} samples, {expected[2]} receivers]"
+        )
+    total, start, n = data.shape[0], cfg.dataset.start_index, cfg.dataset.n_samples
+    if total == 0:
+        raise HpcinvError(f"--gathers holds no samples (shape {list(data.shape)}); nothing to import")
+    if start >= total:
+        raise HpcinvError(f"dataset.start_index={start} is beyond the {total} samples in --gathers (0..{total - 1})")
+    n = total - start if n is None else n
+    if start + n > total:
+        raise HpcinvError(
+            f"dataset.n_samples={n} from dataset.start_index={start} needs samples up to {start + n - 1}, but "
+            f"--gathers holds {total} (0..{total - 1}); lower dataset.n_samples, or pass dataset.n_samples=null to "
+            f"import all {total - start} from the start index"
+        )
+    return data[start : start + n], start
+
+
+def scan(data: np.ndarray, first: int, dtype: str, scale: float, progress: bool = False) -> str:
+    """Check every sample before anything is written (finite; no shot all zeros; what ``dtype`` holds
+    after ``scale``); returns the sha256 of the gathers as given (their dtype, shape and bytes)."""
+    digest = hashlib.sha256(f"{data.dtype.str}{list(data.shape)}".encode())
+    peak, at = 0.0, first
+    for i in tqdm(range(len(data)), desc="check", disable=not progress):
+        sample = np.ascontiguousarray(data[i])
+        digest.update(sample.data)
+        index = first + i
+        finite = np.isfinite(sample).reshape(len(sample), -1).all(axis=1)
+        if not finite.all():
+            raise HpcinvError(f"--gathers sample {index} (shot {int(np.argmin(finite))}) holds NaN or Inf values")
+        shot_peak = np.abs(sample).reshape(len(sample), -1).max(axis=1)
+        if not shot_peak.all():
+            raise HpcinvError(
+                f"--gathers sample {index}, shot {int(np.argmin(shot_peak))} is all zeros (a dead or missing shot): "
+                "there is nothing to fit or score in it; remove it or fill it before importing"
+            )
+        if float(shot_peak.max()) > peak:
+            peak, at = float(shot_peak.max()), index
+    limit, name = (FLOAT16_MAX, "float16") if dtype == "float16" else (FLOAT32_MAX, "float32")
+    if peak * scale > limit:
+        suggest = 10.0 ** -math.ceil(math.log10(peak * scale / 1e4))
+        raise HpcinvError(
+            f"--gathers peak |amplitude| is {peak * scale:.4g} (sample {at}), more than {name} holds ({limit:g})"
+            + ("; import with dataset.gathers_dtype=float32, or" if name == "float16" else ";")
+            + f" scale it with --scale {scale * suggest:g} (recorded, and undone when the gathers are read)"
+        )
+    return digest.hexdigest()
 
 
 def import_gathers(
@@ -46,36 +141,42 @@ def import_gathers(
     out: str | os.PathLike,
     *,
     key: str | None = None,
+    scale: float = 1.0,
     progress: bool = True,
 ) -> dict:
     out = Path(out)
-    if out.exists():
-        raise HpcinvError(f"--out {str(out)!r} already exists; give a new folder")
-    data = _load(gathers, key)
+    if not (math.isfinite(scale) and scale > 0):
+        raise HpcinvError(f"--scale must be a finite number > 0, got {scale}")
+    found = inspect(out)
+    if found.kind != ABSENT:
+        raise HpcinvError(f"--out {found.describe()}; import-gathers makes a new folder: give one that does not exist")
     geometry = make_geometry(cfg.survey, cfg.grid)  # sources and receivers inside the grid
     expected = (geometry.n_shots, n_output_samples(cfg.survey), geometry.n_receivers)
-    if data.ndim == 3:
-        data = data[None]
-    if data.ndim != 4 or tuple(data.shape[1:]) != expected:
-        raise HpcinvError(
-            f"--gathers holds an array of shape {list(data.shape)}, but the config's survey records "
-            f"[N, {expected[0]} shots, {expected[1]} samples, {expected[2]} receivers]"
-        )
+    data, first = _select(_load(gathers, key), cfg, expected)
     n = data.shape[0]
     cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"n_samples": n})})
     cfg.dataset.split_ranges(n)
-    physics = {"v_min_mps": None, "v_max_mps": None, "note": "recorded gathers: no velocity models"}
-    manifest = new_manifest(cfg, n, physics) | {"has_velocity": False, "imported_from": str(Path(gathers).resolve())}
+    data_sha256 = scan(data, first, cfg.dataset.gathers_dtype, scale, progress)
     digest = config_hash(cfg)
+    identity = hashlib.sha256(f"{digest}:{data_sha256}:{scale!r}".encode()).hexdigest()
+    physics = {"v_min_mps": None, "v_max_mps": None, "note": "recorded gathers: no velocity models"}
+    manifest = new_manifest(cfg, n, physics) | {
+        "has_velocity": False,
+        "imported_from": str(Path(gathers).resolve()),
+        "imported_samples": [first, first + n],
+        "gathers_sha256": data_sha256,
+        "identity": identity,
+        **({"gathers_scale": scale} if scale != 1.0 else {}),
+    }
     records = []
     with atomic_path(out, folder=True) as tmp:
+        mark(tmp, "imported", identity)
         (tmp / SHARD_DIR).mkdir()
         save_config(cfg, tmp / CONFIG)
         for spec in tqdm(plan_shards(n, cfg.dataset.shard_size), desc="import", disable=not progress):
             block = np.asarray(data[spec.start : spec.stop], dtype=np.float32)
-            if not np.isfinite(block).all():
-                bad = spec.start + int(np.argwhere(~np.isfinite(block).reshape(len(block), -1).all(axis=1))[0][0])
-                raise HpcinvError(f"--gathers sample {bad} holds NaN or Inf values")
+            if scale != 1.0:
+                block = block * np.float32(scale)
             records.append(
                 write_shard(
                     tmp / SHARD_DIR,
@@ -89,4 +190,12 @@ def import_gathers(
             )
         write_manifest(tmp, manifest | {"shards": records})
     final = read_manifest(out)
-    return {"out": str(out), "samples": final["n_samples"], "shards": len(final["shards"]), "has_velocity": False}
+    return {
+        "out": str(out),
+        "samples": final["n_samples"],
+        "shards": len(final["shards"]),
+        "has_velocity": False,
+        "imported_samples": [first, first + n],
+        "gathers_sha256": data_sha256,
+        "scale": scale,
+    }

@@ -44,12 +44,18 @@ def generate(
     check_part(part)
     check_workers(workers)
     validated = check_dataset_config(cfg)
-    check_dataset_folder(cfg, out, restart=restart)
+    discard, manifest = check_dataset_folder(cfg, out, restart=restart)
     if not use_ray:
         check_device(cfg)
         with folder_lock(out, shared=part is not None):
             plan = prepare(cfg, out, restart=restart, validated=validated, part=part)
             return execute(plan, in_process_executor(plan), progress=progress)
+    if manifest is not None and manifest["complete"] and not discard and part is None:
+        # complete already: checked (every shard's size and sha256) without starting a cluster
+        with folder_lock(out):
+            plan = prepare(cfg, out, validated=validated)
+            if not plan.writer.todo:
+                return execute(plan, in_process_executor(plan), progress=progress)
 
     from hpcinv.generate.distributed import init_ray, placement, ray_executor
 

@@ -24,10 +24,10 @@ from hpcinv.velocity import VelocitySource, make_source
 
 
 class ShardWorker:
-    """Models and writes shards of one dataset; one per process, one torch thread by default."""
+    """Models and writes shards of one dataset; one per process, on ``modelling.threads`` torch threads
+    (set by the process that runs it: the actor for good, the in-process executor for its run)."""
 
     def __init__(self, cfg: DataConfig, out_dir: str | os.PathLike, source: VelocitySource | None = None):
-        torch.set_num_threads(cfg.modelling.threads)
         if resolve_device(cfg.modelling.device).type == "cuda":  # "auto" on a GPU too
             from hpcinv.doctor import require_gpu_ready
 

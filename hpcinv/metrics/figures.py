@@ -3,7 +3,11 @@ difference, vertical profiles, and a shot gather."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
+
+from hpcinv.fileio import atomic_path
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -126,7 +130,11 @@ def close(fig) -> None:
 
 
 def save(fig, path, dpi: int = 110) -> str:
-    """Write ``fig`` to ``path`` (PNG), close it, return the path."""
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    """Write ``fig`` to ``path`` (PNG) atomically (a full disk leaves no truncated image: one line
+    instead), close it, return the path."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return str(path)

@@ -9,8 +9,10 @@ kernels follow torch's count (:func:`match_deepwave_threads`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 import deepwave
@@ -23,11 +25,12 @@ from hpcinv.errors import HpcinvError
 from hpcinv.physics.survey import Geometry, downsample_indices, make_geometry, ricker
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, setting: str = "modelling.device") -> torch.device:
+    """The torch device of a ``setting`` (cpu | cuda | auto)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise HpcinvError("modelling.device='cuda' but no CUDA device is visible; use 'cpu' or 'auto'")
+        raise HpcinvError(f"{setting}='cuda' but no CUDA device is visible; use 'cpu' or 'auto'")
     return torch.device(name)
 
 
@@ -55,6 +58,19 @@ def deepwave_openmp() -> ctypes.CDLL | None:
         except OSError:
             return None
     return None
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the block (``modelling.threads`` or
+    ``refine.threads`` of work run in this process), and put back afterwards: a library call must not
+    leave the caller's process on one thread. (An actor, a process of its own, sets it for good.)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def match_deepwave_threads() -> None:
@@ -123,7 +139,10 @@ def simulate(
     Returns:
         Gathers shaped (shots, time, receivers), or (B, shots, time, receivers) for a batch.
     """
-    vel_t = torch.as_tensor(np.asarray(vel) if not isinstance(vel, torch.Tensor) else vel)
+    if not isinstance(vel, torch.Tensor):
+        vel = np.asarray(vel)
+        vel = vel if vel.flags.writeable else vel.copy()  # (a read-only view, e.g. from Ray's object store)
+    vel_t = torch.as_tensor(vel)
     single = vel_t.ndim == 2
     vel_BZX = vel_t[None] if single else vel_t
     if vel_BZX.ndim != 3 or tuple(vel_BZX.shape[1:]) != (grid.nz, grid.nx):

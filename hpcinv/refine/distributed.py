@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import ray
+import torch
 
 from hpcinv.actors import actor_executor, actor_placement, init_ray
 from hpcinv.refine.worker import RefineWorker
@@ -19,6 +20,7 @@ __all__ = ["RefineActor", "init_ray", "placement", "ray_executor"]
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class RefineActor:
     def __init__(self, worker_args: dict):
+        torch.set_num_threads(worker_args["rc"].threads)  # this process refines only
         self.worker = RefineWorker(**worker_args)
 
     def run(self, spec: ShardSpec) -> dict:

@@ -16,10 +16,12 @@ Output folder: ``manifest.json`` + ``shards/`` (a velocity store of kind ``refin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +30,19 @@ import numpy as np
 from hpcinv.config import RefineConfig, folder_and_split, save_config, without_role
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
-from hpcinv.physics.forward import resolve_device
+from hpcinv.folders import ABSENT, DATASETS, FILE, FOREIGN, STORES, distinct, inspect, require
+from hpcinv.physics.forward import resolve_device, torch_threads
 from hpcinv.physics.validate import MAX_FREQ_FACTOR, PLAUSIBLE_MPS
-from hpcinv.predict import load_network, predict, predict_gathers, store_writer
+from hpcinv.predict import PredictPlan, load_network, plan_predict, predict_gathers, run_predict, store_writer
 from hpcinv.refine.fwi import gaussian_smooth
 from hpcinv.refine.worker import SCORES, RefineWorker
 from hpcinv.store import ShardedDataset, folder_lock, load_dataset_config, require_readable
 from hpcinv.store.dataset import mean_velocity
 from hpcinv.store.folder import check_store_folder, open_store_folder
-from hpcinv.store.manifest import has_velocity, select_range
-from hpcinv.store.velocities import VelocityStore, is_velocity_store, store_manifest
+from hpcinv.store.manifest import dataset_identity, has_velocity, select_range
+from hpcinv.store.velocities import VelocityStore, store_manifest
 from hpcinv.store.writer import Executor
+from hpcinv.train.checkpoint import STATE
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +50,16 @@ START = "start"  # sub-folder holding the network's predictions when the start i
 OUTPUTS = (START, "refine.yaml", "summary.json", "figures")  # what refine writes beside its store
 
 
+def slowest_resolved(data_cfg) -> float:
+    """The slowest velocity (m/s) the dataset's grid resolves for its wavelet: the lowest bound allowed."""
+    modelling, survey, grid = data_cfg.modelling, data_cfg.survey, data_cfg.grid
+    return modelling.min_points_per_wavelength * MAX_FREQ_FACTOR * survey.f0_hz * grid.dx_m
+
+
 def resolve_bounds(rc, data_cfg) -> tuple[float, float]:
     """[v_min, v_max] of the inversion, checked against the dataset's modelling settings."""
     modelling, survey, grid = data_cfg.modelling, data_cfg.survey, data_cfg.grid
-    resolved_min = modelling.min_points_per_wavelength * MAX_FREQ_FACTOR * survey.f0_hz * grid.dx_m
+    resolved_min = slowest_resolved(data_cfg)
     v_min = rc.v_min_mps if rc.v_min_mps is not None else max(resolved_min, PLAUSIBLE_MPS[0])
     v_max = rc.v_max_mps if rc.v_max_mps is not None else modelling.max_vel_mps
     if v_max > modelling.max_vel_mps * (1 + 1e-6):
@@ -76,6 +86,7 @@ def smooth_start(rc, data_cfg) -> tuple[np.ndarray, dict]:
     nz, nx = data_cfg.grid.nz, data_cfg.grid.nx
     if rc.smooth_reference:
         root, split = folder_and_split(rc.smooth_reference)
+        require(root, ("dataset",), what="refine.smooth_reference")
         require_readable(root, split, what="refine.smooth_reference dataset")
         mean = mean_velocity(root, split)
         if mean.shape != (nz, nx):
@@ -100,8 +111,11 @@ def _torch(array):
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
-def check_start(starts: np.ndarray, indices, bounds: tuple[float, float], max_fraction: float, what: str) -> None:
-    """Refuse a start whose models lie outside the bounds in more than ``max_fraction`` of their cells."""
+def check_start(
+    starts: np.ndarray, indices, bounds: tuple[float, float], max_fraction: float, what: str, remedy: str
+) -> None:
+    """Refuse a start whose models lie outside the bounds in more than ``max_fraction`` of their cells,
+    saying how to fix it (``remedy``)."""
     v_min, v_max = bounds
     outside = ((starts < v_min - 1e-3) | (starts > v_max + 1e-3)).reshape(len(starts), -1).mean(axis=1)
     worst = int(np.argmax(outside))
@@ -110,12 +124,196 @@ def check_start(starts: np.ndarray, indices, bounds: tuple[float, float], max_fr
         raise HpcinvError(
             f"the bounds [{v_min:g}, {v_max:g}] m/s exclude the start ({what}): {100 * outside[worst]:.3g} % of the "
             f"cells of sample {int(indices[worst])} lie outside (it spans {model.min():.0f}..{model.max():.0f} m/s, "
-            f"refine.start_outside_max_fraction={max_fraction:g}); widen refine.v_min_mps / refine.v_max_mps"
+            f"refine.start_outside_max_fraction={max_fraction:g}); {remedy}"
+        )
+
+
+def bound_limits(data_cfg) -> str:
+    """What the bounds may be widened to, for the messages that advise it."""
+    return (
+        f"refine.v_min_mps no lower than {slowest_resolved(data_cfg):g}, refine.v_max_mps no higher than "
+        f"{data_cfg.modelling.max_vel_mps:g}"
+    )
+
+
+def check_settings(rc, data_cfg, manifest: dict) -> None:
+    """Settings that must fit the dataset's grid and survey."""
+    nz, n_shots = data_cfg.grid.nz, manifest["gathers_shape"][0]
+    if rc.freeze_top_cells >= nz:
+        raise HpcinvError(
+            f"refine.freeze_top_cells={rc.freeze_top_cells} freezes the whole model ({nz} cells deep); "
+            f"give fewer than {nz}"
+        )
+    if rc.shots_per_iteration is not None and rc.shots_per_iteration > n_shots:
+        raise HpcinvError(
+            f"refine.shots_per_iteration={rc.shots_per_iteration} exceeds the {n_shots} shots of the data; give at "
+            f"most {n_shots}, or null for all"
         )
 
 
 def _hash(record: dict) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def network_predictions(network, data: str | Path, lo: int, hi: int, batch: int = 16) -> np.ndarray:
+    """The network's velocities (n, nz, nx) m/s for dataset samples [lo, hi)."""
+    ds = ShardedDataset(data)
+    try:
+        return np.concatenate(
+            [
+                predict_gathers(
+                    network.model, network.norm, np.stack([ds.read(i)[0] for i in range(a, min(a + batch, hi))])
+                )
+                for a in range(lo, hi, batch)
+            ]
+        )
+    finally:
+        ds.close()
+
+
+INIT_KINDS = "a run or checkpoint (`hpcinv train`), a velocity store (`hpcinv predict` / `hpcinv refine`) or 'smooth'"
+
+
+@dataclass
+class RefinePlan:
+    """Everything ``refine`` will do, checked; nothing written yet."""
+
+    cfg: RefineConfig
+    data: Path
+    out: Path
+    lo: int
+    hi: int
+    bounds: tuple[float, float]
+    manifest: dict  # of the store to make or continue
+    dataset_manifest: dict
+    restart: bool
+    start_store: str | None = None  # the velocity store the models start from
+    start_model: np.ndarray | None = None  # or one model for every sample
+    predicted: np.ndarray | None = None  # the network's predictions, written to out/start
+    start_plan: PredictPlan | None = None
+    inputs: dict = field(default_factory=dict)  # folders read, held shared while refine runs
+
+
+def plan_refine(
+    data: str | Path,
+    init: str,
+    out: str | Path,
+    cfg: RefineConfig,
+    *,
+    split: str | None = None,
+    restart: bool = False,
+    allow_survey_mismatch: bool = False,
+    samples: int | None = None,
+    workers: int | None = None,
+    predict_start: bool = True,
+) -> RefinePlan:
+    """Check every input of a refine (the dataset, the start, the bounds and settings, the output
+    folder) before anything is written: the same checks for ``hpcinv refine`` and its SLURM launcher
+    (which leaves the network's predictions, and their check against the bounds, to the job:
+    ``predict_start=False``)."""
+    rc, out = cfg.refine, Path(out)
+    if workers is not None and workers < 1:
+        raise HpcinvError(f"--workers must be a whole number >= 1, got {workers}")
+    require(data, DATASETS, what="--data")
+    manifest = require_readable(data, split)
+    lo, hi = select_range(manifest, split, samples, f"dataset {str(data)!r}")
+    data_cfg = load_dataset_config(data)
+    bounds = resolve_bounds(rc, data_cfg)
+    check_settings(rc, data_cfg, manifest)
+    inputs: dict[str, str | Path | None] = {"--data": data}
+    plan_args: dict[str, Any] = {}
+    source: dict[str, Any]  # where the start came from, recorded in the manifest
+    fingerprint: dict[str, Any]  # what decides the refined models, hashed into the store's config_hash
+    if init == "smooth":
+        start_model, how = smooth_start(rc, data_cfg)
+        remedy = (
+            "give refine.smooth_v_top_mps / smooth_v_bottom_mps within the bounds"
+            if not rc.smooth_reference
+            else "give a refine.smooth_reference whose models lie within the bounds"
+        ) + f" ({bound_limits(data_cfg)})"
+        check_start(start_model[None], [lo], bounds, rc.start_outside_max_fraction, "the smooth start", remedy)
+        inputs["refine.smooth_reference"] = folder_and_split(rc.smooth_reference)[0] if rc.smooth_reference else None
+        source = {"init": "smooth", "smooth": how}
+        fingerprint = {"smooth": how}
+        plan_args["start_model"] = start_model
+    else:
+        found = inspect(init)
+        remedy = f"widen refine.v_min_mps / refine.v_max_mps ({bound_limits(data_cfg)})"
+        if found.kind in STORES:
+            given = VelocityStore(init)
+            given.check_dataset(data, manifest, lo, hi)
+            check_start(
+                given.read_range(lo, hi)[1],
+                range(lo, hi),
+                bounds,
+                rc.start_outside_max_fraction,
+                f"velocity store {init!r}",
+                remedy,
+            )
+            inputs["--init"] = init
+            plan_args["start_store"] = str(Path(init).resolve())
+            source = {
+                "init": "store",
+                "start": plan_args["start_store"],
+                "start_kind": given.kind,
+                "network_checkpoint": given.manifest["source"].get("checkpoint")
+                or given.manifest["source"].get("network_checkpoint"),
+            }
+            fingerprint = {"store": given.manifest["config_hash"]}
+        elif found.kind in ("run", FILE) or (found.kind == FOREIGN and (Path(init) / STATE).is_file()):
+            network = load_network(init, manifest, str(data), allow_survey_mismatch)
+            predicted = network_predictions(network, data, lo, hi) if predict_start else None
+            if predicted is not None:
+                check_start(
+                    predicted,
+                    np.arange(lo, hi),
+                    bounds,
+                    rc.start_outside_max_fraction,
+                    f"the predictions of {init!r}",
+                    remedy,
+                )
+            inputs["the checkpoint's run"] = network.checkpoint.run
+            plan_args["start_store"] = str((out / START).resolve())
+            plan_args["predicted"] = predicted
+            plan_args["start_plan"] = plan_predict(
+                init, data, out / START, split=split, samples=samples, restart=restart, network=network
+            )
+            source = {
+                "init": "checkpoint",
+                "start": plan_args["start_store"],
+                "network_checkpoint": str(network.checkpoint.file.resolve()),
+            }
+            fingerprint = {"checkpoint_sha256": network.checkpoint.sha256}
+        elif found.kind == ABSENT:
+            raise HpcinvError(f"--init {init!r} does not exist; give {INIT_KINDS}")
+        else:
+            raise HpcinvError(f"--init {found.describe()}, not {INIT_KINDS}")
+    distinct(out, inputs)
+    settings = without_role(rc, "execution")  # how fast, not what: left out of the store's hash
+    source |= {"bounds_mps": list(bounds), "refine": settings}
+    fingerprint |= {
+        "dataset": dataset_identity(manifest),
+        "range": [lo, hi],
+        "bounds": list(bounds),
+        "refine": settings,
+    }
+    new = store_manifest(
+        "refined", _hash(fingerprint), data, manifest, split, (lo, hi), rc.shard_size, source, request=fingerprint
+    )
+    check_store_folder(out, new, restart=restart, command="refine")
+    return RefinePlan(
+        cfg,
+        Path(data),
+        out,
+        lo,
+        hi,
+        bounds,
+        new,
+        manifest,
+        restart,
+        inputs={k: v for k, v in inputs.items() if v is not None},
+        **plan_args,
+    )
 
 
 def refine(
@@ -136,94 +334,46 @@ def refine(
 ) -> dict:
     """Refine every model of ``data`` (its ``split``; its first ``samples``) from ``init`` into ``out``."""
     t0 = time.perf_counter()
-    rc, out = cfg.refine, Path(out)
-    if workers is not None and workers < 1:
-        raise HpcinvError(f"--workers must be a whole number >= 1, got {workers}")
-    manifest = require_readable(data, split)
-    lo, hi = select_range(manifest, split, samples, f"dataset {str(data)!r}")
-    data_cfg = load_dataset_config(data)
-    bounds = resolve_bounds(rc, data_cfg)
-    ds = ShardedDataset(data, indices=np.arange(lo, hi))
-    start_model, start_store, predicted = None, None, None
-    source: dict[str, Any] = {}  # where the start came from, recorded in the manifest
-    fingerprint: dict[str, Any]  # what decides the refined models, hashed into the store's config_hash
-    if init == "smooth":
-        start_model, how = smooth_start(rc, data_cfg)
-        check_start(start_model[None], [lo], bounds, rc.start_outside_max_fraction, "the smooth start")
-        source = {"init": "smooth", "smooth": how}
-        fingerprint = {"smooth": how}
-    elif is_velocity_store(init):
-        given = VelocityStore(init)
-        given.check_dataset(data, manifest, lo, hi)
-        check_start(
-            given.read_range(lo, hi)[1],
-            range(lo, hi),
-            bounds,
-            rc.start_outside_max_fraction,
-            f"velocity store {init!r}",
-        )
-        start_store = str(Path(init).resolve())
-        source = {
-            "init": "store",
-            "start": start_store,
-            "start_kind": given.kind,
-            "network_checkpoint": given.manifest["source"].get("checkpoint")
-            or given.manifest["source"].get("network_checkpoint"),
-        }
-        fingerprint = {"store": given.manifest["config_hash"]}
-    else:
-        model, norm, state, _ = load_network(init, manifest, str(data), allow_survey_mismatch)
-        predicted = np.concatenate(
-            [
-                predict_gathers(model, norm, np.stack([ds.read(int(i))[0] for i in chunk]))
-                for chunk in np.array_split(ds.indices, max(1, len(ds) // 16))
-            ]
-        )
-        check_start(predicted, ds.indices, bounds, rc.start_outside_max_fraction, f"the predictions of {init!r}")
-        start_store = str((out / START).resolve())
-        from hpcinv.store.shard import file_sha256
-        from hpcinv.train.checkpoint import find_checkpoint
-
-        checkpoint = find_checkpoint(init)
-        source = {"init": "checkpoint", "start": start_store, "network_checkpoint": str(checkpoint.resolve())}
-        fingerprint = {"checkpoint_sha256": file_sha256(checkpoint)}
-    settings = without_role(rc, "execution")  # how fast, not what: left out of the store's hash
-    source |= {"bounds_mps": list(bounds), "refine": settings}
-    fingerprint |= {"dataset": manifest["config_hash"], "range": [lo, hi], "bounds": list(bounds), "refine": settings}
-    new = store_manifest("refined", _hash(fingerprint), data, manifest, split, (lo, hi), rc.shard_size, source)
-    check_store_folder(out, new, restart=restart, command="refine", known=OUTPUTS)
+    plan = plan_refine(
+        data,
+        init,
+        out,
+        cfg,
+        split=split,
+        restart=restart,
+        allow_survey_mismatch=allow_survey_mismatch,
+        samples=samples,
+        workers=workers,
+    )
+    rc, out, manifest = cfg.refine, plan.out, plan.dataset_manifest
     executor_of = _executor(use_ray, address, rc, workers)  # joins the cluster, checks devices: nothing written yet
     v_stats = manifest["stats"].get("velocity")
     score_range = (v_stats["min"], v_stats["max"]) if has_velocity(manifest) else None
-    with folder_lock(data, shared=True, create=False), folder_lock(out, what="refine output"):
-        store = open_store_folder(out, new, restart=restart, command="refine", known=OUTPUTS)
-        writer = store_writer(out, store, lo)  # the manifest is written (the folder claimed) now
+    with contextlib.ExitStack() as held:
+        for folder in {str(Path(f).resolve()) for name, f in plan.inputs.items() if name != "the checkpoint's run"}:
+            held.enter_context(folder_lock(folder, shared=True, create=False))  # nothing reads pulled away
+        held.enter_context(folder_lock(out, what="refine output"))
+        store = open_store_folder(out, plan.manifest, restart=restart, command="refine")
+        writer = store_writer(out, store, plan.lo)  # the manifest is written (the folder claimed) now
         save_config(cfg, out / "refine.yaml")
-        if predicted is not None:
-            predict(
-                init,
-                data,
-                out / START,
-                split=split,
-                progress=progress,
-                samples=samples,
-                allow_survey_mismatch=allow_survey_mismatch,
-            )
+        if plan.start_plan is not None:
+            run_predict(plan.start_plan, progress=progress, predicted=plan.predicted)
         worker_args = dict(
-            dataset=str(Path(data).resolve()),
+            dataset=str(plan.data.resolve()),
             out=str(out.resolve()),
             rc=rc,
-            bounds=bounds,
-            lo=lo,
+            bounds=plan.bounds,
+            lo=plan.lo,
             store_hash=writer.manifest["config_hash"],
-            start_store=start_store,
-            start_model=start_model,
+            start_store=plan.start_store,
+            start_model=plan.start_model,
             score_range=score_range,
         )
         stats: dict = {}
         writer.run(executor_of(worker_args, workers, stats), desc="refine", progress=progress)
         writer.finish("refine", unit="models")
-        summary = write_summary(out, ds, start_store, start_model, figures)
+        ds = ShardedDataset(plan.data, indices=np.arange(plan.lo, plan.hi))
+        summary = write_summary(out, ds, plan.start_store, plan.start_model, figures)
     summary |= {
         "computed_shards": len(writer.todo),
         "skipped_shards": writer.skipped,
@@ -243,7 +393,7 @@ def _executor(use_ray: bool, address: str | None, rc, workers: int | None):
         init_ray(address)
         placement(rc, workers)
         return ray_executor
-    if resolve_device(rc.device).type == "cuda":
+    if resolve_device(rc.device, "refine.device").type == "cuda":
         from hpcinv.doctor import require_gpu_ready
 
         require_gpu_ready(f"refine.device={rc.device}", probe=True)
@@ -251,9 +401,10 @@ def _executor(use_ray: bool, address: str | None, rc, workers: int | None):
     def in_process(worker_args: dict, workers, stats: dict) -> Executor:
         def run(specs):
             if specs:
-                worker = RefineWorker(**worker_args)
-                for spec in specs:
-                    yield worker.run(spec)
+                with torch_threads(rc.threads):
+                    worker = RefineWorker(**worker_args)
+                    for spec in specs:
+                        yield worker.run(spec)
 
         return run
 

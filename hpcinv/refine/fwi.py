@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from hpcinv.config import DataConfig, RefineSection
+from hpcinv.errors import HpcinvError
 from hpcinv.physics.forward import model_shots
 from hpcinv.physics.survey import make_geometry, ricker
 
@@ -127,6 +128,8 @@ def refine_model(
     clipped = int(((start < v_min) | (start > v_max)).sum())
     v = start.clamp(v_min, v_max).clone().requires_grad_(True)
     observed = torch.tensor(np.asarray(observed_STR, dtype=np.float32)).to(device)
+    if not bool(torch.isfinite(observed).all()) or not float(torch.linalg.vector_norm(observed)) > 0:
+        raise HpcinvError("its recorded gathers are all zeros or not finite: there is nothing to fit")
     geometry = make_geometry(cfg.survey, cfg.grid)
     wavelet = ricker(cfg.survey).to(device)
     n_shots = geometry.n_shots
@@ -151,6 +154,10 @@ def refine_model(
         for cutoff, n_iter in zip(rc.bands_hz, rc.iterations_per_band, strict=True):
             band_obs = lowpass(observed, cutoff, dt_out)
             band_norm = torch.linalg.vector_norm(band_obs).square()
+            if not float(band_norm) > 0:
+                raise HpcinvError(
+                    f"its recorded gathers hold no energy below {cutoff} Hz; start refine.bands_hz at a higher cut-off"
+                )
             optimizer = torch.optim.Adam([v], lr=rc.lr_mps)
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=max(n_iter, 1), eta_min=rc.lr_mps * 0.1

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from hpcinv.config import RefineSection
+from hpcinv.errors import HpcinvError
 from hpcinv.metrics import velocity_metrics
 from hpcinv.physics.forward import resolve_device
 from hpcinv.refine.fwi import refine_model
@@ -24,12 +25,13 @@ SCORES = ("mae", "rmse", "ssim")
 
 def velocity_scores(model_ZX: np.ndarray, true_ZX: np.ndarray, v_range: tuple[float, float]) -> dict:
     """MAE, RMSE (m/s) and SSIM (on ``v_range``) of one model, as evaluate defines them."""
-    got = velocity_metrics(torch.from_numpy(model_ZX)[None, None], torch.from_numpy(true_ZX)[None, None], *v_range)
+    model, true = (torch.tensor(np.asarray(a, np.float32))[None, None] for a in (model_ZX, true_ZX))  # copies
+    got = velocity_metrics(model, true, *v_range)
     return {k: float(got[k][0]) for k in SCORES}
 
 
 class RefineWorker:
-    """Refines the models of output shards: one per process, ``refine.threads`` torch threads."""
+    """Refines the models of output shards: one per process."""
 
     def __init__(
         self,
@@ -44,8 +46,9 @@ class RefineWorker:
         start_model: np.ndarray | None = None,
         score_range: tuple[float, float] | None = None,
     ):
-        """The start is a velocity store (``start_store``) or one model for every sample (``start_model``)."""
-        torch.set_num_threads(rc.threads)
+        """The start is a velocity store (``start_store``) or one model for every sample (``start_model``).
+        The process that runs it sets ``refine.threads`` (the actor for good, the in-process executor for
+        its run)."""
         self.ds = ShardedDataset(dataset)
         self.cfg = load_dataset_config(dataset)
         self.folder = Path(out) / SHARD_DIR
@@ -53,7 +56,7 @@ class RefineWorker:
         self.start_store = VelocityStore(start_store) if start_store else None
         self.start_model = start_model
         self.score_range = score_range
-        self.device = resolve_device(rc.device)
+        self.device = resolve_device(rc.device, "refine.device")
         if self.device.type == "cuda":
             from hpcinv.doctor import require_gpu_ready
 
@@ -72,9 +75,12 @@ class RefineWorker:
         refined, history, samples = [], np.full((spec.size, max(self.iterations, 1)), np.nan, np.float32), []
         for row, index in enumerate(range(lo, hi)):
             gathers, truth = self.ds.read(index)
-            result = refine_model(
-                starts[row], gathers, self.cfg, self.rc, self.bounds, seed=self.rc.seed + index, device=self.device
-            )
+            try:
+                result = refine_model(
+                    starts[row], gathers, self.cfg, self.rc, self.bounds, seed=self.rc.seed + index, device=self.device
+                )
+            except HpcinvError as exc:
+                raise HpcinvError(f"refine of sample {index}: {exc}") from None
             refined.append(result.velocity)
             history[row, : len(result.history)] = result.history
             summary = {"index": index, **result.summary()}

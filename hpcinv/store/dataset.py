@@ -49,6 +49,8 @@ class ShardedDataset(Dataset):
             )
         self.normaliser = normaliser or Normaliser()
         self.has_velocity = has_velocity(self.manifest)
+        # gathers imported with --scale are stored times it: read() undoes it
+        self.gathers_scale = float(self.manifest.get("gathers_scale", 1.0))
         shards = self.manifest["shards"]
         self._starts = [r["start"] for r in shards]
         self._names = [r["name"] for r in shards]
@@ -118,7 +120,7 @@ class ShardedDataset(Dataset):
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw (gathers_STR, vel_ZX) of global sample ``index`` as stored (vel_ZX None in a gathers-only
-        dataset)."""
+        dataset); gathers imported with ``--scale`` come back divided by it, in float32."""
         name, row = self.locate(int(index))
         fh = self._file(name)
         try:
@@ -136,6 +138,8 @@ class ShardedDataset(Dataset):
                 f"{self.root / SHARD_DIR / name}: sample {int(index)} (row {row}) is damaged: {problem}; "
                 f"`hpcinv verify {self.root}` checks every shard, `hpcinv generate` recomputes bad ones"
             )
+        if self.gathers_scale != 1.0:
+            gathers = gathers.astype(np.float32) / np.float32(self.gathers_scale)
         return gathers, vel
 
     @property
@@ -157,6 +161,8 @@ class ShardedDataset(Dataset):
         Each sample is read once, straight into its place in the batch: one HDF5 hyperslab read per run
         of consecutive rows that also lie consecutively in the batch, else one per row (h5py's fancy
         indexing with a row list is several times slower); then each sample's checksum is checked."""
+        if self.gathers_scale != 1.0:  # only training reads batches, and it refuses imported gathers
+            raise DataError(f"dataset {str(self.root)!r} holds scaled imported gathers: read them with read()")
         indices = self.indices[np.asarray(positions, dtype=np.int64)]
         gathers, vel = out if out is not None else self.batch_arrays(len(indices))
         shard_of = np.searchsorted(self._starts, indices, side="right") - 1

@@ -1,10 +1,12 @@
 """Opening the output folder of a store for a new or resumed run: a dataset (``generate``) or a
 velocity store (``predict``, ``refine``).
 
-Each kind has a read-only check (run before anything is started or written: a folder holding the
-output of another config or command is refused, naming the difference, unless ``restart``) and an
-open (the caller holds the folder's lock) that creates or reopens the folder and returns the
-manifest to continue; :class:`~hpcinv.store.writer.StoreWriter` takes it from there.
+Each kind has a read-only check (run before anything is started or written: a folder of another kind
+is refused whatever ``restart`` says (:func:`hpcinv.folders.claim`); one of the same kind holding the
+output of another config or request is refused, naming the difference, unless ``restart``) and an
+open (the caller holds the folder's lock) that creates or reopens the folder, records its kind and
+identity (:func:`hpcinv.folders.mark`) and returns the manifest to continue;
+:class:`~hpcinv.store.writer.StoreWriter` takes it from there.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from hpcinv.config import DataConfig, config_difference, config_hash, load_config, save_config
+from hpcinv.config import DataConfig, config_difference, config_hash, flatten, load_config, save_config
 from hpcinv.errors import HpcinvError
+from hpcinv.folders import RECORD, claim, mark
 from hpcinv.store.lock import LOCK
 from hpcinv.store.manifest import CONFIG, MANIFEST, read_manifest
 from hpcinv.store.shard import FORMAT_VERSION, SHARD_DIR
@@ -61,8 +64,7 @@ def check_dataset_folder(cfg: DataConfig, out: str | Path, *, restart: bool = Fa
     """Read-only check that ``out`` may receive ``cfg``'s dataset: (whether an old dataset must be
     discarded (``restart``), the manifest to continue or None)."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise HpcinvError(f"--out {str(out)!r} exists and is not a folder")
+    claim(out, "dataset")  # a folder of another kind is never touched, not even with --restart
     if (out / CONFIG).exists() or (out / MANIFEST).exists():
         problem, manifest = _inspect_dataset(cfg, out)
         if problem is None:
@@ -72,9 +74,6 @@ def check_dataset_folder(cfg: DataConfig, out: str | Path, *, restart: bool = Fa
                 f"{str(out)!r}: {problem}; use another --out, the same config, or --restart to discard it"
             )
         return True, None
-    if out.is_dir() and any(p.name != LOCK and not p.name.startswith(f".{CONFIG}.tmp-") for p in out.iterdir()):
-        # (a config being written by a concurrent part of the same dataset is not "non-empty")
-        raise HpcinvError(f"--out {str(out)!r} is a non-empty folder that is not an hpcinv dataset")
     return False, None
 
 
@@ -92,21 +91,41 @@ def open_dataset_folder(cfg: DataConfig, out: str | Path, *, restart: bool = Fal
     elif manifest is None and (out / MANIFEST).exists():
         log.warning("%s is damaged; rebuilding it from the shards on disk", out / MANIFEST)
     out.mkdir(parents=True, exist_ok=True)
+    mark(out, "dataset", config_hash(cfg))
     if not (out / CONFIG).exists():
         save_config(cfg, out / CONFIG)
     (out / SHARD_DIR).mkdir(exist_ok=True)
     return manifest
 
 
-def check_store_folder(
-    out: Path, new: dict, *, restart: bool = False, command: str, known: tuple[str, ...] = ()
-) -> dict | None:
-    """Read-only: the manifest to continue in ``out`` (None: start afresh). A store made by another
-    request (its ``config_hash`` differs) is refused, naming what differs, unless ``restart``. A folder
-    without a manifest may hold only the shard folder and the ``known`` files a run writes (its shards
-    are then adopted if they carry this request's hash)."""
-    if out.exists() and not out.is_dir():
-        raise HpcinvError(f"--out {str(out)!r} exists and is not a folder")
+STORE_KIND = {"prediction": "predictions", "refined": "refined"}  # a store manifest's kind -> its folder's kind
+
+
+def _request_difference(old: dict, new: dict, limit: int = 4) -> str:
+    """The settings of two store requests that differ, in words (or the parts of the manifests that do,
+    for a store written before manifests recorded their request)."""
+    a, b = old.get("request"), new.get("request")
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        differs = [k for k in ("kind", "dataset", "source") if old.get(k) != new.get(k)]
+        return f"its {' and '.join(differs) or 'settings'} differ"
+    flat_a, flat_b = flatten(a), flatten(b)
+    keys = [k for k in sorted(set(flat_a) | set(flat_b)) if flat_a.get(k) != flat_b.get(k)]
+    shown = [f"{k} is {_short(flat_a.get(k))} there, {_short(flat_b.get(k))} here" for k in keys[:limit]]
+    return "; ".join(shown) + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:12] + "..." + text[-6:]
+
+
+def check_store_folder(out: Path, new: dict, *, restart: bool = False, command: str) -> dict | None:
+    """Read-only: the manifest to continue in ``out`` (None: start afresh). A folder of another kind is
+    refused whatever ``restart`` says; a store of this kind made by another request (its
+    ``config_hash`` differs) is refused, naming the settings that differ, unless ``restart``. A store
+    without a manifest yet (killed before writing one) is continued: its shards are adopted if they
+    carry this request's hash."""
+    claim(out, STORE_KIND[new["kind"]])
     if (out / MANIFEST).exists():
         try:
             old = read_store_manifest(out)
@@ -118,26 +137,21 @@ def check_store_folder(
             return old
         if restart:
             return None
-        differs = [k for k in ("kind", "dataset", "source") if old.get(k) != new.get(k)]
-        what = " and ".join(differs) or "settings"
         raise HpcinvError(
-            f"{str(out)!r} holds the output of another `hpcinv {command}` (its {what} differ); use "
+            f"{str(out)!r} holds the output of another `hpcinv {command}` ({_request_difference(old, new)}); use "
             "another --out, the same command, or --restart to discard it"
         )
-    if out.is_dir() and any(p.name not in (LOCK, SHARD_DIR, *known) for p in out.iterdir()):
-        raise HpcinvError(f"--out {str(out)!r} is a non-empty folder that is not an hpcinv velocity store")
     return None
 
 
-def open_store_folder(
-    out: Path, new: dict, *, restart: bool = False, command: str, known: tuple[str, ...] = ()
-) -> dict:
+def open_store_folder(out: Path, new: dict, *, restart: bool = False, command: str) -> dict:
     """Create or reopen ``out`` (the caller holds its lock); the manifest to continue."""
-    old = check_store_folder(out, new, restart=restart, command=command, known=known)
+    old = check_store_folder(out, new, restart=restart, command=command)
     if old is None and (out / MANIFEST).exists():
         log.warning("discarding the store in %s (--restart)", out)
         for child in out.iterdir():
-            if child.name != LOCK:
+            if child.name not in (LOCK, RECORD):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
+    mark(out, STORE_KIND[new["kind"]], new["config_hash"])
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     return old or dict(new)

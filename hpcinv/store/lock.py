@@ -30,10 +30,25 @@ from hpcinv.errors import HpcinvError, LockedError
 LOCK = ".lock"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, under another user
+        return True
+    return True
+
+
 def _holder(fd: int) -> str:
+    """Who holds the lock, as the lock file describes its last exclusive (or first shared) holder. A
+    description of a process of this host that is gone is stale: the lock is held by a reader that did
+    not describe itself, so only that is said."""
     try:
         raw = os.pread(fd, 4096, 0).decode(errors="replace").strip()
         info = json.loads(raw)
+        if info["host"] == socket.gethostname() and not _alive(int(info["pid"])):
+            return "another hpcinv process that reads it"
         return f"{info['command']!r} (pid {info['pid']} on {info['host']}, since {info['since']})"
     except (OSError, ValueError, KeyError, TypeError):
         return "another hpcinv process"

@@ -18,6 +18,7 @@ import numpy as np
 from hpcinv.config import DataConfig, config_hash, load_config
 from hpcinv.errors import DataError, HpcinvError
 from hpcinv.fileio import atomic_write_text
+from hpcinv.folders import DATASETS, RECORD, inspect
 from hpcinv.store.shard import READABLE_VERSIONS, SHARD_DIR, file_sha256, plan_shards
 from hpcinv.store.stats import RunningStats
 
@@ -133,6 +134,22 @@ def write_manifest(root: str | os.PathLike, manifest: dict) -> dict:
     return manifest
 
 
+def dataset_identity(manifest: dict) -> str:
+    """What a store made from this dataset must match: its config hash, and for imported gathers also
+    the hash of the gathers (two recordings imported with one config are two datasets)."""
+    return str(manifest.get("identity") or manifest["config_hash"])
+
+
+def nonfinite_stats(stats: dict) -> list[str]:
+    """The statistics (``gathers.mean``, ...) in a manifest's or a shard record's ``stats`` that are not finite."""
+    return [
+        f"{key}.{name}"
+        for key, values in sorted(stats.items())
+        for name, value in sorted(values.items())
+        if isinstance(value, float) and not np.isfinite(value)
+    ]
+
+
 def has_velocity(manifest: dict) -> bool:
     """Whether a dataset holds true velocities (a gathers-only dataset of recorded data does not)."""
     return manifest.get("has_velocity", True)
@@ -200,15 +217,24 @@ def verify_dataset(
     root = Path(root)
     report = VerifyReport(str(root))
     try:
+        found = inspect(root)
+        if found.is_hpcinv and found.kind not in DATASETS:
+            raise HpcinvError(
+                f"{found.describe()}: verify checks datasets (`hpcinv generate`, `hpcinv import-gathers`)"
+            )
         manifest = read_manifest(root)
     except HpcinvError as exc:
         report.problems.append(str(exc))
         return report
+    if found.recorded and found.identity is not None and found.identity != dataset_identity(manifest):
+        report.problems.append(f"{RECORD} and {MANIFEST} name different datasets: one of them was replaced")
     try:
         if config_hash(load_dataset_config(root)) != manifest["config_hash"]:
             report.problems.append(f"{CONFIG}: does not match the manifest's config hash")
     except HpcinvError as exc:
         report.problems.append(f"{CONFIG}: {exc}")
+    if bad := nonfinite_stats(manifest["stats"]):
+        report.problems.append(f"{MANIFEST}: statistics not finite ({', '.join(bad)}): values overflow their dtype")
     records = {r["name"]: r for r in manifest["shards"]}
     lo, hi = samples if samples is not None else (0, manifest["n_samples"])
     for spec in plan_shards(manifest["n_samples"], manifest["shard_size"]):

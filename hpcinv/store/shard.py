@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 import xxhash
 
+from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_path
 from hpcinv.store.stats import RunningStats
 
@@ -74,6 +75,24 @@ def sample_checksums(gathers: np.ndarray, velocity: np.ndarray) -> tuple[int, in
     )
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
+
+
+def check_storable(values: np.ndarray, dtype: str, what: str) -> float:
+    """Refuse values that are not finite, or that ``dtype`` cannot hold (float16 overflows to inf above
+    65504), naming the peak and what would hold it; returns the peak |value|."""
+    values = np.asarray(values)
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise HpcinvError(f"{what} hold NaN or Inf values; refusing to store them")
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    if dtype == "float16" and peak > FLOAT16_MAX:
+        raise HpcinvError(
+            f"{what} reach |{peak:.4g}|, more than float16 holds ({FLOAT16_MAX:g}); use dataset.gathers_dtype=float32"
+        )
+    return peak
+
+
 def write_shard(
     folder: str | os.PathLike,
     spec: ShardSpec,
@@ -95,6 +114,7 @@ def write_shard(
     as stored, when the caller has them already (computed on the GPU where they were modelled).
     """
     n = spec.size
+    check_storable(gathers_NSTR, gathers_dtype, f"the gathers of samples {spec.start}..{spec.stop - 1}")
     gathers_NSTR = np.ascontiguousarray(gathers_NSTR, dtype=gathers_dtype)
     arrays = {"gathers": gathers_NSTR}
     # statistics of the stored values (after any float16 rounding)

@@ -25,7 +25,7 @@ import numpy as np
 import xxhash
 
 from hpcinv.errors import DataError, HpcinvError
-from hpcinv.store.manifest import VELOCITY_FORMAT_NAME, read_manifest
+from hpcinv.store.manifest import VELOCITY_FORMAT_NAME, dataset_identity, read_manifest
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, write_arrays
 from hpcinv.store.stats import RunningStats
 
@@ -41,8 +41,11 @@ def store_manifest(
     sample_range: tuple[int, int],
     shard_size: int,
     source: dict,
+    request: dict | None = None,
 ) -> dict:
-    """The manifest of an empty store of ``kind`` ("prediction" or "refined") for a dataset range."""
+    """The manifest of an empty store of ``kind`` ("prediction" or "refined") for a dataset range.
+    ``request``: what decides the store's velocities (``config_hash`` is its hash), kept so that a
+    refused resume can name the settings that differ."""
     lo, hi = sample_range
     return {
         "format": VELOCITY_FORMAT_NAME,
@@ -55,10 +58,12 @@ def store_manifest(
         "dataset": {
             "path": str(Path(dataset_root).resolve()),
             "config_hash": dataset_manifest["config_hash"],
+            "identity": dataset_identity(dataset_manifest),
             "split": split,
             "range": [lo, hi],
         },
         "source": source,
+        **({"request": request} if request is not None else {}),
         "shards": [],
     }
 
@@ -126,11 +131,14 @@ class VelocityStore:
     def check_dataset(self, dataset_root: str | os.PathLike, dataset_manifest: dict, lo: int, hi: int) -> None:
         """Refuse (one line) a store made from another dataset, or one that does not cover [lo, hi)."""
         mine = self.manifest["dataset"]
-        if mine["config_hash"] != dataset_manifest["config_hash"]:
+        theirs = dataset_identity(dataset_manifest)
+        if mine.get("identity", mine["config_hash"]) != theirs:
+            same_config = mine["config_hash"] == dataset_manifest["config_hash"]
+            why = "other recorded gathers with the same config" if same_config else "another config"
             raise HpcinvError(
-                f"{str(self.root)!r} holds velocities of dataset {mine['path']!r} (config {mine['config_hash'][:12]}), "
-                f"not of {str(dataset_root)!r} (config {dataset_manifest['config_hash'][:12]}); predict or refine on "
-                "this dataset first"
+                f"{str(self.root)!r} holds velocities of dataset {mine['path']!r} ({why}: "
+                f"{mine.get('identity', mine['config_hash'])[:12]}), not of {str(dataset_root)!r} ({theirs[:12]}); "
+                "predict or refine on this dataset first"
             )
         if not (self.lo <= lo and hi <= self.hi):
             raise HpcinvError(

@@ -15,10 +15,14 @@ written and never loaded.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
 import random
 import re
 import shutil
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,7 @@ from torch import nn
 
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import TMP_INFIX, atomic_path
+from hpcinv.folders import inspect
 
 STATE = "state.pt"
 CHECKPOINT_PREFIX = "checkpoint_epoch"
@@ -118,18 +123,68 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     found = list_checkpoints(p)
     if found:
         return found[-1] / STATE
+    folder = inspect(p)
+    if folder.kind == "run":
+        raise HpcinvError(f"training run {str(path)!r} has no complete checkpoint yet; train it (longer) first")
+    if folder.is_hpcinv:
+        raise HpcinvError(f"{folder.describe()}, not a training run or checkpoint (made by `hpcinv train`)")
     raise HpcinvError(f"no checkpoint at {str(path)!r}: expected a {STATE}, a checkpoint folder or a run folder")
 
 
-def load_state(path: str | os.PathLike) -> dict:
+def _unreadable(file: Path, data: bytes, exc: BaseException) -> HpcinvError:
+    """One line for a checkpoint file torch cannot load: not a checkpoint, cut short, or holding code."""
+    name = f"checkpoint {str(file)!r}"
+    if not data.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive
+        return HpcinvError(
+            f"{name} is not a checkpoint (not the archive torch.save writes); give a state.pt, a checkpoint "
+            "folder or a run folder made by `hpcinv train`"
+        )
+    if isinstance(exc, pickle.UnpicklingError):
+        return HpcinvError(
+            f"{name} holds Python objects besides tensors and numbers; hpcinv loads checkpoints with "
+            "weights_only=True and never runs code stored in one, so it is not an hpcinv checkpoint"
+        )
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return HpcinvError(f"{name} is truncated or damaged (its archive has no end); use another checkpoint")
+    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return HpcinvError(f"{name} is damaged ({reason}); use another checkpoint of the run")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read once: the file, the sha256 of its bytes and its state (on the CPU)."""
+
+    file: Path
+    sha256: str
+    state: dict
+
+    @property
+    def run(self) -> Path | None:
+        """The run folder it belongs to (None for a bare state.pt outside a run)."""
+        parent = self.file.parent
+        return parent.parent if CHECKPOINT_NAME.fullmatch(parent.name) else None
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Find (:func:`find_checkpoint`), read and load a checkpoint once, with ``weights_only=True``: from
+    then on nothing that happens to the file (a training run rotating its checkpoints) changes what
+    this process uses; any way it can be unreadable is one line."""
     file = find_checkpoint(path)
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        data = file.read_bytes()
+    except OSError as exc:
+        raise HpcinvError(f"cannot read checkpoint {str(file)!r}: {exc.strerror or exc}") from None
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise HpcinvError(f"cannot read checkpoint {str(file)!r}: {exc}") from exc
+        raise _unreadable(file, data, exc) from None
     if not isinstance(state, dict) or "model" not in state or "model_spec" not in state:
         raise HpcinvError(f"{str(file)!r} is not an hpcinv checkpoint (no model / model_spec)")
-    return state
+    return Checkpoint(file, hashlib.sha256(data).hexdigest(), state)
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    return read_checkpoint(path).state
 
 
 def load_weights(model: nn.Module, state: dict, what: str) -> None:

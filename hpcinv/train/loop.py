@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from hpcinv.config import TrainConfig
 from hpcinv.errors import DataError, HpcinvError
@@ -48,7 +52,14 @@ from hpcinv.train.checkpoint import (
     unwrap,
     weights_digest,
 )
-from hpcinv.train.engine import Trainer, loss_function, mirror_some, optimizer_nonfinite_count, peak_memory_mb
+from hpcinv.train.engine import (
+    Trainer,
+    local_prepare,
+    loss_function,
+    mirror_some,
+    optimizer_nonfinite_count,
+    peak_memory_mb,
+)
 from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches, normalised
 from hpcinv.train.parallel import autocast
 
@@ -257,20 +268,60 @@ def _restore(cfg: TrainConfig, run_dir: Path, rank: int, device: torch.device) -
     return (load_state(checkpoint_dir(run_dir, chosen)) if chosen >= 0 else None), dropped
 
 
+@dataclass
+class Rank:
+    """This rank's place among the ranks, and what the runner around the loop provides: Ray Train
+    (:func:`train_loop_per_worker`) or this process (:func:`run_in_process`)."""
+
+    index: int
+    world: int
+    local_world: int  # ranks on this node (they share its host memory)
+    device: torch.device
+    node: str | None
+    prepare_model: Callable[[torch.nn.Module], torch.nn.Module]  # wrap for data parallelism (a collective)
+    report: Callable[[dict], None]  # an epoch's metrics, to the runner
+    bar: Callable[..., Any]  # a progress bar (tqdm's arguments)
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
+    """The entry Ray Train runs on every worker."""
+    import ray
     import ray.train
     import ray.train.torch
+    from ray.experimental.tqdm_ray import tqdm as ray_tqdm
 
     cfg = TrainConfig.model_validate_json(loop_config["config"])
-    run_dir = Path(loop_config["run_dir"])
     ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    device = ray.train.torch.get_device()
+    rank = Rank(
+        ctx.get_world_rank(),
+        ctx.get_world_size(),
+        ctx.get_local_world_size(),
+        ray.train.torch.get_device(),
+        ray.get_runtime_context().get_node_id(),
+        ray.train.torch.prepare_model,
+        ray.train.report,
+        ray_tqdm,
+    )
     torch.set_num_threads(cfg.scaling.cpus_per_worker)
     try:
-        _train(cfg, run_dir, rank, ctx.get_world_size(), device, loop_config.get("progress_bars", True))
+        _train(cfg, Path(loop_config["run_dir"]), rank, loop_config.get("progress_bars", True))
     except Stop:
         return
+
+
+def run_in_process(cfg: TrainConfig, run_dir: Path, progress_bars: bool = True) -> None:
+    """The loop as one rank in this process, without Ray (``hpcinv train --in-process``): on the first
+    GPU with ``scaling.use_gpu``, else on the CPU with ``scaling.cpus_per_worker`` threads."""
+    device = torch.device("cuda", 0) if cfg.scaling.use_gpu else torch.device("cpu")
+    rank = Rank(0, 1, 1, device, socket.gethostname(), local_prepare, lambda metrics: None, tqdm)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.scaling.cpus_per_worker)
+    try:
+        _train(cfg, run_dir, rank, progress_bars)
+    except Stop:
+        return
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _stop_if(flag: float, rank: int, run_dir: Path, event: dict, mine: bool = True) -> None:
@@ -295,15 +346,10 @@ def epoch_line(metrics: dict, epochs: int, elapsed_s: float, epochs_run: int) ->
     return text + f"; ETA {int(left // 60)} min {int(left % 60):02d} s"
 
 
-def _train(
-    cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch.device, progress_bars: bool = True
-) -> None:
-    import ray
-    import ray.train
-    import ray.train.torch
-    from ray.experimental.tqdm_ray import tqdm
-
+def _train(cfg: TrainConfig, run_dir: Path, me: Rank, progress_bars: bool = True) -> None:
     from hpcinv.train.tracking import Tracker
+
+    rank, world, device = me.index, me.world, me.device
 
     # ---- setup: any error here is deterministic; every rank learns of it through one all-reduce
     error = None
@@ -324,8 +370,7 @@ def _train(
         parts = [ShardedDataset(folder, norm, split=split) for folder, split in sets]
         train_ds = parts[0] if len(parts) == 1 else Concatenated(parts)
         sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
-        ranks_on_node = ray.train.get_context().get_local_world_size()
-        source, close_source = make_source(train_ds, sampler, cfg, device, ranks_on_node, host_available)
+        source, close_source = make_source(train_ds, sampler, cfg, device, me.local_world, host_available)
         val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
         val_positions = np.arange(len(val_ds))[rank::world] if val_ds is not None else None
         spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
@@ -341,7 +386,7 @@ def _train(
         error = DataError.message_of(exc) if isinstance(exc, DataError) else str(exc)
     (flag,) = all_reduce_sum([error is not None], device)
     _stop_if(flag, rank, run_dir, {"event": "error", "message": error}, mine=error is not None)
-    trainer.distribute(ray.train.torch.prepare_model)
+    trainer.distribute(me.prepare_model)
 
     if init_state is not None and rank == 0:
         append_event(
@@ -362,7 +407,7 @@ def _train(
             "world": world,
             "epoch": start_epoch,
             "step": trainer.step,
-            "node": ray.get_runtime_context().get_node_id(),
+            "node": me.node,
             "slurm_node": os.environ.get("SLURMD_NODENAME"),
         }
         | ({"rolled_back_epochs": rolled_back} if rolled_back else {}),
@@ -378,7 +423,7 @@ def _train(
         for epoch in range(start_epoch, cfg.train.epochs):
             sampler.set_epoch(epoch)
             bar = (
-                tqdm(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
+                me.bar(total=len(sampler) * world, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
                 if rank == 0 and progress_bars
                 else None
             )
@@ -446,7 +491,7 @@ def _train(
                         saved / "state.pt",
                         {"epoch": epoch, **{k: v for k, v in metrics.items() if isinstance(v, int | float)}},
                     )
-            ray.train.report(metrics)
+            me.report(metrics)
             if rank == 0:
                 tracker.log({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step=trainer.step)
                 if cfg.tracking.figures and tracker.active:

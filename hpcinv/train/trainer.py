@@ -17,6 +17,7 @@ is lost, because checkpoints are complete or absent.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import signal
@@ -27,11 +28,12 @@ from pathlib import Path
 from hpcinv.config import TrainConfig, config_difference, load_config, role_paths, save_config, without_role
 from hpcinv.errors import DataError, HpcinvError, Interrupted, TrainingFailed
 from hpcinv.fileio import atomic_write_text
+from hpcinv.folders import DATASETS, claim, distinct, mark, require
 from hpcinv.physics.survey import mirror_asymmetry
 from hpcinv.store import folder_lock, read_manifest, require_readable
 from hpcinv.store.manifest import has_velocity
-from hpcinv.train.checkpoint import list_checkpoints, load_state
-from hpcinv.train.loop import read_events, train_loop_per_worker
+from hpcinv.train.checkpoint import CHECKPOINT_PREFIX, list_checkpoints, load_state
+from hpcinv.train.loop import read_events, run_in_process, train_loop_per_worker
 from hpcinv.train.tracking import effective_mode
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,17 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
     """Everything that can be checked before Ray starts; returns the training manifest."""
     train = cfg.data.train
     assert train is not None  # required by TrainConfig
+    claim(run_dir, "run")
+    sets = [
+        ("data.train", train),
+        *((f"data.mix entry {e!r}", f) for e, (f, _) in zip(cfg.data.mix, cfg.training_sets()[1:], strict=True)),
+    ]
+    if cfg.data.val:
+        sets.append(("data.val", cfg.data.val))
+    for what, path in sets:
+        require(path, DATASETS, what=what)
+    check_no_repeats(cfg)
+    distinct(run_dir, dict(sets))
     manifest = read_manifest(train)
     if not manifest["complete"]:
         raise HpcinvError(f"training dataset {cfg.data.train!r} is incomplete; finish it with `hpcinv generate`")
@@ -107,6 +120,24 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
     return manifest
 
 
+def check_no_repeats(cfg: TrainConfig) -> None:
+    """A dataset (or one split of it) named twice among data.train and data.mix would be trained on twice
+    as often, silently: refused, as are two splits of one dataset that overlap."""
+    seen: dict[str, list[tuple[str, str | None]]] = {}
+    for folder, split in cfg.training_sets():
+        seen.setdefault(str(Path(folder).resolve()), []).append((folder, split))
+    for entries in seen.values():
+        if len(entries) < 2:
+            continue
+        splits = [split for _, split in entries]
+        if None in splits or len(set(splits)) < len(splits):
+            named = " and ".join(f"{f}:{s}" if s else f for f, s in entries)
+            raise HpcinvError(
+                f"data.train and data.mix name the same data twice ({named}): it would count twice in every "
+                "epoch; name each dataset (or split of it) once"
+            )
+
+
 def _check_mixed(entry: str, folder: str, split: str | None, mixed: dict, train: str, manifest: dict) -> None:
     """A data.mix dataset must be trainable and hold the same kind of sample as data.train."""
     where = f"data.mix entry {entry!r}"
@@ -136,6 +167,11 @@ def len_split(manifest: dict, split: str | None) -> int:
         return manifest["n_samples"]
     lo, hi = manifest["splits"][split]
     return hi - lo
+
+
+def run_identity(cfg: TrainConfig) -> str:
+    """What a run folder holds: its config without the settings that may change on resume."""
+    return hashlib.sha256(json.dumps(without_role(cfg, "resumable"), sort_keys=True).encode()).hexdigest()
 
 
 def check_resources(cfg: TrainConfig) -> None:
@@ -194,9 +230,21 @@ def _fit(trainer) -> None:
         raise Interrupted(received[0])
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) -> dict:
-    """Run (or resume) the training of ``cfg`` in ``run_dir``; returns the final metrics."""
+def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None, in_process: bool = False) -> dict:
+    """Run (or resume) the training of ``cfg`` in ``run_dir``; returns the final metrics.
+
+    On Ray Train by default (``address``: the cluster to join); ``in_process``: one rank in this
+    process, without Ray (``scaling.num_workers`` must be 1; no restarts on failure)."""
     run_dir = Path(run_dir).resolve()
+    if in_process and cfg.scaling.num_workers != 1:
+        raise HpcinvError(
+            f"--in-process trains one rank in this process, but scaling.num_workers={cfg.scaling.num_workers}; "
+            "set scaling.num_workers=1, or leave --in-process out to train on Ray"
+        )
+    if in_process and cfg.scaling.use_gpu:
+        from hpcinv.doctor import require_gpu_ready
+
+        require_gpu_ready("training with scaling.use_gpu=true", deepwave=False)
     # Paths inside the config are resolved now, so workers (any cwd) and resumed runs agree.
     mix = [str(Path(folder).resolve()) + (f":{split}" if split else "") for folder, split in cfg.training_sets()[1:]]
     cfg = cfg.model_copy(
@@ -217,32 +265,43 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None) 
         for folder in folders:
             held.enter_context(folder_lock(folder, shared=True, create=False))
         held.enter_context(folder_lock(run_dir, what="run"))
-        return _train_locked(cfg, run_dir, address)
+        done = finished(cfg, run_dir)
+        if done is not None:
+            log.info("%s has trained all %d epochs already: nothing to do", run_dir, cfg.train.epochs)
+            return done
+        if not in_process:
+            from hpcinv.actors import init_ray
+
+            init_ray(address)
+            check_resources(cfg)
+        return _train_locked(cfg, run_dir, in_process)
 
 
-def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
+def finished(cfg: TrainConfig, run_dir: Path) -> dict | None:
+    """The result of a run in ``run_dir`` that has trained all of ``cfg``'s epochs (its newest checkpoint
+    is the last epoch's and its result is written): re-running it starts nothing."""
+    found = list_checkpoints(run_dir)
+    if not found or int(found[-1].name.removeprefix(CHECKPOINT_PREFIX)) + 1 < cfg.train.epochs:
+        return None
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    newest = str(found[-1])
+    if not isinstance(result, dict) or result.get("checkpoint") != newest:
+        return None
+    return result
+
+
+def _fit_on_ray(cfg: TrainConfig, run_dir: Path) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from hpcinv.actors import init_ray
-
-    init_ray(address)
-    check_resources(cfg)
-    if cfg.train.scale_lr_with_workers and cfg.scaling.num_workers >= 8 and not cfg.train.warmup_epochs:
-        log.warning(
-            "train.scale_lr_with_workers multiplies the learning rate by %d without a warm-up; large "
-            "rates early in training often diverge: consider train.warmup_epochs (e.g. 5)",
-            cfg.scaling.num_workers,
-        )
-    save_config(cfg, run_dir / "config.yaml")
-    mode = effective_mode(cfg.tracking, run_dir)  # an unreachable W&B server means offline, never a failure
-    worker_cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mode": mode})})
 
     trainer = TorchTrainer(
         train_loop_per_worker,
         # progress bars on a terminal; one line per epoch in a log file (bars there come out all at once)
         train_loop_config={
-            "config": worker_cfg.model_dump_json(),
+            "config": cfg.model_dump_json(),
             "run_dir": str(run_dir),
             "progress_bars": sys.stderr.isatty(),
         },
@@ -258,13 +317,10 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
         ),
     )
-    t_start = time.time()
     try:
         _fit(trainer)
-    except Interrupted as exc:
-        raise Interrupted(
-            exc.signum, f"training stopped; {newest_checkpoint_note(run_dir)}; re-run the same command to resume"
-        ) from None
+    except Interrupted:
+        raise
     except Exception as exc:  # TrainingFailedError wraps the worker's exception
         cause: BaseException = exc
         while cause.__cause__ is not None:
@@ -272,6 +328,33 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, address: str | None) -> dict:
         if isinstance(cause, HpcinvError):
             raise HpcinvError(str(cause)) from None
         raise TrainingFailed(f"training failed after {cfg.train.max_failures} restart(s): {exc}") from exc
+
+
+def _fit_in_process(cfg: TrainConfig, run_dir: Path) -> None:
+    try:
+        run_in_process(cfg, run_dir, progress_bars=sys.stderr.isatty())
+    except KeyboardInterrupt:
+        raise Interrupted(signal.SIGINT) from None
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, in_process: bool) -> dict:
+    if cfg.train.scale_lr_with_workers and cfg.scaling.num_workers >= 8 and not cfg.train.warmup_epochs:
+        log.warning(
+            "train.scale_lr_with_workers multiplies the learning rate by %d without a warm-up; large "
+            "rates early in training often diverge: consider train.warmup_epochs (e.g. 5)",
+            cfg.scaling.num_workers,
+        )
+    mark(run_dir, "run", run_identity(cfg))
+    save_config(cfg, run_dir / "config.yaml")
+    mode = effective_mode(cfg.tracking, run_dir)  # an unreachable W&B server means offline, never a failure
+    worker_cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mode": mode})})
+    t_start = time.time()
+    try:
+        (_fit_in_process if in_process else _fit_on_ray)(worker_cfg, run_dir)
+    except Interrupted as exc:
+        raise Interrupted(
+            exc.signum, f"training stopped; {newest_checkpoint_note(run_dir)}; re-run the same command to resume"
+        ) from None
     all_events = read_events(run_dir)
     events = [e for e in all_events if e["time"] >= t_start]
     errors = [e for e in events if e["event"] == "error"]
