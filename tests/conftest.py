@@ -1,6 +1,11 @@
+import contextlib
+import hashlib
+import io
 import os
+import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -24,13 +29,6 @@ needs_shared = pytest.mark.skipif(
 )
 
 
-def pytest_collection_modifyitems(items):
-    """A test that needs a trained run (it trains on Ray first) belongs to the slow tier."""
-    for item in items:
-        if "tiny_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.slow)
-
-
 def tiny_config(*overrides: str) -> DataConfig:
     return load_config(DataConfig, CONFIGS / "tiny.yaml", list(overrides))
 
@@ -52,7 +50,8 @@ CLI = (sys.executable, "-m", "hpcinv.cli")  # the console entry point in a fresh
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real console entry point in a fresh process (``env``: extra environment variables)."""
+    """Run the real console entry point in a fresh process (``env``: extra environment variables): for
+    what needs a process of its own (signals, Ray started by the command, what is imported at start)."""
     return subprocess.run(
         [sys.executable, "-m", "hpcinv.cli", *args],
         capture_output=True,
@@ -63,14 +62,42 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
     )
 
 
+@dataclass
+class Ran:
+    """What :func:`hpcinv` gives back: like a finished process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def hpcinv(*args: str) -> Ran:
+    """Run ``hpcinv ARGS`` in this process, through the same ``main()`` as the console entry point,
+    without starting an interpreter (seconds saved per call): for commands that start no Ray."""
+    from hpcinv.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse: --help, --version, a usage error
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
 def generate_small(out: Path, *overrides: str) -> Path:
-    """A small dataset of configs/tiny.yaml (with ``overrides``) made in process through the CLI."""
-    proc = run_cli("generate", str(CONFIGS / "tiny.yaml"), "--out", str(out), "--in-process", "--quiet", *overrides)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    """A small dataset of configs/tiny.yaml (with ``overrides``), generated in this process."""
+    from hpcinv.generate import generate
+
+    generate(tiny_config(*overrides), out, progress=False)
     return out
 
 
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
+def one_error_line(proc) -> str:
     """The single ``hpcinv: error:`` line of a refused command (exit 2, no traceback)."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -79,28 +106,50 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     return errors[0][errors[0].index("hpcinv: error: ") :]
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
-    """One epoch of tiny_train.yaml on the tiny dataset."""
-    run = tmp_path_factory.mktemp("tiny_run") / "run"
-    proc = run_cli(
-        "train",
-        str(CONFIGS / "tiny_train.yaml"),
-        "--out",
-        str(run),
-        f"data.train={tiny_dataset}",
-        "train.epochs=1",
-        "tracking.mode=disabled",
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (hidden ones too), by relative path: equal before and after
+    means the folder was left byte-identical."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def train_in_process(run: Path, dataset: Path, *overrides: str) -> dict:
+    """tiny_train.yaml trained as one rank in this process (no Ray), W&B disabled unless overridden."""
+    from hpcinv.config import TrainConfig, load_config
+    from hpcinv.train.trainer import train
+
+    cfg = load_config(
+        TrainConfig,
+        CONFIGS / "tiny_train.yaml",
+        [f"data.train={dataset}", "scaling.num_workers=1", "tracking.mode=disabled", *overrides],
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return run
+    return train(cfg, run, in_process=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny") / "ds"
-    proc = run_cli("generate", str(CONFIGS / "tiny.yaml"), "--out", str(out), "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    """configs/tiny.yaml: 24 samples in 3 shards, generated in this process."""
+    return generate_small(tmp_path_factory.mktemp("tiny") / "ds")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
+    """One epoch of tiny_train.yaml on the tiny dataset, one rank in this process."""
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    train_in_process(run, tiny_dataset, "train.epochs=1")
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_predictions(tiny_run, tiny_dataset, tmp_path_factory) -> Path:
+    """The tiny run's predictions for every sample of the tiny dataset (a velocity store)."""
+    from hpcinv.predict import predict
+
+    out = tmp_path_factory.mktemp("tiny_predictions") / "pred"
+    predict(tiny_run, tiny_dataset, out, progress=False)
     return out
 
 

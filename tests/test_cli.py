@@ -1,4 +1,5 @@
-"""The CLI end to end in real processes: generation, resume after SIGKILL, and every bad input."""
+"""The CLI end to end: generation and its resume after SIGKILL in real processes, and every bad input
+(through the same ``main()``, in this process)."""
 
 import contextlib
 import json
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from hpcinv.store import read_manifest, verify_dataset
-from tests.conftest import CLI, CONFIGS, ROOT, one_error_line, run_cli
+from tests.conftest import CLI, CONFIGS, ROOT, hpcinv, one_error_line, run_cli
 
 TINY = str(CONFIGS / "tiny.yaml")
 
@@ -62,7 +63,7 @@ def test_resume_after_driver_sigkill_computes_only_missing_shards(tmp_path):
     done = len(read_manifest(out)["shards"])
     assert 3 <= done < 12, "the driver should have been killed mid-run"
     on_disk = len(list((out / "shards").glob("shard-*.h5")))
-    rerun = run_cli(*args[3:])
+    rerun = hpcinv(*args[3:])
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
     assert summary["skipped_shards"] == on_disk  # complete files not yet in the manifest are adopted
@@ -101,22 +102,25 @@ def test_resume_after_driver_sigkill_computes_only_missing_shards(tmp_path):
         ),
     ],
 )
-def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, args, expect):
+def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, args, expect, monkeypatch):
+    monkeypatch.chdir(ROOT)
     out = tmp_path / "out"
-    proc = run_cli(*args[:2], "--out", str(out), *args[2:])
+    proc = hpcinv(*args[:2], "--out", str(out), *args[2:])
     line = one_error_line(proc)
     assert expect in line, line
     assert not out.exists()
 
 
 def test_version():
-    proc = run_cli("--version")
+    proc = hpcinv("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == "hpcinv 0.1.0"
 
 
-def test_verify_of_a_missing_or_non_dataset_folder(tmp_path):
-    proc = run_cli("verify", str(tmp_path / "nowhere"))
+def test_verify_of_a_missing_or_non_dataset_folder(tmp_path, tiny_predictions):
+    proc = hpcinv("verify", str(tmp_path / "nowhere"))
     assert proc.returncode == 1 and f"dataset folder '{tmp_path / 'nowhere'}' does not exist" in proc.stdout
+    proc = hpcinv("verify", tiny_predictions)
+    assert proc.returncode == 1 and "is a velocity store of network predictions made by `hpcinv predict`" in proc.stdout
 
 
 def test_bad_collections_from_cli(tmp_path):
@@ -126,7 +130,7 @@ def test_bad_collections_from_cli(tmp_path):
     (tmp_path / "broken.mat").write_bytes(b"\x00garbage")
     for path, expect in ((tmp_path / "nan.npz", "model 1 has velocity nan"), (tmp_path / "broken.mat", "broken.mat")):
         source = "npz" if path.suffix == ".npz" else "fcnvmb"
-        proc = run_cli(
+        proc = hpcinv(
             "generate",
             TINY,
             "--out",
@@ -141,24 +145,25 @@ def test_bad_collections_from_cli(tmp_path):
 
 def test_different_config_on_existing_dataset_is_refused_without_damage(tiny_dataset):
     before = _snapshot(tiny_dataset)
-    proc = run_cli("generate", TINY, "--out", str(tiny_dataset), "survey.f0_hz=7.0")
+    proc = hpcinv("generate", TINY, "--out", str(tiny_dataset), "survey.f0_hz=7.0")
     assert "holds a dataset made with a different config" in one_error_line(proc)
     assert _snapshot(tiny_dataset) == before
 
 
 def test_non_dataset_folders_are_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    proc = run_cli("generate", TINY, "--out", str(tmp_path))
-    assert "non-empty folder that is not an hpcinv dataset" in one_error_line(proc)
-    assert (tmp_path / "notes.txt").read_text() == "mine" and len(list(tmp_path.iterdir())) == 1
-    proc = run_cli("verify", str(tmp_path))
+    for restart in ([], ["--restart"]):
+        proc = hpcinv("generate", TINY, "--out", str(tmp_path), "--in-process", *restart)
+        assert "is a non-empty folder that hpcinv did not make" in one_error_line(proc)
+        assert (tmp_path / "notes.txt").read_text() == "mine" and len(list(tmp_path.iterdir())) == 1
+    proc = hpcinv("verify", str(tmp_path))
     assert proc.returncode == 1 and "manifest.json is missing" in proc.stdout
 
 
 def test_restart_discards_other_config(tmp_path):
     out = tmp_path / "ds"
-    assert run_cli("generate", TINY, "--out", str(out), "--quiet", "dataset.n_samples=4").returncode == 0
-    proc = run_cli("generate", TINY, "--out", str(out), "--quiet", "--restart", "dataset.n_samples=8")
+    assert hpcinv("generate", TINY, "--out", out, "--quiet", "--in-process", "dataset.n_samples=4").returncode == 0
+    proc = hpcinv("generate", TINY, "--out", out, "--quiet", "--in-process", "--restart", "dataset.n_samples=8")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["computed_shards"] == 1 and verify_dataset(out).samples_ok == 8
 
@@ -224,6 +229,6 @@ def test_a_bad_config_is_reported_before_torch_and_ray_load(command, tmp_path):
 
 
 def test_help_is_plain_text_and_points_to_the_config_keys():
-    proc = run_cli("--help")
+    proc = hpcinv("--help")
     assert proc.returncode == 0 and "``" not in proc.stdout
     assert "hpcinv config show PRESET" in proc.stdout and "docs/" in proc.stdout

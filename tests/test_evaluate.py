@@ -10,7 +10,7 @@ from hpcinv.config import DataConfig, load_config
 from hpcinv.evaluate.misfit import data_misfit
 from hpcinv.metrics import velocity_metrics
 from hpcinv.store import ShardedDataset
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import generate_small, hpcinv, one_error_line
 
 
 def test_metrics_definitions_on_known_errors():
@@ -37,16 +37,11 @@ def test_data_misfit_is_zero_for_the_true_model_and_grows_with_error(tiny_datase
     assert data_misfit(vel * 1.02, gathers, on_gpus) == pytest.approx(small, rel=1e-6)
 
 
-@pytest.fixture
-def short_run(tiny_run):
-    return tiny_run
-
-
-def test_evaluate_a_run_and_a_bare_checkpoint_side_by_side(short_run, tiny_dataset, tmp_path):
-    ckpt = next(short_run.glob("checkpoint_epoch*/state.pt"))
-    proc = run_cli(
+def test_evaluate_a_run_and_a_bare_checkpoint_side_by_side(tiny_run, tiny_dataset, tmp_path):
+    ckpt = next(tiny_run.glob("checkpoint_epoch*/state.pt"))
+    proc = hpcinv(
         "evaluate",
-        str(short_run),
+        str(tiny_run),
         str(ckpt),
         "--data",
         str(tiny_dataset),
@@ -74,40 +69,29 @@ def test_evaluate_a_run_and_a_bare_checkpoint_side_by_side(short_run, tiny_datas
     assert len(pngs) == 3 and all(p.stat().st_size > 10_000 for p in pngs)
 
 
-def test_evaluate_bad_inputs(short_run, tiny_dataset, tmp_path):
-    other = tmp_path / "other"
-    assert (
-        run_cli(
-            "generate",
-            "configs/tiny.yaml",
-            "--out",
-            str(other),
-            "--in-process",
-            "--quiet",
-            "dataset.n_samples=2",
-            "survey.n_shots=3",
-        ).returncode
-        == 0
-    )
+def test_evaluate_bad_inputs(tiny_run, tiny_dataset, tmp_path):
+    other = generate_small(tmp_path / "other", "dataset.n_samples=2", "survey.n_shots=3")
     (tmp_path / "a-file").write_text("mine")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     cases = [
-        ([str(short_run), "--data", str(other)], "expects gathers [5, 200, 64]"),
-        ([str(tmp_path / "nothing"), "--data", str(tiny_dataset)], "no checkpoint at"),
-        ([str(short_run), "--data", str(tmp_path / "nodata")], "nodata' does not exist"),
-        ([str(short_run), "--data", str(tmp_path / "a-file")], "is a file, not a dataset folder"),
-        ([str(short_run), "--data", str(tiny_dataset), "--split", "nope"], "has no split 'nope'"),
-        ([str(tmp_path / "junk.pt"), "--data", str(tiny_dataset)], "cannot read checkpoint"),
-        ([str(short_run), "--data", str(tiny_dataset), "--figures", "-1"], "'-1' is not a whole number >= 0"),
+        ([str(tiny_run), "--data", str(other)], "expects gathers [5, 200, 64]"),
+        ([str(tmp_path / "nothing"), "--data", str(tiny_dataset)], "nothing' does not exist; give runs"),
+        ([str(tiny_run), "--data", str(tmp_path / "nodata")], "nodata' does not exist"),
+        ([str(tiny_run), "--data", str(tmp_path / "a-file")], "a-file' is a file, not a folder"),
+        ([str(tiny_run), "--data", str(tiny_dataset), "--split", "nope"], "has no split 'nope'"),
+        ([str(tmp_path / "junk.pt"), "--data", str(tiny_dataset)], "is not a checkpoint"),
+        ([str(tiny_dataset), "--data", str(tiny_dataset)], "is a dataset made by `hpcinv generate`; give runs"),
+        ([str(tiny_run), "--data", str(tiny_run)], "is a training run made by `hpcinv train`, not a dataset"),
+        ([str(tiny_run), "--data", str(tiny_dataset), "--figures", "-1"], "'-1' is not a whole number >= 0"),
+        ([str(tiny_run), "--data", str(tiny_dataset), "--baseline", f"{tiny_dataset}:"], "names no split"),
+        ([str(tiny_run), "--data", str(tiny_dataset), "--baseline", str(tiny_run)], "--baseline"),
     ]
     for args, expect in cases:
-        line = one_error_line(run_cli("evaluate", *args, "--out", str(tmp_path / "rep")))
+        line = one_error_line(hpcinv("evaluate", *args, "--out", str(tmp_path / "rep")))
         assert expect in line, (args, line)
         assert not (tmp_path / "rep").exists()  # nothing is written for a refused evaluation
-    line = one_error_line(
-        run_cli("evaluate", str(short_run), "--data", str(tiny_dataset), "--out", str(tmp_path / "a-file"))
-    )
-    assert "is a file; give a folder" in line and (tmp_path / "a-file").read_text() == "mine"
+    line = one_error_line(hpcinv("evaluate", str(tiny_run), "--data", str(tiny_dataset), "--out", tmp_path / "a-file"))
+    assert "a-file' is a file, not a folder" in line and (tmp_path / "a-file").read_text() == "mine"
 
 
 def test_spread_measures_how_much_models_differ():

@@ -14,7 +14,7 @@ SCRIPT = str(ROOT / "benchmarks" / "gpu.py")
 
 
 def _run(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
 
@@ -25,6 +25,7 @@ def test_without_a_gpu_it_says_so_and_exits_0():
     assert doc["benchmark"] == "gpu" and "needs a CUDA GPU" in doc["skipped"]
 
 
+@pytest.mark.slow
 def test_every_section_runs_on_the_cpu_at_toy_sizes():
     doc = _run("--smoke-on-cpu")
     sections = ("card", "deepwave", "generate", "train", "loader")

@@ -21,9 +21,7 @@ from hpcinv.errors import DataError
 from hpcinv.store import ShardedDataset, folder_lock, read_manifest, verify_dataset
 from hpcinv.train.checkpoint import list_checkpoints, load_state, nonfinite_entries
 from hpcinv.train.loop import read_events
-from tests.conftest import CONFIGS, ROOT, generate_small, one_error_line, run_cli
-
-pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
+from tests.conftest import CONFIGS, ROOT, generate_small, hpcinv, one_error_line, run_cli
 
 TINY = str(CONFIGS / "tiny.yaml")
 TRAIN = str(CONFIGS / "tiny_train.yaml")
@@ -76,6 +74,7 @@ def _wait(what: str, condition, proc: subprocess.Popen | None = None, timeout: f
 # ------------------------------------------------------------------------------- dataset locks
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_the_first_dataset_verifies(tmp_path):
     out = tmp_path / "ds"
     first = _popen(
@@ -88,10 +87,10 @@ def test_a_second_writer_is_refused_and_the_first_dataset_verifies(tmp_path):
         return 0
 
     _wait("the first shard", lambda: shards_written() >= 1, first)
-    same = run_cli("generate", TINY, "--out", str(out), "--in-process", "dataset.n_samples=200", "dataset.shard_size=4")
+    same = hpcinv("generate", TINY, "--out", str(out), "--in-process", "dataset.n_samples=200", "dataset.shard_size=4")
     line = one_error_line(same)
     assert f"dataset folder '{out}' is in use by" in line and f"pid {first.pid}" in line
-    other = run_cli(
+    other = hpcinv(
         "generate", TINY, "--out", str(out), "--in-process", "--restart", "dataset.n_samples=8", "dataset.seed=1"
     )
     assert "is in use by" in one_error_line(other)
@@ -107,11 +106,11 @@ def test_array_parts_share_the_lock_but_exclude_a_whole_run(tmp_path):
     out = tmp_path / "ds"
     args = ["generate", TINY, "--out", str(out), "--quiet", "--in-process", "dataset.n_samples=16"]
     with folder_lock(out, shared=True):  # as another part of the same array job would
-        assert "is in use by" in one_error_line(run_cli(*args))
-        part = run_cli(*args, "--part", "0/2")
+        assert "is in use by" in one_error_line(hpcinv(*args))
+        part = hpcinv(*args, "--part", "0/2")
         assert part.returncode == 0, part.stderr[-2000:]
         assert json.loads(part.stdout)["computed_shards"] == 1
-    final = run_cli(*args)
+    final = hpcinv(*args)
     assert final.returncode == 0, final.stderr[-2000:]
     summary = json.loads(final.stdout)
     assert summary["skipped_shards"] == 1 and summary["computed_shards"] == 1 and verify_dataset(out).ok
@@ -119,14 +118,14 @@ def test_array_parts_share_the_lock_but_exclude_a_whole_run(tmp_path):
 
 def test_resume_needs_config_manifest_and_request_to_agree(tiny_dataset, tmp_path):
     ds = _copy(tiny_dataset, tmp_path / "ds")
-    line = one_error_line(run_cli("generate", TINY, "--out", str(ds), "dataset.n_samples=8", "survey.f0_hz=7.0"))
+    line = one_error_line(hpcinv("generate", TINY, "--out", str(ds), "dataset.n_samples=8", "survey.f0_hz=7.0"))
     assert "dataset.n_samples is 24 there, 8 here" in line and "survey.f0_hz is 8.0 there, 7.0 here" in line
     config = ds / "config.yaml"
     config.write_text(config.read_text().replace("seed: 0", "seed: 5"))
     before = {p.name: p.read_bytes() for p in (ds / "shards").iterdir()}
-    line = one_error_line(run_cli("generate", TINY, "--out", str(ds), "dataset.seed=5"))
+    line = one_error_line(hpcinv("generate", TINY, "--out", str(ds), "dataset.seed=5"))
     assert "config.yaml (hash" in line and "disagree: two different runs wrote into it" in line
-    line = one_error_line(run_cli("generate", TINY, "--out", str(ds)))
+    line = one_error_line(hpcinv("generate", TINY, "--out", str(ds)))
     assert "disagree" in line
     assert {p.name: p.read_bytes() for p in (ds / "shards").iterdir()} == before  # nothing touched
 
@@ -135,13 +134,12 @@ def test_a_damaged_manifest_is_rebuilt_from_the_shards(tiny_dataset, tmp_path):
     ds = _copy(tiny_dataset, tmp_path / "ds")
     for content in (b"\x89\x00garbage\xff", b"[1, 2, 3]", b'{"format": "hpcinv-dataset", "format_version": 2}'):
         (ds / "manifest.json").write_bytes(content)
-        proc = run_cli("verify", str(ds))
+        proc = hpcinv("verify", str(ds))
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert proc.stdout.startswith("FAIL ") and "damaged manifest" in proc.stdout
-    assert "damaged manifest" in one_error_line(
-        run_cli("train", TRAIN, "--out", str(tmp_path / "r"), f"data.train={ds}")
-    )
-    rebuilt = run_cli("generate", TINY, "--out", str(ds), "--quiet", "--in-process")
+    line = one_error_line(hpcinv("train", TRAIN, "--out", str(tmp_path / "r"), f"data.train={ds}"))
+    assert "damaged manifest" in line
+    rebuilt = hpcinv("generate", TINY, "--out", str(ds), "--quiet", "--in-process")
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
     summary = json.loads(rebuilt.stdout)
     assert summary["computed_shards"] == 0 and summary["skipped_shards"] == 3
@@ -165,6 +163,7 @@ def test_reads_check_each_shard_and_each_sample(tiny_dataset, tmp_path):
         ShardedDataset(ds).read(0)
 
 
+@pytest.mark.slow
 def test_a_damaged_sample_stops_training_and_evaluation_naming_it(tiny_dataset, tiny_run, tmp_path):
     ds = _copy(tiny_dataset, tmp_path / "ds")
     _zero_chunk(ds / "shards" / "shard-000001.h5", row=1)
@@ -176,12 +175,10 @@ def test_a_damaged_sample_stops_training_and_evaluation_naming_it(tiny_dataset, 
     events = _events(run)
     assert not [e for e in events if e["event"] == "resume"]  # a data error is not retried by Ray Train
     assert len([e for e in events if e["event"] == "start"]) == 2 and time.time() - t0 < 120
-    line = one_error_line(run_cli("evaluate", str(tiny_run), "--data", str(ds), "--out", str(tmp_path / "rep")))
+    line = one_error_line(hpcinv("evaluate", str(tiny_run), "--data", str(ds), "--out", str(tmp_path / "rep")))
     assert "shard-000001.h5: sample 9 (row 1) is damaged" in line
     # data.verify=full finds it before Ray starts
-    line = one_error_line(
-        run_cli("train", TRAIN, "--out", str(tmp_path / "r2"), f"data.train={ds}", "data.verify=full")
-    )
+    line = one_error_line(hpcinv("train", TRAIN, "--out", str(tmp_path / "r2"), f"data.train={ds}", "data.verify=full"))
     assert "shard-000001.h5: corrupted: sha256 differs" in line and not (tmp_path / "r2").exists()
 
 
@@ -190,13 +187,13 @@ def test_swapped_and_missing_shards_are_refused_before_ray(tiny_dataset, tiny_ru
     shutil.copy(ds / "shards" / "shard-000002.h5", ds / "shards" / "shard-000000.h5")
     (ds / "shards" / "shard-000001.h5").unlink()
     t0 = time.time()
-    line = one_error_line(run_cli("train", TRAIN, "--out", str(tmp_path / "r"), f"data.train={ds}"))
+    line = one_error_line(hpcinv("train", TRAIN, "--out", str(tmp_path / "r"), f"data.train={ds}"))
     assert "training dataset" in line and "shard-000000.h5: holds samples 16..23, manifest says samples 0..7" in line
     assert "(and 1 more)" in line and time.time() - t0 < 30 and not (tmp_path / "r").exists()
-    line = one_error_line(run_cli("evaluate", str(tiny_run), "--data", str(ds), "--out", str(tmp_path / "rep")))
+    line = one_error_line(hpcinv("evaluate", str(tiny_run), "--data", str(ds), "--out", str(tmp_path / "rep")))
     assert "shard-000000.h5: holds samples 16..23" in line and not (tmp_path / "rep").exists()
     shutil.copy(tiny_dataset / "shards" / "shard-000000.h5", ds / "shards" / "shard-000000.h5")
-    line = one_error_line(run_cli("train", TRAIN, "--out", str(tmp_path / "r"), f"data.train={ds}"))
+    line = one_error_line(hpcinv("train", TRAIN, "--out", str(tmp_path / "r"), f"data.train={ds}"))
     assert "shard-000001.h5: file missing (samples 8..15)" in line
 
 
@@ -230,12 +227,14 @@ def test_the_guard_sees_nan_and_inf_beyond_the_loss():
 def test_diverging_training_never_writes_a_nonfinite_checkpoint(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     line = one_error_line(
-        run_cli(
+        hpcinv(
             "train",
             TRAIN,
             "--out",
             str(run),
+            "--in-process",
             f"data.train={tiny_dataset}",
+            "scaling.num_workers=1",
             "train.lr=1e30",
             "train.epochs=3",
             "tracking.mode=disabled",
@@ -254,7 +253,7 @@ def test_evaluate_refuses_a_checkpoint_holding_nan(tiny_run, tiny_dataset, tmp_p
     state["model"][key][0] = float("inf")
     torch.save(state, tmp_path / "state.pt")
     line = one_error_line(
-        run_cli("evaluate", str(tmp_path / "state.pt"), "--data", str(tiny_dataset), "--out", str(tmp_path / "rep"))
+        hpcinv("evaluate", str(tmp_path / "state.pt"), "--data", str(tiny_dataset), "--out", str(tmp_path / "rep"))
     )
     assert f"holds NaN/Inf values (in {key})" in line and not (tmp_path / "rep").exists()
 
@@ -271,7 +270,7 @@ def test_evaluation_refuses_another_survey_unless_allowed(tiny_run, tmp_path):
         "grid.dx_m=12.0",
         "survey.source_x_m=[0.0, 150.0, 300.0, 450.0, 600.0]",
     )
-    line = one_error_line(run_cli("evaluate", str(tiny_run), "--data", str(other), "--out", str(tmp_path / "rep")))
+    line = one_error_line(hpcinv("evaluate", str(tiny_run), "--data", str(other), "--out", str(tmp_path / "rep")))
     for key in (
         "f0_hz is 5.0 in the data but 8.0 in training",
         "dx_m is 12.0 in the data but 15.0 in training",
@@ -279,7 +278,7 @@ def test_evaluation_refuses_another_survey_unless_allowed(tiny_run, tmp_path):
     ):
         assert key in line, line
     assert "--allow-survey-mismatch" in line and not (tmp_path / "rep").exists()
-    proc = run_cli(
+    proc = hpcinv(
         "evaluate",
         str(tiny_run),
         "--data",
@@ -298,21 +297,14 @@ def test_evaluation_refuses_another_survey_unless_allowed(tiny_run, tmp_path):
 
 
 def test_velocities_outside_the_trained_range_are_reported(tiny_run, tmp_path):
-    slow = tmp_path / "slow"
-    proc = run_cli(
-        "generate",
-        TINY,
-        "--out",
-        str(slow),
-        "--in-process",
-        "--quiet",
+    slow = generate_small(
+        tmp_path / "slow",
         "dataset.n_samples=4",
         "dataset.shard_size=4",
         "velocity.synthetic.v_top_mps=[1400.0, 1450.0]",
         "modelling.min_points_per_wavelength=4.0",
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = run_cli(
+    proc = hpcinv(
         "evaluate",
         str(tiny_run),
         "--data",
@@ -335,12 +327,16 @@ def test_velocities_outside_the_trained_range_are_reported(tiny_run, tmp_path):
 # --------------------------------------------------------------------------------- interrupts
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_from_the_newest_checkpoint(tiny_dataset, tmp_path):
+    """SIGTERM to a run on Ray Train, SIGINT to the same run continued in one process: each exits with
+    one line and keeps its checkpoints; the last run resumes from the newest one and trains each epoch once."""
     run = tmp_path / "run"
     args = ["train", TRAIN, "--out", str(run), f"data.train={tiny_dataset}", "tracking.mode=disabled"]
+    args += ["scaling.num_workers=1"]  # one rank, so the run can go on on Ray or in one process alike
     newest = 0
-    for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
-        proc = _popen(*args, "train.epochs=60")
+    for sig, code, where in ((signal.SIGTERM, 143, []), (signal.SIGINT, 130, ["--in-process"])):
+        proc = _popen(*args, *where, "train.epochs=60")
         _wait("a new checkpoint", lambda target=newest + 1: _newest_epoch(run) >= target, proc)
         time.sleep(0.7)  # mid-epoch, or mid-checkpoint
         proc.send_signal(sig)
@@ -357,13 +353,13 @@ def test_interrupted_training_resumes_from_the_newest_checkpoint(tiny_dataset, t
         assert 1 <= len(kept) <= 2  # keep_checkpoints: 2
         newest = _newest_epoch(run)
     epochs = newest + 3
-    proc = run_cli(*args, f"train.epochs={epochs}")
+    proc = hpcinv(*args, "--in-process", f"train.epochs={epochs}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = _events(run)
     resumes = [e for e in events if e["event"] == "resume"]
-    assert {e["epoch"] for e in resumes[-2:]} == {newest + 1}  # the newest checkpoint on disk, not an older one
-    ends = [(e["epoch"], e["rank"]) for e in events if e["event"] == "epoch_end"]
-    assert sorted(ends) == [(epoch, rank) for epoch in range(epochs) for rank in (0, 1)]  # each once
+    assert resumes[-1]["epoch"] == newest + 1  # the newest checkpoint on disk, not an older one
+    ends = [e["epoch"] for e in events if e["event"] == "epoch_end"]
+    assert sorted(ends) == list(range(epochs))  # each once
     assert [p.name for p in list_checkpoints(run)] == [f"checkpoint_epoch{e:06d}" for e in (epochs - 2, epochs - 1)]
     assert json.loads(proc.stdout)["epochs_done"] == epochs
 
@@ -371,44 +367,60 @@ def test_interrupted_training_resumes_from_the_newest_checkpoint(tiny_dataset, t
 # ---------------------------------------------------------------------------- GPU requests
 
 
-def test_gpu_requests_without_gpus_fail_in_seconds(tiny_dataset, tmp_path):
+@pytest.mark.slow
+def test_gpu_requests_without_gpus_fail_in_seconds(tiny_dataset, tmp_path, ray_local):
     t0 = time.time()
-    line = one_error_line(run_cli("generate", TINY, "--out", str(tmp_path / "a"), "modelling.device=cuda"))
+    line = one_error_line(hpcinv("generate", TINY, "--out", str(tmp_path / "a"), "modelling.device=cuda"))
     assert "modelling.device=cuda but the Ray cluster has no GPU" in line
     line = one_error_line(
-        run_cli("generate", TINY, "--out", str(tmp_path / "b"), "--in-process", "modelling.device=cuda")
+        hpcinv("generate", TINY, "--out", str(tmp_path / "b"), "--in-process", "modelling.device=cuda")
     )
     assert "modelling.device=cuda but this machine has no usable CUDA GPU" in line
     line = one_error_line(
-        run_cli("train", TRAIN, "--out", str(tmp_path / "c"), f"data.train={tiny_dataset}", "scaling.use_gpu=true")
+        hpcinv("train", TRAIN, "--out", str(tmp_path / "c"), f"data.train={tiny_dataset}", "scaling.use_gpu=true")
     )
     assert (
         "scaling.num_workers=2 x cpus_per_worker=1 (one GPU each) needs {'CPU': 2, 'GPU': 2} but the Ray cluster has"
         in line
     )
-    assert time.time() - t0 < 120 and not any((tmp_path / n).exists() for n in "abc")
+    line = one_error_line(
+        hpcinv(
+            "train",
+            TRAIN,
+            "--out",
+            str(tmp_path / "d"),
+            "--in-process",
+            f"data.train={tiny_dataset}",
+            "scaling.use_gpu=true",
+            "scaling.num_workers=1",
+        )
+    )
+    assert "training with scaling.use_gpu=true" in line
+    assert time.time() - t0 < 120 and not any((tmp_path / n).exists() for n in "abcd")
 
 
 # ------------------------------------------------------------------------------------ W&B
 
 
-def test_an_unreachable_wandb_server_means_offline_not_failure(tiny_dataset, tmp_path):
+def test_an_unreachable_wandb_server_means_offline_not_failure(tiny_dataset, tmp_path, monkeypatch, caplog):
     run = tmp_path / "run"
-    env = {"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "k" * 40}
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     t0 = time.time()
-    proc = run_cli(
+    proc = hpcinv(
         "train",
         TRAIN,
         "--out",
         str(run),
+        "--in-process",
         f"data.train={tiny_dataset}",
+        "scaling.num_workers=1",
         "train.epochs=1",
         "tracking.mode=online",
         "tracking.init_timeout_s=3",
-        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "W&B server unreachable: http://127.0.0.1:9" in proc.stderr and "wandb sync" in proc.stderr
+    assert "W&B server unreachable: http://127.0.0.1:9" in caplog.text and "wandb sync" in caplog.text
     assert json.loads(proc.stdout)["tracking"] == "offline" and len(list(run.glob("wandb/offline-run-*"))) == 1
     assert time.time() - t0 < 150
 
@@ -445,15 +457,7 @@ def test_a_hanging_wandb_server_bounds_init_and_falls_back_to_offline(tmp_path, 
 
 
 def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path):
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare is not installed")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    probe = subprocess.run(
-        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mount}"], capture_output=True, text=True
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {probe.stderr.strip()}")
+    mount = _small_disk(tmp_path)
     out = mount / "ds"
     script = (
         f"mount -t tmpfs -o size=1500k tmpfs {mount} && {sys.executable} -m hpcinv.cli generate {TINY} "
@@ -464,3 +468,35 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path):
     errors = [ln for ln in proc.stderr.splitlines() if "hpcinv: error:" in ln]
     assert len(errors) == 1 and "disk full: cannot write" in errors[0] and "Traceback" not in proc.stderr
     assert ".tmp-" not in proc.stdout  # no half-written shard left behind
+
+
+def _small_disk(tmp_path):
+    """A folder to mount a small tmpfs on (in a mount namespace of its own), or skip where that is not allowed."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mount}"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {probe.stderr.strip()}")
+    return mount
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_refine_is_one_line_and_leaves_no_truncated_figure(tiny_dataset, tmp_path):
+    mount = _small_disk(tmp_path)
+    out = mount / "F"
+    fast = "refine.bands_hz=[null] refine.iterations_per_band=[1]"
+    # room for the store (a shard of one model, the manifests), not for its first figure (~90 kB)
+    script = (
+        f"mount -t tmpfs -o size=80k tmpfs {mount} && {sys.executable} -m hpcinv.cli refine --data {tiny_dataset} "
+        f"--init smooth --out {out} --samples 1 --in-process --quiet {fast}; echo rc=$?; ls -A {out} {out}/figures"
+    )
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert "rc=2" in proc.stdout, (proc.stdout, proc.stderr[-3000:])
+    errors = [ln for ln in proc.stderr.splitlines() if "hpcinv: error:" in ln]
+    assert len(errors) == 1 and "disk full: cannot write" in errors[0] and "Traceback" not in proc.stderr
+    assert "sample_000000.png" in errors[0]
+    assert ".png" not in proc.stdout and ".tmp-" not in proc.stdout  # no truncated figure, no temporary left

@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 # lowest first; a package may import its own layer (without a cycle) and every layer below
 LAYERS = [
     ["errors", "presets", "argv"],
-    ["fileio", "environment", "threads"],
+    ["fileio", "environment", "threads", "folders"],
     ["config"],
     ["physics", "velocity", "nets", "store", "metrics", "doctor"],  # science and data
     ["actors"],  # the Ray session and the actor pool

@@ -16,9 +16,7 @@ from hpcinv.config import RefineSection
 from hpcinv.refine.fwi import gaussian_smooth, lowpass, refine_model
 from hpcinv.store import ShardedDataset, load_dataset_config, plan_shards, read_manifest, write_manifest
 from hpcinv.store.velocities import VelocityStore, read_store_manifest, store_manifest, write_velocity_shard
-from tests.conftest import CLI, CONFIGS, ROOT, descendants, generate_small, one_error_line, run_cli
-
-pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
+from tests.conftest import CLI, CONFIGS, ROOT, descendants, generate_small, hpcinv, one_error_line
 
 TINY = str(CONFIGS / "tiny.yaml")
 FAST = ["refine.bands_hz=[6.0, null]", "refine.iterations_per_band=[4, 6]", "refine.patience=0"]
@@ -26,13 +24,8 @@ FAST = ["refine.bands_hz=[6.0, null]", "refine.iterations_per_band=[4, 6]", "ref
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """A 6-sample tiny dataset in 6 shards."""
-    out = tmp_path_factory.mktemp("refine") / "ds"
-    proc = run_cli(
-        "generate", TINY, "--out", str(out), "--in-process", "--quiet", "dataset.n_samples=6", "dataset.shard_size=3"
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+    """A 6-sample tiny dataset in 2 shards."""
+    return generate_small(tmp_path_factory.mktemp("refine") / "ds", "dataset.n_samples=6", "dataset.shard_size=3")
 
 
 def smoothed_store(ds_root, out, sigma=3.0, n=None):
@@ -91,9 +84,7 @@ def test_safeguard_never_returns_a_model_that_fits_the_data_worse_than_its_start
 def test_refine_from_a_store_writes_a_store_summary_and_figures_and_evaluate_compares_all(small, tmp_path):
     start = smoothed_store(small, tmp_path / "start")
     out = tmp_path / "refined"
-    proc = run_cli(
-        "refine", "--data", str(small), "--init", str(start), "--out", str(out), "--in-process", "--quiet", *FAST
-    )
+    proc = hpcinv("refine", "--data", small, "--init", start, "--out", out, "--in-process", "--quiet", *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] == 6 and len(summary["per_sample"]) == 6 and summary["bounds_mps"] == [1800.0, 4500.0]
@@ -108,7 +99,7 @@ def test_refine_from_a_store_writes_a_store_summary_and_figures_and_evaluate_com
     assert history.shape == (4, 10) and np.isfinite(history).all()
     # one report: the start, the refined models and the data-free baseline, all on the same samples
     report = tmp_path / "report"
-    proc = run_cli(
+    proc = hpcinv(
         "evaluate",
         str(start),
         str(out),
@@ -128,12 +119,13 @@ def test_refine_from_a_store_writes_a_store_summary_and_figures_and_evaluate_com
     # the evaluated split is recorded, not the baseline's (which names none here)
     assert {r["split"] for r in results.values()} == {"all"}
     assert "(split `all`)" in (report / "metrics.md").read_text()
-    assert list(results) == ["start (prediction)", "refined (refined)", "data-free baseline (mean training model)"]
+    assert list(results) == ["start (prediction)", "refined (refined)", "data-free baseline (mean model of ds)"]
     assert all(r["samples"] == 6 and r["misfit_samples"] == 6 for r in results.values())
     refined, started = results["refined (refined)"]["mean"], results["start (prediction)"]["mean"]
     assert refined["misfit"] < started["misfit"] and refined["mae"] < started["mae"]
     assert np.isclose(refined["misfit"], summary["mean"]["misfit_after"], rtol=1e-3)
-    assert "data-free baseline (mean training model)" in (report / "metrics.md").read_text()
+    text = (report / "metrics.md").read_text()
+    assert "data-free baseline (mean model of ds)" in text and f"mean velocity model of `{small}`" in text
 
 
 def _wait_for(condition, proc, what, timeout=240):
@@ -157,6 +149,7 @@ def _check_store(out, n):
     assert json.loads((out / "summary.json").read_text())["samples"] == n
 
 
+@pytest.mark.slow
 def test_killed_refine_actor_and_killed_driver_lose_nothing(small, tmp_path):
     out = tmp_path / "refined"
     args = [
@@ -199,7 +192,8 @@ def test_killed_refine_actor_and_killed_driver_lose_nothing(small, tmp_path):
     proc.wait()
     kept = _on_disk(out2)
     assert kept < 6
-    rerun = run_cli(*args[3:])
+    # resumed in this process: where the shards are computed is not part of what the store holds
+    rerun = hpcinv(*[a for a in args[3:] if a not in ("--workers", "2")], "--in-process")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = json.loads(rerun.stdout)
     assert summary["skipped_shards"] >= kept and summary["computed_shards"] + summary["skipped_shards"] == 6
@@ -214,7 +208,7 @@ def test_predict_is_bit_identical_and_gathers_only_data_can_be_predicted_refined
 ):
     runs = []
     for name in ("a", "b"):
-        proc = run_cli(
+        proc = hpcinv(
             "predict",
             str(tiny_run),
             "--data",
@@ -237,16 +231,18 @@ def test_predict_is_bit_identical_and_gathers_only_data_can_be_predicted_refined
     ds = ShardedDataset(tiny_dataset)
     np.save(tmp_path / "g.npy", np.stack([ds.read(i)[0] for i in range(4)]))
     field = tmp_path / "field"
-    proc = run_cli("import-gathers", TINY, "--gathers", str(tmp_path / "g.npy"), "--out", str(field), "--quiet")
+    proc = hpcinv(
+        "import-gathers", TINY, "--gathers", tmp_path / "g.npy", "--out", field, "--quiet", "dataset.n_samples=null"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not read_manifest(field)["has_velocity"]
-    proc = run_cli("predict", str(tiny_run), "--data", str(field), "--out", str(tmp_path / "fp"), "--quiet")
+    proc = hpcinv("predict", str(tiny_run), "--data", str(field), "--out", str(tmp_path / "fp"), "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, predicted = VelocityStore(tmp_path / "fp").read_range(0, 4)
     _, reference = VelocityStore(runs[0]).read_range(0, 4)
     assert predicted.tobytes() == reference.tobytes()  # the same gathers give the same velocities
     out = tmp_path / "fr"
-    proc = run_cli(
+    proc = hpcinv(
         "refine",
         "--data",
         str(field),
@@ -264,7 +260,7 @@ def test_predict_is_bit_identical_and_gathers_only_data_can_be_predicted_refined
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] == 4 and summary["mean"]["misfit_after"] <= summary["mean"]["misfit_before"]
     assert "mae_before" not in summary["mean"] and (out / "start" / "manifest.json").is_file()
-    proc = run_cli(
+    proc = hpcinv(
         "evaluate",
         str(out),
         "--data",
@@ -280,7 +276,7 @@ def test_predict_is_bit_identical_and_gathers_only_data_can_be_predicted_refined
     results = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     # no true velocities: the data misfit, and how much the models differ (no ratio to a truth's spread)
     assert set(results["fr (refined)"]["mean"]) == {"misfit", "spread"} and len(results) == 2
-    proc = run_cli(
+    proc = hpcinv(
         "train",
         str(CONFIGS / "tiny_train.yaml"),
         "--out",
@@ -312,11 +308,18 @@ def test_refine_bad_inputs_are_one_line_and_write_nothing(small, tiny_run, tiny_
             ],
             "bands_hz must rise",
         ),
-        (["--data", str(small), "--init", str(tmp_path / "nope")], "no checkpoint at"),
+        (["--data", str(small), "--init", str(tmp_path / "nope")], "nope' does not exist; give a run or checkpoint"),
+        (["--data", str(small), "--init", str(small)], "is a dataset made by `hpcinv generate`, not a run"),
+        (["--data", str(start), "--init", "smooth"], "is a velocity store of network predictions made by"),
+        (["--data", str(small), "--init", "smooth", "refine.freeze_top_cells=48"], "freezes the whole model"),
+        (["--data", str(small), "--init", "smooth", "refine.shots_per_iteration=6"], "exceeds the 5 shots"),
+        (["--data", str(small), "--init", "smooth", "refine.smooth_v_top_mps=1000"], "smooth_v_top_mps"),
+        (["--data", str(small), "--init", "smooth", f"refine.smooth_reference={start}"], "smooth_reference"),
+        (["--data", str(small), "--init", "smooth", "refine.device=cuda"], "refine.device='cuda'"),
     ]
     for args, expected in cases:
-        line = one_error_line(run_cli("refine", *args, "--out", str(out), "--in-process"))
+        line = one_error_line(hpcinv("refine", *args, "--out", str(out), "--in-process"))
         assert expected in line, (args, line)
         assert not out.exists(), args
-    line = one_error_line(run_cli("predict", str(tiny_run), "--data", str(other), "--out", str(out)))
+    line = one_error_line(hpcinv("predict", str(tiny_run), "--data", str(other), "--out", str(out)))
     assert "another survey" in line and not out.exists()

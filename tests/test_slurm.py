@@ -210,7 +210,7 @@ def test_array_generation_parts_then_merge(tmp_path):
 
 def test_two_node_training_is_requeued_on_preemption_and_resumes(slurm_dataset, tmp_path):
     run_dir = tmp_path / "run"
-    epochs = 12
+    epochs = 8
     proc, (submitted,) = launch(
         "train",
         str(CONFIGS / "tiny_train.yaml"),
@@ -399,22 +399,27 @@ def test_sbatch_templates_generate_then_train(tmp_path):
         ),
     ],
 )
-def test_bad_requests_are_refused_before_submission(slurm_dataset, tmp_path, args, message):
+def test_bad_requests_are_refused_before_submission(slurm_dataset, tmp_path, args, message, capsys, monkeypatch):
+    """The launcher's checks, in this process (each runs sinfo, and sbatch for the last case)."""
+    from launch import train as launch_train
+
+    monkeypatch.chdir(tmp_path)
     t0 = time.monotonic()
-    proc, out = launch(
-        "train",
-        str(CONFIGS / "tiny_train.yaml"),
-        "--out",
-        str(tmp_path / "run"),
-        "--folder",
-        str(tmp_path / "logs"),
-        f"data.train={slurm_dataset / 'ds'}",
-        *args,
-        cwd=tmp_path,
+    code = launch_train.main(
+        [
+            str(CONFIGS / "tiny_train.yaml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--folder",
+            str(tmp_path / "logs"),
+            f"data.train={slurm_dataset / 'ds'}",
+            *args,
+        ]
     )
-    assert proc.returncode == 2 and out == []
-    assert proc.stderr.startswith("launch: error: ") and message in proc.stderr, proc.stderr
-    assert proc.stderr.count("\n") == 1, proc.stderr  # one line, not sbatch's output again
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("launch: error: ") and message in err, err
+    assert err.count("\n") == 1, err  # one line, not sbatch's output again
     assert time.monotonic() - t0 < 60
     assert not (tmp_path / "logs").exists()  # nothing was submitted
 

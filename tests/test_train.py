@@ -1,4 +1,6 @@
-"""Ray Train DDP on CPU (gloo): a real 2-worker run, resume, a killed worker, fine-tuning, W&B offline."""
+"""Training: a real 2-worker Ray Train DDP run on CPU (gloo) with W&B offline and a killed worker (on
+Ray); resume, fine-tuning, a mixture of datasets and bad inputs (one rank in this process: what they
+test is hpcinv's loop, not Ray)."""
 
 import json
 import os
@@ -13,10 +15,8 @@ import torch
 from hpcinv.train.checkpoint import BN_BUFFERS, find_checkpoint, list_checkpoints, load_state
 from hpcinv.train.loop import read_events
 from hpcinv.train.tracking import run_id
-from tests.conftest import CLI, CONFIGS, ROOT, descendants, run_cli
+from tests.conftest import CLI, CONFIGS, ROOT, descendants, generate_small, hpcinv, run_cli, train_in_process
 from tests.wandb_offline import history, kinds
-
-pytestmark = pytest.mark.slow  # CLI runs on Ray: not in the fast tier
 
 TRAIN = str(CONFIGS / "tiny_train.yaml")
 
@@ -36,6 +36,7 @@ def _train(run: Path, dataset: Path, *overrides: str, timeout: float = 400):
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
+    """Three epochs of 2-rank DDP on Ray Train, with validation, weight digests and W&B offline."""
     run = tmp_path_factory.mktemp("train") / "run"
     proc = _train(run, tiny_dataset, f"data.val={tiny_dataset}", "train.epochs=3", "train.record_weights_digest=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -47,6 +48,7 @@ def trained(tiny_dataset, tmp_path_factory):
     return run, json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_two_worker_ddp_run(trained):
     run, summary = trained
     events = _events(run)
@@ -71,6 +73,7 @@ def test_two_worker_ddp_run(trained):
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "config", "model_spec", "normaliser"} <= set(state)
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_can_be_read_back(trained):
     run, summary = trained
     offline = list(run.glob("wandb/offline-run-*"))
@@ -89,20 +92,24 @@ def test_wandb_offline_run_can_be_read_back(trained):
 
 def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
     run = tmp_path / "run"
-    first = _train(run, tiny_dataset, "train.epochs=3", "train.stop_after_epochs=1", "tracking.mode=disabled")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert json.loads(first.stdout)["epochs_done"] == 1
+    first = train_in_process(run, tiny_dataset, "train.epochs=3", "train.stop_after_epochs=1")
+    assert first["epochs_done"] == 1
     # resumed reading from the rank cache instead of disk (a setting that may change on resume)
-    second = _train(run, tiny_dataset, "train.epochs=3", "tracking.mode=disabled", "data.cache=memory")
-    assert second.returncode == 0, second.stderr[-3000:]
+    train_in_process(run, tiny_dataset, "train.epochs=3", "data.cache=memory")
     events = _events(run)
     resumed = [e for e in events if e["event"] == "resume"]
-    assert resumed and {e["epoch"] for e in resumed} == {1} and {e["step"] for e in resumed} == {4}
+    assert resumed and {e["epoch"] for e in resumed} == {1} and {e["step"] for e in resumed} == {6}
     epochs = [e["epoch"] for e in events if e["event"] == "epoch_end" and e["rank"] == 0]
     assert epochs == [0, 1, 2]  # nothing recomputed from scratch
     assert load_state(run)["epoch"] == 2
+    # a finished run is not started again: the same command returns its result at once
+    t0 = time.time()
+    again = train_in_process(run, tiny_dataset, "train.epochs=3")
+    assert again["epochs_done"] == 3 and time.time() - t0 < 5
+    assert len([e for e in _events(run) if e["event"] in ("start", "resume")]) == 2
 
 
+@pytest.mark.slow
 def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     args = [
@@ -112,7 +119,7 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_pa
         "--out",
         str(run),
         f"data.train={tiny_dataset}",
-        "train.epochs=12",
+        "train.epochs=8",
         "tracking.mode=disabled",
         "data.loader_workers=1",  # a rank with a reader process is killed, restarted and resumed
     ]
@@ -130,22 +137,21 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(tiny_dataset, tmp_pa
     resumed = [e for e in events if e["event"] == "resume"]
     assert resumed, "training should have restarted from a checkpoint"
     assert min(e["epoch"] for e in resumed) >= 1 and all(e["step"] == e["epoch"] * 4 for e in resumed)
-    assert json.loads(stdout)["epochs_done"] == 12 and load_state(run)["epoch"] == 11
+    assert json.loads(stdout)["epochs_done"] == 8 and load_state(run)["epoch"] == 7
 
 
+@pytest.mark.slow
 def test_fine_tune_loads_weights_and_can_freeze_the_encoder(trained, tiny_dataset, tmp_path):
     source_run, _ = trained
     run = tmp_path / "ft"
-    proc = _train(
+    train_in_process(
         run,
         tiny_dataset,
         f"train.init_from={source_run}",
         "train.freeze_encoder=true",
         "train.epochs=1",
         "train.lr=0.0005",
-        "tracking.mode=disabled",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     init = next(e for e in _events(run) if e["event"] == "init_from")
     source = load_state(source_run)
     assert init["weights"] == init["source_weights"]  # equal before the first step
@@ -156,85 +162,56 @@ def test_fine_tune_loads_weights_and_can_freeze_the_encoder(trained, tiny_datase
     assert any(not torch.equal(tuned[k], source["model"][k]) for k in decoder)
 
 
-def test_bad_training_inputs_fail_before_ray(tiny_dataset, tmp_path, trained):
+def test_bad_training_inputs_fail_before_anything_starts(tiny_dataset, tiny_run, tmp_path):
     cases = [
-        ([f"data.train={tmp_path / 'missing'}"], f"dataset folder '{tmp_path / 'missing'}' does not exist"),
+        ([f"data.train={tmp_path / 'missing'}"], f"data.train '{tmp_path / 'missing'}' does not exist"),
         ([f"data.train={tiny_dataset}", "data.train_split=train"], "data.train_split='train' is not a split"),
         (
-            [f"data.train={tiny_dataset}", "model.name=inversionnet", f"train.init_from={trained[0]}"],
+            [f"data.train={tiny_dataset}", "model.name=inversionnet", f"train.init_from={tiny_run}"],
             "holds fcnvmb for gathers [5, 200, 64]",
         ),
         ([f"data.train={tiny_dataset}", f"train.init_from={tmp_path}"], "no checkpoint at"),
+        ([f"data.train={tiny_dataset}", f"train.init_from={tiny_dataset}"], "is a dataset made by `hpcinv generate`"),
         ([f"data.train={tiny_dataset}", "train.batch_size=20"], "exceeds the 24 training samples"),
         ([f"data.train={tiny_dataset}", "train.optimiser=sgd"], "unknown key 'train.optimiser'"),
         (
             [f"data.train={tiny_dataset}", "data.mirror_probability=0.5"],
             "data.mirror_probability=0.5 needs a left-right symmetric survey",
         ),
+        ([f"data.train={tiny_dataset}", "--in-process"], "--in-process trains one rank in this process"),
+        ([f"data.train={tiny_dataset}", f"data.mix=[{tiny_dataset}]"], "name the same data twice"),
     ]
     for overrides, expect in cases:
-        t0 = time.time()
-        proc = run_cli("train", TRAIN, "--out", str(tmp_path / "r"), *overrides)
+        proc = hpcinv("train", TRAIN, "--out", tmp_path / "r", *overrides)
         assert proc.returncode == 2 and expect in proc.stderr, (overrides, proc.stderr[-2000:])
-        assert time.time() - t0 < 60 and not (tmp_path / "r").exists()
-    proc = run_cli("train", TRAIN, "--out", str(trained[0]), f"data.train={tiny_dataset}", "train.lr=0.1")
+        assert not (tmp_path / "r").exists()
+    proc = hpcinv("train", TRAIN, "--out", tiny_run, f"data.train={tiny_dataset}", "train.lr=0.1")
     assert proc.returncode == 2 and "holds a run with a different config: " in proc.stderr
-    assert "train.lr is 0.002 there, 0.1 here" in proc.stderr  # (data.val differs too; epochs may)
-    assert find_checkpoint(trained[0]).parent.name == "checkpoint_epoch000002"
+    assert "train.lr is 0.002 there, 0.1 here" in proc.stderr  # (scaling and tracking differ too; epochs may)
+    assert find_checkpoint(tiny_run).parent.name == "checkpoint_epoch000000"
 
 
 def test_training_on_a_mixture_of_datasets(tiny_dataset, tmp_path):
     """data.mix adds a second dataset (another seed of the same survey): every epoch sees both, the
     checkpoint records both, and evaluate's data-free baseline averages both; another survey is refused."""
-    second = tmp_path / "second"
-    proc = run_cli(
-        "generate",
-        str(CONFIGS / "tiny.yaml"),
-        "--out",
-        str(second),
-        "--quiet",
-        "dataset.seed=7",
-        "dataset.n_samples=8",
-        "dataset.shard_size=4",
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    second = generate_small(tmp_path / "second", "dataset.seed=7", "dataset.n_samples=8", "dataset.shard_size=4")
     run = tmp_path / "run"
-    relative = os.path.relpath(second, ROOT)  # resolved against the cwd before Ray workers (any cwd) see it
-    proc = _train(
-        run, tiny_dataset, f"data.mix=[{relative}]", "train.epochs=1", "tracking.mode=disabled", "data.loader_workers=2"
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    relative = os.path.relpath(second)  # resolved against the cwd before the workers (any cwd) see it
+    train_in_process(run, tiny_dataset, f"data.mix=[{relative}]", "train.epochs=1", "data.loader_workers=2")
     ends = [e for e in _events(run) if e["event"] == "epoch_end" and "metrics" in e]
     from hpcinv.store.dataset import Concatenated, ShardedDataset
-    from hpcinv.store.sampler import ShardAwareSampler
 
     mixed = Concatenated([ShardedDataset(tiny_dataset), ShardedDataset(second)])
-    assert len(mixed) == 24 + 8
-    # shards of 8, 8, 8, 4, 4 samples dealt to 2 ranks: 20 and 12, the shorter rank wraps to 20
-    assert ends[-1]["metrics"]["train/epoch_samples"] == 2 * len(ShardAwareSampler(mixed.positions_by_shard(), 0, 2))
-    assert ends[-1]["metrics"]["train/epoch_samples"] == 40
+    assert len(mixed) == 24 + 8 and ends[-1]["metrics"]["train/epoch_samples"] == 32  # one rank: each sample once
     state = load_state(find_checkpoint(run))
     assert state["dataset"]["mix"] == [str(second)]
 
     report = tmp_path / "report"
-    proc = run_cli("evaluate", str(run), "--data", str(second), "--out", str(report), "--misfit-samples", "1")
+    proc = hpcinv("evaluate", run, "--data", second, "--out", report, "--misfit-samples", "1", "--figures", "0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     baseline = json.loads((report / "metrics.json").read_text())["data-free baseline (mean training model)"]
     assert baseline["baseline_mix"] == [str(second)]
 
-    other = tmp_path / "other"
-    assert (
-        run_cli(
-            "generate",
-            str(CONFIGS / "tiny.yaml"),
-            "--out",
-            str(other),
-            "--quiet",
-            "survey.f0_hz=7.0",
-            "dataset.n_samples=8",
-            "dataset.shard_size=4",
-        ).returncode
-        == 0
-    )
-    proc = _train(tmp_path / "r2", tiny_dataset, f"data.mix=[{other}]")
+    other = generate_small(tmp_path / "other", "survey.f0_hz=7.0", "dataset.n_samples=8", "dataset.shard_size=4")
+    proc = hpcinv("train", TRAIN, "--out", tmp_path / "r2", f"data.train={tiny_dataset}", f"data.mix=[{other}]")
     assert proc.returncode == 2 and f"data.mix entry '{other}'" in proc.stderr and "survey: f0_hz" in proc.stderr
