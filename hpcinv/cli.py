@@ -146,10 +146,15 @@ def _cmd_refine(args: argparse.Namespace) -> int:
 
 def _cmd_import_gathers(args: argparse.Namespace) -> int:
     cfg = load_config(DataConfig, args.config, args.overrides)
+    from hpcinv.config import parse_overrides
     from hpcinv.generate.gathers import import_gathers
 
+    # the samples to import are chosen on the command line; a config's counts are generation settings
+    chosen = bool({"start_index", "n_samples"} & set(parse_overrides(args.overrides).get("dataset") or {}))
     with contextlib.redirect_stdout(sys.stderr):
-        summary = import_gathers(cfg, args.gathers, args.out, key=args.key, scale=args.scale, progress=not args.quiet)
+        summary = import_gathers(
+            cfg, args.gathers, args.out, key=args.key, scale=args.scale, chosen=chosen, progress=not args.quiet
+        )
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -434,10 +434,21 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def config_difference(there: BaseModel, here: BaseModel, *, ignore: str, limit: int = 4) -> str:
     """The settings that differ, except those declared with role ``ignore``, in words, e.g.
     "dataset.n_samples is 240 there, 8 here" (to explain a refusal decided by comparing the configs)."""
-    a, b = flatten(without_role(there, ignore)), flatten(without_role(here, ignore))
+    return tree_difference(without_role(there, ignore), without_role(here, ignore), limit=limit)
+
+
+def tree_difference(there: dict, here: dict, *, limit: int = 4, width: int | None = None) -> str:
+    """The keys of two nested dicts whose values differ, in words ("a.b is 1 there, 2 here"); values
+    longer than ``width`` characters are shortened."""
+
+    def shown(value) -> str:
+        text = repr(value)
+        return text if width is None or len(text) <= width else text[: width // 2] + "..." + text[-6:]
+
+    a, b = flatten(there), flatten(here)
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    shown = [f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:limit]]
-    return "; ".join(shown) + (f" (and {len(keys) - limit} more keys)" if len(keys) > limit else "")
+    said = [f"{k} is {shown(a.get(k))} there, {shown(b.get(k))} here" for k in keys[:limit]]
+    return "; ".join(said) + (f" (and {len(keys) - limit} more keys)" if len(keys) > limit else "")
 
 
 def config_hash(cfg: BaseModel) -> str:
@@ -726,9 +737,12 @@ class TrainConfig(Section):
 
 
 def folder_and_split(text: str) -> tuple[str, str | None]:
-    """``"FOLDER:SPLIT"`` -> (FOLDER, SPLIT); ``"FOLDER"`` -> (FOLDER, None)."""
+    """``"FOLDER:SPLIT"`` -> (FOLDER, SPLIT); ``"FOLDER"`` -> (FOLDER, None) (also when a folder of that
+    whole name, colon and all, exists)."""
     folder, sep, split = str(text).rpartition(":")
-    return (folder, split or None) if sep else (str(text), None)
+    if not sep or Path(text).exists():
+        return str(text), None
+    return folder, split or None
 
 
 # ------------------------------------------------------------------------------------- refine

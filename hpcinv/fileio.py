@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,23 +61,44 @@ def write_error(path: str | os.PathLike, exc: OSError) -> HpcinvError:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike,
+    *,
+    folder: bool = False,
+    replace: bool = True,
+    before_publish: Callable[[], object] | None = None,
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success publish it there atomically.
 
     ``folder=True`` creates the temporary as a directory (e.g. a checkpoint folder) and replaces an
-    existing folder at ``path``.
+    existing folder at ``path``: the old one is renamed aside, the new one renamed in, and only then
+    the old one removed (if the second rename fails, the old one is put back). ``replace=False``
+    refuses to publish over anything that appeared at ``path`` meanwhile. ``before_publish`` runs just
+    before publishing (a last check that ``path`` may still be replaced; raising stops it).
     """
     path = Path(path)
     tmp = tmp_name(path)
+    aside = path.with_name(f".{path.name}{TMP_INFIX}{os.getpid()}-old")
     _remove(tmp)
     try:
         if folder:
             tmp.mkdir(parents=False)
         yield tmp
         _fsync_tree(tmp)
-        if folder and path.exists():
-            _remove(path)
-        os.replace(tmp, path)
+        if before_publish is not None:
+            before_publish()
+        if (path.exists() or path.is_symlink()) and not replace:
+            raise HpcinvError(f"{str(path)!r} appeared while it was being made; nothing was written over it")
+        if folder and path.is_dir() and not path.is_symlink():
+            os.replace(path, aside)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(aside, path)
+                raise
+            _remove(aside)
+        else:
+            os.replace(tmp, path)
         fsync_path(path.parent)
     except OSError as exc:
         raise write_error(path, exc) from None

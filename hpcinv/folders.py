@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -49,7 +50,25 @@ from hpcinv.fileio import TMP_INFIX, atomic_write_text
 
 RECORD = "hpcinv.json"
 RECORD_VERSION = 1
-LOCK = ".lock"  # the folder's lock file (hpcinv.store.lock): present in any folder a command has locked
+
+# The layout of every kind of folder, named once here (the modules that write them import these):
+LOCK = ".lock"  # the folder's lock (hpcinv.store.lock): in any folder a command has locked
+MANIFEST, CONFIG, SHARD_DIR = "manifest.json", "config.yaml", "shards"  # datasets and velocity stores
+DATASET_FORMAT, STORE_FORMAT = "hpcinv-dataset", "hpcinv-velocities"  # a manifest's "format"
+STORE_KINDS = {"prediction": "predictions", "refined": "refined"}  # a store manifest's "kind" -> the folder's
+EVENTS, RESULT, CHECKPOINT_PREFIX = "events.jsonl", "result.json", "checkpoint_epoch"  # runs
+REFINE_CONFIG, REFINE_SUMMARY, START, FIGURES = "refine.yaml", "summary.json", "start", "figures"  # refine stores
+METRICS_JSON, METRICS_MD = "metrics.json", "metrics.md"  # reports
+# what each kind of folder holds besides its record: a folder without a record (made before records
+# existed) is taken for that kind only when it holds nothing else
+LAYOUT = {
+    "dataset": {CONFIG, MANIFEST, SHARD_DIR},
+    "imported": {CONFIG, MANIFEST, SHARD_DIR},
+    "predictions": {MANIFEST, SHARD_DIR},
+    "refined": {MANIFEST, SHARD_DIR, START, REFINE_CONFIG, REFINE_SUMMARY, FIGURES},
+    "report": {METRICS_JSON, METRICS_MD, FIGURES, "README.md", "timings.json"},
+    "quickstart": {"dataset", "run", "report"},
+}
 
 
 @dataclass(frozen=True)
@@ -107,52 +126,112 @@ def _json(path: Path) -> object:
         return None
 
 
+TEMPORARY = re.compile(r"\..+" + re.escape(TMP_INFIX) + r"\d+(-old)?")  # a writer's: .NAME.tmp-PID
+
+
 def _contents(path: Path) -> set[str]:
-    """Names in the folder, without its lock and the temporaries of writers (a killed writer's or a
-    concurrent part's)."""
-    return {p.name for p in path.iterdir() if p.name != LOCK and TMP_INFIX not in p.name}
+    """Names in the folder, without its lock and hpcinv writers' temporaries (``.NAME.tmp-PID``: a
+    killed writer's, or a concurrent part's)."""
+    return {p.name for p in path.iterdir() if p.name != LOCK and not TEMPORARY.fullmatch(p.name)}
 
 
-def _shard_holds_gathers(path: Path) -> bool | None:
-    """Whether the first shard under ``path/shards`` holds gathers (a dataset) or not (a velocity store)."""
+def _shard_kind(path: Path) -> str:
+    """The kind the first of a folder's hpcinv shards shows (it names its range and config hash):
+    gathers and velocities (a dataset), gathers only (imported), velocities only (a store; refined when
+    it holds misfit histories), or foreign."""
     try:
         import h5py
 
-        first = min((path / "shards").glob("shard-*.h5"))
+        first = min((path / SHARD_DIR).glob("shard-*.h5"))
         with h5py.File(first, "r") as fh:
-            return "gathers" in fh
+            held, attrs = set(fh), set(fh.attrs)
     except (ValueError, OSError):
-        return None
-
-
-def _infer(path: Path, names: set[str]) -> str:
-    """The kind of a folder without a record (made before records existed), from its contents."""
-    manifest = _json(path / "manifest.json")
-    if isinstance(manifest, dict):
-        fmt = manifest.get("format")
-        if fmt == "hpcinv-dataset":
-            return "imported" if manifest.get("has_velocity") is False else "dataset"
-        if fmt == "hpcinv-velocities":
-            return {"prediction": "predictions", "refined": "refined"}.get(str(manifest.get("kind")), FOREIGN)
-    if "refine.yaml" in names or "summary.json" in names:
-        return "refined"
-    if names & {"events.jsonl", "result.json"} or any(n.startswith("checkpoint_epoch") for n in names):
-        return "run"
-    if names & {"metrics.json", "metrics.md"}:
-        return "report"
-    if {"dataset", "run", "report"} <= names:
-        return "quickstart"
-    if "config.yaml" in names and names <= {"config.yaml", "manifest.json", "shards"}:
-        return "dataset"  # a dataset killed before its first manifest, or whose manifest is damaged
-    if "shards" in names and names <= {"manifest.json", "shards"}:
-        holds = _shard_holds_gathers(path)
-        if holds is not None:
-            return "dataset" if holds else "predictions"
+        return FOREIGN
+    if not {"start", "stop", "config_hash"} <= attrs or "index" not in held:
+        return FOREIGN
+    if "gathers" in held:
+        return "dataset" if "velocity" in held else "imported"
+    if "velocity" in held:
+        return "refined" if "misfit_history" in held else "predictions"
     return FOREIGN
 
 
+def _config_kind(path: Path) -> str:
+    """A run's or a dataset's config.yaml, told apart by its top-level sections."""
+    try:
+        import yaml
+
+        keys = set(yaml.safe_load((path / CONFIG).read_text()) or {})
+    except (OSError, ValueError, TypeError, AttributeError):
+        return FOREIGN
+    if keys and keys <= {"model", "data", "train", "scaling", "tracking"}:
+        return "run"
+    return "dataset" if keys and keys <= {"grid", "velocity", "survey", "modelling", "dataset"} else FOREIGN
+
+
+def _is_run(path: Path, names: set[str]) -> bool:
+    """Nothing but what a run holds, and the evidence of one: a checkpoint, an event, or its config."""
+    allowed = {CONFIG, RESULT, "wandb", ".validate_storage_marker"}
+    if not all(n in allowed or n.startswith((CHECKPOINT_PREFIX, "events")) for n in names):
+        return False
+    events = path / EVENTS
+    first = events.read_text(errors="replace").split("\n", 1)[0] if events.is_file() else ""
+    return (
+        any((path / n / "state.pt").is_file() for n in names if n.startswith(CHECKPOINT_PREFIX))
+        or (isinstance(_json_text(first), dict) and "event" in first)
+        or (CONFIG in names and _config_kind(path) == "run")
+    )
+
+
+def _json_text(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _is_report(path: Path, names: set[str]) -> bool:
+    """Nothing but what a report holds, and metrics.json with one row per input."""
+    rows = _json(path / METRICS_JSON)
+    return names <= LAYOUT["report"] and isinstance(rows, dict) and all(isinstance(r, dict) for r in rows.values())
+
+
+def _infer(path: Path, names: set[str]) -> str:
+    """The kind of a folder without a record (made before records existed), from its contents: only
+    when they show hpcinv made it (a manifest of its formats, its shards, a run's checkpoints or events,
+    a report's metrics) and it holds nothing else; anything else is foreign (never written into)."""
+    manifest = _json(path / MANIFEST) if MANIFEST in names else None
+    if isinstance(manifest, dict) and manifest.get("format") == DATASET_FORMAT:
+        kind = "imported" if manifest.get("has_velocity") is False else "dataset"
+    elif isinstance(manifest, dict) and manifest.get("format") == STORE_FORMAT:
+        kind = STORE_KINDS.get(str(manifest.get("kind")), FOREIGN)
+    elif isinstance(manifest, dict) or (MANIFEST in names and not (path / SHARD_DIR).is_dir()):
+        return FOREIGN  # someone else's manifest.json
+    elif SHARD_DIR in names:
+        kind = _shard_kind(path)  # a manifest that is missing or damaged: the shards tell
+        if kind == FOREIGN and CONFIG in names and not any((path / SHARD_DIR).glob("shard-*.h5")):
+            kind = _config_kind(path)  # a dataset stopped before its first shard
+    elif names & {EVENTS, RESULT, CONFIG} or any(n.startswith(CHECKPOINT_PREFIX) for n in names):
+        return (
+            "run"
+            if _is_run(path, names)
+            else ("dataset" if names == {CONFIG} and _config_kind(path) == "dataset" else FOREIGN)
+        )
+    elif METRICS_JSON in names:
+        return "report" if _is_report(path, names) else FOREIGN
+    elif "dataset" in names and names <= LAYOUT["quickstart"]:  # its parts made (or begun) by their stages
+        parts = all(inspect(path / n).kind in (n if n != "dataset" else "dataset", EMPTY) for n in names)
+        return "quickstart" if parts else FOREIGN
+    else:
+        return FOREIGN
+    if kind in ("dataset", "imported") and CONFIG not in names and manifest is None:
+        return FOREIGN
+    return kind if kind in LAYOUT and names <= LAYOUT[kind] else FOREIGN
+
+
 def inspect(path: str | os.PathLike) -> Folder:
-    """What ``path`` is (reads only). A damaged ``hpcinv.json`` is one line naming it."""
+    """What ``path`` is (reads only). A damaged ``hpcinv.json``, or one that names another kind than the
+    folder's contents show, is one line naming it."""
     path = Path(path)
     if not path.exists():
         return Folder(path, ABSENT)
@@ -178,9 +257,15 @@ def inspect(path: str | os.PathLike) -> Folder:
                 f"{str(path)!r} was made by a newer hpcinv (folder record version {record['hpcinv_folder']}, "
                 f"this one reads {RECORD_VERSION}); upgrade hpcinv"
             )
+        shown = _infer(path, names - {RECORD}) if names - {RECORD} else EMPTY
+        if shown in KINDS and shown != record["kind"]:
+            raise HpcinvError(
+                f"{str(path / RECORD)!r} says the folder is {KINDS[record['kind']].noun}, but it holds "
+                f"{KINDS[shown].noun}; hpcinv will not write into or read a folder whose record contradicts it"
+            )
         identity = record.get("identity")
         return Folder(path, record["kind"], identity if isinstance(identity, str) else None, recorded=True)
-    if not names or (names == {"shards"} and (path / "shards").is_dir() and not any((path / "shards").iterdir())):
+    if not names or (names == {SHARD_DIR} and (path / SHARD_DIR).is_dir() and not any((path / SHARD_DIR).iterdir())):
         return Folder(path, EMPTY)  # (a writer killed after making its shard folder, before anything else)
     return Folder(path, _infer(path, names))
 
@@ -214,11 +299,33 @@ def mark(path: str | os.PathLike, kind: str, identity: str | None = None) -> Non
     atomic_write_text(path / RECORD, json.dumps(record, indent=1) + "\n")
 
 
-def claim(path: str | os.PathLike, kind: str, *, what: str = "--out") -> Folder:
+WHOLE = (*STORES, "report")  # kinds whose folders are discarded or replaced whole (nothing inside them survives)
+
+
+def claim(path: str | os.PathLike, kind: str, *, what: str = "--out", owner: str | os.PathLike | None = None) -> Folder:
     """Read-only check that ``kind``'s command may write into ``path``: it does not exist, is empty, or
-    is a folder of ``kind`` (whose identity decides, in the command, between resume and --restart).
-    Anything else is refused with one line, whatever --restart says."""
+    is a folder of ``kind`` (whose identity decides, in the command, between resume and --restart), and
+    it lies inside no velocity store or report (those are discarded or replaced whole) other than
+    ``owner`` (the store a refine writes its start into). Anything else is refused with one line,
+    whatever --restart says."""
+    for parent in Path(path).absolute().parents:
+        if owner is not None and parent.resolve() == Path(owner).resolve():
+            break
+        if (parent / RECORD).is_file() or (parent / MANIFEST).is_file():
+            around = inspect(parent)
+            if around.kind in WHOLE:
+                raise HpcinvError(
+                    f"{what} {str(path)!r} lies inside {around.describe().split(' is ', 1)[1]} ({str(parent)!r}), "
+                    "which is discarded or replaced whole; choose another place"
+                )
     found = inspect(path)
+    if found.kind == "report" == kind:
+        extra = sorted(_contents(found.path) - {RECORD} - LAYOUT["report"])
+        if extra:  # a report is replaced whole: nothing else may be in it
+            raise HpcinvError(
+                f"{what} {str(found.path)!r} is an evaluation report, but it also holds {', '.join(extra[:3])}, which "
+                f"replacing it would delete; move them out, or choose another {what}"
+            )
     if found.kind in (ABSENT, EMPTY, kind):
         return found
     command = KINDS[kind].command
@@ -249,14 +356,16 @@ def require(path: str | os.PathLike, kinds: tuple[str, ...], *, what: str) -> Fo
 
 
 def distinct(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLike | None], *, what: str = "--out") -> None:
-    """``out`` is none of ``inputs`` (name -> path), nor a folder inside or around one: a command must
-    never write into, or discard, what it reads."""
+    """``out`` is none of ``inputs`` (name -> path), does not hold one, and lies inside none that is
+    discarded or replaced whole (a velocity store, a report): a command must never write into, or
+    discard, what it reads. (An output inside a run or a dataset is fine: nothing removes it.)"""
     mine = Path(out).resolve()
     for name, path in inputs.items():
         if path is None:
             continue
         theirs = Path(path).resolve()
-        if mine == theirs or mine in theirs.parents or theirs in mine.parents:
+        inside = theirs in mine.parents and inspect(theirs).kind in WHOLE
+        if mine == theirs or mine in theirs.parents or inside:
             relation = "is" if mine == theirs else "lies inside" if theirs in mine.parents else "holds"
             raise HpcinvError(
                 f"{what} {str(out)!r} {relation} {name} {str(path)!r}, which this command reads; choose another {what}"

@@ -12,6 +12,7 @@ Works on gathers-only datasets (no true velocities are read).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -126,6 +127,7 @@ class PredictPlan:
     out: Path
     manifest: dict  # of the store to make (or continue)
     restart: bool
+    owner: Path | None = None  # the store ``out`` is part of (a refine's start)
 
 
 def plan_predict(
@@ -140,6 +142,7 @@ def plan_predict(
     full_verify: bool = False,
     samples: int | None = None,
     network: Network | None = None,
+    owner: Path | None = None,
 ) -> PredictPlan:
     """Check every input of a prediction of ``dataset`` (its ``split``; its first ``samples``) into
     ``out`` -- the dataset, the checkpoint (``network``, if it is loaded already), the output folder --
@@ -171,17 +174,23 @@ def plan_predict(
     new = store_manifest(
         "prediction", _hash(request), dataset, manifest, split, (lo, hi), shard_size, source, request=request
     )
-    check_store_folder(out, new, restart=restart, command="predict")  # before anything is written
-    return PredictPlan(network, Path(dataset), lo, hi, out, new, restart)
+    check_store_folder(out, new, restart=restart, command="predict", owner=owner)  # before anything is written
+    return PredictPlan(network, Path(dataset), lo, hi, out, new, restart, owner)
 
 
 def run_predict(plan: PredictPlan, *, progress: bool = True, predicted: np.ndarray | None = None) -> dict:
     """Write (or finish) the store of ``plan``; ``predicted``: the velocities of samples [lo, hi), when
-    the caller has computed them already."""
+    the caller has computed them already. The store's lock is taken here, unless it is part of another
+    (``plan.owner``, whose writer holds both)."""
     out, lo, network = plan.out, plan.lo, plan.network
     ds = ShardedDataset(plan.dataset)
-    with folder_lock(plan.dataset, shared=True, create=False), folder_lock(out, what="velocity store"):
-        store = open_store_folder(out, plan.manifest, restart=plan.restart, command="predict")
+    with contextlib.ExitStack() as held:
+        held.enter_context(folder_lock(plan.dataset, shared=True, create=False))
+        if plan.owner is None:
+            held.enter_context(folder_lock(out, what="velocity store"))
+        else:
+            out.mkdir(exist_ok=True)
+        store = open_store_folder(out, plan.manifest, restart=plan.restart, command="predict", owner=plan.owner)
         writer = store_writer(out, store, lo)
 
         def run(spec: ShardSpec) -> dict:
@@ -219,18 +228,19 @@ def predict(
 ) -> dict:
     """Write the network's velocity for every sample of ``dataset`` (its ``split``; its first ``samples``)
     into ``out``."""
-    plan = plan_predict(
-        checkpoint,
-        dataset,
-        out,
-        split=split,
-        shard_size=shard_size,
-        allow_survey_mismatch=allow_survey_mismatch,
-        restart=restart,
-        full_verify=full_verify,
-        samples=samples,
-    )
-    return run_predict(plan, progress=progress)
+    with folder_lock(dataset, shared=True, create=False):  # read from the first check to the last shard
+        plan = plan_predict(
+            checkpoint,
+            dataset,
+            out,
+            split=split,
+            shard_size=shard_size,
+            allow_survey_mismatch=allow_survey_mismatch,
+            restart=restart,
+            full_verify=full_verify,
+            samples=samples,
+        )
+        return run_predict(plan, progress=progress)
 
 
 def dataset_of(store_root: str | Path) -> dict:

@@ -44,7 +44,11 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
     )
     t0 = time.perf_counter()
     timings = {}
+    from hpcinv.generate.driver import check_dataset_config
+    from hpcinv.store.folder import check_dataset_folder
 
+    check_dataset_config(data_cfg)  # a bad setting is refused before the folder is made
+    check_dataset_folder(data_cfg, dataset)
     out.mkdir(parents=True, exist_ok=True)
     mark(out, "quickstart")
     log.info("[1/3] generating %s salt models into %s", data_cfg.dataset.n_samples, dataset)

@@ -64,7 +64,8 @@ def _sinfo(*fields: str) -> list[list[str]]:
         )
     proc = subprocess.run(["sinfo", "-h", "-o", "|".join(fields)], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
-        raise HpcinvError(f"sinfo failed, is the SLURM controller up? {proc.stderr.strip()}")
+        said = "; ".join(line.strip() for line in proc.stderr.splitlines() if line.strip())
+        raise HpcinvError(f"sinfo failed, is the SLURM controller up? {said[-400:]}")
     return [line.split("|") for line in proc.stdout.splitlines() if line.strip()]
 
 

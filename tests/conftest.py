@@ -74,10 +74,18 @@ class Ran:
 def hpcinv(*args: str) -> Ran:
     """Run ``hpcinv ARGS`` in this process, through the same ``main()`` as the console entry point,
     without starting an interpreter (seconds saved per call): for commands that start no Ray."""
+    import logging
+
     from hpcinv.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     previous = signal.getsignal(signal.SIGTERM)
+    console = logging.StreamHandler(err)  # what the command logs reaches its stderr, as on a console
+    console.setLevel(logging.INFO)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(console)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -86,6 +94,8 @@ def hpcinv(*args: str) -> Ran:
                 code = exc.code if isinstance(exc.code, int) else 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        root.removeHandler(console)
+        root.setLevel(level)
     return Ran(code, out.getvalue(), err.getvalue())
 
 
@@ -107,12 +117,11 @@ def one_error_line(proc) -> str:
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (hidden ones too), by relative path: equal before and after
-    means the folder was left byte-identical."""
+    """sha256 of every file under ``folder`` (hidden ones too) and every folder, by relative path: equal
+    before and after means the folder was left byte-identical, nothing added or removed."""
     return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
     }
 
 
@@ -153,9 +162,10 @@ def tiny_predictions(tiny_run, tiny_dataset, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray instance (2 CPUs) for every in-process test of the actor paths: started once."""
+    """One local Ray instance (2 CPUs) for the in-process tests of the actor paths of a module, shut down
+    after it (the rest of the session runs without Ray in this process: reader processes fork from it)."""
     import ray
 
     from hpcinv.actors import init_ray

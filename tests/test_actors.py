@@ -1,4 +1,4 @@
-"""The actor paths in process, on one session-wide local Ray (fast tier): generation fanned out over
+"""The actor paths in process, on one local Ray for the module: generation fanned out over
 two single-thread modelling actors gives exactly the serial result, and an imported collection reaches
 the actors through the object store. The CLI runs of the same paths (killed actors, killed drivers,
 unreachable clusters) are in test_generate_ray.py."""
@@ -16,6 +16,8 @@ from hpcinv.physics import simulate
 from hpcinv.store import ShardedDataset, plan_shards, read_manifest, verify_dataset
 from hpcinv.velocity import make_source
 from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow  # Ray is started: not in the fast tier
 
 
 def _check_complete(out, n_samples) -> ShardedDataset:

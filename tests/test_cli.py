@@ -25,6 +25,7 @@ def _snapshot(folder):
     }
 
 
+@pytest.mark.slow
 def test_generate_then_rerun_skips_everything(tiny_dataset):
     before = _snapshot(tiny_dataset)
     proc = run_cli("generate", TINY, "--out", str(tiny_dataset), "--quiet")
@@ -38,6 +39,7 @@ def test_generate_then_rerun_skips_everything(tiny_dataset):
     assert proc.returncode == 0 and "OK: 3 shards / 24 samples" in proc.stdout
 
 
+@pytest.mark.slow
 def test_resume_after_driver_sigkill_computes_only_missing_shards(tmp_path):
     out = tmp_path / "ds"
     args = [

@@ -62,6 +62,7 @@ def test_the_driver_a_ptx_isa_needs(isa, cuda):
     assert ptx_needs_driver(isa) == cuda  # ISA 8.6 came with CUDA 12.7: there was no new ISA in 12.6
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.version.cuda is not None, reason="this torch is a CUDA build")
 def test_doctor_on_a_cpu_build():
     proc = run_cli("doctor")

@@ -31,7 +31,6 @@ from tests.conftest import CLI, CONFIGS, ROOT, hpcinv, one_error_line, run_cli, 
 TINY = str(CONFIGS / "tiny.yaml")
 TRAIN = str(CONFIGS / "tiny_train.yaml")
 FAST = ["refine.bands_hz=[6.0, null]", "refine.iterations_per_band=[2, 2]", "refine.patience=0"]
-ALL = "dataset.n_samples=null"  # import every sample of the file (tiny.yaml says 24)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,7 @@ def refused(digests: dict, *args) -> str:
 
 def test_every_folder_records_its_kind(tiny_dataset, tiny_run, tiny_predictions, refined, recording, tmp_path):
     imported = tmp_path / "I"
-    assert hpcinv("import-gathers", TINY, "--gathers", recording / "a.npy", "--out", imported, ALL).returncode == 0
+    assert hpcinv("import-gathers", TINY, "--gathers", recording / "a.npy", "--out", imported).returncode == 0
     report = tmp_path / "E"
     proc = hpcinv(
         "evaluate", tiny_predictions, "--data", tiny_dataset, "--out", report, "--figures", "0", "--misfit-samples", "0"
@@ -98,7 +97,7 @@ def test_every_folder_records_its_kind(tiny_dataset, tiny_run, tiny_predictions,
 
 
 def test_folders_made_before_records_are_recognised_by_their_contents(
-    tiny_dataset, tiny_run, tiny_predictions, refined, tmp_path
+    tiny_dataset, tiny_run, tiny_predictions, refined, recording, tmp_path
 ):
     for folder, kind in ((tiny_dataset, "dataset"), (tiny_run, "run"), (tiny_predictions, "predictions")):
         old = shutil.copytree(folder, tmp_path / kind)
@@ -119,6 +118,34 @@ def test_folders_made_before_records_are_recognised_by_their_contents(
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
     assert inspect(tmp_path / "mine").kind == "foreign"
+    # an old imported dataset whose manifest is damaged: its shards hold gathers without velocities
+    imported = tmp_path / "imported"
+    assert (
+        hpcinv("import-gathers", TINY, "--gathers", recording / "a.npy", "--out", imported, "--quiet").returncode == 0
+    )
+    (imported / RECORD).unlink()
+    (imported / "manifest.json").write_text("{garbage")
+    assert inspect(imported).kind == "imported"
+    assert "is a dataset of imported gathers" in one_error_line(
+        hpcinv("generate", TINY, "--out", imported, "--restart", "--in-process")
+    )
+    # a quickstart stopped after its dataset, a run stopped before its first event
+    shutil.copytree(tiny_dataset, tmp_path / "qs" / "dataset")
+    assert inspect(tmp_path / "qs").kind == "quickstart"
+    (tmp_path / "qs" / "dataset" / RECORD).unlink()  # made before records
+    assert inspect(tmp_path / "qs").kind == "quickstart"
+    (tmp_path / "run0").mkdir()
+    shutil.copy(tiny_run / "config.yaml", tmp_path / "run0" / "config.yaml")
+    assert inspect(tmp_path / "run0").kind == "run"
+    # a folder that holds what a report holds, and more, is not taken for one: never replaced
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "paper" / "metrics.json").write_text("{}")
+    (tmp_path / "paper" / "thesis.tex").write_text("mine")
+    assert inspect(tmp_path / "paper").kind == "foreign"
+    line = refused(
+        {tmp_path / "paper": 1}, "evaluate", tiny_predictions, "--data", tiny_dataset, "--out", tmp_path / "paper"
+    )
+    assert "is a non-empty folder that hpcinv did not make" in line
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / RECORD).write_text("{}")
     with pytest.raises(HpcinvError, match="hpcinv.json' is damaged"):
@@ -199,23 +226,14 @@ def test_case4_gathers_a_float16_store_cannot_hold_are_refused_or_scaled(tiny_ru
     np.save(tmp_path / "big.npy", big)
     out = tmp_path / "I"
     line = one_error_line(
-        hpcinv(
-            "import-gathers",
-            TINY,
-            "dataset.gathers_dtype=float16",
-            "--gathers",
-            tmp_path / "big.npy",
-            "--out",
-            out,
-            ALL,
-        )
+        hpcinv("import-gathers", TINY, "dataset.gathers_dtype=float16", "--gathers", tmp_path / "big.npy", "--out", out)
     )
     assert "peak |amplitude| is 1e+05" in line and "more than float16 holds (65504)" in line
     assert "dataset.gathers_dtype=float32" in line and "--scale 0.1" in line and not out.exists()
     # scaled as the line says: stored within range, read back as recorded, predicted finite
     proc = hpcinv(
         "import-gathers", TINY, "dataset.gathers_dtype=float16", "--gathers", tmp_path / "big.npy", "--out", out,
-        "--scale", "0.1", "--quiet", ALL,
+        "--scale", "0.1", "--quiet",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = read_manifest(out)
@@ -236,9 +254,7 @@ def test_case4_gathers_a_float16_store_cannot_hold_are_refused_or_scaled(tiny_ru
 def test_case5_stores_of_one_recording_are_refused_on_another(tiny_run, recording, tmp_path):
     a, b = tmp_path / "A", tmp_path / "B"
     for name, out in (("a.npy", a), ("b.npy", b)):
-        assert (
-            hpcinv("import-gathers", TINY, "--gathers", recording / name, "--out", out, "--quiet", ALL).returncode == 0
-        )
+        assert hpcinv("import-gathers", TINY, "--gathers", recording / name, "--out", out, "--quiet").returncode == 0
     assert read_manifest(a)["config_hash"] == read_manifest(b)["config_hash"]  # one config, two recordings
     assert read_manifest(a)["identity"] != read_manifest(b)["identity"]
     pred = tmp_path / "PA"
@@ -273,9 +289,7 @@ def test_case8_and_6_empty_dead_and_unreadable_gathers_are_refused(recording, tm
         "objects.npy": "is a damaged or unsupported NumPy file",
     }
     for name, expect in cases.items():
-        line = one_error_line(
-            hpcinv("import-gathers", TINY, "--gathers", tmp_path / name, "--out", tmp_path / "I", ALL)
-        )
+        line = one_error_line(hpcinv("import-gathers", TINY, "--gathers", tmp_path / name, "--out", tmp_path / "I"))
         assert expect in line, (name, line)
         assert not (tmp_path / "I").exists()
 
@@ -288,7 +302,7 @@ def test_refine_of_gathers_that_record_nothing_is_one_clear_error(tiny_dataset):
         refine_model(truth, np.zeros_like(gathers), cfg, rc, (1800.0, 4500.0))
 
 
-def test_import_takes_the_samples_the_config_selects(recording, tmp_path):
+def test_import_takes_the_samples_the_command_line_selects(recording, tmp_path):
     out = tmp_path / "I"
     proc = hpcinv(
         "import-gathers", TINY, "--gathers", recording / "a.npy", "--out", out, "--quiet",
@@ -298,14 +312,17 @@ def test_import_takes_the_samples_the_config_selects(recording, tmp_path):
     assert json.loads(proc.stdout)["imported_samples"] == [1, 3]
     source = np.load(recording / "a.npy")
     stored = ShardedDataset(out)
-    assert (
-        len(stored) == 2
-        and np.array_equal(stored.read(0)[0], source[1])
-        and np.array_equal(stored.read(1)[0], source[2])
+    assert len(stored) == 2 and np.array_equal(stored.read(0)[0], source[1])
+    assert np.array_equal(stored.read(1)[0], source[2])
+    line = one_error_line(
+        hpcinv("import-gathers", TINY, "--gathers", recording / "a.npy", "--out", tmp_path / "J", "dataset.n_samples=9")
     )
-    line = one_error_line(hpcinv("import-gathers", TINY, "--gathers", recording / "a.npy", "--out", tmp_path / "J"))
-    assert "dataset.n_samples=24 from dataset.start_index=0 needs samples up to 23, but --gathers holds 4" in line
-    assert "dataset.n_samples=null" in line and not (tmp_path / "J").exists()
+    assert "dataset.n_samples=9 from dataset.start_index=0 needs samples up to 8, but --gathers holds 4" in line
+    assert not (tmp_path / "J").exists()
+    # the config's own counts (tiny.yaml: 24 samples) are generation settings: the whole file is taken, said so
+    proc = hpcinv("import-gathers", TINY, "--gathers", recording / "a.npy", "--out", tmp_path / "K", "--quiet")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["imported_samples"] == [0, 4], proc.stderr[-2000:]
+    assert "importing all 4 samples of --gathers" in proc.stderr
 
 
 # ------------------------------------------------------------------ 7: inputs are held while read
@@ -313,11 +330,12 @@ def test_import_takes_the_samples_the_config_selects(recording, tmp_path):
 
 @pytest.mark.slow
 def test_case7_a_start_store_cannot_be_pulled_away_while_refine_reads_it(tiny_dataset, tiny_run, tmp_path):
+    data = shutil.copytree(tiny_dataset, tmp_path / "D")
     start = tmp_path / "P"
-    assert hpcinv("predict", tiny_run, "--data", tiny_dataset, "--out", start, "--quiet").returncode == 0
+    assert hpcinv("predict", tiny_run, "--data", data, "--out", start, "--quiet").returncode == 0
     out = tmp_path / "F"
     proc = subprocess.Popen(
-        [*CLI, "refine", "--data", str(tiny_dataset), "--init", str(start), "--out", str(out), "--in-process",
+        [*CLI, "refine", "--data", str(data), "--init", str(start), "--out", str(out), "--in-process",
          "--quiet", "refine.shard_size=1", "refine.bands_hz=[null]", "refine.iterations_per_band=[50]"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -327,10 +345,11 @@ def test_case7_a_start_store_cannot_be_pulled_away_while_refine_reads_it(tiny_da
             assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-2000:]
             time.sleep(0.05)
         for args in (
-            ("predict", tiny_run, "--data", tiny_dataset, "--out", start, "--restart"),
-            ("generate", TINY, "--out", tiny_dataset, "--restart", "dataset.seed=3", "--in-process"),
+            ("predict", tiny_run, "--data", data, "--out", start, "--restart"),
+            ("generate", TINY, "--out", data, "--restart", "dataset.seed=3", "--in-process"),
+            ("refine", "--data", data, "--init", start, "--out", out, "--restart", "refine.lr_mps=5"),
         ):
-            line = refused({start: 1, tiny_dataset: 1}, *args)
+            line = refused({start: 1, data: 1}, *args)
             assert "is in use by" in line, line
         assert proc.poll() is None  # the refine goes on
     finally:
@@ -369,9 +388,7 @@ def test_case9_the_refine_launcher_runs_the_commands_checks(
     tiny_dataset, tiny_predictions, recording, tmp_path, capsys
 ):
     other = tmp_path / "O"
-    assert (
-        hpcinv("import-gathers", TINY, "--gathers", recording / "a.npy", "--out", other, "--quiet", ALL).returncode == 0
-    )
+    assert hpcinv("import-gathers", TINY, "--gathers", recording / "a.npy", "--out", other, "--quiet").returncode == 0
     data, start, out = str(tiny_dataset), str(tiny_predictions), str(tmp_path / "F")
     cases = [
         (["--data", data, "--init", data, "--out", out], "is a dataset made by `hpcinv generate`, not a run"),
@@ -472,7 +489,7 @@ def test_case12_evaluate_replaces_its_report_whole_and_names_the_baseline(tiny_d
     assert "names no split" in line
 
 
-def test_case12_a_failed_evaluation_leaves_nothing(tiny_dataset, tiny_run, tmp_path):
+def test_case12_a_refused_evaluation_leaves_nothing(tiny_dataset, tiny_run, tmp_path):
     ds = shutil.copytree(tiny_dataset, tmp_path / "D")
     import h5py
 
@@ -485,7 +502,35 @@ def test_case12_a_failed_evaluation_leaves_nothing(tiny_dataset, tiny_run, tmp_p
     out = tmp_path / "new" / "E"
     line = refused({ds: 1}, "evaluate", tiny_run, "--data", ds, "--out", out, "--misfit-samples", "0")
     assert "sample 19 (row 3) is damaged" in line
-    assert not out.exists() and not out.parent.exists()  # not even the parent it made
+    assert not out.exists() and not out.parent.exists()
+
+
+@pytest.mark.slow
+def test_case12_an_evaluation_that_fails_while_writing_leaves_nothing_and_keeps_the_last_report(
+    tiny_dataset, tiny_predictions, tmp_path
+):
+    """A full disk while the figures are written: one line, the earlier report untouched, no temporary left."""
+    from tests.test_integrity import _small_disk
+
+    mount = _small_disk(tmp_path)
+    report = mount / "E"
+    command = (
+        f"{sys.executable} -m hpcinv.cli evaluate {tiny_predictions} --data {tiny_dataset} --out {report} "
+        "--misfit-samples 0 --samples 2"
+    )
+    # the first report (no figures) fits in 256 kB; the second (two figures of ~90 kB each, and the first
+    # report still there until the new one is complete) does not
+    script = (
+        f"mount -t tmpfs -o size=256k tmpfs {mount} && {command} --figures 0 && cat {report}/metrics.md | md5sum && "
+        f"{command} --figures 2; echo rc=$?; cat {report}/metrics.md | md5sum; ls -A {mount}"
+    )
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert "rc=2" in proc.stdout, (proc.stdout, proc.stderr[-3000:])
+    first, second = [ln for ln in proc.stdout.splitlines() if ln.endswith("-")]
+    assert first == second  # the last report is as it was
+    assert proc.stdout.strip().splitlines()[-1] == "E"  # nothing else left in the folder: no temporary
+    errors = [ln for ln in proc.stderr.splitlines() if "hpcinv: error:" in ln]
+    assert len(errors) == 1 and "disk full: cannot write" in errors[0] and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
@@ -501,8 +546,107 @@ def test_case12_refine_and_evaluate_print_no_torch_warning(tiny_dataset, tiny_pr
         assert "Warning" not in proc.stderr, proc.stderr[-3000:]
 
 
-def test_distinct_refuses_an_output_that_is_an_input_or_holds_one(tmp_path):
+def test_distinct_refuses_an_output_that_is_an_input_holds_one_or_lies_in_a_store(
+    tmp_path, tiny_dataset, tiny_predictions
+):
     distinct(tmp_path / "a", {"--data": tmp_path / "b", "--init": None})
-    for out, relation in ((tmp_path / "b", "is"), (tmp_path / "b" / "x", "lies inside"), (tmp_path, "holds")):
+    distinct(tiny_dataset / "eval", {"--data": tiny_dataset})  # inside a dataset: nothing there removes it
+    for out, relation in ((tmp_path / "b", "is"), (tmp_path, "holds")):
         with pytest.raises(HpcinvError, match=f"--out '{out}' {relation} --data"):
             distinct(out, {"--data": tmp_path / "b"})
+    with pytest.raises(HpcinvError, match="lies inside --init"):  # a store is discarded whole by --restart
+        distinct(tiny_predictions / "x", {"--init": tiny_predictions})
+
+
+# ------------------------------------------------------------------ a second hostile pass
+
+
+def test_folders_that_only_look_like_hpcinv_ones_are_never_written(tiny_dataset, tiny_predictions, tmp_path):
+    web = tmp_path / "web"  # someone else's manifest.json, and a summary.json
+    web.mkdir()
+    (web / "manifest.json").write_text('{"name": "webapp"}')
+    (web / "summary.json").write_text("{}")
+    assert inspect(web).kind == "foreign"
+    line = refused({web: 1}, "refine", "--data", tiny_dataset, "--init", tiny_predictions, "--out", web, "--restart")
+    assert "is a non-empty folder that hpcinv did not make" in line
+    conf = tmp_path / "conf"  # a lone config.yaml that is not hpcinv's
+    conf.mkdir()
+    (conf / "config.yaml").write_text("foo: 1\n")
+    for restart in ([], ["--restart"]):
+        line = refused({conf: 1}, "generate", TINY, "--out", conf, "--in-process", *restart)
+        assert "is a non-empty folder that hpcinv did not make" in line
+    draft = tmp_path / "draft"  # a user's file that merely looks like a writer's temporary
+    draft.mkdir()
+    (draft / "draft.tmp-1").write_text("mine")
+    line = refused({draft: 1}, "predict", tiny_predictions, "--data", tiny_dataset, "--out", draft)
+    assert "non-empty folder that hpcinv did not make" in line or "not a training run" in line
+
+
+def test_a_record_that_contradicts_the_contents_is_refused(tiny_dataset, tiny_run, tiny_predictions, tmp_path):
+    def relabel(folder, kind):
+        copy = shutil.copytree(folder, tmp_path / f"{folder.name}-as-{kind}")
+        record = json.loads((copy / RECORD).read_text())
+        (copy / RECORD).write_text(json.dumps(record | {"kind": kind}))
+        return copy
+
+    cases = [
+        (relabel(tiny_predictions, "refined"), ("refine", "--data", tiny_dataset, "--init", "smooth", "--restart")),
+        (relabel(tiny_dataset, "report"), ("evaluate", tiny_run, "--data", tiny_dataset, "--misfit-samples", "0")),
+        (relabel(tiny_run, "dataset"), ("generate", TINY, "--restart", "--in-process")),
+    ]
+    for folder, command in cases:
+        line = refused({folder: 1}, *command, "--out", folder)
+        assert "hpcinv.json' says the folder is" in line and "but it holds" in line, line
+
+
+def test_more_messages_that_name_what_is_wrong(tiny_dataset, tiny_run, tiny_predictions, recording, tmp_path):
+    np.savez(tmp_path / "g.npz", a=np.load(recording / "a.npy"))
+    line = one_error_line(
+        hpcinv("import-gathers", TINY, "--gathers", tmp_path / "g.npz", "--key", "zz", "--out", tmp_path / "I")
+    )
+    assert "--key 'zz' is not in it; its arrays: ['a']" in line
+    line = one_error_line(
+        hpcinv("import-gathers", TINY, "--gathers", recording / "a.npy", "--key", "a", "--out", tmp_path / "I")
+    )
+    assert "is a .npy, which holds one array: --key is for .npz files" in line
+    line = one_error_line(
+        hpcinv("import-gathers", TINY, "--gathers", recording / "a.npy", "--out", tmp_path / "I",
+               "dataset.gathers_dtype=float16", "--scale", "1e-12")
+    )  # fmt: skip
+    assert "--scale 1e-12 makes shot 0 of sample 0 all zeros in float16" in line and not (tmp_path / "I").exists()
+    (tmp_path / "empty").mkdir()  # an empty folder is a fine --out
+    assert (
+        hpcinv(
+            "import-gathers", TINY, "--gathers", recording / "a.npy", "--out", tmp_path / "empty", "--quiet"
+        ).returncode
+        == 0
+    )
+    assert inspect(tmp_path / "empty").kind == "imported"
+    line = one_error_line(
+        hpcinv("evaluate", tiny_run, "--data", tiny_dataset, "--out", tmp_path / "E", "--baseline", ":train")
+    )
+    assert "--baseline ':train' names no dataset" in line
+    colon = tmp_path / "D:x"  # a folder whose name holds a colon is that folder, not a split of another
+    colon.symlink_to(tiny_dataset)
+    proc = hpcinv("evaluate", tiny_run, "--data", tiny_dataset, "--out", tmp_path / "E", "--baseline", colon,
+                  "--misfit-samples", "0", "--figures", "0", "--samples", "2")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = one_error_line(hpcinv("train", TRAIN, "--out", tmp_path / "R", f"data.train={tiny_predictions}"))
+    assert "is a velocity store of network predictions" in line and "imported gathers" not in line
+    import pickle
+
+    with open(tmp_path / "pickle.pt", "wb") as fh:
+        pickle.dump({"a": 1}, fh)
+    proc = hpcinv("predict", tmp_path / "pickle.pt", "--data", tiny_dataset, "--out", tmp_path / "P")
+    assert "is not a checkpoint" in one_error_line(proc) and "Warning" not in proc.stderr
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(tiny_dataset, tiny_run, tmp_path):
+    run = shutil.copytree(tiny_run, tmp_path / "R")
+    state = next(run.glob("checkpoint_epoch*/state.pt"))
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    line = refused(
+        {run: 1}, "train", TRAIN, "--out", run, "--in-process", f"data.train={tiny_dataset}", "train.epochs=2",
+        "scaling.num_workers=1", "tracking.mode=disabled",
+    )  # fmt: skip
+    assert "is truncated or damaged" in line and "move checkpoint_epoch000000 out of" in line

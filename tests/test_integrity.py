@@ -456,6 +456,7 @@ def test_a_hanging_wandb_server_bounds_init_and_falls_back_to_offline(tmp_path, 
 # ---------------------------------------------------------------------------------- full disk
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path):
     mount = _small_disk(tmp_path)
     out = mount / "ds"

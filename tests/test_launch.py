@@ -433,11 +433,14 @@ def test_slurm_commands_missing_from_path(slurm, tmp_path, capsys, missing):
 
 
 def test_sinfo_failing_names_the_controller(slurm, tmp_path, capsys):
-    slurm.configure(sinfo_error="slurm_load_partitions: Unable to contact slurm controller (connect failure)")
+    slurm.configure(
+        sinfo_error="sinfo: error: fetch_config: DNS SRV lookup failed\n"
+        "slurm_load_partitions: Unable to contact slurm controller (connect failure)"
+    )
     args = ["--out", str(tmp_path / "run"), "--folder", str(tmp_path / "logs")]
-    line = one_error_line(*launch(capsys, "train", *TINY_TRAIN, *args))
+    line = one_error_line(*launch(capsys, "train", *TINY_TRAIN, *args))  # one line, however many sinfo printed
     assert line == (
-        "launch: error: sinfo failed, is the SLURM controller up? "
+        "launch: error: sinfo failed, is the SLURM controller up? sinfo: error: fetch_config: DNS SRV lookup failed; "
         "slurm_load_partitions: Unable to contact slurm controller (connect failure)"
     )
 

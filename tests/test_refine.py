@@ -54,6 +54,7 @@ def test_lowpass_keeps_the_band_below_the_cutoff_and_removes_the_rest():
     assert torch.allclose(out[inner], low[inner], atol=0.02)
 
 
+@pytest.mark.slow
 def test_fwi_from_a_smoothed_true_model_cuts_misfit_5x_and_velocity_error_within_bounds(small):
     cfg = load_dataset_config(small)
     gathers, truth = ShardedDataset(small).read(0)
@@ -81,6 +82,7 @@ def test_safeguard_never_returns_a_model_that_fits_the_data_worse_than_its_start
     assert result.misfit_after == result.misfit_before and result.velocity.tobytes() == start.tobytes()
 
 
+@pytest.mark.slow
 def test_refine_from_a_store_writes_a_store_summary_and_figures_and_evaluate_compares_all(small, tmp_path):
     start = smoothed_store(small, tmp_path / "start")
     out = tmp_path / "refined"
@@ -203,6 +205,7 @@ def test_killed_refine_actor_and_killed_driver_lose_nothing(small, tmp_path):
     assert again.tobytes() == first.tobytes()  # deterministic: the same request gives the same models
 
 
+@pytest.mark.slow
 def test_predict_is_bit_identical_and_gathers_only_data_can_be_predicted_refined_and_scored(
     tiny_run, tiny_dataset, tmp_path
 ):

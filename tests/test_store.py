@@ -107,6 +107,7 @@ def test_verify_names_truncated_and_corrupted_shards(tiny_dataset, tmp_path):
     assert "shard-000000.h5: file missing" in "\n".join(verify_dataset(ds).problems)
 
 
+@pytest.mark.slow
 def test_killed_writer_leaves_nothing_a_reader_accepts(tmp_path):
     """SIGKILL a process while it writes a large shard: only a temp file remains, which nothing accepts."""
     script = (

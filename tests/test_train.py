@@ -181,10 +181,14 @@ def test_bad_training_inputs_fail_before_anything_starts(tiny_dataset, tiny_run,
         ([f"data.train={tiny_dataset}", "--in-process"], "--in-process trains one rank in this process"),
         ([f"data.train={tiny_dataset}", f"data.mix=[{tiny_dataset}]"], "name the same data twice"),
     ]
+    import ray
+
     for overrides, expect in cases:
+        t0 = time.time()
         proc = hpcinv("train", TRAIN, "--out", tmp_path / "r", *overrides)
         assert proc.returncode == 2 and expect in proc.stderr, (overrides, proc.stderr[-2000:])
-        assert not (tmp_path / "r").exists()
+        assert not (tmp_path / "r").exists() and time.time() - t0 < 30
+        assert not ray.is_initialized()  # refused before Ray
     proc = hpcinv("train", TRAIN, "--out", tiny_run, f"data.train={tiny_dataset}", "train.lr=0.1")
     assert proc.returncode == 2 and "holds a run with a different config: " in proc.stderr
     assert "train.lr is 0.002 there, 0.1 here" in proc.stderr  # (scaling and tracking differ too; epochs may)
@@ -200,9 +204,12 @@ def test_training_on_a_mixture_of_datasets(tiny_dataset, tmp_path):
     train_in_process(run, tiny_dataset, f"data.mix=[{relative}]", "train.epochs=1", "data.loader_workers=2")
     ends = [e for e in _events(run) if e["event"] == "epoch_end" and "metrics" in e]
     from hpcinv.store.dataset import Concatenated, ShardedDataset
+    from hpcinv.store.sampler import ShardAwareSampler
 
     mixed = Concatenated([ShardedDataset(tiny_dataset), ShardedDataset(second)])
     assert len(mixed) == 24 + 8 and ends[-1]["metrics"]["train/epoch_samples"] == 32  # one rank: each sample once
+    # on two ranks, shards of 8, 8, 8, 4, 4 samples are dealt as 20 and 12, and the shorter rank wraps to 20
+    assert [len(ShardAwareSampler(mixed.positions_by_shard(), rank, 2)) for rank in (0, 1)] == [20, 20]
     state = load_state(find_checkpoint(run))
     assert state["dataset"]["mix"] == [str(second)]
 

@@ -33,7 +33,19 @@ from hpcinv.config import EvaluateConfig, folder_and_split
 from hpcinv.errors import HpcinvError
 from hpcinv.evaluate.misfit import data_misfit
 from hpcinv.fileio import atomic_path, atomic_write_text, parents_made
-from hpcinv.folders import ABSENT, DATASETS, FILE, STORES, claim, distinct, inspect, mark, require
+from hpcinv.folders import (
+    ABSENT,
+    DATASETS,
+    FILE,
+    METRICS_JSON,
+    METRICS_MD,
+    STORES,
+    claim,
+    distinct,
+    inspect,
+    mark,
+    require,
+)
 from hpcinv.metrics import METRICS, spread, velocity_metrics
 from hpcinv.predict import load_network, predict_gathers
 from hpcinv.store import ShardedDataset, folder_lock, load_dataset_config, require_readable
@@ -242,10 +254,32 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _holder_of(held: contextlib.ExitStack):
+    """A function that holds a folder read by evaluate with a shared lock until ``held`` closes: a
+    dataset or a velocity store (a checkpoint is read once, a run is not held)."""
+    taken: set[Path] = set()
+
+    def hold(folder: str | Path | None) -> None:
+        if folder is None or Path(folder).resolve() in taken:
+            return
+        try:
+            kind = inspect(folder).kind
+        except HpcinvError:
+            return  # check_inputs says what is wrong with it
+        if kind in (*DATASETS, *STORES):
+            what = "dataset" if kind in DATASETS else "velocity store"
+            held.enter_context(folder_lock(folder, shared=True, create=False, what=what))
+            taken.add(Path(folder).resolve())
+
+    return hold
+
+
 def parse_baseline(text: str) -> tuple[str, str | None]:
     """``--baseline DATASET[:SPLIT]``: a colon needs a split after it."""
     folder, split = folder_and_split(text)
-    if text.endswith(":"):
+    if not folder:
+        raise HpcinvError(f"--baseline {text!r} names no dataset; give DATASET or DATASET:SPLIT")
+    if text.endswith(":") and split is None and not Path(text).exists():
         raise HpcinvError(
             f"--baseline {text!r} ends with ':' but names no split; give DATASET:SPLIT (e.g. {folder}:train), "
             "or DATASET alone for every sample"
@@ -281,75 +315,87 @@ def evaluate(paths: list[str], dataset: str, out: str | Path, settings: Evaluate
     split, samples, misfit_samples, figures, baseline = s.split, s.samples, s.misfit_samples, s.figures, s.baseline
     allow_survey_mismatch, full_verify = s.allow_survey_mismatch, s.verify == "full"
     out = Path(out)
-    # every input is read and checked before anything is written
-    check_inputs(paths, dataset, out, s)
-    manifest = require_readable(dataset, split, full=full_verify)
-    lo, hi = select_range(manifest, split, samples, f"dataset {dataset!r}")
-    ds = ShardedDataset(dataset, indices=np.arange(lo, hi))
-    rows = [
-        store_row(p, dataset, manifest, lo, hi)
-        if inspect(p).kind in STORES
-        else network_row(p, ds, manifest, dataset, allow_survey_mismatch)
-        for p in paths
-    ]
-    training = (
-        [parse_baseline(baseline)] if baseline else next((r.training_data for r in rows if r.training_data), None)
-    )
-    notes, baseline_note = [], ""
-    if training is not None:
-        for folder, part in training:  # (not `split`: that is the evaluated split, recorded below)
-            require_readable(folder, part, what="baseline dataset")
-        named = ", ".join(f"`{f}`" + (f" (split `{p}`)" if p else " (every sample)") for f, p in training)
-        (folder, part), *_ = training
-        label = Path(folder).name + (f":{part}" if part else "")
-        name = BASELINE if not baseline else f"data-free baseline (mean model of {label})"
-        rows.append(baseline_row(training, manifest, len(ds), name))
-        baseline_note = f"The data-free baseline predicts the mean velocity model of {named} for every sample."
-    else:
-        notes.append("- no data-free baseline: no input names its training data; pass --baseline DATASET[:SPLIT]")
-    truth = (  # has_velocity: every sample has its model, never None
-        np.stack(cast(list[np.ndarray], [ds.read(int(i))[1] for i in ds.indices])) if has_velocity(manifest) else None
-    )
-    ranges = [rng for r in rows if (rng := r.info.get("normaliser_range_mps"))]
-    stats = manifest["stats"].get("velocity") or manifest["stats"]["gathers"]
-    v_range = tuple(ranges[0]) if ranges else (stats["min"], stats["max"])
-    misfit_n = len(ds) if misfit_samples is None else min(misfit_samples, len(ds))
-    data_cfg = load_dataset_config(dataset)
-    results: dict[str, dict] = {}
-    read = [dataset, *(p for p in paths if inspect(p).kind in STORES), *(f for f, _ in training or [])]
-    with contextlib.ExitStack() as held, parents_made(out), atomic_path(out, folder=True) as building:
-        for folder in {str(Path(f).resolve()) for f in read}:
-            held.enter_context(folder_lock(folder, shared=True, create=False))
-        mark(building, "report")
-        for row in rows:
-            while row.name in results:  # the same input named twice still gets its own row
-                row.name += "'"
-            log.info("scoring %s on %s", row.name, dataset)
-            results[row.name] = score(row, ds, truth, v_range, misfit_n, data_cfg) | {"split": split, "range": [lo, hi]}
-            if figures:
-                results[row.name]["figures"] = [
-                    str(out / Path(f).relative_to(building))
-                    for f in write_figures(row, ds, truth, manifest, figures, building)
-                ]
-        atomic_write_text(building / "metrics.json", json.dumps(results, indent=1))
-        table = markdown_table(results)
-        notes += [f"- **{name}**: {w}" for name, r in results.items() for w in r["warnings"]]
-        scope = (
-            f"`misfit` is the relative L2 data misfit of the re-simulated model over {misfit_n} of {len(ds)} samples"
-            if misfit_n
-            else "no data misfit computed (--misfit-samples 0)"
+    with contextlib.ExitStack() as held:
+        # what it reads is held from its first check to the report's last line: nothing can pull it away
+        hold = _holder_of(held)
+        for folder in (dataset, *paths, parse_baseline(baseline)[0] if baseline else None):
+            hold(folder)
+        # every input is read and checked before anything is written
+        check_inputs(paths, dataset, out, s)
+        manifest = require_readable(dataset, split, full=full_verify)
+        lo, hi = select_range(manifest, split, samples, f"dataset {dataset!r}")
+        ds = ShardedDataset(dataset, indices=np.arange(lo, hi))
+        rows = [
+            store_row(p, dataset, manifest, lo, hi)
+            if inspect(p).kind in STORES
+            else network_row(p, ds, manifest, dataset, allow_survey_mismatch)
+            for p in paths
+        ]
+        training = (
+            [parse_baseline(baseline)] if baseline else next((r.training_data for r in rows if r.training_data), None)
         )
-        truth_note = "" if truth is not None else " The dataset holds gathers only: velocity metrics need true models."
-        where = (f" (split `{split}`" if split else " (") + (f", its first {hi - lo} samples)" if samples else ")")
-        atomic_write_text(
-            building / "metrics.md",
-            f"# Evaluation on `{dataset}`"
-            + (where if where != " ()" else "")
-            + f"\n\nMeans over samples; definitions in hpcinv/metrics/scores.py. {scope}.{truth_note} "
-            f"{baseline_note} `spread`: RMS deviation of a row's "
-            "models from their mean model (m/s), `spread_ratio`: that over the true models' spread (about 1 "
-            "when predictions vary with the input as much as the truth does, 0 for the baseline).\n\n"
-            + table
-            + ("\n## Warnings\n\n" + "\n".join(notes) + "\n" if notes else ""),
+        notes, baseline_note = [], ""
+        if training is not None:
+            for folder, part in training:  # (not `split`: that is the evaluated split, recorded below)
+                hold(folder)
+                require_readable(folder, part, what="baseline dataset")
+            named = ", ".join(f"`{f}`" + (f" (split `{p}`)" if p else " (every sample)") for f, p in training)
+            (folder, part), *_ = training
+            label = Path(folder).name + (f":{part}" if part else "")
+            name = BASELINE if not baseline else f"data-free baseline (mean model of {label})"
+            rows.append(baseline_row(training, manifest, len(ds), name))
+            baseline_note = f"The data-free baseline predicts the mean velocity model of {named} for every sample."
+        else:
+            notes.append("- no data-free baseline: no input names its training data; pass --baseline DATASET[:SPLIT]")
+        truth = (  # has_velocity: every sample has its model, never None
+            np.stack(cast(list[np.ndarray], [ds.read(int(i))[1] for i in ds.indices]))
+            if has_velocity(manifest)
+            else None
         )
-    return {"out": str(out), "table": table, "means": {n: r["mean"] for n, r in results.items()}, "warnings": notes}
+        ranges = [rng for r in rows if (rng := r.info.get("normaliser_range_mps"))]
+        stats = manifest["stats"].get("velocity") or manifest["stats"]["gathers"]
+        v_range = tuple(ranges[0]) if ranges else (stats["min"], stats["max"])
+        misfit_n = len(ds) if misfit_samples is None else min(misfit_samples, len(ds))
+        data_cfg = load_dataset_config(dataset)
+        results: dict[str, dict] = {}
+        publish = atomic_path(out, folder=True, before_publish=lambda: claim(out, "report"))  # still a report?
+        with parents_made(out), publish as building:
+            mark(building, "report")
+            for row in rows:
+                while row.name in results:  # the same input named twice still gets its own row
+                    row.name += "'"
+                log.info("scoring %s on %s", row.name, dataset)
+                results[row.name] = score(row, ds, truth, v_range, misfit_n, data_cfg) | {
+                    "split": split,
+                    "range": [lo, hi],
+                }
+                if figures:
+                    results[row.name]["figures"] = [
+                        str(out / Path(f).relative_to(building))
+                        for f in write_figures(row, ds, truth, manifest, figures, building)
+                    ]
+            atomic_write_text(building / METRICS_JSON, json.dumps(results, indent=1))
+            table = markdown_table(results)
+            notes += [f"- **{name}**: {w}" for name, r in results.items() for w in r["warnings"]]
+            scope = (
+                f"`misfit` is the relative L2 data misfit of the re-simulated model over {misfit_n} of "
+                f"{len(ds)} samples"
+                if misfit_n
+                else "no data misfit computed (--misfit-samples 0)"
+            )
+            truth_note = (
+                "" if truth is not None else " The dataset holds gathers only: velocity metrics need true models."
+            )
+            where = (f" (split `{split}`" if split else " (") + (f", its first {hi - lo} samples)" if samples else ")")
+            atomic_write_text(
+                building / METRICS_MD,
+                f"# Evaluation on `{dataset}`"
+                + (where if where != " ()" else "")
+                + f"\n\nMeans over samples; definitions in hpcinv/metrics/scores.py. {scope}.{truth_note} "
+                f"{baseline_note} `spread`: RMS deviation of a row's "
+                "models from their mean model (m/s), `spread_ratio`: that over the true models' spread (about 1 "
+                "when predictions vary with the input as much as the truth does, 0 for the baseline).\n\n"
+                + table
+                + ("\n## Warnings\n\n" + "\n".join(notes) + "\n" if notes else ""),
+            )
+        return {"out": str(out), "table": table, "means": {n: r["mean"] for n, r in results.items()}, "warnings": notes}

@@ -20,6 +20,7 @@ or refused import leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from pathlib import Path
@@ -30,11 +31,13 @@ from tqdm import tqdm
 from hpcinv.config import DataConfig, config_hash, save_config
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_path
-from hpcinv.folders import ABSENT, inspect, mark
+from hpcinv.folders import ABSENT, EMPTY, LOCK, inspect, mark
 from hpcinv.physics.survey import make_geometry, n_output_samples
 from hpcinv.store.manifest import CONFIG, read_manifest, write_manifest
 from hpcinv.store.schema import new_manifest, survey_attrs
 from hpcinv.store.shard import FLOAT16_MAX, SHARD_DIR, plan_shards, write_shard
+
+log = logging.getLogger(__name__)
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK"
@@ -58,11 +61,14 @@ def _load(path: str | os.PathLike, key: str | None) -> np.ndarray:
         raise HpcinvError(f"{name} is an empty file")
     try:
         if head.startswith(NPY_MAGIC):
+            if key is not None:
+                raise HpcinvError(f"{name} is a .npy, which holds one array: --key is for .npz files")
             data = np.load(path, mmap_mode="r", allow_pickle=False)
         elif head.startswith(ZIP_MAGIC):
             with np.load(path, allow_pickle=False) as archive:
                 if key is None or key not in archive.files:
-                    raise HpcinvError(f"{name} is an .npz: give --key, one of {sorted(archive.files)}")
+                    given = f"--key {key!r} is not in it" if key is not None else "give --key"
+                    raise HpcinvError(f"{name} is an .npz: {given}; its arrays: {sorted(archive.files)}")
                 data = archive[key]
         else:
             raise HpcinvError(
@@ -79,9 +85,10 @@ def _load(path: str | os.PathLike, key: str | None) -> np.ndarray:
     return data
 
 
-def _select(data: np.ndarray, cfg: DataConfig, expected: tuple[int, int, int]) -> tuple[np.ndarray, int]:
-    """The samples of ``data`` to import (``dataset.start_index``, ``dataset.n_samples``), checked
-    against the survey's shape; returns them and the index of the first in the file."""
+def _select(data: np.ndarray, cfg: DataConfig, expected: tuple[int, int, int], chosen: bool) -> tuple[np.ndarray, int]:
+    """The samples of ``data`` to import, checked against the survey's shape: ``dataset.start_index`` and
+    ``dataset.n_samples`` when they are ``chosen`` (on the command line), else all. Returns them and the
+    first one's index in the file."""
     if data.ndim == 3:
         data = data[None]
     if data.ndim != 4 or tuple(data.shape[1:]) != expected:
@@ -90,6 +97,16 @@ def _select(data: np.ndarray, cfg: DataConfig, expected: tuple[int, int, int]) -
             f"[N, {expected[0]} shots, {expected[1]} samples, {expected[2]} receivers]"
         )
     total, start, n = data.shape[0], cfg.dataset.start_index, cfg.dataset.n_samples
+    if not chosen:
+        if (start, n) not in ((0, None), (0, total)):
+            log.info(
+                "importing all %d samples of --gathers: the config's dataset.start_index=%d / n_samples=%s are "
+                "generation settings (give them on the command line to import fewer)",
+                total,
+                start,
+                n,
+            )
+        start, n = 0, None
     if total == 0:
         raise HpcinvError(f"--gathers holds no samples (shape {list(data.shape)}); nothing to import")
     if start >= total:
@@ -105,8 +122,9 @@ def _select(data: np.ndarray, cfg: DataConfig, expected: tuple[int, int, int]) -
 
 
 def scan(data: np.ndarray, first: int, dtype: str, scale: float, progress: bool = False) -> str:
-    """Check every sample before anything is written (finite; no shot all zeros; what ``dtype`` holds
-    after ``scale``); returns the sha256 of the gathers as given (their dtype, shape and bytes)."""
+    """Check every sample before anything is written (finite; no shot all zeros, as given or as stored
+    after ``scale`` in ``dtype``; what ``dtype`` holds); returns the sha256 of the gathers as given
+    (their dtype, shape and bytes)."""
     digest = hashlib.sha256(f"{data.dtype.str}{list(data.shape)}".encode())
     peak, at = 0.0, first
     for i in tqdm(range(len(data)), desc="check", disable=not progress):
@@ -124,6 +142,13 @@ def scan(data: np.ndarray, first: int, dtype: str, scale: float, progress: bool 
             )
         if float(shot_peak.max()) > peak:
             peak, at = float(shot_peak.max()), index
+        with np.errstate(over="ignore"):  # (values too large for the dtype are refused below, by the peak)
+            stored = np.abs(sample.astype(np.float32) * np.float32(scale)).astype(dtype).reshape(len(sample), -1)
+        if not stored.max(axis=1).all():
+            raise HpcinvError(
+                f"--scale {scale:g} makes shot {int(np.argmin(stored.max(axis=1)))} of sample {index} all zeros in "
+                f"{dtype} (its peak is {float(shot_peak[np.argmin(stored.max(axis=1))]):.3g}); use a larger --scale"
+            )
     limit, name = (FLOAT16_MAX, "float16") if dtype == "float16" else (FLOAT32_MAX, "float32")
     if peak * scale > limit:
         suggest = 10.0 ** -math.ceil(math.log10(peak * scale / 1e4))
@@ -142,19 +167,22 @@ def import_gathers(
     *,
     key: str | None = None,
     scale: float = 1.0,
+    chosen: bool = False,
     progress: bool = True,
 ) -> dict:
+    """Store the gathers of ``gathers`` (all samples, or ``dataset.start_index``/``n_samples`` when
+    ``chosen``) as a dataset in the new folder ``out``, checked before anything is written."""
     out = Path(out)
     if not (math.isfinite(scale) and scale > 0):
         raise HpcinvError(f"--scale must be a finite number > 0, got {scale}")
     found = inspect(out)
-    if found.kind != ABSENT:
+    if found.kind not in (ABSENT, EMPTY):
         raise HpcinvError(f"--out {found.describe()}; import-gathers makes a new folder: give one that does not exist")
     geometry = make_geometry(cfg.survey, cfg.grid)  # sources and receivers inside the grid
     expected = (geometry.n_shots, n_output_samples(cfg.survey), geometry.n_receivers)
-    data, first = _select(_load(gathers, key), cfg, expected)
+    data, first = _select(_load(gathers, key), cfg, expected, chosen)
     n = data.shape[0]
-    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"n_samples": n})})
+    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"n_samples": n, "start_index": first})})
     cfg.dataset.split_ranges(n)
     data_sha256 = scan(data, first, cfg.dataset.gathers_dtype, scale, progress)
     digest = config_hash(cfg)
@@ -169,8 +197,14 @@ def import_gathers(
         **({"gathers_scale": scale} if scale != 1.0 else {}),
     }
     records = []
-    with atomic_path(out, folder=True) as tmp:
+
+    def still_free() -> None:  # nothing appeared in --out while the gathers were being written
+        if inspect(out).kind not in (ABSENT, EMPTY):
+            raise HpcinvError(f"--out {str(out)!r} was filled by something else meanwhile; nothing was written over it")
+
+    with atomic_path(out, folder=True, before_publish=still_free) as tmp:
         mark(tmp, "imported", identity)
+        (tmp / LOCK).touch()  # readers lock it without writing into the dataset
         (tmp / SHARD_DIR).mkdir()
         save_config(cfg, tmp / CONFIG)
         for spec in tqdm(plan_shards(n, cfg.dataset.shard_size), desc="import", disable=not progress):

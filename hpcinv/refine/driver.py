@@ -30,7 +30,19 @@ import numpy as np
 from hpcinv.config import RefineConfig, folder_and_split, save_config, without_role
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
-from hpcinv.folders import ABSENT, DATASETS, FILE, FOREIGN, STORES, distinct, inspect, require
+from hpcinv.folders import (
+    ABSENT,
+    DATASETS,
+    FILE,
+    FOREIGN,
+    REFINE_CONFIG,
+    REFINE_SUMMARY,
+    START,
+    STORES,
+    distinct,
+    inspect,
+    require,
+)
 from hpcinv.physics.forward import resolve_device, torch_threads
 from hpcinv.physics.validate import MAX_FREQ_FACTOR, PLAUSIBLE_MPS
 from hpcinv.predict import PredictPlan, load_network, plan_predict, predict_gathers, run_predict, store_writer
@@ -45,9 +57,6 @@ from hpcinv.store.writer import Executor
 from hpcinv.train.checkpoint import STATE
 
 log = logging.getLogger(__name__)
-
-START = "start"  # sub-folder holding the network's predictions when the start is a checkpoint
-OUTPUTS = (START, "refine.yaml", "summary.json", "figures")  # what refine writes beside its store
 
 
 def slowest_resolved(data_cfg) -> float:
@@ -276,7 +285,7 @@ def plan_refine(
             plan_args["start_store"] = str((out / START).resolve())
             plan_args["predicted"] = predicted
             plan_args["start_plan"] = plan_predict(
-                init, data, out / START, split=split, samples=samples, restart=restart, network=network
+                init, data, out / START, split=split, samples=samples, restart=restart, network=network, owner=out
             )
             source = {
                 "init": "checkpoint",
@@ -334,46 +343,29 @@ def refine(
 ) -> dict:
     """Refine every model of ``data`` (its ``split``; its first ``samples``) from ``init`` into ``out``."""
     t0 = time.perf_counter()
-    plan = plan_refine(
-        data,
-        init,
-        out,
-        cfg,
-        split=split,
-        restart=restart,
-        allow_survey_mismatch=allow_survey_mismatch,
-        samples=samples,
-        workers=workers,
-    )
-    rc, out, manifest = cfg.refine, plan.out, plan.dataset_manifest
-    executor_of = _executor(use_ray, address, rc, workers)  # joins the cluster, checks devices: nothing written yet
-    v_stats = manifest["stats"].get("velocity")
-    score_range = (v_stats["min"], v_stats["max"]) if has_velocity(manifest) else None
+    out = Path(out)
+    reference = folder_and_split(cfg.refine.smooth_reference)[0] if cfg.refine.smooth_reference else None
     with contextlib.ExitStack() as held:
-        for folder in {str(Path(f).resolve()) for name, f in plan.inputs.items() if name != "the checkpoint's run"}:
-            held.enter_context(folder_lock(folder, shared=True, create=False))  # nothing reads pulled away
-        held.enter_context(folder_lock(out, what="refine output"))
-        store = open_store_folder(out, plan.manifest, restart=restart, command="refine")
-        writer = store_writer(out, store, plan.lo)  # the manifest is written (the folder claimed) now
-        save_config(cfg, out / "refine.yaml")
-        if plan.start_plan is not None:
-            run_predict(plan.start_plan, progress=progress, predicted=plan.predicted)
-        worker_args = dict(
-            dataset=str(plan.data.resolve()),
-            out=str(out.resolve()),
-            rc=rc,
-            bounds=plan.bounds,
-            lo=plan.lo,
-            store_hash=writer.manifest["config_hash"],
-            start_store=plan.start_store,
-            start_model=plan.start_model,
-            score_range=score_range,
+        # what refine reads is held from its first check to its last shard: nothing can pull it away
+        for folder, what in ((data, "dataset"), (_store_or_none(init), "velocity store"), (reference, "dataset")):
+            if folder is not None:
+                held.enter_context(folder_lock(folder, shared=True, create=False, what=what))
+        plan = plan_refine(
+            data,
+            init,
+            out,
+            cfg,
+            split=split,
+            restart=restart,
+            allow_survey_mismatch=allow_survey_mismatch,
+            samples=samples,
+            workers=workers,
         )
-        stats: dict = {}
-        writer.run(executor_of(worker_args, workers, stats), desc="refine", progress=progress)
-        writer.finish("refine", unit="models")
-        ds = ShardedDataset(plan.data, indices=np.arange(plan.lo, plan.hi))
-        summary = write_summary(out, ds, plan.start_store, plan.start_model, figures)
+        executor_of = _executor(use_ray, address, cfg.refine, workers)  # joins the cluster: nothing written yet
+        held.enter_context(folder_lock(out, what="refine output"))
+        # its start too (a --restart discards it; nobody else may hold it then), if there is one
+        held.enter_context(folder_lock(out / START, what="refine start", create=False))
+        summary, writer, stats = _run(plan, executor_of, workers=workers, progress=progress, figures=figures)
     summary |= {
         "computed_shards": len(writer.todo),
         "skipped_shards": writer.skipped,
@@ -382,6 +374,43 @@ def refine(
         "failures_retried": stats.get("retries", 0),
     }
     return summary
+
+
+def _store_or_none(init: str) -> str | None:
+    """``--init`` when it is a velocity store (held while read); a checkpoint is read once, not held."""
+    try:
+        return init if init != "smooth" and inspect(init).kind in STORES else None
+    except HpcinvError:
+        return None  # plan_refine says what is wrong with it
+
+
+def _run(plan: RefinePlan, executor_of, *, workers: int | None, progress: bool, figures: int):
+    """Open (or continue) the store of ``plan`` and refine its shards; the caller holds every lock."""
+    rc, out, manifest = plan.cfg.refine, plan.out, plan.dataset_manifest
+    v_stats = manifest["stats"].get("velocity")
+    score_range = (v_stats["min"], v_stats["max"]) if has_velocity(manifest) else None
+    store = open_store_folder(out, plan.manifest, restart=plan.restart, command="refine")
+    writer = store_writer(out, store, plan.lo)  # the manifest is written (the folder claimed) now
+    save_config(plan.cfg, out / REFINE_CONFIG)
+    if plan.start_plan is not None:
+        run_predict(plan.start_plan, progress=progress, predicted=plan.predicted)
+    worker_args = dict(
+        dataset=str(plan.data.resolve()),
+        out=str(out.resolve()),
+        rc=rc,
+        bounds=plan.bounds,
+        lo=plan.lo,
+        store_hash=writer.manifest["config_hash"],
+        start_store=plan.start_store,
+        start_model=plan.start_model,
+        score_range=score_range,
+    )
+    stats: dict = {}
+    writer.run(executor_of(worker_args, workers, stats), desc="refine", progress=progress)
+    writer.finish("refine", unit="models")
+    ds = ShardedDataset(plan.data, indices=np.arange(plan.lo, plan.hi))
+    summary = write_summary(out, ds, plan.start_store, plan.start_model, figures)
+    return summary, writer, stats
 
 
 def _executor(use_ray: bool, address: str | None, rc, workers: int | None):
@@ -444,7 +473,7 @@ def write_summary(
         summary["ssim_range_mps"] = [v["min"], v["max"]]
     if figures:
         summary["figures"] = _figures(out, ds, store, samples[:figures], histories, start_store, start_model)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write_text(out / REFINE_SUMMARY, json.dumps(summary, indent=1))
     return {k: v for k, v in summary.items() if k != "per_sample"}
 
 

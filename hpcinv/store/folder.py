@@ -16,10 +16,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from hpcinv.config import DataConfig, config_difference, config_hash, flatten, load_config, save_config
+from hpcinv.config import DataConfig, config_difference, config_hash, load_config, save_config, tree_difference
 from hpcinv.errors import HpcinvError
-from hpcinv.folders import RECORD, claim, mark
-from hpcinv.store.lock import LOCK
+from hpcinv.folders import LAYOUT, STORE_KINDS, claim, mark
 from hpcinv.store.manifest import CONFIG, MANIFEST, read_manifest
 from hpcinv.store.shard import FORMAT_VERSION, SHARD_DIR
 from hpcinv.store.velocities import read_store_manifest
@@ -98,34 +97,25 @@ def open_dataset_folder(cfg: DataConfig, out: str | Path, *, restart: bool = Fal
     return manifest
 
 
-STORE_KIND = {"prediction": "predictions", "refined": "refined"}  # a store manifest's kind -> its folder's kind
-
-
-def _request_difference(old: dict, new: dict, limit: int = 4) -> str:
+def _request_difference(old: dict, new: dict) -> str:
     """The settings of two store requests that differ, in words (or the parts of the manifests that do,
     for a store written before manifests recorded their request)."""
     a, b = old.get("request"), new.get("request")
     if not isinstance(a, dict) or not isinstance(b, dict):
         differs = [k for k in ("kind", "dataset", "source") if old.get(k) != new.get(k)]
         return f"its {' and '.join(differs) or 'settings'} differ"
-    flat_a, flat_b = flatten(a), flatten(b)
-    keys = [k for k in sorted(set(flat_a) | set(flat_b)) if flat_a.get(k) != flat_b.get(k)]
-    shown = [f"{k} is {_short(flat_a.get(k))} there, {_short(flat_b.get(k))} here" for k in keys[:limit]]
-    return "; ".join(shown) + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
+    return tree_difference(a, b, width=24)
 
 
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 24 else text[:12] + "..." + text[-6:]
-
-
-def check_store_folder(out: Path, new: dict, *, restart: bool = False, command: str) -> dict | None:
+def check_store_folder(
+    out: Path, new: dict, *, restart: bool = False, command: str, owner: Path | None = None
+) -> dict | None:
     """Read-only: the manifest to continue in ``out`` (None: start afresh). A folder of another kind is
     refused whatever ``restart`` says; a store of this kind made by another request (its
     ``config_hash`` differs) is refused, naming the settings that differ, unless ``restart``. A store
     without a manifest yet (killed before writing one) is continued: its shards are adopted if they
     carry this request's hash."""
-    claim(out, STORE_KIND[new["kind"]])
+    claim(out, STORE_KINDS[new["kind"]], owner=owner)
     if (out / MANIFEST).exists():
         try:
             old = read_store_manifest(out)
@@ -144,14 +134,16 @@ def check_store_folder(out: Path, new: dict, *, restart: bool = False, command: 
     return None
 
 
-def open_store_folder(out: Path, new: dict, *, restart: bool = False, command: str) -> dict:
-    """Create or reopen ``out`` (the caller holds its lock); the manifest to continue."""
-    old = check_store_folder(out, new, restart=restart, command=command)
+def open_store_folder(out: Path, new: dict, *, restart: bool = False, command: str, owner: Path | None = None) -> dict:
+    """Create or reopen ``out`` (the caller holds its lock); the manifest to continue. ``owner``: the
+    store whose part ``out`` is (a refine's start)."""
+    old = check_store_folder(out, new, restart=restart, command=command, owner=owner)
     if old is None and (out / MANIFEST).exists():
         log.warning("discarding the store in %s (--restart)", out)
+        kind = STORE_KINDS[new["kind"]]
         for child in out.iterdir():
-            if child.name not in (LOCK, RECORD):
+            if child.name in LAYOUT[kind]:  # what the store made; anything else put there stays
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-    mark(out, STORE_KIND[new["kind"]], new["config_hash"])
+    mark(out, STORE_KINDS[new["kind"]], new["config_hash"])
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     return old or dict(new)

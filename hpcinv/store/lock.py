@@ -26,8 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hpcinv.errors import HpcinvError, LockedError
-
-LOCK = ".lock"
+from hpcinv.folders import LOCK
 
 
 def _alive(pid: int) -> bool:
@@ -41,15 +40,15 @@ def _alive(pid: int) -> bool:
 
 
 def _holder(fd: int) -> str:
-    """Who holds the lock, as the lock file describes its last exclusive (or first shared) holder. A
-    description of a process of this host that is gone is stale: the lock is held by a reader that did
-    not describe itself, so only that is said."""
+    """Who holds the lock, as far as the lock file tells: it describes its last exclusive holder (readers,
+    holding it shared, leave the file as it is). That process may hold it still, or a reader may: when
+    the described process is gone (on this host), only "a reader" is said."""
     try:
         raw = os.pread(fd, 4096, 0).decode(errors="replace").strip()
         info = json.loads(raw)
         if info["host"] == socket.gethostname() and not _alive(int(info["pid"])):
             return "another hpcinv process that reads it"
-        return f"{info['command']!r} (pid {info['pid']} on {info['host']}, since {info['since']})"
+        return f"{info['command']!r} (pid {info['pid']} on {info['host']}, since {info['since']}) or a reader"
     except (OSError, ValueError, KeyError, TypeError):
         return "another hpcinv process"
 
@@ -109,13 +108,13 @@ def folder_lock(
             raise HpcinvError(
                 f"cannot lock {str(path)!r}: {exc.strerror or exc} (on Lustre, mount with -o flock)"
             ) from None
-        try:
-            if not shared or os.fstat(fd).st_size == 0:
+        if not shared:  # a reader leaves the folder as it found it
+            try:
                 info = _describe_self(shared)
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, info, 0)
-        except OSError:
-            pass  # the holder's description is a courtesy; a read-only lock file still locks
+            except OSError:
+                pass  # the holder's description is a courtesy; a read-only lock file still locks
         yield
     finally:
         os.close(fd)  # releases the lock

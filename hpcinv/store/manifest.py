@@ -18,16 +18,12 @@ import numpy as np
 from hpcinv.config import DataConfig, config_hash, load_config
 from hpcinv.errors import DataError, HpcinvError
 from hpcinv.fileio import atomic_write_text
-from hpcinv.folders import DATASETS, RECORD, inspect
+from hpcinv.folders import CONFIG, DATASET_FORMAT, DATASETS, MANIFEST, RECORD, STORE_FORMAT, inspect
 from hpcinv.store.shard import READABLE_VERSIONS, SHARD_DIR, file_sha256, plan_shards
 from hpcinv.store.stats import RunningStats
 
-MANIFEST = "manifest.json"
-CONFIG = "config.yaml"
-FORMAT_NAME = "hpcinv-dataset"
-
-
-VELOCITY_FORMAT_NAME = "hpcinv-velocities"  # predictions and refined models: hpcinv.store.velocities
+FORMAT_NAME = DATASET_FORMAT
+VELOCITY_FORMAT_NAME = STORE_FORMAT  # predictions and refined models: hpcinv.store.velocities
 VELOCITY_FORMAT_VERSIONS = (1,)
 
 REQUIRED_KEYS = {
@@ -100,10 +96,12 @@ def read_manifest(root: str | os.PathLike, fmt: str = FORMAT_NAME) -> dict:
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HpcinvError(
-            f"{path}: damaged manifest, not JSON ({exc}); `hpcinv generate` with the dataset's "
-            "config.yaml rebuilds it from the shards"
-        ) from None
+        remedy = (
+            "`hpcinv generate` with the dataset's config.yaml rebuilds it from the shards"
+            if fmt == FORMAT_NAME
+            else "re-run the `hpcinv predict` or `hpcinv refine` that made it (it adopts the shards), or --restart it"
+        )
+        raise HpcinvError(f"{path}: damaged manifest, not JSON ({' '.join(str(exc).split())}); {remedy}") from None
     except OSError as exc:
         raise HpcinvError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
     problem = _schema_problem(manifest, fmt)

@@ -22,12 +22,12 @@ import xxhash
 
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_path
+from hpcinv.folders import SHARD_DIR as SHARD_DIR  # the shard folder: its name is the layout's (hpcinv.folders)
 from hpcinv.store.stats import RunningStats
 
 FORMAT_VERSION = 2  # 2: a checksum per sample; 1 (read, never extended): none
 CHECKSUM_ALGORITHM = "xxh3_64"
 READABLE_VERSIONS = (1, 2)
-SHARD_DIR = "shards"
 
 
 def shard_name(shard_id: int) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 import xxhash
 
 from hpcinv.errors import DataError, HpcinvError
+from hpcinv.folders import MANIFEST
 from hpcinv.store.manifest import VELOCITY_FORMAT_NAME, dataset_identity, read_manifest
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, write_arrays
 from hpcinv.store.stats import RunningStats
@@ -103,7 +104,7 @@ def read_store_manifest(root: str | os.PathLike) -> dict:
 def is_velocity_store(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder whose manifest says it is a velocity store."""
     try:
-        head = json.loads((Path(path) / "manifest.json").read_text())
+        head = json.loads((Path(path) / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
     return isinstance(head, dict) and head.get("format") == VELOCITY_FORMAT_NAME

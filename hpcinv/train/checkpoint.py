@@ -21,6 +21,7 @@ import pickle
 import random
 import re
 import shutil
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,9 @@ from torch import nn
 
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import TMP_INFIX, atomic_path
-from hpcinv.folders import inspect
+from hpcinv.folders import CHECKPOINT_PREFIX, inspect
 
 STATE = "state.pt"
-CHECKPOINT_PREFIX = "checkpoint_epoch"
 CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_PREFIX}\d{{6}}")
 
 
@@ -175,12 +175,27 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except OSError as exc:
         raise HpcinvError(f"cannot read checkpoint {str(file)!r}: {exc.strerror or exc}") from None
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # (torch warns about pickle protocols before it refuses a file)
+            warnings.simplefilter("ignore")
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise _unreadable(file, data, exc) from None
     if not isinstance(state, dict) or "model" not in state or "model_spec" not in state:
         raise HpcinvError(f"{str(file)!r} is not an hpcinv checkpoint (no model / model_spec)")
     return Checkpoint(file, hashlib.sha256(data).hexdigest(), state)
+
+
+def check_archive(file: str | os.PathLike) -> None:
+    """A cheap check that a checkpoint file is whole (its zip archive ends): it reads the file's end only."""
+    file = Path(file)
+    try:
+        with open(file, "rb") as fh:
+            head = fh.read(4)
+        whole = zipfile.is_zipfile(file)
+    except OSError as exc:
+        raise HpcinvError(f"cannot read checkpoint {str(file)!r}: {exc.strerror or exc}") from None
+    if not whole:
+        raise _unreadable(file, head, zipfile.BadZipFile())
 
 
 def load_state(path: str | os.PathLike) -> dict:

@@ -17,6 +17,7 @@ a restart would only repeat. The driver turns the event into one error line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -35,8 +36,10 @@ from tqdm import tqdm
 from hpcinv.config import TrainConfig
 from hpcinv.errors import DataError, HpcinvError
 from hpcinv.fileio import atomic_write_text
+from hpcinv.folders import EVENTS
 from hpcinv.metrics import velocity_metrics
 from hpcinv.nets import count_parameters, model_spec
+from hpcinv.physics.forward import torch_threads
 from hpcinv.store import Normaliser, ShardedDataset, read_manifest
 from hpcinv.store.batches import RawBatches, RawCache, available_host_bytes
 from hpcinv.store.dataset import Concatenated
@@ -44,6 +47,7 @@ from hpcinv.store.manifest import pooled_stats
 from hpcinv.store.readers import BatchReaders
 from hpcinv.store.sampler import ShardAwareSampler
 from hpcinv.train.checkpoint import (
+    CHECKPOINT_PREFIX,
     checkpoint_dir,
     list_checkpoints,
     load_state,
@@ -62,9 +66,6 @@ from hpcinv.train.engine import (
 )
 from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches, normalised
 from hpcinv.train.parallel import autocast
-
-EVENTS = "events.jsonl"
-
 
 # ------------------------------------------------------------------------------------ pieces
 
@@ -257,7 +258,7 @@ def _restore(cfg: TrainConfig, run_dir: Path, rank: int, device: torch.device) -
             remove_partial_checkpoints(run_dir)
             found = list_checkpoints(run_dir)
             if found:
-                chosen = int(found[-1].name.removeprefix("checkpoint_epoch"))
+                chosen = int(found[-1].name.removeprefix(CHECKPOINT_PREFIX))
             dropped = rollback_events(run_dir, chosen)
         except HpcinvError as exc:
             chosen, problem = -2, str(exc)
@@ -314,14 +315,8 @@ def run_in_process(cfg: TrainConfig, run_dir: Path, progress_bars: bool = True) 
     GPU with ``scaling.use_gpu``, else on the CPU with ``scaling.cpus_per_worker`` threads."""
     device = torch.device("cuda", 0) if cfg.scaling.use_gpu else torch.device("cpu")
     rank = Rank(0, 1, 1, device, socket.gethostname(), local_prepare, lambda metrics: None, tqdm)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.scaling.cpus_per_worker)
-    try:
+    with torch_threads(cfg.scaling.cpus_per_worker), contextlib.suppress(Stop):
         _train(cfg, run_dir, rank, progress_bars)
-    except Stop:
-        return
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _stop_if(flag: float, rank: int, run_dir: Path, event: dict, mine: bool = True) -> None:

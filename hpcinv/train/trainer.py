@@ -28,11 +28,11 @@ from pathlib import Path
 from hpcinv.config import TrainConfig, config_difference, load_config, role_paths, save_config, without_role
 from hpcinv.errors import DataError, HpcinvError, Interrupted, TrainingFailed
 from hpcinv.fileio import atomic_write_text
-from hpcinv.folders import DATASETS, claim, distinct, mark, require
+from hpcinv.folders import CONFIG, RESULT, claim, distinct, inspect, mark, require
 from hpcinv.physics.survey import mirror_asymmetry
 from hpcinv.store import folder_lock, read_manifest, require_readable
 from hpcinv.store.manifest import has_velocity
-from hpcinv.train.checkpoint import CHECKPOINT_PREFIX, list_checkpoints, load_state
+from hpcinv.train.checkpoint import CHECKPOINT_PREFIX, STATE, check_archive, list_checkpoints, load_state
 from hpcinv.train.loop import read_events, run_in_process, train_loop_per_worker
 from hpcinv.train.tracking import effective_mode
 
@@ -51,9 +51,15 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
     if cfg.data.val:
         sets.append(("data.val", cfg.data.val))
     for what, path in sets:
-        require(path, DATASETS, what=what)
+        if inspect(path).kind == "imported":
+            raise HpcinvError(
+                f"{what}={path!r} holds gathers only (no true velocities), imported by `hpcinv import-gathers`: it "
+                "can be predicted, refined and scored by data misfit, not trained on"
+            )
+        require(path, ("dataset",), what=what)
     check_no_repeats(cfg)
-    distinct(run_dir, dict(sets))
+    source = cfg.train.init_from
+    distinct(run_dir, {**dict(sets), "train.init_from": source if source and Path(source).is_dir() else None})
     manifest = read_manifest(train)
     if not manifest["complete"]:
         raise HpcinvError(f"training dataset {cfg.data.train!r} is incomplete; finish it with `hpcinv generate`")
@@ -96,7 +102,15 @@ def check_inputs(cfg: TrainConfig, run_dir: Path) -> dict:
                 f"train.init_from={cfg.train.init_from!r} holds {theirs[0]} for gathers {theirs[1]} -> "
                 f"{theirs[2]}, but this run trains {mine[0]} for {mine[1]} -> {mine[2]}"
             )
-    saved = run_dir / "config.yaml"
+    newest = list_checkpoints(run_dir)[-1:]
+    if newest:  # the checkpoint a resume starts from: damaged, it is said now, before anything is written
+        try:
+            check_archive(newest[0] / STATE)
+        except HpcinvError as exc:
+            raise HpcinvError(
+                f"{exc}; to resume from the checkpoint before it, move {newest[0].name} out of {str(run_dir)!r}"
+            ) from None
+    saved = run_dir / CONFIG
     if saved.exists():
         old = load_config(TrainConfig, saved)
         if without_role(old, "resumable") != without_role(cfg, "resumable"):
@@ -284,7 +298,7 @@ def finished(cfg: TrainConfig, run_dir: Path) -> dict | None:
     if not found or int(found[-1].name.removeprefix(CHECKPOINT_PREFIX)) + 1 < cfg.train.epochs:
         return None
     try:
-        result = json.loads((run_dir / "result.json").read_text())
+        result = json.loads((run_dir / RESULT).read_text())
     except (OSError, ValueError):
         return None
     newest = str(found[-1])
@@ -345,7 +359,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, in_process: bool) -> dict:
             cfg.scaling.num_workers,
         )
     mark(run_dir, "run", run_identity(cfg))
-    save_config(cfg, run_dir / "config.yaml")
+    save_config(cfg, run_dir / CONFIG)
     mode = effective_mode(cfg.tracking, run_dir)  # an unreachable W&B server means offline, never a failure
     worker_cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mode": mode})})
     t_start = time.time()
@@ -377,5 +391,5 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, in_process: bool) -> dict:
         "metrics": ends[-1]["metrics"] if ends else {},
         "tracking": mode,
     }
-    atomic_write_text(run_dir / "result.json", json.dumps(summary, indent=1))
+    atomic_write_text(run_dir / RESULT, json.dumps(summary, indent=1))
     return summary
