@@ -16,8 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
 
+from hpcinv.checkpoint import load_state, rng_state, save_state  # noqa: E402
 from hpcinv.nets import FCNVMB  # noqa: E402
-from hpcinv.train.checkpoint import load_state, rng_state, save_state  # noqa: E402
 
 
 def main() -> None:

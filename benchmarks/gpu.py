@@ -276,8 +276,9 @@ def train_rates(batch: int, steps: int, limit: int) -> dict:
 def loader_rates(samples: int) -> dict:
     from loader import SHAPE, drop_cache, make_dataset
 
-    from hpcinv.store import BatchReaders, Normaliser, RawCache, ShardedDataset, read_manifest
-    from hpcinv.train.feed import DeviceFeed, cache_batches
+    from hpcinv.feed import BatchReaders, Normaliser, RawCache
+    from hpcinv.feed.device import DeviceFeed, cache_batches
+    from hpcinv.store import ShardedDataset, read_manifest
 
     device, batch = DEVICE, 4 if SMOKE else 16
     stored_gb = np.prod(SHAPE) * 2 / 1e9
@@ -286,7 +287,7 @@ def loader_rates(samples: int) -> dict:
         root = Path(tmp) / "ds"
         make_dataset(root, samples, 16, "float16")
         norm = Normaliser.from_manifest(read_manifest(root), "openfwi", "minmax")
-        ds = ShardedDataset(root, norm)
+        ds = ShardedDataset(root)
         order = np.random.default_rng(0).permutation(len(ds)).tolist()
 
         first: dict[str, torch.Tensor] = {}  # each path's first batch, compared with the disk path's after timing

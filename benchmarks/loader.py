@@ -47,20 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
 
 from hpcinv.config import DataConfig, config_hash, load_config, save_config  # noqa: E402
-from hpcinv.store import (  # noqa: E402
-    BatchReaders,
-    Normaliser,
-    RawCache,
-    ShardedDataset,
-    ShardSpec,
-    read_manifest,
-    write_manifest,
-    write_shard,
-)
-from hpcinv.store.readers import shared_empty  # noqa: E402
-from hpcinv.store.sampler import ShardAwareSampler  # noqa: E402
+from hpcinv.feed import BatchReaders, Normalised, Normaliser, RawCache  # noqa: E402
+from hpcinv.feed.device import DeviceFeed, cache_batches  # noqa: E402
+from hpcinv.feed.readers import shared_empty  # noqa: E402
+from hpcinv.feed.sampler import ShardAwareSampler  # noqa: E402
+from hpcinv.store import ShardedDataset, ShardSpec, read_manifest, write_manifest, write_shard  # noqa: E402
 from hpcinv.store.schema import new_manifest, survey_attrs  # noqa: E402
-from hpcinv.train.feed import DeviceFeed, cache_batches  # noqa: E402
 
 SHAPE = (29, 400, 301)
 
@@ -126,9 +118,9 @@ def drop_cache(root: Path) -> bool:
     return ok
 
 
-def epoch(ds, sampler, workers: int) -> float:
+def epoch(ds, sampler, workers: int, norm: Normaliser) -> float:
     """One epoch of the per-sample path: normalised float32 samples, collated."""
-    loader = DataLoader(ds, batch_size=BATCH, sampler=sampler, num_workers=workers)
+    loader = DataLoader(Normalised(ds, norm), batch_size=BATCH, sampler=sampler, num_workers=workers)
     t0 = time.perf_counter()
     for g, _ in loader:
         assert torch.isfinite(g[:, 0, 0, 0]).all()
@@ -158,7 +150,7 @@ def main() -> None:
             root = Path(tmp) / "ds"
             make_dataset(root, args.samples, args.shard_size, dtype)
             norm = Normaliser.from_manifest(read_manifest(root), NORM["gathers"], NORM["velocity"])
-            ds = ShardedDataset(root, norm)
+            ds = ShardedDataset(root)
             mb = np.prod(SHAPE) * np.dtype(dtype).itemsize / 2**20
             row = {}
             rng = np.random.default_rng(1)
@@ -170,7 +162,7 @@ def main() -> None:
                     for path in ("per_sample", "batched"):  # side by side, same cold cache
                         cold = drop_cache(root)
                         dt = (
-                            epoch(ds, sampler, workers)
+                            epoch(ds, sampler, workers, norm)
                             if path == "per_sample"
                             else epoch_batched(ds, sampler, workers, norm)
                         )
@@ -292,7 +284,8 @@ def compare_checksums(checked: Path, plain: Path, args, dtype: str) -> dict:
                 ds = ShardedDataset(root)
                 drop_cache(root)
                 best[name] = min(
-                    best[name], epoch(ds, ShardAwareSampler(ds.positions_by_shard(), 0, 1, seed=0), workers)
+                    best[name],
+                    epoch(ds, ShardAwareSampler(ds.positions_by_shard(), 0, 1, seed=0), workers, Normaliser()),
                 )
         out[f"shard_aware/workers{workers}"] = {
             "samples_per_s_without": round(len(ds) / best["without"], 2),

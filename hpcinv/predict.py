@@ -22,16 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpcinv.checkpoint import Checkpoint, load_weights, nonfinite_entries, read_checkpoint
 from hpcinv.errors import HpcinvError
+from hpcinv.feed import Normaliser
 from hpcinv.folders import DATASETS, distinct, require
 from hpcinv.nets import build_model
-from hpcinv.store import Normaliser, ShardedDataset, folder_lock, plan_shards, require_readable
+from hpcinv.store import ShardedDataset, folder_lock, plan_shards, require_readable
 from hpcinv.store.folder import check_store_folder, open_store_folder
 from hpcinv.store.manifest import dataset_identity, read_manifest, select_range
 from hpcinv.store.shard import SHARD_DIR, ShardSpec
 from hpcinv.store.velocities import read_store_manifest, store_manifest, write_velocity_shard
 from hpcinv.store.writer import StoreWriter
-from hpcinv.train.checkpoint import Checkpoint, load_weights, nonfinite_entries, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mi
             f"checkpoint {str(path)!r} holds NaN/Inf values (in {', '.join(bad[:3])}); the run that "
             "wrote it diverged, so there is nothing to apply"
         )
-    spec = state["model_spec"]
+    spec = checkpoint.spec
     if (list(spec["gathers_shape"]), list(spec["velocity_shape"])) != (
         manifest["gathers_shape"],
         manifest["velocity_shape"],
@@ -82,7 +83,7 @@ def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mi
             "(a different survey or grid)"
         )
     warnings = []
-    trained = json.loads(state.get("dataset", {}).get("survey") or "null")
+    trained = checkpoint.training_survey
     if trained is None:
         warnings.append("the checkpoint does not record its training survey: not compared with the data")
     elif diffs := survey_differences(trained, manifest["survey"]):
@@ -96,7 +97,7 @@ def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mi
         warnings.append(f"survey differs from training (--allow-survey-mismatch): {text}")
     model = build_model(spec)
     load_weights(model, state, repr(str(path)))
-    return Network(checkpoint, model.eval(), Normaliser(**state["normaliser"]), warnings)
+    return Network(checkpoint, model.eval(), checkpoint.normaliser, warnings)
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ import yaml
 from hpcinv.config import (
     DataConfig,
     RefineConfig,
-    ScalingConfig,
+    ScalingSection,
     TrainConfig,
     config_hash,
     load_config,
@@ -105,12 +105,12 @@ def test_environment_values_are_checked():
 
 
 def test_one_resource_check_for_slurm_requests_and_ray_clusters():
-    scaling = ScalingConfig(num_workers=4, cpus_per_worker=2)
+    scaling = ScalingSection(num_workers=4, cpus_per_worker=2)
     assert scaling.resources() == {"CPU": 8}
     scaling.check_fits({"CPU": 8, "GPU": 0}, "here", "")
     with pytest.raises(ConfigError, match=r"needs \{'CPU': 8\} but the allocation has \{'CPU': 6\}; ask for more"):
         scaling.check_fits({"CPU": 6}, "the allocation", "ask for more")
-    gpu = ScalingConfig(num_workers=4, use_gpu=True)
+    gpu = ScalingSection(num_workers=4, use_gpu=True)
     with pytest.raises(
         ConfigError, match=r"\(one GPU each\) needs \{'CPU': 4, 'GPU': 4\} but .* has \{'CPU': 64, 'GPU': 2"
     ):

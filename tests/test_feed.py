@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from hpcinv.errors import DataError, HpcinvError
-from hpcinv.store import BatchReaders, Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
-from hpcinv.store import batches as batches_module
-from hpcinv.store.dataset import Concatenated
-from hpcinv.store.sampler import ShardAwareSampler
-from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches, normalised
+from hpcinv.feed import BatchReaders, Normalised, Normaliser, RawBatches, RawCache
+from hpcinv.feed import batches as batches_module
+from hpcinv.feed.device import DeviceFeed, batches_of, cache_batches, normalised
+from hpcinv.feed.mixture import Concatenated
+from hpcinv.feed.sampler import ShardAwareSampler
+from hpcinv.store import ShardedDataset, read_manifest
 from hpcinv.train.loop import epoch_batches
 
 
@@ -121,7 +122,7 @@ def test_reader_processes_exit_when_their_parent_is_killed(tiny_dataset):
 
     code = (
         "import os, signal, sys\n"
-        "from hpcinv.store import BatchReaders, ShardedDataset\n"
+        "from hpcinv.feed import BatchReaders\nfrom hpcinv.store import ShardedDataset\n"
         f"r = BatchReaders(ShardedDataset({str(tiny_dataset)!r}), batch_size=2, workers=2)\n"
         "next(r.epoch(range(24)))\n"
         "print(' '.join(str(p.pid) for p in r._procs), flush=True)\n"
@@ -176,14 +177,14 @@ def test_read_batch_names_a_damaged_sample(tiny_dataset, tmp_path):
 def test_the_feed_gives_what_the_per_sample_path_gave(tiny_dataset):
     """Normalised on the device, a batch at a time, equals the old CPU path sample by sample."""
     norm = _norm(tiny_dataset)
-    ds = ShardedDataset(tiny_dataset, norm)
+    ds = ShardedDataset(tiny_dataset)
     order = [4, 11, 19, 0, 7]
     got = list(DeviceFeed(norm, torch.device("cpu"), depth=2)(RawBatches(ds)[b] for b in batches_of(order, 2)))
     assert [len(g) for g, _ in got] == [2, 2, 1]
     gathers, target = torch.cat([g for g, _ in got]), torch.cat([t for _, t in got])
     assert gathers.dtype == torch.float32 and target.shape == (5, 1, *read_manifest(tiny_dataset)["velocity_shape"])
     for k, p in enumerate(order):
-        g, v = ds[p]
+        g, v = Normalised(ds, norm)[p]
         torch.testing.assert_close(gathers[k], g, rtol=0, atol=0)
         torch.testing.assert_close(target[k, 0], v, rtol=0, atol=0)
 

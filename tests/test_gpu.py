@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from hpcinv.config import DataConfig, ModelConfig, load_config
+from hpcinv.config import DataConfig, ModelSection, load_config
+from hpcinv.feed import BatchReaders, Normaliser, RawBatches, RawCache
+from hpcinv.feed.device import DeviceFeed, batches_of, cache_batches
 from hpcinv.nets import build_model, model_spec
 from hpcinv.physics import simulate
-from hpcinv.store import BatchReaders, Normaliser, RawBatches, RawCache, ShardedDataset, read_manifest
+from hpcinv.store import ShardedDataset, read_manifest
 from hpcinv.train.engine import optimizer_nonfinite_count, train_step
-from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches
 from hpcinv.train.parallel import grad_scaler
 from hpcinv.velocity import make_source
 from tests.conftest import CONFIGS
@@ -59,7 +60,7 @@ def test_cuda_modelling_agrees_with_cpu(models_per_call):
 
 def test_a_bf16_training_step_on_cuda():
     device = torch.device("cuda")
-    spec = model_spec(ModelConfig(name="fcnvmb", base_channels=8, depth=3), [5, 64, 48], [32, 48])
+    spec = model_spec(ModelSection(name="fcnvmb", base_channels=8, depth=3), [5, 64, 48], [32, 48])
     torch.manual_seed(0)
     model = build_model(spec).to(device)
     before = [p.detach().clone() for p in model.parameters()]
@@ -100,7 +101,7 @@ def test_the_optimizer_state_check_on_cuda():
 def test_the_loader_delivers_normalised_batches_to_the_gpu(tiny_dataset):
     device = torch.device("cuda")
     norm = Normaliser.from_manifest(read_manifest(tiny_dataset), "openfwi", "minmax")
-    ds = ShardedDataset(tiny_dataset, norm)
+    ds = ShardedDataset(tiny_dataset)
     order = [3, 17, 8, 0, 22]
     reader = RawBatches(ds)
     on_cpu = list(DeviceFeed(norm, torch.device("cpu"))(reader[b] for b in batches_of(order, 2)))
@@ -175,7 +176,7 @@ def test_hpcinv_train_on_one_gpu_end_to_end(tiny_dataset, tmp_path, cache):
 
 def test_a_failed_page_lock_is_a_clear_error_and_leaves_cuda_working():
     from hpcinv.errors import HpcinvError
-    from hpcinv.store.pinning import page_lock, unlock
+    from hpcinv.feed.pinning import page_lock, unlock
 
     buffer = torch.empty(1 << 20, dtype=torch.uint8)
     locked = page_lock([buffer], "a test buffer", "advice")

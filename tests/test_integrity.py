@@ -16,10 +16,10 @@ import h5py
 import pytest
 import torch
 
-from hpcinv.config import TrackingConfig
+from hpcinv.checkpoint import list_checkpoints, load_state, nonfinite_entries
+from hpcinv.config import TrackingSection
 from hpcinv.errors import DataError
 from hpcinv.store import ShardedDataset, folder_lock, read_manifest, verify_dataset
-from hpcinv.train.checkpoint import list_checkpoints, load_state, nonfinite_entries
 from hpcinv.train.loop import read_events
 from tests.conftest import CONFIGS, ROOT, generate_small, hpcinv, one_error_line, run_cli
 
@@ -444,7 +444,7 @@ def test_a_hanging_wandb_server_bounds_init_and_falls_back_to_offline(tmp_path, 
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     t0 = time.time()
-    tracker = Tracker(TrackingConfig(mode="online", init_timeout_s=3.0), tmp_path / "run", {"a": 1}, enabled=True)
+    tracker = Tracker(TrackingSection(mode="online", init_timeout_s=3.0), tmp_path / "run", {"a": 1}, enabled=True)
     assert tracker.active and tracker.mode == "offline" and time.time() - t0 < 60
     tracker.log({"x": 1.0}, step=1)
     tracker.finish()

@@ -15,6 +15,8 @@ LAYERS = [
     ["fileio", "environment", "threads", "folders"],
     ["config"],
     ["physics", "velocity", "nets", "store", "metrics", "doctor"],  # science and data
+    ["feed"],  # the training input path
+    ["checkpoint"],  # the trained network as an artifact
     ["actors"],  # the Ray session and the actor pool
     ["train", "generate"],
     ["predict"],
@@ -23,7 +25,7 @@ LAYERS = [
     ["cluster", "jobs", "quickstart"],
     ["cli"],
 ]
-SCIENCE = ["physics", "velocity", "nets", "store", "metrics"]
+SCIENCE = ["physics", "velocity", "nets", "store", "metrics", "feed", "checkpoint"]
 DISTRIBUTED = ("ray", "submitit", "torch.distributed", "hpcinv.actors", "hpcinv.cluster", "hpcinv.jobs", "launch")
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpcinv.config import GridConfig, ModellingConfig, SurveyConfig
+from hpcinv.config import GridSection, ModellingSection, SurveySection
 from hpcinv.errors import HpcinvError
 from hpcinv.physics import downsample_indices, homogeneous_trace_2d, relative_l2, ricker, simulate, validate_physics
 from hpcinv.physics.validate import two_way_time_s
@@ -15,8 +15,8 @@ CENTRE = 60
 
 def _homogeneous_run(offsets_cells, accuracy=8, f0=12.0):
     """Source at the centre of a 121 x 121 float64 model; receivers on the same row."""
-    grid = GridConfig(nz=121, nx=121, dx_m=DX)
-    survey = SurveyConfig(
+    grid = GridSection(nz=121, nx=121, dx_m=DX)
+    survey = SurveySection(
         n_shots=1,
         source_x_m=[CENTRE * DX],
         source_depth_m=CENTRE * DX,
@@ -27,7 +27,7 @@ def _homogeneous_run(offsets_cells, accuracy=8, f0=12.0):
         nt=700,
         downsample=1,
     )
-    modelling = ModellingConfig(accuracy=accuracy, max_vel_mps=C, pml_width=30)
+    modelling = ModellingSection(accuracy=accuracy, max_vel_mps=C, pml_width=30)
     vel = np.full((grid.nz, grid.nx), C, dtype=np.float64)
     data_TR = simulate(vel, survey, grid, modelling, dtype=torch.float64)[0].numpy()
     return data_TR, ricker(survey, dtype=torch.float64).numpy(), survey

@@ -12,8 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from hpcinv.config import DataConfig, load_config
+from hpcinv.feed import Normalised, Normaliser
 from hpcinv.physics import simulate
-from hpcinv.store import Normaliser, RunningStats, ShardedDataset, ShardSpec, read_manifest, verify_dataset, write_shard
+from hpcinv.store import RunningStats, ShardedDataset, ShardSpec, read_manifest, verify_dataset, write_shard
 from hpcinv.store.shard import read_shard_record
 from hpcinv.velocity import make_source
 from tests.conftest import ROOT, run_cli
@@ -67,7 +68,7 @@ def test_running_stats_merge_equals_whole():
 def test_dataloader_with_workers_and_normalisation(tiny_dataset):
     manifest = read_manifest(tiny_dataset)
     norm = Normaliser.from_manifest(manifest, gathers="openfwi", velocity="minmax", v_range=(1500.0, 4500.0))
-    ds = ShardedDataset(tiny_dataset, norm)
+    ds = Normalised(ShardedDataset(tiny_dataset), norm)
     loader = DataLoader(ds, batch_size=5, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0))
     seen = 0
     for g, v in loader:
@@ -79,7 +80,7 @@ def test_dataloader_with_workers_and_normalisation(tiny_dataset):
     raw_v = torch.from_numpy(ShardedDataset(tiny_dataset).read(3)[1])
     torch.testing.assert_close(norm.velocity_inv(ds[3][1]), raw_v, rtol=0, atol=1e-3)
     std = Normaliser.from_manifest(manifest, gathers="standard", velocity="standard")
-    all_g = torch.stack([ShardedDataset(tiny_dataset, std)[i][0] for i in range(24)]).double()
+    all_g = torch.stack([Normalised(ShardedDataset(tiny_dataset), std)[i][0] for i in range(24)]).double()
     assert float(all_g.mean()) == pytest.approx(0, abs=1e-5) and float(all_g.std()) == pytest.approx(1, abs=1e-3)
 
 
@@ -163,7 +164,7 @@ def test_manifest_is_valid_json_with_documented_fields(tiny_dataset):
 
 
 def test_shard_aware_sampler_gives_ranks_whole_shards_and_equal_lengths():
-    from hpcinv.store.sampler import ShardAwareSampler
+    from hpcinv.feed.sampler import ShardAwareSampler
 
     groups = [np.arange(0, 8), np.arange(8, 16), np.arange(16, 20)]
     ranks = [ShardAwareSampler(groups, r, 2, seed=3) for r in range(2)]
@@ -189,7 +190,8 @@ def test_store_writer_keeps_adopts_recomputes_and_records(tmp_path):
     not list is adopted, a corrupt one is deleted and recomputed, a killed writer's temp file removed;
     recording writes the manifest with merged statistics, and finish() refuses an incomplete store."""
     from hpcinv.errors import HpcinvError
-    from hpcinv.store import SHARD_DIR, plan_shards
+    from hpcinv.folders import SHARD_DIR
+    from hpcinv.store import plan_shards
     from hpcinv.store.writer import StoreWriter
 
     specs = plan_shards(8, 2)  # 4 shards

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpcinv.train.checkpoint import BN_BUFFERS, find_checkpoint, list_checkpoints, load_state
+from hpcinv.checkpoint import BN_BUFFERS, find_checkpoint, list_checkpoints, load_state
 from hpcinv.train.loop import read_events
 from hpcinv.train.tracking import run_id
 from tests.conftest import CLI, CONFIGS, ROOT, descendants, generate_small, hpcinv, run_cli, train_in_process
@@ -203,8 +203,9 @@ def test_training_on_a_mixture_of_datasets(tiny_dataset, tmp_path):
     relative = os.path.relpath(second)  # resolved against the cwd before the workers (any cwd) see it
     train_in_process(run, tiny_dataset, f"data.mix=[{relative}]", "train.epochs=1", "data.loader_workers=2")
     ends = [e for e in _events(run) if e["event"] == "epoch_end" and "metrics" in e]
-    from hpcinv.store.dataset import Concatenated, ShardedDataset
-    from hpcinv.store.sampler import ShardAwareSampler
+    from hpcinv.feed import Concatenated
+    from hpcinv.feed.sampler import ShardAwareSampler
+    from hpcinv.store import ShardedDataset
 
     mixed = Concatenated([ShardedDataset(tiny_dataset), ShardedDataset(second)])
     assert len(mixed) == 24 + 8 and ends[-1]["metrics"]["train/epoch_samples"] == 32  # one rank: each sample once

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from hpcinv.config import DataConfig, SaltModelConfig, build_config
+from hpcinv.config import DataConfig, SaltModelSection, build_config
 from hpcinv.errors import ConfigError, HpcinvError
 from hpcinv.velocity import make_source, model_statistics, read_collection, resample, salt_model
 from tests.conftest import FCNVMB_NPZ, OPENFWI_NPZ, VIKING_SEGY, needs_shared, tiny_config
@@ -36,7 +36,7 @@ def test_salt_model_identical_in_another_process():
 def test_default_statistics_resemble_fcnvmb_set():
     """Default generator vs the 1,600 FCNVMB training models: velocity histogram, salt, layers."""
     cfg = build_config(DataConfig, {})
-    ours = model_statistics(np.stack([salt_model(SaltModelConfig(), cfg.grid, 0, i) for i in range(150)]))
+    ours = model_statistics(np.stack([salt_model(SaltModelSection(), cfg.grid, 0, i) for i in range(150)]))
     ref = model_statistics(np.load(FCNVMB_NPZ)["train"][:150])
     assert 2000 <= ours["v_min"] < 2300 and ours["v_max"] == 4500
     assert abs(ours["salt_fraction"] - ref["salt_fraction"]) < 0.08

@@ -29,6 +29,7 @@ from typing import cast
 import numpy as np
 import torch
 
+from hpcinv.checkpoint import STATE, read_checkpoint
 from hpcinv.config import EvaluateConfig, folder_and_split
 from hpcinv.errors import HpcinvError
 from hpcinv.evaluate.misfit import data_misfit
@@ -52,7 +53,6 @@ from hpcinv.store import ShardedDataset, folder_lock, load_dataset_config, requi
 from hpcinv.store.dataset import mean_velocity
 from hpcinv.store.manifest import has_velocity, select_range
 from hpcinv.store.velocities import VelocityStore
-from hpcinv.train.checkpoint import STATE, load_state
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +92,6 @@ def checkpoint_name(file: Path) -> str:
     )
 
 
-def training_of(state: dict) -> list[tuple[str, str | None]] | None:
-    """(dataset, split) pairs a checkpoint's network was trained on, where it records them."""
-    data = (state.get("config") or {}).get("data") or {}
-    if not data.get("train"):
-        return None
-    return [(data["train"], data.get("train_split")), *map(folder_and_split, data.get("mix") or [])]
-
-
-def training_range(state: dict, norm) -> tuple[float, float] | None:
-    """The velocity range the network learned to output (m/s), where the checkpoint tells it."""
-    if "velocity_range_mps" in state:
-        return tuple(state["velocity_range_mps"])
-    return (norm.v_min, norm.v_max) if norm.velocity == "minmax" else None
-
-
 def network_row(
     path: str, ds: ShardedDataset, manifest: dict, dataset: str, allow_survey_mismatch: bool, batch_size: int = 16
 ) -> Row:
@@ -128,8 +113,8 @@ def network_row(
         np.concatenate(preds),
         info,
         list(network.warnings),
-        training_range(state, norm),
-        training_of(state),
+        network.checkpoint.velocity_range,
+        network.checkpoint.training_data,
     )
 
 
@@ -141,7 +126,7 @@ def store_row(path: str, dataset: str, manifest: dict, lo: int, hi: int) -> Row:
     checkpoint = source.get("checkpoint") or source.get("network_checkpoint")
     training = None
     if checkpoint and Path(checkpoint).is_file():
-        training = training_of(load_state(checkpoint))
+        training = read_checkpoint(checkpoint).training_data
     return Row(
         f"{Path(path).resolve().name} ({store.kind})",
         velocity,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from hpcinv.config import ModelConfig
+from hpcinv.config import ModelSection
 from hpcinv.nets.fcnvmb import FCNVMB
 from hpcinv.nets.inversionnet import InversionNet, count_parameters
 
@@ -13,7 +13,7 @@ __all__ = ["FCNVMB", "InversionNet", "Net", "build_model", "count_parameters", "
 Net: TypeAlias = FCNVMB | InversionNet  # the networks build_model makes: both define encoder_modules, checkpoint_blocks
 
 
-def model_spec(cfg: ModelConfig, gathers_shape: list[int] | tuple[int, ...], velocity_shape) -> dict:
+def model_spec(cfg: ModelSection, gathers_shape: list[int] | tuple[int, ...], velocity_shape) -> dict:
     """Everything needed to rebuild a network (stored in checkpoints)."""
     return {
         "config": cfg.model_dump(mode="json"),
@@ -23,7 +23,7 @@ def model_spec(cfg: ModelConfig, gathers_shape: list[int] | tuple[int, ...], vel
 
 
 def build_model(spec: dict) -> Net:
-    cfg = ModelConfig.model_validate(spec["config"])
+    cfg = ModelSection.model_validate(spec["config"])
     shots, nt, nrec = spec["gathers_shape"]
     out = tuple(spec["velocity_shape"])
     if cfg.name == "fcnvmb":

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from deepwave import scalar
 
-from hpcinv.config import DataConfig, GridConfig, ModellingConfig, SurveyConfig
+from hpcinv.config import DataConfig, GridSection, ModellingSection, SurveySection
 from hpcinv.errors import HpcinvError
 from hpcinv.physics.survey import Geometry, downsample_indices, make_geometry, ricker
 
@@ -34,7 +34,7 @@ def resolve_device(name: str, setting: str = "modelling.device") -> torch.device
     return torch.device(name)
 
 
-def check_velocity_range(vel: torch.Tensor, modelling: ModellingConfig) -> None:
+def check_velocity_range(vel: torch.Tensor, modelling: ModellingSection) -> None:
     """Finite, positive and not faster than the pinned ``max_vel`` (which fixes the CFL step)."""
     if not bool(torch.isfinite(vel).all()) or float(vel.min()) <= 0:
         bad = float(vel[~torch.isfinite(vel) | (vel <= 0)][0])
@@ -88,9 +88,9 @@ def _propagate(
     vel_BZX: torch.Tensor,
     geometry: Geometry,
     wavelet: torch.Tensor,
-    grid: GridConfig,
-    survey: SurveyConfig,
-    modelling: ModellingConfig,
+    grid: GridSection,
+    survey: SurveySection,
+    modelling: ModellingSection,
 ) -> torch.Tensor:
     """Raw receiver data (B, shots, nt, receivers) for B models, all shots in one deepwave call.
     Differentiable with respect to the velocity (deepwave's adjoint)."""
@@ -119,9 +119,9 @@ def _propagate(
 
 def simulate(
     vel,
-    survey: SurveyConfig,
-    grid: GridConfig,
-    modelling: ModellingConfig,
+    survey: SurveySection,
+    grid: GridSection,
+    modelling: ModellingSection,
     *,
     dtype: torch.dtype = torch.float32,
     downsample: bool = True,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from deepwave.wavelets import ricker as _deepwave_ricker
 
-from hpcinv.config import GridConfig, SurveyConfig
+from hpcinv.config import GridSection, SurveySection
 from hpcinv.errors import HpcinvError
 
 
@@ -58,7 +58,7 @@ def _cells(name: str, positions_m: np.ndarray, dx_m: float, n_cells: int) -> np.
     return cells
 
 
-def make_geometry(survey: SurveyConfig, grid: GridConfig) -> Geometry:
+def make_geometry(survey: SurveySection, grid: GridSection) -> Geometry:
     """Sources and receivers on depth rows, evenly spaced across the surface or at given positions."""
     extent_x = (grid.nx - 1) * grid.dx_m
     src_x = _cells("survey.source_x_m", _positions(survey.source_x_m, survey.n_shots, extent_x), grid.dx_m, grid.nx)
@@ -81,11 +81,11 @@ def make_geometry(survey: SurveyConfig, grid: GridConfig) -> Geometry:
     )
 
 
-def peak_time_s(survey: SurveyConfig) -> float:
+def peak_time_s(survey: SurveySection) -> float:
     return survey.peak_time_s if survey.peak_time_s is not None else 1.5 / survey.f0_hz
 
 
-def ricker(survey: SurveyConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def ricker(survey: SurveySection, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Ricker wavelet of peak frequency ``f0_hz`` peaking at ``peak_time_s``, shape (nt,)."""
     return _deepwave_ricker(survey.f0_hz, survey.nt, survey.dt_s, peak_time_s(survey), dtype=dtype)
 
@@ -95,7 +95,7 @@ def downsample_indices(nt: int, factor: int) -> np.ndarray:
     return np.arange(nt // factor) * factor + factor // 2
 
 
-def n_output_samples(survey: SurveyConfig) -> int:
+def n_output_samples(survey: SurveySection) -> int:
     return survey.nt // survey.downsample
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hpcinv.checkpoint import STATE
 from hpcinv.config import RefineConfig, folder_and_split, save_config, without_role
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
@@ -54,7 +55,6 @@ from hpcinv.store.folder import check_store_folder, open_store_folder
 from hpcinv.store.manifest import dataset_identity, has_velocity, select_range
 from hpcinv.store.velocities import VelocityStore, store_manifest
 from hpcinv.store.writer import Executor
-from hpcinv.train.checkpoint import STATE
 
 log = logging.getLogger(__name__)
 

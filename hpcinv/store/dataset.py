@@ -1,8 +1,9 @@
-"""A torch ``Dataset`` over a sharded HDF5 dataset: random access, nothing preloaded.
+"""The reader of a sharded HDF5 dataset: random access, nothing preloaded (also a torch ``Dataset`` of
+raw samples; :mod:`hpcinv.feed` normalises and batches them for training).
 
 Each reader process opens the shards it touches lazily (HDF5 handles are never shared across a
-fork) and reads one chunk per sample. Returns ``(gathers_STR, vel_ZX)`` float32 tensors,
-normalised by a :class:`~hpcinv.store.normalise.Normaliser`.
+fork) and reads one chunk per sample. ``dataset[i]`` returns ``(gathers_STR, vel_ZX)`` float32
+tensors as stored.
 
 Reads are checked: a shard is opened only if its range and config hash are its manifest record's (a
 swapped or foreign file is refused), and each sample's bytes must match the checksum stored for it
@@ -25,7 +26,6 @@ from torch.utils.data import Dataset
 
 from hpcinv.errors import DataError
 from hpcinv.store.manifest import has_velocity, read_manifest, split_range
-from hpcinv.store.normalise import Normaliser
 from hpcinv.store.shard import CHECKSUM_ALGORITHM, SHARD_DIR, sample_checksums
 
 NO_VELOCITY = np.zeros(0, np.float32)  # what a gathers-only sample's velocity checksum covers
@@ -33,11 +33,7 @@ NO_VELOCITY = np.zeros(0, np.float32)  # what a gathers-only sample's velocity c
 
 class ShardedDataset(Dataset):
     def __init__(
-        self,
-        root: str | os.PathLike,
-        normaliser: Normaliser | None = None,
-        indices: list[int] | np.ndarray | None = None,
-        split: str | None = None,
+        self, root: str | os.PathLike, indices: list[int] | np.ndarray | None = None, split: str | None = None
     ):
         """``split`` selects one of the manifest's splits (e.g. ``"train"``); ``indices`` any subset."""
         self.root = Path(root)
@@ -47,7 +43,6 @@ class ShardedDataset(Dataset):
                 f"dataset {str(root)!r} is incomplete ({self.manifest['samples_written']} of "
                 f"{self.manifest['n_samples']} samples); re-run `hpcinv generate` on it to finish"
             )
-        self.normaliser = normaliser or Normaliser()
         self.has_velocity = has_velocity(self.manifest)
         # gathers imported with --scale are stored times it: read() undoes it
         self.gathers_scale = float(self.manifest.get("gathers_scale", 1.0))
@@ -218,9 +213,7 @@ class ShardedDataset(Dataset):
                 f"dataset {str(self.root)!r} holds gathers only (no true velocities): it can be predicted, "
                 "refined and scored by data misfit, not trained on"
             )
-        g = torch.from_numpy(np.asarray(gathers, dtype=np.float32))
-        v = torch.from_numpy(np.asarray(vel, dtype=np.float32))
-        return self.normaliser.gathers_fwd(g), self.normaliser.velocity_fwd(v)
+        return torch.from_numpy(np.array(gathers, dtype=np.float32)), torch.from_numpy(np.array(vel, dtype=np.float32))
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -231,59 +224,6 @@ class ShardedDataset(Dataset):
         for fh in self._files.values():
             fh.close()
         self._files = {}
-
-
-class Concatenated(Dataset):
-    """Several :class:`ShardedDataset` as one (training on a mixture): positions run through the first,
-    then the second, ...; shards stay whole for the shard-aware sampler."""
-
-    def __init__(self, datasets: list[ShardedDataset]):
-        self.datasets = datasets
-        self.offsets = np.concatenate([[0], np.cumsum([len(d) for d in datasets])])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, i: int):
-        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
-        return self.datasets[k][int(i) - int(self.offsets[k])]
-
-    @property
-    def has_velocity(self) -> bool:
-        return all(d.has_velocity for d in self.datasets)
-
-    @property
-    def gathers_dtype(self) -> np.dtype:
-        return np.result_type(*(d.gathers_dtype for d in self.datasets))  # float16 with float32: float32
-
-    def batch_arrays(self, n: int, alloc: Callable[..., Any] = np.empty) -> tuple[Any, Any]:
-        """As :meth:`ShardedDataset.batch_arrays` (the datasets of a mixture hold samples of one shape)."""
-        first = self.datasets[0].manifest
-        gathers = alloc((n, *first["gathers_shape"]), self.gathers_dtype)
-        vel = alloc((n, *first["velocity_shape"]), np.dtype(np.float32)) if self.has_velocity else None
-        return gathers, vel
-
-    def read_batch(
-        self, positions, out: tuple[np.ndarray, np.ndarray | None] | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        positions = np.asarray(positions, dtype=np.int64)
-        part = np.searchsorted(self.offsets, positions, side="right") - 1
-        gathers, vel = out if out is not None else self.batch_arrays(len(positions))
-        for k in np.unique(part):
-            g, v = self.datasets[k].read_batch(positions[part == k] - self.offsets[k])
-            gathers[part == k] = g
-            if vel is not None:
-                vel[part == k] = v
-        return gathers, vel
-
-    def positions_by_shard(self) -> list[np.ndarray]:
-        return [
-            g + offset for d, offset in zip(self.datasets, self.offsets, strict=False) for g in d.positions_by_shard()
-        ]
-
-    def close(self) -> None:
-        for d in self.datasets:
-            d.close()
 
 
 def mean_velocity(

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpcinv.checkpoint import load_weights, rng_state, set_rng_state, unwrap
 from hpcinv.config import TrainConfig
 from hpcinv.nets import build_model
 from hpcinv.physics.survey import mirror
-from hpcinv.train.checkpoint import load_weights, rng_state, set_rng_state, unwrap
 from hpcinv.train.parallel import apply_checkpointing, autocast, grad_scaler
 
 # ------------------------------------------------------------------------------------ the step

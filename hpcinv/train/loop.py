@@ -33,29 +33,32 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from hpcinv.config import TrainConfig
-from hpcinv.errors import DataError, HpcinvError
-from hpcinv.fileio import atomic_write_text
-from hpcinv.folders import EVENTS
-from hpcinv.metrics import velocity_metrics
-from hpcinv.nets import count_parameters, model_spec
-from hpcinv.physics.forward import torch_threads
-from hpcinv.store import Normaliser, ShardedDataset, read_manifest
-from hpcinv.store.batches import RawBatches, RawCache, available_host_bytes
-from hpcinv.store.dataset import Concatenated
-from hpcinv.store.manifest import pooled_stats
-from hpcinv.store.readers import BatchReaders
-from hpcinv.store.sampler import ShardAwareSampler
-from hpcinv.train.checkpoint import (
+from hpcinv.checkpoint import (
     CHECKPOINT_PREFIX,
     checkpoint_dir,
     list_checkpoints,
     load_state,
+    payload,
     remove_partial_checkpoints,
     save_checkpoint,
     unwrap,
     weights_digest,
 )
+from hpcinv.config import TrainConfig
+from hpcinv.errors import DataError, HpcinvError
+from hpcinv.feed import Normalised, Normaliser
+from hpcinv.feed.batches import RawBatches, available_host_bytes
+from hpcinv.feed.device import DeviceFeed, batches_of, normalised
+from hpcinv.feed.mixture import Concatenated
+from hpcinv.feed.sampler import ShardAwareSampler
+from hpcinv.feed.source import make_source
+from hpcinv.fileio import atomic_write_text
+from hpcinv.folders import EVENTS
+from hpcinv.metrics import velocity_metrics
+from hpcinv.nets import count_parameters, model_spec
+from hpcinv.physics.forward import torch_threads
+from hpcinv.store import ShardedDataset, read_manifest
+from hpcinv.store.manifest import pooled_stats
 from hpcinv.train.engine import (
     Trainer,
     local_prepare,
@@ -64,7 +67,6 @@ from hpcinv.train.engine import (
     optimizer_nonfinite_count,
     peak_memory_mb,
 )
-from hpcinv.train.feed import DeviceFeed, batches_of, cache_batches, normalised
 from hpcinv.train.parallel import autocast
 
 # ------------------------------------------------------------------------------------ pieces
@@ -73,7 +75,7 @@ from hpcinv.train.parallel import autocast
 def normaliser_for(cfg: TrainConfig, manifest: dict) -> Normaliser:
     v_range = None
     if cfg.data.v_range_mps:
-        v_min, v_max = cfg.data.v_range_mps  # two values: checked by TrainDataConfig
+        v_min, v_max = cfg.data.v_range_mps  # two values: checked by TrainDataSection
         v_range = (v_min, v_max)
     return Normaliser.from_manifest(manifest, cfg.data.gathers_norm, cfg.data.velocity_norm, v_range)
 
@@ -82,37 +84,6 @@ def velocity_range(norm: Normaliser, manifest: dict) -> tuple[float, float]:
     if norm.velocity == "minmax":
         return norm.v_min, norm.v_max
     return manifest["stats"]["velocity"]["min"], manifest["stats"]["velocity"]["max"]
-
-
-def make_source(
-    ds,
-    sampler: ShardAwareSampler,
-    cfg: TrainConfig,
-    device: torch.device,
-    ranks_on_node: int = 1,
-    host_available: int | None = None,
-):
-    """``(epoch, close)``: ``epoch()`` gives one epoch of raw batches (in the sampler's current order) from
-    this rank's cache (``data.cache=memory``; the node's ``host_available`` memory, read before any rank
-    allocated, shared by its ``ranks_on_node`` ranks) or from reader processes that read a whole batch
-    each into reused shared-memory buffers; ``close()`` stops the readers. Both are set up here, so that
-    a failure (memory, page-locking) is a setup error that stops every rank at once."""
-    if cfg.data.cache == "memory":
-        cache = RawCache(
-            ds,
-            np.concatenate(sampler.mine),
-            device,
-            cfg.data.cache_gpu_fraction,
-            ranks_on_node=ranks_on_node,
-            host_available=host_available,
-        )
-        return (lambda: cache_batches(cache, iter(sampler), cfg.train.batch_size, pinned_ring=2)), (lambda: None)
-    readers = BatchReaders(
-        ds, cfg.train.batch_size, cfg.data.loader_workers, cfg.data.prefetch_factor, pin=device.type == "cuda"
-    )
-    if device.type == "cuda":
-        readers.start()
-    return (lambda: readers.epoch(iter(sampler))), readers.close
 
 
 def events_file(run_dir: Path, rank: int) -> Path:
@@ -362,11 +333,11 @@ def _train(cfg: TrainConfig, run_dir: Path, me: Rank, progress_bars: bool = True
         pooled = manifest if len(manifests) == 1 else {**manifest, "stats": pooled_stats(manifests)}
         norm = normaliser_for(cfg, pooled)
         v_range = velocity_range(norm, pooled)
-        parts = [ShardedDataset(folder, norm, split=split) for folder, split in sets]
+        parts = [ShardedDataset(folder, split=split) for folder, split in sets]
         train_ds = parts[0] if len(parts) == 1 else Concatenated(parts)
         sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
         source, close_source = make_source(train_ds, sampler, cfg, device, me.local_world, host_available)
-        val_ds = ShardedDataset(cfg.data.val, norm, split=cfg.data.val_split) if cfg.data.val else None
+        val_ds = ShardedDataset(cfg.data.val, split=cfg.data.val_split) if cfg.data.val else None
         val_positions = np.arange(len(val_ds))[rank::world] if val_ds is not None else None
         spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
         n_batches = -(-len(sampler) // cfg.train.batch_size)  # per rank and epoch, the same on every rank
@@ -464,20 +435,7 @@ def _train(cfg: TrainConfig, run_dir: Path, me: Rank, progress_bars: bool = True
                 saved = save_checkpoint(
                     run_dir,
                     epoch,
-                    trainer.state_dict()
-                    | {
-                        "config": cfg.model_dump(mode="json"),
-                        "model_spec": spec,
-                        "normaliser": norm.to_dict(),
-                        "metrics": metrics,
-                        "velocity_range_mps": list(v_range),
-                        "dataset": {
-                            "train": str(cfg.data.train),
-                            "mix": list(cfg.data.mix),
-                            "config_hash": manifest["config_hash"],
-                            "survey": json.dumps(manifest["survey"]),
-                        },
-                    },
+                    payload(trainer.state_dict(), cfg, spec, norm, metrics, v_range, manifest),
                     cfg.train.keep_checkpoints,
                 )
                 if improved:
@@ -582,7 +540,7 @@ def _log_figure(tracker, model, ds: ShardedDataset, norm: Normaliser, manifest: 
     from hpcinv.metrics.figures import close, velocity_figure
 
     try:
-        gathers, vel = ds[0]
+        gathers, vel = Normalised(ds, norm)[0]
         raw_gathers = ds.read(int(ds.indices[0]))[0]
     except DataError as exc:  # the rank that trains on this sample stops the run; a figure is not worth it
         tracker.warn(f"no figure for epoch {epoch + 1}: {exc}")

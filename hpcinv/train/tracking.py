@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from hpcinv.config import TrackingConfig
+from hpcinv.config import TrackingSection
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def server_unreachable(timeout_s: float) -> str | None:
     return None
 
 
-def effective_mode(cfg: TrackingConfig, run_dir: str | os.PathLike) -> Mode:
+def effective_mode(cfg: TrackingSection, run_dir: str | os.PathLike) -> Mode:
     """The mode the ranks will use: checked once, by the driver, before any worker starts."""
     mode = resolve_mode(cfg.mode)
     if mode == "online":
@@ -83,7 +83,7 @@ class Tracker:
     """A thin wrapper so the training loop never touches wandb when tracking is off or rank != 0, and
     never fails because of it."""
 
-    def __init__(self, cfg: TrackingConfig, run_dir: str | os.PathLike, config: dict, enabled: bool):
+    def __init__(self, cfg: TrackingSection, run_dir: str | os.PathLike, config: dict, enabled: bool):
         self.run: Any | None = None  # the wandb Run (wandb is typed as Any here); None while tracking is off
         self.run_dir = Path(run_dir)
         self.mode = resolve_mode(cfg.mode)

@@ -3,7 +3,7 @@
 ``RUN_DIR`` is both the Ray Train run (``RunConfig(name=RUN_DIR.name, storage_path=RUN_DIR.parent)``)
 and hpcinv's run folder: ``config.yaml`` (resolved config), ``events.jsonl`` (start / resume / epoch
 events per rank), ``checkpoint_epochNNNNNN/state.pt`` (kept ``train.keep_checkpoints`` at a time,
-written by hpcinv atomically: see :mod:`hpcinv.train.checkpoint`), ``wandb/`` (offline runs) and
+written by hpcinv atomically: see :mod:`hpcinv.checkpoint`), ``wandb/`` (offline runs) and
 ``result.json``. Re-running the same command continues from the newest complete checkpoint; a run
 folder holding a different config is refused, naming what differs (only the settings declared
 ``RESUMABLE`` in :mod:`hpcinv.config` -- epochs, loader and cache settings, tracking... -- may change).
@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from hpcinv.checkpoint import CHECKPOINT_PREFIX, STATE, check_archive, list_checkpoints, load_state
 from hpcinv.config import TrainConfig, config_difference, load_config, role_paths, save_config, without_role
 from hpcinv.errors import DataError, HpcinvError, Interrupted, TrainingFailed
 from hpcinv.fileio import atomic_write_text
@@ -32,7 +33,6 @@ from hpcinv.folders import CONFIG, RESULT, claim, distinct, inspect, mark, requi
 from hpcinv.physics.survey import mirror_asymmetry
 from hpcinv.store import folder_lock, read_manifest, require_readable
 from hpcinv.store.manifest import has_velocity
-from hpcinv.train.checkpoint import CHECKPOINT_PREFIX, STATE, check_archive, list_checkpoints, load_state
 from hpcinv.train.loop import read_events, run_in_process, train_loop_per_worker
 from hpcinv.train.tracking import effective_mode
 
@@ -308,7 +308,7 @@ def finished(cfg: TrainConfig, run_dir: Path) -> dict | None:
 
 
 def _fit_on_ray(cfg: TrainConfig, run_dir: Path) -> None:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingSection
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
@@ -319,7 +319,7 @@ def _fit_on_ray(cfg: TrainConfig, run_dir: Path) -> None:
             "run_dir": str(run_dir),
             "progress_bars": sys.stderr.isatty(),
         },
-        scaling_config=ScalingConfig(
+        scaling_config=ScalingSection(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,
             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hpcinv.config import VelocityConfig
+from hpcinv.config import VelocitySection
 from hpcinv.errors import HpcinvError
 
 MAT_KEYS = ("vmodel", "svmodel")
@@ -78,10 +78,10 @@ def _as_stack(arr: np.ndarray, what: str) -> np.ndarray:
     raise HpcinvError(f"{what}: expected a 2-D model or a 3-D stack (N, nz, nx), got shape {arr.shape}")
 
 
-def read_collection(cfg: VelocityConfig) -> np.ndarray:
+def read_collection(cfg: VelocitySection) -> np.ndarray:
     """Read the collection named by ``cfg`` as (N, nz, nx); may be a read-only memory map."""
     source, path = cfg.source, cfg.path
-    assert path is not None  # guaranteed by VelocityConfig validation
+    assert path is not None  # guaranteed by VelocitySection validation
     try:
         if source == "fcnvmb":
             stacks = [_as_stack(_read_mat(f, cfg.key), str(f)) for f in _expand(path, ".mat")]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpcinv.config import GridConfig, SaltModelConfig
+from hpcinv.config import GridSection, SaltModelSection
 
 
 def _uniform(rng: np.random.Generator, lo_hi: list[float]) -> float:
@@ -36,7 +36,7 @@ def _smooth_curve(rng: np.random.Generator, x: np.ndarray, amplitude: float, n_t
 
 
 def _background(
-    rng: np.random.Generator, cfg: SaltModelConfig, z: np.ndarray, x: np.ndarray, extent_z: float
+    rng: np.random.Generator, cfg: SaltModelSection, z: np.ndarray, x: np.ndarray, extent_z: float
 ) -> np.ndarray:
     n_layers = _integer(rng, cfg.n_layers)
     v_top = _uniform(rng, cfg.v_top_mps)
@@ -66,7 +66,7 @@ def _background(
 
 
 def _salt_mask(
-    rng: np.random.Generator, cfg: SaltModelConfig, z: np.ndarray, x: np.ndarray, extent_z: float, extent_x: float
+    rng: np.random.Generator, cfg: SaltModelSection, z: np.ndarray, x: np.ndarray, extent_z: float, extent_x: float
 ) -> np.ndarray:
     mask = np.zeros((z.size, x.size), dtype=bool)
     for _ in range(_integer(rng, cfg.n_salt)):
@@ -101,7 +101,7 @@ def _salt_mask(
     return mask
 
 
-def salt_model(cfg: SaltModelConfig, grid: GridConfig, seed: int, index: int) -> np.ndarray:
+def salt_model(cfg: SaltModelSection, grid: GridSection, seed: int, index: int) -> np.ndarray:
     """Velocity model number ``index`` of the stream ``seed``, shape (nz, nx), float32, m/s."""
     if index < 0 or seed < 0:
         raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")

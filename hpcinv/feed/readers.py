@@ -12,7 +12,7 @@ the buffers ("slots") are allocated once, before the readers start:
 * :meth:`BatchReaders.epoch` yields the slots' views in the order asked, and a slot goes back to the
   free list when the consumer asks for the next batch -- so whoever iterates must be done with a batch
   (copied it to the device, normalised it into new tensors) before taking the next, as
-  :class:`~hpcinv.train.feed.DeviceFeed` is.
+  :class:`~hpcinv.feed.device.DeviceFeed` is.
 
 With ``workers=0`` the calling thread reads into one reused slot. On a CUDA node the slots are
 page-locked in place (``cudaHostRegister``), so the feed's non-blocking copies are asynchronous without
@@ -35,8 +35,8 @@ import torch
 import torch.multiprocessing as mp
 
 from hpcinv.errors import DataError
-from hpcinv.store.batches import gathers_only_error
-from hpcinv.store.pinning import page_lock, unlock
+from hpcinv.feed.batches import gathers_only_error
+from hpcinv.feed.pinning import page_lock, unlock
 
 POLL_S = 0.5  # how often a waiting consumer checks that its readers are alive, and a reader its parent
 

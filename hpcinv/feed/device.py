@@ -1,7 +1,7 @@
 """The training input path: stored batches onto the device, converted and normalised there, ahead of time.
 
 A background thread pulls whole raw batches (float16 gathers as stored; from the reader processes of
-:class:`~hpcinv.store.readers.BatchReaders`, or from a rank's :class:`~hpcinv.store.batches.RawCache`),
+:class:`~hpcinv.feed.readers.BatchReaders`, or from a rank's :class:`~hpcinv.feed.batches.RawCache`),
 copies them to the device with non-blocking copies from pinned memory on a side CUDA stream, converts them to float32
 and normalises them there, and keeps ``depth`` batches ready. The training thread only waits on an
 event: no per-sample Python, no CPU normalisation, no collate or pinning copy in the step.
@@ -18,8 +18,8 @@ from contextlib import closing
 import torch
 
 from hpcinv.errors import DataError
-from hpcinv.store.batches import RawCache
-from hpcinv.store.normalise import Normaliser
+from hpcinv.feed.batches import RawCache
+from hpcinv.feed.normalise import Normaliser
 from hpcinv.threads import ahead
 
 _DONE = object()  # the end of a source (which may yield anything else)

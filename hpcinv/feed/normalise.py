@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 GatherNorm = Literal["none", "standard", "openfwi"]
 VelocityNorm = Literal["none", "minmax", "standard"]
@@ -104,3 +105,18 @@ class Normaliser:
         if self.velocity == "standard":
             return v * self.v_std + self.v_mean
         return v
+
+
+class Normalised(Dataset):
+    """A dataset's samples as a network sees them: ``(gathers_STR, vel_ZX)`` float32 tensors, normalised
+    (the per-sample path, e.g. for torch's DataLoader; training reads whole batches through the feed)."""
+
+    def __init__(self, dataset: Dataset, normaliser: Normaliser):
+        self.dataset, self.normaliser = dataset, normaliser
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gathers, velocity = self.dataset[i]
+        return self.normaliser.gathers_fwd(gathers), self.normaliser.velocity_fwd(velocity)

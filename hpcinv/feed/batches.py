@@ -3,11 +3,11 @@
 At GPU rates (hundreds of paper-size samples per second per GPU) nothing may touch a sample one at a
 time in Python: a batch is read from disk in one HDF5 call per shard (:meth:`ShardedDataset.read_batch`)
 or gathered from a rank's cache in one ``index_select``, and travels in the stored dtype (float16
-gathers: half the bytes of float32) to the device, where :mod:`hpcinv.train.feed` converts and
+gathers: half the bytes of float32) to the device, where :mod:`hpcinv.feed.device` converts and
 normalises it.
 
 * :class:`RawBatches` -- whole batches read in the calling thread (validation, tests); training reads
-  ahead in reader processes (:class:`~hpcinv.store.readers.BatchReaders`).
+  ahead in reader processes (:class:`~hpcinv.feed.readers.BatchReaders`).
 * :class:`RawCache` -- ``data.cache=memory``: a rank's samples in one contiguous tensor each for gathers
   (stored dtype) and velocities, on the GPU when they take at most ``gpu_fraction`` of its memory and
   fit in what is free, else in pinned host memory (plain host memory on CPU), refused with the sizes
@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hpcinv.errors import DataError, HpcinvError
-from hpcinv.store.pinning import page_lock, unlock
+from hpcinv.feed.pinning import page_lock, unlock
 
 # the host cache may take at most this share of the memory the kernel reports available
 HOST_CACHE_SHARE = 0.8
@@ -98,7 +98,7 @@ class RawCache:
     """This rank's samples, read once, as stored; ``take(positions)`` gathers a batch in one call.
 
     In "pinned" placement the host tensors are page-locked in place (exactly their size; see
-    :mod:`hpcinv.store.pinning`) and unlocked when the cache is collected."""
+    :mod:`hpcinv.feed.pinning`) and unlocked when the cache is collected."""
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import random
@@ -30,7 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpcinv.config import folder_and_split
 from hpcinv.errors import HpcinvError
+from hpcinv.feed.normalise import Normaliser
 from hpcinv.fileio import TMP_INFIX, atomic_path
 from hpcinv.folders import CHECKPOINT_PREFIX, inspect
 
@@ -152,7 +155,8 @@ def _unreadable(file: Path, data: bytes, exc: BaseException) -> HpcinvError:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A checkpoint read once: the file, the sha256 of its bytes and its state (on the CPU)."""
+    """A checkpoint read once: the file, the sha256 of its bytes and its state (on the CPU), with what
+    inference needs of it as typed properties."""
 
     file: Path
     sha256: str
@@ -163,6 +167,63 @@ class Checkpoint:
         """The run folder it belongs to (None for a bare state.pt outside a run)."""
         parent = self.file.parent
         return parent.parent if CHECKPOINT_NAME.fullmatch(parent.name) else None
+
+    @property
+    def spec(self) -> dict:
+        """What rebuilds the network (:func:`hpcinv.nets.build_model`): its config and shapes."""
+        return self.state["model_spec"]
+
+    @property
+    def normaliser(self) -> Normaliser:
+        """How the network's inputs were scaled and its outputs map back to m/s."""
+        return Normaliser(**self.state["normaliser"])
+
+    @property
+    def epoch(self) -> int | None:
+        return self.state.get("epoch")
+
+    @property
+    def training_survey(self) -> dict | None:
+        """The survey record (geometry, wavelet, time axis, grid, modelling) of the training data, or None
+        for a checkpoint that does not record it."""
+        survey = (self.state.get("dataset") or {}).get("survey")
+        return json.loads(survey) if isinstance(survey, str) else survey
+
+    @property
+    def training_data(self) -> list[tuple[str, str | None]] | None:
+        """(dataset, split) pairs the network learned from, where the checkpoint records them."""
+        data = (self.state.get("config") or {}).get("data") or {}
+        if not data.get("train"):
+            return None
+        return [(data["train"], data.get("train_split")), *map(folder_and_split, data.get("mix") or [])]
+
+    @property
+    def velocity_range(self) -> tuple[float, float] | None:
+        """The velocity range (m/s) the network learned to output, where the checkpoint tells it."""
+        if "velocity_range_mps" in self.state:
+            low, high = self.state["velocity_range_mps"]
+            return float(low), float(high)
+        norm = self.normaliser
+        return (norm.v_min, norm.v_max) if norm.velocity == "minmax" else None
+
+
+def payload(rank_state: dict, cfg, spec: dict, norm: Normaliser, metrics: dict, v_range, manifest: dict) -> dict:
+    """What a training checkpoint holds besides a rank's state (``Trainer.state_dict()``): the resolved
+    config, the network's spec, the normaliser, the epoch's metrics, the velocity range it learned and
+    the training data's config hash and survey -- all inference needs (see :class:`Checkpoint`)."""
+    return rank_state | {
+        "config": cfg.model_dump(mode="json"),
+        "model_spec": spec,
+        "normaliser": norm.to_dict(),
+        "metrics": metrics,
+        "velocity_range_mps": list(v_range),
+        "dataset": {
+            "train": str(cfg.data.train),
+            "mix": list(cfg.data.mix),
+            "config_hash": manifest["config_hash"],
+            "survey": json.dumps(manifest["survey"]),  # a string: read by every hpcinv since the first
+        },
+    }
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
