@@ -44,14 +44,23 @@ def test_there_are_presets_of_every_kind():
 def test_presets_have_one_home_and_are_found_by_name(tmp_path):
     configs = ROOT / "configs"
     assert configs.is_symlink() and configs.resolve() == (ROOT / "hpcinv" / "presets").resolve()
-    assert preset_path("bench2") == preset_path("bench2.yaml") == (ROOT / "hpcinv" / "presets" / "bench2.yaml")
+    assert (
+        preset_path("bench2")
+        == preset_path("symmetric_fcnvmb_data.yaml")
+        == (ROOT / "hpcinv" / "presets" / "symmetric_fcnvmb_data.yaml")
+    )
     by_name = load_config(TrainConfig, "bench2_inversionnet", ["train.epochs=2"])
-    by_path = load_config(TrainConfig, configs / "bench2_inversionnet.yaml", ["train.epochs=2"])
+    by_path = load_config(TrainConfig, configs / "symmetric_mixture_inversionnet_train.yaml", ["train.epochs=2"])
     assert by_name == by_path and by_name.train.epochs == 2
-    with pytest.raises(ConfigError, match=r"'benhc2' does not exist, and is not a preset; presets: bench, bench2, "):
+    with pytest.raises(ConfigError, match=r"'benhc2' does not exist, and is not a preset; presets: cpu_fcnvmb_data, "):
         load_config(DataConfig, "benhc2")
+    # a preset's earlier name, and its earlier file name in configs/, are still understood
+    fcnvmb = ["velocity.path=models.npz"]
+    assert load_config(DataConfig, configs / "bench2.yaml", fcnvmb) == load_config(
+        DataConfig, "symmetric_fcnvmb_data", fcnvmb
+    )
     with pytest.raises(ConfigError, match=r"does not exist, and is not a preset"):
-        load_config(DataConfig, tmp_path / "bench2.yaml")  # a path is never looked up among the presets
+        load_config(DataConfig, tmp_path / "symmetric_fcnvmb_data.yaml")  # a path is never looked up among the presets
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: str(Path(p).relative_to(ROOT)))
@@ -68,17 +77,17 @@ def test_every_preset_loads_and_validates(preset, tmp_path):
     cfg = load_config(kind, preset, overrides)
     if kind is DataConfig and (source not in COLLECTIONS or collection is not None):
         check_dataset_config(cfg)  # every physical check generate makes before writing
-    if kind is DataConfig and preset.name.startswith("bench2"):  # mirror augmentation relies on it
+    if kind is DataConfig and preset.name.startswith("symmetric"):  # mirror augmentation relies on it
         geometry = make_geometry(cfg.survey, cfg.grid)
         assert mirror_asymmetry(geometry.source_cells, geometry.receiver_cells, cfg.grid.nx) is None
 
 
 def test_config_show_prints_the_resolved_config_with_descriptions():
-    proc = run_cli("config", "show", "bench2_inversionnet", "train.epochs=3")
+    proc = run_cli("config", "show", "symmetric_mixture_inversionnet_train", "train.epochs=3")
     assert proc.returncode == 0, proc.stderr
     assert "a TrainConfig, resolved with 1 override(s)" in proc.stdout
     lines = proc.stdout.splitlines()
     assert "  epochs: 3  # (may change on resume)" in lines and "  name: inversionnet" in lines
     assert any(line.startswith("  batch_size: 10  # per training worker") for line in lines)
-    line = one_error_line(run_cli("config", "show", str(ROOT / "configs" / "bench2.yaml")))
+    line = one_error_line(run_cli("config", "show", str(ROOT / "configs" / "symmetric_fcnvmb_data.yaml")))
     assert "velocity.source='npz' needs velocity.path" in line
