@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing
+from typing import Any
 
 import torch
 
@@ -107,7 +108,7 @@ class DeviceFeed:
                     # a source on the GPU (the rank cache) gathers on the side stream too, so the copy and
                     # normalisation below see its result without waiting for the training step's stream
                     with torch.cuda.stream(self.stream) if self.cuda else contextlib.nullcontext():
-                        raw = next(batches, _DONE)
+                        raw: Any = next(batches, _DONE)  # a batch (gathers, velocity), or _DONE
                     if raw is _DONE:
                         return
                     yield self.prepare(*raw)
