@@ -18,7 +18,7 @@ format: setup     ## rewrite the files the way lint wants them formatted
 test: setup       ## the whole suite, with the local SLURM cluster (as root), as CI runs it
 	bash scripts/test.sh
 
-fast: setup       ## the fast tier: no CLI runs on Ray, no SLURM (a few minutes)
+fast: setup       ## the fast tier: no CLI runs on Ray, no SLURM (about 80 s here)
 	$(PY) -m pytest -m "not slow and not slurm"
 
 gpu: setup        ## the GPU tier (skips where no CUDA GPU is visible)

@@ -46,11 +46,13 @@ from deepwave import scalar
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
 
-from hpcinv.actors import init_ray  # noqa: E402
 from hpcinv.config import DataConfig, load_config  # noqa: E402
-from hpcinv.generate import generate  # noqa: E402
+from hpcinv.distributed.session import init_ray, shutdown  # noqa: E402
 from hpcinv.physics import make_geometry, ricker  # noqa: E402
 from hpcinv.physics.forward import match_deepwave_threads  # noqa: E402
+from hpcinv.stages import Execution  # noqa: E402
+from hpcinv.stages.generate import run as generate  # noqa: E402
+from hpcinv.stages.requests import GenerateRequest  # noqa: E402
 from hpcinv.velocity import make_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,12 +81,14 @@ def raw_deepwave(cfg: DataConfig, models) -> float:
     return time.perf_counter() - t0
 
 
-def timed_generate(cfg: DataConfig, **kwargs) -> tuple[float, float]:
+def timed_generate(cfg: DataConfig, workers: int | None = None) -> tuple[float, float]:
+    """Seconds of one generation (Ray given ``workers``, else in process), less the actors' start-up."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        summary = generate(cfg, Path(tmp) / "ds", progress=False, **kwargs)
+        execution = Execution(in_process=workers is None, workers=workers, progress=False)
+        summary = generate(GenerateRequest(config=cfg, out=str(Path(tmp) / "ds")), execution)
         wall = time.perf_counter() - t0
-    startup = summary.extra.get("actor_startup_s", 0.0)
+    startup = summary["extra"].get("actor_startup_s", 0.0)
     return wall - startup, startup
 
 
@@ -171,7 +175,7 @@ def main() -> None:
         times["raw"].append(raw_deepwave(cfg, models))
         times["in_process"].append(timed_generate(cfg)[0])
         for n in (1, 2):
-            t, startup[f"ray_{n}"] = timed_generate(cfg, use_ray=True, workers=n)
+            t, startup[f"ray_{n}"] = timed_generate(cfg, workers=n)
             times[f"ray_{n}"].append(t)
     best = {k: min(v) for k, v in times.items()}
     host = host_work(cfg, args.samples)
@@ -180,9 +184,7 @@ def main() -> None:
     host["hidden_ray_1"] = round(1 - (per_sample["ray_1"] - per_sample["raw"]) / host["host_s_per_sample"], 3)
     host["device"] = device_idle(cfg, args.samples)
     host["hidden_measured"] = round(1 - host["device"]["idle_s_per_sample"] / host["host_s_per_sample"], 3)
-    import ray
-
-    ray.shutdown()
+    shutdown()
     emit(
         {
             "benchmark": "generation",

@@ -166,7 +166,9 @@ def deepwave_rate(bandwidth_gb_s: float) -> dict:
 
 
 def generate_rate(samples: int) -> dict:
-    from hpcinv.generate import generate
+    from hpcinv.stages import Execution
+    from hpcinv.stages.generate import run as generate
+    from hpcinv.stages.requests import GenerateRequest
     from hpcinv.velocity import make_source
 
     out = {}
@@ -185,7 +187,7 @@ def generate_rate(samples: int) -> dict:
         raw = raw_loop(cfg, models, per_call)
         with tempfile.TemporaryDirectory(dir=os.environ.get("HPCINV_BENCH_DIR")) as tmp:
             t0 = time.perf_counter()
-            generate(cfg, Path(tmp) / "ds", progress=False)
+            generate(GenerateRequest(config=cfg, out=str(Path(tmp) / "ds")), Execution(in_process=True, progress=False))
             wall = time.perf_counter() - t0
         out[f"models_per_call_{per_call}"] = {
             "raw_samples_per_s": round(samples / raw, 2),

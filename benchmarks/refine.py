@@ -2,7 +2,7 @@
 hpcinv's low-pass, loss, gradient smoothing and projection), per model, on one thread, side by side
 with a plain forward modelling of the same shots: what ``refine``'s per-model budget costs.
 
-    python benchmarks/refine.py [--config configs/bench.yaml] [--shots N] [--iterations 5] [key=value ...]
+    python benchmarks/refine.py [--config configs/cpu_fcnvmb_data.yaml] [--shots N] [--iterations 5] [key=value ...]
 
 ``--shots`` limits the shots of one iteration (a paper-size iteration is timed on a few shots and
 scaled linearly: shots are independent in deepwave). Prints JSON: seconds per forward, per iteration,
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "bench.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "configs" / "cpu_fcnvmb_data.yaml"))
     parser.add_argument("--shots", type=int, help="shots per timed iteration (default: all)")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (timings synchronised)")

@@ -4,7 +4,7 @@ config overrides ``key.sub=value`` anywhere on the line (before or after the opt
 from __future__ import annotations
 
 import argparse
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -70,22 +70,29 @@ def _flag_type(annotation: object) -> type:
     return str
 
 
-def add_model_flags(group: Any, model: type[BaseModel], *, skip: tuple[str, ...] = ()) -> None:
+def add_model_flags(
+    group: Any, model: type[BaseModel], *, skip: tuple[str, ...] = (), whole_numbers: bool = False
+) -> None:
     """One flag per field of ``model`` (``--cpus-per-node`` for ``cpus_per_node``), with the field's
-    default and description; a list field is a repeatable flag. ``group``: a parser or argument group."""
+    default and description: a bool is a switch, a choice lists its values, a list field is a repeatable
+    flag; with ``whole_numbers`` a whole number with a lower bound is checked as argparse parses it.
+    ``group``: a parser or argument group."""
     for name, field in model.model_fields.items():
         if name in skip:
             continue
-        shown = f" (default {field.default})" if field.default not in (None, []) else ""
+        shown = f" (default {field.default})" if field.default not in (None, [], False) else ""
+        help = f"{field.description}{shown}".replace("%", "%%")
         if get_origin(field.annotation) is list:
             group.add_argument(_flag(name), action="append", default=[], metavar="VALUE", help=field.description)
-            continue
-        group.add_argument(
-            _flag(name),
-            type=_flag_type(field.annotation),
-            default=field.default,
-            help=f"{field.description}{shown}".replace("%", "%%"),
-        )
+        elif field.annotation is bool:
+            group.add_argument(_flag(name), action="store_true", default=field.default, help=help)
+        elif get_origin(field.annotation) is Literal:
+            group.add_argument(_flag(name), choices=get_args(field.annotation), default=field.default, help=help)
+        else:
+            kind = _flag_type(field.annotation)
+            low = next((m.ge for m in field.metadata if isinstance(getattr(m, "ge", None), int)), None)
+            parse = whole(low) if whole_numbers and kind is int and low is not None else kind
+            group.add_argument(_flag(name), type=parse, default=field.default, help=help)
 
 
 def model_from_flags(model: type[BaseModel], args: argparse.Namespace, **fixed: Any) -> Any:

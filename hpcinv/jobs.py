@@ -1,14 +1,17 @@
-"""The callables that the ``launch/`` submitit launchers send to SLURM.
+"""The job that the ``launch/`` submitit launchers send to SLURM: one stage's request, run on the job's
+nodes (:class:`StageJob`).
 
-They live in the package (not in the launch scripts) so they unpickle on any node that has hpcinv
-installed. Each is a :class:`submitit.helpers.Checkpointable`: on preemption or timeout (SLURM's
-USR2) submitit pickles the same call again and requeues the job, and re-running it continues the
-work, because every hpcinv stage resumes by being re-run -- generation keeps its verified shards,
-training restarts from its last Ray Train checkpoint in the same run folder.
+It lives in the package (not in the launch scripts) so it unpickles on any node that has hpcinv
+installed. It is a :class:`submitit.helpers.Checkpointable`: on preemption or timeout (SLURM's USR2)
+submitit pickles the same call again and requeues the job, and re-running it continues the work,
+because every hpcinv stage resumes by being re-run -- generation keeps its verified shards, training
+restarts from its newest checkpoint in the same run folder, refine keeps its finished shards.
 
-The config travels validated (a pydantic model, not a YAML path), so a job does not depend on a file
-changing after submission; jobs run in the submission directory (SLURM's default), so relative
-paths in a config mean what they meant on the submitting shell.
+The request travels validated (a pydantic model, not a YAML path), so a job does not depend on a file
+changing after submission; its folders are made absolute when it is made, and jobs run in the
+submission directory (SLURM's default), so relative paths inside a config mean what they meant on the
+submitting shell. A stage that runs on Ray gets a private Ray cluster over the job's nodes
+(:func:`hpcinv.distributed.cluster.run_on_cluster`); the others run on the first node alone.
 """
 
 from __future__ import annotations
@@ -17,14 +20,28 @@ import contextlib
 import json
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import submitit
+from pydantic import BaseModel
 
-from hpcinv.config import ClusterConfig, DataConfig, EvaluateConfig, RefineConfig, TrainConfig
+from hpcinv.config import ClusterConfig
+from hpcinv.stages import STAGES, Execution
+from hpcinv.stages.requests import EvaluateRequest, GenerateRequest, RefineRequest, TrainRequest
 
 log = logging.getLogger(__name__)
+
+PATH_FIELDS = ("out", "data", "run", "gathers")  # a request's folders and files, made absolute at submission
+
+
+def absolute(request: BaseModel) -> BaseModel:
+    """``request`` with its folders as seen from the submitting shell (``--init smooth`` is no folder)."""
+    update: dict = {k: str(Path(v).resolve()) for k in PATH_FIELDS if isinstance(v := getattr(request, k, None), str)}
+    if isinstance(init := getattr(request, "init", None), str) and init != "smooth":
+        update["init"] = str(Path(init).resolve())
+    if isinstance(runs := getattr(request, "runs", None), list):
+        update["runs"] = [str(Path(r).resolve()) for r in runs]
+    return request.model_copy(update=update)
 
 
 def _absolute(cluster: ClusterConfig) -> ClusterConfig:
@@ -34,119 +51,83 @@ def _absolute(cluster: ClusterConfig) -> ClusterConfig:
     return cluster.model_copy(update={"cluster_dir": str(Path(cluster.cluster_dir).resolve())})
 
 
-class _ClusterJob(submitit.helpers.Checkpointable):
-    """A job that runs on a Ray cluster over its nodes (``self.cluster``)."""
-
-    cluster: ClusterConfig
-
-    def __setstate__(self, state: dict) -> None:
-        # A job pickled by an hpcinv before ClusterConfig (queued or requeued across an upgrade of a
-        # shared install) carried the folder and the object store as two attributes.
-        if "cluster" not in state and "cluster_dir" in state:
-            old = {"cluster_dir": state.pop("cluster_dir"), "object_store_gb": state.pop("object_store_gb", None)}
-            state["cluster"] = ClusterConfig(**old)
-        self.__dict__.update(state)
-
-
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-class GenerateJob(_ClusterJob):
-    """Generate (or finish) a dataset on a Ray cluster spanning the job's nodes."""
+class StageJob(submitit.helpers.Checkpointable):
+    """Run stage ``stage`` with ``request`` on the job's nodes (a Ray cluster over them when the stage
+    runs on Ray); returns the stage's summary (from the first node)."""
 
-    def __init__(self, cfg: DataConfig, out: str, cluster: ClusterConfig, *, part: tuple[int, int] | None = None):
-        self.cfg, self.out, self.cluster, self.part = cfg, str(Path(out).resolve()), _absolute(cluster), part
+    def __init__(self, stage: str, request: BaseModel, cluster: ClusterConfig | None = None):
+        self.stage, self.request = stage, absolute(request)
+        self.cluster = _absolute(cluster or ClusterConfig())
 
     def __call__(self) -> dict | None:
-        from hpcinv.cluster import run_on_cluster
-        from hpcinv.generate import generate
-
         _setup_logging()
+        stage = STAGES[self.stage]
+        if stage.ray == "none":
+            return stage.run(self.request, Execution(progress=False))
+        from hpcinv.distributed.cluster import run_on_cluster
 
         def work(address: str) -> dict:
             with contextlib.redirect_stdout(sys.stderr):
-                summary = generate(self.cfg, self.out, use_ray=True, address=address, progress=False, part=self.part)
-            return asdict(summary)
-
-        return run_on_cluster(work, self.cluster)
-
-
-class TrainJob(_ClusterJob):
-    """DDP training (or its resumption) on a Ray cluster spanning the job's nodes."""
-
-    def __init__(self, cfg: TrainConfig, run_dir: str, cluster: ClusterConfig):
-        self.cfg, self.run_dir, self.cluster = cfg, str(Path(run_dir).resolve()), _absolute(cluster)
-
-    def __call__(self) -> dict | None:
-        from hpcinv.cluster import run_on_cluster
-        from hpcinv.train.trainer import train
-
-        _setup_logging()
-
-        def work(address: str) -> dict:
-            with contextlib.redirect_stdout(sys.stderr):
-                return train(self.cfg, self.run_dir, address=address)
+                return stage.run(self.request, Execution(address=address, progress=False))
 
         result = run_on_cluster(work, self.cluster)
         if result is not None:
-            log.info("result: %s", json.dumps(result))
+            log.info("result: %s", json.dumps(result, default=str)[:2000])
         return result
 
 
-class EvaluateJob(submitit.helpers.Checkpointable):
-    """Metrics, figures and data misfit of runs on a dataset (one node, no Ray needed)."""
-
-    def __init__(self, runs: list[str], data: str, out: str, settings: EvaluateConfig):
-        self.runs = [str(Path(r).resolve()) for r in runs]
-        self.data, self.out = str(Path(data).resolve()), str(Path(out).resolve())
-        self.settings = settings
-
-    def __call__(self) -> dict:
-        from hpcinv.evaluate.report import evaluate
-
-        _setup_logging()
-        result = evaluate(self.runs, self.data, self.out, self.settings)
-        return {"out": result["out"], "table": result["table"]}
+# ---------------------------------------------------------------------------------------------------
+# Jobs pickled by an earlier hpcinv (queued, or requeued, across an upgrade of a shared install) were one
+# class per stage; they unpickle into the job above.
 
 
-class RefineJob(_ClusterJob):
-    """FWI of a dataset's models from a start, on a Ray cluster spanning the job's nodes (resumed on
-    requeue: finished shards are kept)."""
+class _Earlier(StageJob):
+    def __setstate__(self, state: dict) -> None:
+        if "cluster" not in state and "cluster_dir" in state:  # (before ClusterConfig: two attributes)
+            state["cluster"] = ClusterConfig(
+                cluster_dir=state.pop("cluster_dir"), object_store_gb=state.pop("object_store_gb", None)
+            )
+        self.__dict__.update(self._stage_job(state))
 
-    def __init__(
-        self,
-        cfg: RefineConfig,
-        data: str,
-        init: str,
-        out: str,
-        cluster: ClusterConfig,
-        *,
-        split: str | None = None,
-        samples: int | None = None,
-    ):
-        self.cfg, self.split, self.samples, self.cluster = cfg, split, samples, _absolute(cluster)
-        self.data, self.out = str(Path(data).resolve()), str(Path(out).resolve())
-        self.init = init if init == "smooth" else str(Path(init).resolve())
+    @staticmethod
+    def _stage_job(state: dict) -> dict:
+        raise NotImplementedError
 
-    def __call__(self) -> dict | None:
-        from hpcinv.cluster import run_on_cluster
-        from hpcinv.refine import refine
 
-        _setup_logging()
+class GenerateJob(_Earlier):
+    @staticmethod
+    def _stage_job(state: dict) -> dict:
+        request = GenerateRequest(config=state["cfg"], out=state["out"], part=state.get("part"))
+        return {"stage": "generate", "request": request, "cluster": state["cluster"]}
 
-        def work(address: str) -> dict:
-            with contextlib.redirect_stdout(sys.stderr):
-                return refine(
-                    self.data,
-                    self.init,
-                    self.out,
-                    self.cfg,
-                    split=self.split,
-                    samples=self.samples,
-                    use_ray=True,
-                    address=address,
-                    progress=False,
-                )
 
-        return run_on_cluster(work, self.cluster)
+class TrainJob(_Earlier):
+    @staticmethod
+    def _stage_job(state: dict) -> dict:
+        request = TrainRequest(config=state["cfg"], out=state["run_dir"])
+        return {"stage": "train", "request": request, "cluster": state["cluster"]}
+
+
+class RefineJob(_Earlier):
+    @staticmethod
+    def _stage_job(state: dict) -> dict:
+        request = RefineRequest(
+            config=state["cfg"],
+            data=state["data"],
+            init=state["init"],
+            out=state["out"],
+            split=state.get("split"),
+            samples=state.get("samples"),
+        )
+        return {"stage": "refine", "request": request, "cluster": state["cluster"]}
+
+
+class EvaluateJob(_Earlier):
+    @staticmethod
+    def _stage_job(state: dict) -> dict:
+        request = EvaluateRequest(runs=state["runs"], data=state["data"], out=state["out"], settings=state["settings"])
+        return {"stage": "evaluate", "request": request, "cluster": ClusterConfig()}

@@ -3,7 +3,8 @@
 The network is rebuilt from its checkpoint (the model spec and normaliser stored there), checked
 against the dataset (finite weights; the input and output shapes; the survey, grid and modelling it
 was trained on, see :func:`survey_differences`), and applied to every sample of the dataset or its
-split, shard by shard, in this process. The output is a velocity store (:mod:`hpcinv.store.velocities`):
+split, shard by shard by a :class:`PredictWorker` (in this process, or in the Ray actors of the
+``predict`` stage, :mod:`hpcinv.stages.predict`). The output is a velocity store (:mod:`hpcinv.store.velocities`):
 velocities in m/s, the dataset index of each, the checkpoint (path, sha256, epoch) and the dataset
 (path, config hash, split) they came from. Shards are written atomically; re-running the same command
 finishes an interrupted one; on the same machine a rerun writes bit-identical velocities.
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from hpcinv.checkpoint import Checkpoint, load_weights, nonfinite_entries, read_checkpoint
+from hpcinv.config import PredictConfig
 from hpcinv.errors import HpcinvError
 from hpcinv.feed import Normaliser
 from hpcinv.folders import DATASETS, distinct, require
@@ -32,7 +34,7 @@ from hpcinv.store.folder import check_store_folder, open_store_folder
 from hpcinv.store.manifest import dataset_identity, read_manifest, select_range
 from hpcinv.store.shard import SHARD_DIR, ShardSpec
 from hpcinv.store.velocities import read_store_manifest, store_manifest, write_velocity_shard
-from hpcinv.store.writer import StoreWriter
+from hpcinv.store.writer import Executor, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +103,12 @@ def load_network(path: str | Path, manifest: dict, dataset: str, allow_survey_mi
 
 
 @torch.no_grad()
-def predict_gathers(model: torch.nn.Module, norm: Normaliser, gathers_NSTR: np.ndarray) -> np.ndarray:
-    """Velocities (n, nz, nx) float32 m/s of a batch of stored gathers."""
-    g = norm.gathers_fwd(torch.from_numpy(np.asarray(gathers_NSTR, dtype=np.float32)))
-    return norm.velocity_inv(model(g).float())[:, 0].numpy()
+def predict_gathers(
+    model: torch.nn.Module, norm: Normaliser, gathers_NSTR: np.ndarray, device: torch.device | None = None
+) -> np.ndarray:
+    """Velocities (n, nz, nx) float32 m/s of a batch of stored gathers (the network on ``device``)."""
+    g = norm.gathers_fwd(torch.from_numpy(np.asarray(gathers_NSTR, dtype=np.float32)).to(device or "cpu"))
+    return norm.velocity_inv(model(g).float())[:, 0].cpu().numpy()
 
 
 def _hash(record: dict) -> str:
@@ -115,6 +119,38 @@ def store_writer(out: Path, manifest: dict, lo: int) -> StoreWriter:
     """The writer of a velocity store being (re)made in ``out``, whose shards hold samples ``lo + ...``."""
     specs = plan_shards(manifest["n_samples"], manifest["shard_size"])
     return StoreWriter(out, manifest, specs, index_of=lambda s: np.arange(lo + s.start, lo + s.stop))
+
+
+class PredictWorker:
+    """Predicts and writes the shards of one velocity store (in this process, or in a Ray actor of
+    :class:`~hpcinv.distributed.pool.ShardPool`): shard ``spec`` holds dataset samples ``lo + spec.start``..."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        norm: Normaliser,
+        dataset: str | Path,
+        out: str | Path,
+        lo: int,
+        store_hash: str,
+        device: str = "cpu",
+    ):
+        self.device = torch.device(device)
+        self.model, self.norm = model.to(self.device).eval(), norm
+        self.ds = ShardedDataset(dataset)
+        self.folder, self.lo, self.hash = Path(out) / SHARD_DIR, lo, store_hash
+
+    def run(self, spec: ShardSpec) -> dict:
+        gathers = np.stack([self.ds.read(i)[0] for i in range(self.lo + spec.start, self.lo + spec.stop)])
+        velocity = predict_gathers(self.model, self.norm, gathers, self.device)
+        return write_velocity_shard(self.folder, spec, self.lo, velocity, config_hash=self.hash)
+
+
+def predict_worker(state: dict, **kwargs) -> PredictWorker:
+    """A :class:`PredictWorker` built where it runs (a Ray actor) from a checkpoint's ``state``."""
+    model = build_model(state["model_spec"])
+    load_weights(model, state, "for prediction")
+    return PredictWorker(model, Normaliser(**state["normaliser"]), **kwargs)
 
 
 @dataclass
@@ -130,61 +166,72 @@ class PredictPlan:
     restart: bool
     owner: Path | None = None  # the store ``out`` is part of (a refine's start)
 
+    def worker_args(self, device: str = "cpu") -> dict:
+        """What a :class:`PredictWorker` of this plan takes, besides the network."""
+        return {
+            "dataset": str(self.dataset.resolve()),
+            "out": str(self.out.resolve()),
+            "lo": self.lo,
+            "store_hash": self.manifest["config_hash"],
+            "device": device,
+        }
+
 
 def plan_predict(
     checkpoint: str | Path,
     dataset: str | Path,
     out: str | Path,
+    settings: PredictConfig | None = None,
     *,
-    split: str | None = None,
-    shard_size: int = 16,
-    allow_survey_mismatch: bool = False,
     restart: bool = False,
-    full_verify: bool = False,
-    samples: int | None = None,
     network: Network | None = None,
     owner: Path | None = None,
 ) -> PredictPlan:
-    """Check every input of a prediction of ``dataset`` (its ``split``; its first ``samples``) into
-    ``out`` -- the dataset, the checkpoint (``network``, if it is loaded already), the output folder --
+    """Check every input of a prediction of ``dataset`` into ``out`` -- the dataset (its split and samples
+    as ``settings`` say), the checkpoint (``network``, if it is loaded already), the output folder --
     before anything is written."""
-    if shard_size < 1:
-        raise HpcinvError(f"--shard-size must be >= 1, got {shard_size}")
+    s = settings or PredictConfig()
     out = Path(out)
     require(dataset, DATASETS, what="--data")
-    manifest = require_readable(dataset, split, full=full_verify)
-    lo, hi = select_range(manifest, split, samples, f"dataset {str(dataset)!r}")
-    network = network or load_network(checkpoint, manifest, str(dataset), allow_survey_mismatch)
+    manifest = require_readable(dataset, s.split, full=s.verify == "full")
+    lo, hi = select_range(manifest, s.split, s.samples, f"dataset {str(dataset)!r}")
+    network = network or load_network(checkpoint, manifest, str(dataset), s.allow_survey_mismatch)
     distinct(out, {"--data": dataset, "the checkpoint's run": network.checkpoint.run})
     for text in network.warnings:
         log.warning("%s", text)
-    state = network.state
     source = {
         "checkpoint": str(network.checkpoint.file.resolve()),
         "checkpoint_sha256": network.checkpoint.sha256,
-        "epoch": state.get("epoch"),
-        "model": state["model_spec"]["config"]["name"],
+        "epoch": network.checkpoint.epoch,
+        "model": network.checkpoint.spec["config"]["name"],
         "warnings": network.warnings,
     }
     request = {
         "checkpoint_sha256": network.checkpoint.sha256,
         "dataset": dataset_identity(manifest),
         "range": [lo, hi],
-        "shard_size": shard_size,
+        "shard_size": s.shard_size,
     }
     new = store_manifest(
-        "prediction", _hash(request), dataset, manifest, split, (lo, hi), shard_size, source, request=request
+        "prediction", _hash(request), dataset, manifest, s.split, (lo, hi), s.shard_size, source, request=request
     )
     check_store_folder(out, new, restart=restart, command="predict", owner=owner)  # before anything is written
     return PredictPlan(network, Path(dataset), lo, hi, out, new, restart, owner)
 
 
-def run_predict(plan: PredictPlan, *, progress: bool = True, predicted: np.ndarray | None = None) -> dict:
-    """Write (or finish) the store of ``plan``; ``predicted``: the velocities of samples [lo, hi), when
+def run_predict(
+    plan: PredictPlan,
+    *,
+    progress: bool = True,
+    predicted: np.ndarray | None = None,
+    executor: Executor | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Write (or finish) the store of ``plan``: its shards computed by ``executor`` (e.g. a pool of Ray
+    actors), else in this process on ``device``; ``predicted``: the velocities of samples [lo, hi), when
     the caller has computed them already. The store's lock is taken here, unless it is part of another
     (``plan.owner``, whose writer holds both)."""
-    out, lo, network = plan.out, plan.lo, plan.network
-    ds = ShardedDataset(plan.dataset)
+    out, network = plan.out, plan.network
     with contextlib.ExitStack() as held:
         held.enter_context(folder_lock(plan.dataset, shared=True, create=False))
         if plan.owner is None:
@@ -192,17 +239,20 @@ def run_predict(plan: PredictPlan, *, progress: bool = True, predicted: np.ndarr
         else:
             out.mkdir(exist_ok=True)
         store = open_store_folder(out, plan.manifest, restart=plan.restart, command="predict", owner=plan.owner)
-        writer = store_writer(out, store, lo)
+        writer = store_writer(out, store, plan.lo)
+        if executor is None:
+            worker = PredictWorker(network.model, network.norm, **plan.worker_args(device))
 
-        def run(spec: ShardSpec) -> dict:
-            if predicted is not None:
-                velocity = predicted[spec.start : spec.stop]
-            else:
-                gathers = np.stack([ds.read(i)[0] for i in range(lo + spec.start, lo + spec.stop)])
-                velocity = predict_gathers(network.model, network.norm, gathers)
-            return write_velocity_shard(out / SHARD_DIR, spec, lo, velocity, config_hash=store["config_hash"])
+            def in_process(specs: list[ShardSpec]):
+                for spec in specs:
+                    if predicted is None:
+                        yield worker.run(spec)
+                    else:
+                        velocity = predicted[spec.start : spec.stop]
+                        yield write_velocity_shard(worker.folder, spec, plan.lo, velocity, config_hash=worker.hash)
 
-        writer.record((run(spec) for spec in writer.todo), desc="predict", progress=progress)
+            executor = in_process
+        writer.run(executor, desc="predict", progress=progress)
     final = writer.manifest
     return {
         "out": str(out),
@@ -212,36 +262,6 @@ def run_predict(plan: PredictPlan, *, progress: bool = True, predicted: np.ndarr
         "complete": final["complete"],
         "warnings": network.warnings,
     }
-
-
-def predict(
-    checkpoint: str | Path,
-    dataset: str | Path,
-    out: str | Path,
-    *,
-    split: str | None = None,
-    shard_size: int = 16,
-    allow_survey_mismatch: bool = False,
-    restart: bool = False,
-    progress: bool = True,
-    full_verify: bool = False,
-    samples: int | None = None,
-) -> dict:
-    """Write the network's velocity for every sample of ``dataset`` (its ``split``; its first ``samples``)
-    into ``out``."""
-    with folder_lock(dataset, shared=True, create=False):  # read from the first check to the last shard
-        plan = plan_predict(
-            checkpoint,
-            dataset,
-            out,
-            split=split,
-            shard_size=shard_size,
-            allow_survey_mismatch=allow_survey_mismatch,
-            restart=restart,
-            full_verify=full_verify,
-            samples=samples,
-        )
-        return run_predict(plan, progress=progress)
 
 
 def dataset_of(store_root: str | Path) -> dict:

@@ -1,9 +1,13 @@
-"""What every launcher shares: SLURM options, checks before submission, the submitit executor, output.
+"""The launchers, a table over the stages (:mod:`hpcinv.stages`): SLURM options, the checks before
+submission, the submitit executor, the one job (:class:`hpcinv.jobs.StageJob`), output.
 
-A launcher validates everything it can on the login node (config, inputs, partition, node count,
-resources) so a bad request fails at once with one line, never as a job that pends forever or dies
-after waiting in the queue. It prints one JSON object: the job id(s), the log paths and, with
-``--wait``, the job's result.
+``python -m launch.STAGE`` takes the stage's own arguments (as ``hpcinv STAGE`` does, without the
+execution options: the job runs on a Ray cluster over its nodes) and the SLURM flags. It validates
+everything it can on the login node -- the stage's own checks (config, inputs, output folder), the
+partition, node count and resources -- so a bad request fails at once with one line, never as a job
+that pends forever or dies after waiting in the queue. With ``--after JOBID`` the inputs may still be
+in the making: only the output folder is checked. It prints one JSON object: the job id(s), the log
+paths and, with ``--wait``, the job's result.
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import submitit
+from pydantic import BaseModel
 
 from hpcinv.argv import OneLineParser, add_model_flags, model_from_flags, parse_with_overrides
 from hpcinv.config import ClusterConfig, SlurmConfig, parse_overrides
 from hpcinv.errors import HpcinvError
+from hpcinv.folders import claim
+from hpcinv.jobs import StageJob
+from hpcinv.stages import STAGES, parser_for, request_from
 
 
 class _Parser(OneLineParser):
@@ -175,6 +184,51 @@ def report(args: argparse.Namespace, jobs: list[submitit.Job], final: submitit.J
             job.wait()
         result = final.results()[0]  # rank 0 ran the work; the other ranks only hosted Ray nodes
         print(json.dumps({"job_id": final.job_id, "result": result}, indent=1, default=str))
+
+
+def stage_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The launcher of stage ``name``: its arguments (from the table of stages) and the SLURM flags."""
+    p = parser(description)
+    parser_for(STAGES[name], p, execution=False)
+    return p
+
+
+OUTPUT_KIND = {
+    "generate": "dataset",
+    "train": "run",
+    "predict": "predictions",
+    "refine": "refined",
+    "evaluate": "report",
+}
+
+
+def checked_request(name: str, args: argparse.Namespace, **check: Any) -> BaseModel:
+    """The request of stage ``name``, checked as the command checks it (with ``--after``: only its output
+    folder, since its inputs are made by an earlier job)."""
+    stage = STAGES[name]
+    request = request_from(stage, args)
+    if args.after:
+        claim(request.out, stage.makes)  # type: ignore[attr-defined]
+    else:
+        stage.check(request, None, **check)
+    return request
+
+
+def submit_stage(
+    name: str,
+    args: argparse.Namespace,
+    request: BaseModel,
+    *,
+    nodes: int | None = None,
+    ex: submitit.SlurmExecutor | None = None,
+    **info: Any,
+) -> None:
+    """Submit one :class:`~hpcinv.jobs.StageJob` of ``request`` (through ``ex``, made here unless given)
+    and report it."""
+    ex = ex or executor(args, name, nodes=nodes)
+    job = StageJob(name, request, cluster_config(args))
+    jobs = submit(args.folder, lambda: [ex.submit(job)])
+    report(args, jobs, **info)
 
 
 def main(run: Callable[[argparse.Namespace], None], p: argparse.ArgumentParser, argv: list[str] | None) -> int:

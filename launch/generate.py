@@ -14,46 +14,45 @@ import argparse
 import subprocess
 import sys
 
-from hpcinv.config import DataConfig, load_config
 from hpcinv.errors import HpcinvError
-from hpcinv.generate.driver import check_dataset_config
-from hpcinv.jobs import GenerateJob
+from hpcinv.jobs import StageJob
 from hpcinv.store import folder_lock
-from hpcinv.store.folder import check_dataset_folder, open_dataset_folder
+from hpcinv.store.folder import open_dataset_folder
 from launch import common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = common.parser("Submit hpcinv dataset generation to SLURM")
-    p.add_argument("config", help="data config (YAML)")
-    p.add_argument("--out", required=True, help="dataset folder on shared storage")
+    p = common.stage_parser("generate", "Submit hpcinv dataset generation to SLURM")
     p.add_argument("--array", type=int, metavar="K", help="split into K independent jobs plus a final one")
     return p
 
 
 def run(args: argparse.Namespace) -> None:
-    cfg = load_config(DataConfig, args.config, args.overrides)
-    check_dataset_config(cfg)  # physics, geometry, imported collection: refused here, not after queueing
-    check_dataset_folder(cfg, args.out)
     if args.array is not None and args.array < 2:
         raise HpcinvError(f"--array {args.array} is not valid: give at least 2 parts")
+    # physics, geometry, imported collection, the folder: refused here, not after queueing
+    request = common.checked_request("generate", args)
+    if not args.array:
+        common.submit_stage("generate", args, request, out=args.out)
+        return
     cluster = common.cluster_config(args)
     ex = common.executor(args, "generate")  # checks the partition and node count
-    if not args.array:
-        jobs = common.submit(args.folder, lambda: [ex.submit(GenerateJob(cfg, args.out, cluster))])
-        common.report(args, jobs, out=args.out)
-        return
     with folder_lock(args.out):  # refused while another generate writes there
-        open_dataset_folder(cfg, args.out)  # now: a config or path problem shows here, not in K jobs
+        open_dataset_folder(request.config, args.out)  # now: a config or path problem shows here, not in K jobs
     parts = common.submit(
         args.folder,
-        lambda: ex.submit_array([GenerateJob(cfg, args.out, cluster, part=(i, args.array)) for i in range(args.array)]),
+        lambda: ex.submit_array(
+            [
+                StageJob("generate", request.model_copy(update={"part": (i, args.array)}), cluster)
+                for i in range(args.array)
+            ]
+        ),
     )
     array_id = parts[0].job_id.split("_")[0]
     merge_args = argparse.Namespace(**{**vars(args), "after": array_id, "nodes": 1})
     merge_ex = common.executor(merge_args, "generate-merge")
     try:
-        (merge,) = common.submit(args.folder, lambda: [merge_ex.submit(GenerateJob(cfg, args.out, cluster))])
+        (merge,) = common.submit(args.folder, lambda: [merge_ex.submit(StageJob("generate", request, cluster))])
     except HpcinvError:
         subprocess.run(["scancel", array_id], check=False)  # no parts left running without their merge
         raise

@@ -11,19 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from hpcinv.config import TrainConfig, load_config
-from hpcinv.jobs import TrainJob
-from hpcinv.train.trainer import check_inputs
+from hpcinv.config import TrainConfig
 from launch import common
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = common.parser("Submit hpcinv DDP training to SLURM")
-    p.add_argument("config", help="training config (YAML)")
-    p.add_argument("--out", required=True, help="run folder on shared storage (re-submit to resume)")
-    return p
 
 
 def check_fits(cfg: TrainConfig, args: argparse.Namespace) -> None:
@@ -38,17 +28,14 @@ def check_fits(cfg: TrainConfig, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    cfg = load_config(TrainConfig, args.config, args.overrides)
-    ex = common.executor(args, "train")  # checks the partition and node count first
-    check_fits(cfg, args)
-    if not args.after:  # with --after the datasets may still be in the making
-        check_inputs(cfg, Path(args.out))
-    jobs = common.submit(args.folder, lambda: [ex.submit(TrainJob(cfg, args.out, common.cluster_config(args)))])
-    common.report(args, jobs, run_dir=args.out)
+    ex = common.executor(args, "train")  # the partition and node count first
+    request = common.checked_request("train", args)  # with --after the datasets may still be in the making
+    check_fits(request.config, args)  # type: ignore[attr-defined]
+    common.submit_stage("train", args, request, ex=ex, run_dir=args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.main(run, build_parser(), argv)
+    return common.main(run, common.stage_parser("train", "Submit hpcinv DDP training to SLURM"), argv)
 
 
 if __name__ == "__main__":

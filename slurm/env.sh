@@ -17,7 +17,7 @@ requeue() {
 }
 trap requeue USR2
 
-# One task per node; each runs the Ray bootstrap (hpcinv/cluster.py) and the first one the command.
+# One task per node; each runs the Ray bootstrap (hpcinv/distributed/cluster.py) and the first one the command.
 # srun runs in the background so the trap fires while it runs.
 hpcinv_srun() {
   srun --kill-on-bad-exit=1 --ntasks-per-node=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \

@@ -101,9 +101,11 @@ def hpcinv(*args: str) -> Ran:
 
 def generate_small(out: Path, *overrides: str) -> Path:
     """A small dataset of configs/tiny.yaml (with ``overrides``), generated in this process."""
-    from hpcinv.generate import generate
+    from hpcinv.stages import Execution
+    from hpcinv.stages.generate import run
+    from hpcinv.stages.requests import GenerateRequest
 
-    generate(tiny_config(*overrides), out, progress=False)
+    run(GenerateRequest(config=tiny_config(*overrides), out=str(out)), Execution(in_process=True, progress=False))
     return out
 
 
@@ -128,7 +130,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
 def train_in_process(run: Path, dataset: Path, *overrides: str) -> dict:
     """tiny_train.yaml trained as one rank in this process (no Ray), W&B disabled unless overridden."""
     from hpcinv.config import TrainConfig, load_config
-    from hpcinv.train.trainer import train
+    from hpcinv.stages.train import train
 
     cfg = load_config(
         TrainConfig,
@@ -155,10 +157,12 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_predictions(tiny_run, tiny_dataset, tmp_path_factory) -> Path:
     """The tiny run's predictions for every sample of the tiny dataset (a velocity store)."""
-    from hpcinv.predict import predict
+    from hpcinv.stages import Execution
+    from hpcinv.stages.predict import run
+    from hpcinv.stages.requests import PredictRequest
 
     out = tmp_path_factory.mktemp("tiny_predictions") / "pred"
-    predict(tiny_run, tiny_dataset, out, progress=False)
+    run(PredictRequest(run=str(tiny_run), data=str(tiny_dataset), out=str(out)), Execution(progress=False))
     return out
 
 
@@ -168,7 +172,7 @@ def ray_local():
     after it (the rest of the session runs without Ray in this process: reader processes fork from it)."""
     import ray
 
-    from hpcinv.actors import init_ray
+    from hpcinv.distributed.session import init_ray
 
     init_ray("local", num_cpus=2)
     yield

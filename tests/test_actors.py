@@ -6,13 +6,13 @@ unreachable clusters) are in test_generate_ray.py."""
 import h5py
 import numpy as np
 import pytest
-import ray
 
-from hpcinv.actors import actor_executor
+from hpcinv.distributed.pool import ShardPool, place
 from hpcinv.errors import HpcinvError
-from hpcinv.generate import generate
-from hpcinv.generate.distributed import placement
 from hpcinv.physics import simulate
+from hpcinv.stages import Execution
+from hpcinv.stages.generate import run as run_generate
+from hpcinv.stages.requests import GenerateRequest
 from hpcinv.store import ShardedDataset, plan_shards, read_manifest, verify_dataset
 from hpcinv.velocity import make_source
 from tests.conftest import tiny_config
@@ -31,20 +31,25 @@ def _check_complete(out, n_samples) -> ShardedDataset:
     return ShardedDataset(out)
 
 
+def generate(cfg, out, workers=None):
+    """The generate stage on Ray (the module's local instance)."""
+    return run_generate(GenerateRequest(config=cfg, out=str(out)), Execution(workers=workers, progress=False))
+
+
 def test_two_actors_complete_and_match_serial_modelling(tmp_path, ray_local):
     cfg = tiny_config("dataset.n_samples=12", "dataset.shard_size=3")
     out = tmp_path / "ds"
-    summary = generate(cfg, out, use_ray=True, workers=2, progress=False)
-    assert summary.computed_shards == 4 and summary.extra["workers"] == 2
-    assert len(summary.extra["samples_per_s_per_worker"]) == 2
+    summary = generate(cfg, out, workers=2)
+    assert summary["computed_shards"] == 4 and summary["extra"]["workers"] == 2
+    assert len(summary["extra"]["samples_per_s_per_worker"]) == 2
     ds = _check_complete(out, 12)
     models = make_source(cfg).models(0, 12)
     gathers = simulate(models, cfg.survey, cfg.grid, cfg.modelling).numpy()
     for i in range(12):
         g, v = ds.read(i)
         assert v.tobytes() == models[i].tobytes() and g.tobytes() == gathers[i].tobytes()
-    again = generate(cfg, out, use_ray=True, workers=2, progress=False)  # done: nothing is recomputed
-    assert (again.computed_shards, again.skipped_shards) == (0, 4)
+    again = generate(cfg, out, workers=2)  # done: nothing is recomputed
+    assert (again["computed_shards"], again["skipped_shards"]) == (0, 4)
 
 
 def test_collection_is_shared_with_actors(tmp_path, ray_local):
@@ -54,24 +59,18 @@ def test_collection_is_shared_with_actors(tmp_path, ray_local):
         "velocity.source=npz", f"velocity.path={tmp_path / 'm.npz'}", "dataset.n_samples=null", "dataset.shard_size=2"
     )
     out = tmp_path / "ds"
-    generate(cfg, out, use_ray=True, workers=2, progress=False)
+    generate(cfg, out, workers=2)
     ds = _check_complete(out, 6)
     assert [float(ds.read(i)[1][0, 0]) for i in range(6)] == [3000.0 + 50 * i for i in range(6)]
 
 
-@ray.remote(max_restarts=-1)
-class _Refusing:
-    def __init__(self):
+def test_an_actor_that_refuses_to_start_is_one_clear_line(ray_local):
+    def _refusing():  # (nested: Ray pickles it by value, the actors cannot import this test module)
         raise HpcinvError("modelling.device=cuda needs a working GPU, but: no CUDA driver")
 
-    def pid(self) -> int:
-        return 0
-
-
-def test_an_actor_that_refuses_to_start_is_one_clear_line(ray_local):
-    run = actor_executor(lambda: _Refusing.remote(), 2, what="modelling")
+    pool = ShardPool(place("cpu", 1, 2, "modelling.device"), _refusing, {}, what="modelling")
     with pytest.raises(HpcinvError) as caught:
-        list(run(plan_shards(4, 2)))
+        list(pool(plan_shards(4, 2)))
     assert str(caught.value) == (
         "the modelling actors could not start: modelling.device=cuda needs a working GPU, but: no CUDA driver"
     )
@@ -80,10 +79,10 @@ def test_an_actor_that_refuses_to_start_is_one_clear_line(ray_local):
 def test_placement_refuses_what_the_cluster_cannot_hold_before_anything_is_written(tmp_path, ray_local):
     cfg = tiny_config("dataset.n_samples=4")
     with pytest.raises(HpcinvError, match=r"--workers 3 asks for 3 actors of 1 CPU\(s\) each, .* 2 CPUs: at most 2"):
-        generate(cfg, tmp_path / "ds", use_ray=True, workers=3, progress=False)
+        generate(cfg, tmp_path / "ds", workers=3)
     with pytest.raises(HpcinvError, match="modelling.device=cuda but the Ray cluster has no GPU"):
-        generate(tiny_config("modelling.device=cuda"), tmp_path / "ds", use_ray=True, progress=False)
+        generate(tiny_config("modelling.device=cuda"), tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
     # "auto" is decided once, by the driver: actors are told "cpu" here, one per core
-    device, options, n = placement(tiny_config("modelling.device=auto"))
-    assert (device, options, n) == ("cpu", {"num_cpus": 1}, 2)
+    placement = place("auto", 1, None, "modelling.device")
+    assert (placement.device, placement.options, placement.actors) == ("cpu", {"num_cpus": 1}, 2)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from hpcinv.cli import main
-from hpcinv.cluster import SlurmTask, _remove_stale_temp_dirs, object_store_bytes, temp_dir
 from hpcinv.config import ClusterConfig
+from hpcinv.distributed.cluster import SlurmTask, _remove_stale_temp_dirs, object_store_bytes, temp_dir
 from hpcinv.errors import HpcinvError
 from tests.conftest import CLI, CONFIGS
 

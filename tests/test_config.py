@@ -33,7 +33,7 @@ def test_every_preset_validates_as_its_kind():
             overrides = ["data.train=runs/some_dataset"]
         kinds[path.name] = type(load_config(cls, path, overrides)).__name__
     assert kinds["tiny.yaml"] == "DataConfig" and kinds["tiny_train.yaml"] == "TrainConfig"
-    assert kinds["refine_bench.yaml"] == "RefineConfig" and kinds["refine_paper.yaml"] == "RefineConfig"
+    assert kinds["cpu_refine.yaml"] == "RefineConfig" and kinds["refine_paper.yaml"] == "RefineConfig"
 
 
 def test_overrides_are_typed_and_nested():

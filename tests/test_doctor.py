@@ -73,7 +73,7 @@ def test_doctor_on_a_cpu_build():
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason="this torch is a CUDA build")
 def test_a_slurm_node_given_gpus_it_cannot_use_fails_naming_why():
-    from hpcinv.cluster import check_gpu_node
+    from hpcinv.distributed.cluster import check_gpu_node
     from hpcinv.errors import HpcinvError
 
     with pytest.raises(HpcinvError, match=r"node 3 of SLURM job 7 needs a working GPU, but: torch is a CPU build"):

@@ -70,7 +70,7 @@ def test_killed_modelling_actor_is_replaced_and_nothing_is_lost(tmp_path):
         text=True,
     )
     _wait_for_shards(out, 2, proc)
-    victims = descendants(proc.pid, "ray::ModellingActor")
+    victims = descendants(proc.pid, "ray::ShardActor")
     assert victims, "no modelling actor process found"
     os.kill(victims[0].pid, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
@@ -86,7 +86,7 @@ def test_killed_driver_resumes_computing_only_missing_shards(tmp_path, reap):
     args = [*CLI, "generate", TINY, "--out", str(out), "--quiet", "--workers", "2", *MANY_SHARDS]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_shards(out, 4, proc)
-    actors = descendants(proc.pid, "ray::ModellingActor")
+    actors = descendants(proc.pid, "ray::ShardActor")
     reap.extend(descendants(proc.pid))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

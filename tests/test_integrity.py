@@ -464,11 +464,18 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path):
         f"mount -t tmpfs -o size=1500k tmpfs {mount} && {sys.executable} -m hpcinv.cli generate {TINY} "
         f"--out {out} --quiet --workers 2; echo rc=$?; ls -A {out / 'shards'}"
     )
+    stdout, error = _one_disk_full_error(script)
+    assert ".tmp-" not in stdout  # no half-written shard left behind
+
+
+def _one_disk_full_error(script: str) -> tuple[str, str]:
+    """Run ``script`` in a mount namespace of its own; it must fail with exit code 2 and one line saying the
+    disk is full. Gives its stdout and that line."""
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert "rc=2" in proc.stdout, (proc.stdout, proc.stderr[-3000:])
     errors = [ln for ln in proc.stderr.splitlines() if "hpcinv: error:" in ln]
     assert len(errors) == 1 and "disk full: cannot write" in errors[0] and "Traceback" not in proc.stderr
-    assert ".tmp-" not in proc.stdout  # no half-written shard left behind
+    return proc.stdout, errors[0]
 
 
 def _small_disk(tmp_path):
@@ -495,9 +502,6 @@ def test_a_full_disk_during_refine_is_one_line_and_leaves_no_truncated_figure(ti
         f"mount -t tmpfs -o size=80k tmpfs {mount} && {sys.executable} -m hpcinv.cli refine --data {tiny_dataset} "
         f"--init smooth --out {out} --samples 1 --in-process --quiet {fast}; echo rc=$?; ls -A {out} {out}/figures"
     )
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert "rc=2" in proc.stdout, (proc.stdout, proc.stderr[-3000:])
-    errors = [ln for ln in proc.stderr.splitlines() if "hpcinv: error:" in ln]
-    assert len(errors) == 1 and "disk full: cannot write" in errors[0] and "Traceback" not in proc.stderr
-    assert "sample_000000.png" in errors[0]
-    assert ".png" not in proc.stdout and ".tmp-" not in proc.stdout  # no truncated figure, no temporary left
+    stdout, error = _one_disk_full_error(script)
+    assert "sample_000000.png" in error
+    assert ".png" not in stdout and ".tmp-" not in stdout  # no truncated figure, no temporary left

@@ -188,7 +188,7 @@ def submitted_files(folder: Path) -> list[str]:
 
 
 TRAIN_ARGS = (
-    str(CONFIGS / "bench_fcnvmb.yaml"),
+    str(CONFIGS / "cpu_fcnvmb_train.yaml"),
     "--partition=gpu",
     "--nodes=2",
     "--cpus-per-node=8",
@@ -233,7 +233,7 @@ def test_train_golden_sbatch_and_what_is_submitted(slurm, tmp_path, capsys):
             "folder": str(logs),
         }
     ]
-    # What the job will run: the pickled TrainJob, with the requeue budget of --max-timeouts.
+    # What the job will run: the pickled StageJob of the train stage, with the requeue budget of --max-timeouts.
     assert [re.sub("[0-9a-f]{32}", "<UUID>", f) for f in submitted_files(logs)] == [
         ".submission_file_<UUID>.sh",  # submitit's link to 1234/1234_submission.sh
         "1234",
@@ -243,8 +243,9 @@ def test_train_golden_sbatch_and_what_is_submitted(slurm, tmp_path, capsys):
     assert (logs / "1234" / "1234_submission.sh").read_text() == sbatch["script"]
     delayed = submitit.core.utils.DelayedSubmission.load(logs / "1234" / "1234_submitted.pkl")
     job = delayed.function
-    assert type(job).__name__ == "TrainJob" and job.run_dir == str((tmp_path / "run").resolve())
-    assert job.cfg.scaling.num_workers == 4 and job.cluster.cluster_dir == str(logs / "ray")
+    assert type(job).__name__ == "StageJob" and job.stage == "train"
+    assert job.request.out == str((tmp_path / "run").resolve())
+    assert job.request.config.scaling.num_workers == 4 and job.cluster.cluster_dir == str(logs / "ray")
     assert (delayed._timeout_min, delayed._timeout_countdown) == (720, 5)
     assert callable(job.checkpoint)  # submitit requeues the same call on USR2 / at the time limit
 
@@ -315,8 +316,14 @@ def test_generate_array_then_merge_after_it(slurm, tmp_path, capsys):
     assert merge["job-name"] == "hpcinv-generate-merge"
     assert [j["job_id"] for j in out[0]["jobs"]] == ["1234_0", "1234_1", "1234_2", "1235"]
     pickles = [logs / f"1234_{i}" / f"1234_{i}_submitted.pkl" for i in range(3)]
-    assert [submitit.core.utils.DelayedSubmission.load(p).function.part for p in pickles] == [(0, 3), (1, 3), (2, 3)]
-    assert submitit.core.utils.DelayedSubmission.load(logs / "1235" / "1235_submitted.pkl").function.part is None
+    assert [submitit.core.utils.DelayedSubmission.load(p).function.request.part for p in pickles] == [
+        (0, 3),
+        (1, 3),
+        (2, 3),
+    ]
+    assert (
+        submitit.core.utils.DelayedSubmission.load(logs / "1235" / "1235_submitted.pkl").function.request.part is None
+    )
 
 
 def test_refused_merge_cancels_the_array(slurm, tmp_path, capsys):
@@ -333,7 +340,7 @@ def test_refine_and_evaluate_submit_their_jobs(slurm, tmp_path, capsys):
     code, out, err = launch(
         capsys,
         "refine",
-        str(CONFIGS / "refine_bench.yaml"),
+        str(CONFIGS / "cpu_refine.yaml"),
         "--data",
         str(tmp_path / "ds"),
         "--init",
@@ -459,18 +466,22 @@ def test_sbatch_templates_hold_the_launchers_defaults(template):
     assert "#SBATCH --requeue" in (ROOT / "slurm" / template).read_text()
 
 
-def test_a_job_pickled_before_cluster_config_still_runs_its_cluster(tmp_path):
-    """A job queued by an older hpcinv (folder and object store as two attributes) unpickles with them."""
+def test_a_job_pickled_by_an_earlier_hpcinv_still_runs_its_stage(tmp_path):
+    """A job queued by an older hpcinv (one class per stage; before that, the cluster's folder and object
+    store as two attributes) unpickles into the StageJob of its stage."""
     import pickle
 
-    from hpcinv.jobs import TrainJob
+    from hpcinv.jobs import StageJob, TrainJob
 
-    job = TrainJob(load_config(TrainConfig, TINY_TRAIN[0]), str(tmp_path / "run"), ClusterConfig(cluster_dir="x"))
-    old = {k: v for k, v in job.__dict__.items() if k != "cluster"} | {
+    cfg = load_config(TrainConfig, TINY_TRAIN[0])
+    job = TrainJob.__new__(TrainJob)
+    job.__dict__ = {
+        "cfg": cfg,
+        "run_dir": str(tmp_path / "run"),
         "cluster_dir": str(tmp_path / "ray"),
         "object_store_gb": 0.5,
     }
-    job.__dict__ = old
     again = pickle.loads(pickle.dumps(job))
+    assert isinstance(again, StageJob) and again.stage == "train" and again.request.config == cfg
     assert again.cluster == ClusterConfig(cluster_dir=str(tmp_path / "ray"), object_store_gb=0.5)
-    assert not hasattr(again, "cluster_dir") and again.run_dir == str((tmp_path / "run").resolve())
+    assert again.request.out == str(tmp_path / "run") and not hasattr(again, "cluster_dir")

@@ -1,5 +1,7 @@
-"""The package's imports point down only: no import cycle, no upward import, and the science packages
-import nothing distributed. Read from the source (every import, including those inside functions)."""
+"""The package's imports point down only: no import cycle, no upward import; the science packages import
+nothing distributed; only hpcinv.distributed imports Ray (launch/ and benchmarks/ included); inference
+(predict, evaluate, refine) does not import training. Read from the source (every import, including
+those inside functions)."""
 
 import ast
 from collections import defaultdict
@@ -17,21 +19,19 @@ LAYERS = [
     ["physics", "velocity", "nets", "store", "metrics", "doctor"],  # science and data
     ["feed"],  # the training input path
     ["checkpoint"],  # the trained network as an artifact
-    ["actors"],  # the Ray session and the actor pool
-    ["train", "generate"],
-    ["predict"],
-    ["evaluate"],
-    ["refine"],
-    ["cluster", "jobs", "quickstart"],
+    ["generate", "train", "predict", "evaluate", "refine"],  # each stage's own science: no Ray
+    ["distributed"],  # the only package that imports Ray: session, shard pool, Ray Train adapter, cluster
+    ["stages"],  # each stage's request and run(request, execution); the table of stages
+    ["jobs"],  # the submitit job that runs a stage on SLURM
     ["cli"],
 ]
 SCIENCE = ["physics", "velocity", "nets", "store", "metrics", "feed", "checkpoint"]
-DISTRIBUTED = ("ray", "submitit", "torch.distributed", "hpcinv.actors", "hpcinv.cluster", "hpcinv.jobs", "launch")
+DISTRIBUTED = ("ray", "submitit", "torch.distributed", "hpcinv.distributed", "hpcinv.jobs", "launch")
 
 
-def _modules() -> dict[str, Path]:
+def _modules(top: str = "hpcinv") -> dict[str, Path]:
     found = {}
-    for path in (ROOT / "hpcinv").rglob("*.py"):
+    for path in (ROOT / top).rglob("*.py"):
         parts = path.relative_to(ROOT).with_suffix("").parts
         found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
@@ -112,3 +112,31 @@ def test_science_imports_nothing_distributed(package):
         if _package(name) == package
     }
     assert not {k: v for k, v in bad.items() if v}
+
+
+OUTSIDE = {**_modules("launch"), **_modules("benchmarks")}
+
+
+def test_only_the_distributed_package_imports_ray():
+    everywhere = {**MODULES, **OUTSIDE}
+    importing = {
+        name: ray
+        for name, path in everywhere.items()
+        if not name.startswith("hpcinv.distributed")
+        and (ray := sorted(m for m in _imports(name, path) if m == "ray" or m.startswith("ray.")))
+    }
+    assert not importing
+
+
+@pytest.mark.parametrize("package", ["predict", "evaluate", "refine"])
+def test_inference_does_not_import_training(package):
+    imported = {m for name, path in MODULES.items() if _package(name) == package for m in _imports(name, path)}
+    assert not [m for m in imported if m == "hpcinv.train" or m.startswith("hpcinv.train.")]
+
+
+def test_launchers_build_on_the_stages_and_the_job():
+    """launch/ submits StageJob through the table of stages; it reaches into no stage's internals."""
+    for name, path in _modules("launch").items():
+        for m in _imports(name, path):
+            if m.startswith("hpcinv."):
+                assert m.split(".")[1] in ("argv", "config", "errors", "folders", "jobs", "stages", "store"), (name, m)

@@ -173,7 +173,7 @@ def test_killed_refine_actor_and_killed_driver_lose_nothing(small, tmp_path):
     ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: _on_disk(out) >= 1, proc, "one shard was written")
-    victims = descendants(proc.pid, "ray::RefineActor")
+    victims = descendants(proc.pid, "ray::ShardActor")
     assert victims, "no refine actor process found"
     os.kill(victims[0].pid, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)

@@ -4,6 +4,7 @@ pydantic (the machinery: :mod:`hpcinv.config.base`).
 * generate, import-gathers: :class:`DataConfig` (:mod:`~hpcinv.config.data`): grid, velocity, survey,
   modelling, dataset;
 * train: :class:`TrainConfig` (:mod:`~hpcinv.config.train`): model, data, train, scaling, tracking;
+* predict: :class:`PredictConfig` (:mod:`~hpcinv.config.predict`): its flags as one model;
 * refine: :class:`RefineConfig` (:mod:`~hpcinv.config.refine`): refine;
 * evaluate: :class:`EvaluateConfig` (:mod:`~hpcinv.config.evaluate`): its flags as one model;
 * the launchers and ``hpcinv cluster``: :class:`SlurmConfig`, :class:`ClusterConfig` (:mod:`~hpcinv.config.launch`).
@@ -53,6 +54,7 @@ from hpcinv.config.data import (
 )
 from hpcinv.config.evaluate import EvaluateConfig
 from hpcinv.config.launch import ClusterConfig, SlurmConfig
+from hpcinv.config.predict import PredictConfig
 from hpcinv.config.refine import RefineConfig, RefineSection
 from hpcinv.config.train import (
     ModelSection,
@@ -89,6 +91,7 @@ __all__ = [
     "GridSection",
     "ModelSection",
     "ModellingSection",
+    "PredictConfig",
     "RefineConfig",
     "RefineSection",
     "SaltModelSection",

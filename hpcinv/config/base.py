@@ -120,7 +120,9 @@ def build_config(cls: type[C], data: dict[str, Any]) -> C:
 
 
 def resolve_config_path(path: str | os.PathLike) -> Path:
-    """A config file: ``path`` itself, or the shipped preset of that name (``bench2``, ``tiny.yaml``)."""
+    """A config file: ``path`` itself, or the shipped preset of that name (``tiny``, ``tiny.yaml``; an
+    earlier name of a preset, also as ``configs/NAME.yaml``, is understood)."""
+    import hpcinv.presets
     from hpcinv.presets import preset_names, preset_path
 
     given = Path(path)
@@ -128,7 +130,8 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
         raise ConfigError(f"config file {str(given)!r} is a folder; give a YAML file (e.g. configs/tiny.yaml)")
     if given.is_file():
         return given
-    shipped = preset_path(str(path)) if len(given.parts) == 1 else None
+    in_presets = given.parent.resolve() == Path(hpcinv.presets.__file__).parent.resolve()
+    shipped = preset_path(given.name if in_presets else str(path)) if len(given.parts) == 1 or in_presets else None
     if shipped is None:
         raise ConfigError(
             f"config file {str(given)!r} does not exist, and is not a preset; presets: {', '.join(preset_names())}"

@@ -3,7 +3,7 @@ command's flags)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -22,7 +22,3 @@ class EvaluateConfig(Section):
     figures: int = Field(2, ge=0, description="figures per run")
     verify: Literal["fast", "full"] = Field("fast", description="full: also each shard's sha256 before reading")
     allow_survey_mismatch: bool = Field(False, description="a warning instead of an error for another survey")
-
-    @classmethod
-    def from_args(cls, args: Any) -> EvaluateConfig:
-        return cls.model_validate({name: getattr(args, name) for name in cls.model_fields})

@@ -38,7 +38,8 @@ class SlurmConfig(Section):
 
 class ClusterConfig(Section):
     """How a Ray cluster is brought up over the nodes of a SLURM job step (``hpcinv cluster`` and the
-    launchers' jobs; :mod:`hpcinv.cluster`). ``hpcinv cluster``'s flags and the launchers' are made from it."""
+    launchers' jobs; :mod:`hpcinv.distributed.cluster`). ``hpcinv cluster``'s flags and the launchers'
+    are made from it."""
 
     cluster_dir: str | None = Field(
         None,

@@ -385,7 +385,7 @@ def _run_head(
             folder / HEAD_FILE,
             json.dumps({"address": address, "job": task.job_id, "attempt": task.attempt, "nodes": task.n_nodes}),
         )
-        from hpcinv.actors import init_ray
+        from hpcinv.distributed.session import init_ray
 
         init_ray(address)
         _wait(

@@ -13,7 +13,7 @@ from hpcinv.feed.readers import BatchReaders
 from hpcinv.feed.sampler import ShardAwareSampler
 
 
-def make_source(
+def batch_source(
     ds,
     sampler: ShardAwareSampler,
     cfg: TrainConfig,

@@ -20,7 +20,7 @@ from hpcinv.physics.forward import resolve_device
 from hpcinv.store.schema import survey_attrs
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, write_shard
 from hpcinv.store.stats import RunningStats
-from hpcinv.velocity import VelocitySource, make_source
+from hpcinv.velocity import CollectionSource, SyntheticSource, VelocitySource, make_source
 
 
 class ShardWorker:
@@ -88,3 +88,17 @@ class ShardWorker:
             gathers_dtype=self.cfg.dataset.gathers_dtype,
             gathers_stats=stats,
         )
+
+
+def shard_worker(cfg_json: str, out_dir: str, collection: np.ndarray | None = None) -> ShardWorker:
+    """A :class:`ShardWorker` of the dataset ``cfg_json`` (a validated DataConfig as JSON), built where it
+    runs (a modelling actor): from an imported ``collection`` of models, or the synthetic generator."""
+    cfg = DataConfig.model_validate_json(cfg_json)
+    n = cfg.dataset.n_samples
+    source: VelocitySource
+    if collection is not None:
+        source = CollectionSource(cfg, n, raw=collection)
+    else:
+        assert n is not None  # synthetic: make_source refused n_samples=null in the driver
+        source = SyntheticSource(cfg, n)
+    return ShardWorker(cfg, out_dir, source=source)

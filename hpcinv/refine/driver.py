@@ -16,11 +16,9 @@ Output folder: ``manifest.json`` + ``shards/`` (a velocity store of kind ``refin
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from hpcinv.checkpoint import STATE
-from hpcinv.config import RefineConfig, folder_and_split, save_config, without_role
+from hpcinv.config import PredictConfig, RefineConfig, folder_and_split, save_config, without_role
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
 from hpcinv.folders import (
@@ -49,12 +47,12 @@ from hpcinv.physics.validate import MAX_FREQ_FACTOR, PLAUSIBLE_MPS
 from hpcinv.predict import PredictPlan, load_network, plan_predict, predict_gathers, run_predict, store_writer
 from hpcinv.refine.fwi import gaussian_smooth
 from hpcinv.refine.worker import SCORES, RefineWorker
-from hpcinv.store import ShardedDataset, folder_lock, load_dataset_config, require_readable
+from hpcinv.store import ShardedDataset, load_dataset_config, require_readable
 from hpcinv.store.dataset import mean_velocity
 from hpcinv.store.folder import check_store_folder, open_store_folder
 from hpcinv.store.manifest import dataset_identity, has_velocity, select_range
 from hpcinv.store.velocities import VelocityStore, store_manifest
-from hpcinv.store.writer import Executor
+from hpcinv.store.writer import Executor, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +282,9 @@ def plan_refine(
             inputs["the checkpoint's run"] = network.checkpoint.run
             plan_args["start_store"] = str((out / START).resolve())
             plan_args["predicted"] = predicted
+            start = PredictConfig(split=split, samples=samples, allow_survey_mismatch=allow_survey_mismatch)
             plan_args["start_plan"] = plan_predict(
-                init, data, out / START, split=split, samples=samples, restart=restart, network=network, owner=out
+                init, data, out / START, start, restart=restart, network=network, owner=out
             )
             source = {
                 "init": "checkpoint",
@@ -325,119 +324,71 @@ def plan_refine(
     )
 
 
-def refine(
-    data: str | Path,
-    init: str,
-    out: str | Path,
-    cfg: RefineConfig,
-    *,
-    split: str | None = None,
-    restart: bool = False,
-    progress: bool = True,
-    use_ray: bool = False,
-    address: str | None = None,
-    workers: int | None = None,
-    figures: int = 2,
-    allow_survey_mismatch: bool = False,
-    samples: int | None = None,
-) -> dict:
-    """Refine every model of ``data`` (its ``split``; its first ``samples``) from ``init`` into ``out``."""
-    t0 = time.perf_counter()
-    out = Path(out)
-    reference = folder_and_split(cfg.refine.smooth_reference)[0] if cfg.refine.smooth_reference else None
-    with contextlib.ExitStack() as held:
-        # what refine reads is held from its first check to its last shard: nothing can pull it away
-        for folder, what in ((data, "dataset"), (_store_or_none(init), "velocity store"), (reference, "dataset")):
-            if folder is not None:
-                held.enter_context(folder_lock(folder, shared=True, create=False, what=what))
-        plan = plan_refine(
-            data,
-            init,
-            out,
-            cfg,
-            split=split,
-            restart=restart,
-            allow_survey_mismatch=allow_survey_mismatch,
-            samples=samples,
-            workers=workers,
-        )
-        executor_of = _executor(use_ray, address, cfg.refine, workers)  # joins the cluster: nothing written yet
-        held.enter_context(folder_lock(out, what="refine output"))
-        # its start too (a --restart discards it; nobody else may hold it then), if there is one
-        held.enter_context(folder_lock(out / START, what="refine start", create=False))
-        summary, writer, stats = _run(plan, executor_of, workers=workers, progress=progress, figures=figures)
-    summary |= {
-        "computed_shards": len(writer.todo),
-        "skipped_shards": writer.skipped,
-        "wall_s": round(time.perf_counter() - t0, 3),
-        "workers": stats.get("workers", 1 if writer.todo else 0),
-        "failures_retried": stats.get("retries", 0),
-    }
-    return summary
-
-
-def _store_or_none(init: str) -> str | None:
-    """``--init`` when it is a velocity store (held while read); a checkpoint is read once, not held."""
+def inputs_held(data: str | Path, init: str, cfg: RefineConfig) -> list[tuple[str | Path, str]]:
+    """(folder, what) of everything a refine reads and holds with a shared lock from its first check to its
+    last shard: the dataset, ``--init`` when it is a velocity store (a checkpoint is read once, not held),
+    ``refine.smooth_reference``."""
+    held: list[tuple[str | Path, str]] = [(data, "dataset")]
     try:
-        return init if init != "smooth" and inspect(init).kind in STORES else None
+        if init != "smooth" and inspect(init).kind in STORES:
+            held.append((init, "velocity store"))
     except HpcinvError:
-        return None  # plan_refine says what is wrong with it
+        pass  # plan_refine says what is wrong with it
+    if cfg.refine.smooth_reference:
+        held.append((folder_and_split(cfg.refine.smooth_reference)[0], "dataset"))
+    return held
 
 
-def _run(plan: RefinePlan, executor_of, *, workers: int | None, progress: bool, figures: int):
-    """Open (or continue) the store of ``plan`` and refine its shards; the caller holds every lock."""
-    rc, out, manifest = plan.cfg.refine, plan.out, plan.dataset_manifest
+def worker_args(plan: RefinePlan, device: str) -> dict:
+    """What a :class:`~hpcinv.refine.worker.RefineWorker` of ``plan`` takes (on ``device``, decided by the
+    driver: never "auto" in a worker)."""
+    manifest = plan.dataset_manifest
     v_stats = manifest["stats"].get("velocity")
-    score_range = (v_stats["min"], v_stats["max"]) if has_velocity(manifest) else None
+    return dict(
+        dataset=str(plan.data.resolve()),
+        out=str(plan.out.resolve()),
+        rc=plan.cfg.refine.model_copy(update={"device": device}),
+        bounds=plan.bounds,
+        lo=plan.lo,
+        store_hash=plan.manifest["config_hash"],
+        start_store=plan.start_store,
+        start_model=plan.start_model,
+        score_range=(v_stats["min"], v_stats["max"]) if has_velocity(manifest) else None,
+    )
+
+
+def in_process_executor(plan: RefinePlan) -> Executor:
+    """The shards refined in this process, on ``refine.device`` (checked here) with ``refine.threads``."""
+    rc = plan.cfg.refine
+    device = resolve_device(rc.device, "refine.device")
+    if device.type == "cuda":
+        from hpcinv.doctor import require_gpu_ready
+
+        require_gpu_ready(f"refine.device={rc.device}", probe=True)
+
+    def run(specs):
+        if specs:
+            with torch_threads(rc.threads):
+                worker = RefineWorker(**worker_args(plan, device.type))
+                for spec in specs:
+                    yield worker.run(spec)
+
+    return run
+
+
+def run_refine(plan: RefinePlan, executor: Executor, *, progress: bool, figures: int) -> tuple[dict, StoreWriter]:
+    """Open (or continue) the store of ``plan``, write its start (a checkpoint's predictions), refine its
+    shards through ``executor``, then ``summary.json`` and figures; the caller holds every lock."""
+    out = plan.out
     store = open_store_folder(out, plan.manifest, restart=plan.restart, command="refine")
     writer = store_writer(out, store, plan.lo)  # the manifest is written (the folder claimed) now
     save_config(plan.cfg, out / REFINE_CONFIG)
     if plan.start_plan is not None:
         run_predict(plan.start_plan, progress=progress, predicted=plan.predicted)
-    worker_args = dict(
-        dataset=str(plan.data.resolve()),
-        out=str(out.resolve()),
-        rc=rc,
-        bounds=plan.bounds,
-        lo=plan.lo,
-        store_hash=writer.manifest["config_hash"],
-        start_store=plan.start_store,
-        start_model=plan.start_model,
-        score_range=score_range,
-    )
-    stats: dict = {}
-    writer.run(executor_of(worker_args, workers, stats), desc="refine", progress=progress)
+    writer.run(executor, desc="refine", progress=progress)
     writer.finish("refine", unit="models")
     ds = ShardedDataset(plan.data, indices=np.arange(plan.lo, plan.hi))
-    summary = write_summary(out, ds, plan.start_store, plan.start_model, figures)
-    return summary, writer, stats
-
-
-def _executor(use_ray: bool, address: str | None, rc, workers: int | None):
-    """A function (worker args, workers, stats) -> Executor, in this process or on Ray actors, once the
-    cluster (or this machine) is known to hold the work on ``rc.device``."""
-    if use_ray:
-        from hpcinv.refine.distributed import init_ray, placement, ray_executor
-
-        init_ray(address)
-        placement(rc, workers)
-        return ray_executor
-    if resolve_device(rc.device, "refine.device").type == "cuda":
-        from hpcinv.doctor import require_gpu_ready
-
-        require_gpu_ready(f"refine.device={rc.device}", probe=True)
-
-    def in_process(worker_args: dict, workers, stats: dict) -> Executor:
-        def run(specs):
-            if specs:
-                with torch_threads(rc.threads):
-                    worker = RefineWorker(**worker_args)
-                    for spec in specs:
-                        yield worker.run(spec)
-
-        return run
-
-    return in_process
+    return write_summary(out, ds, plan.start_store, plan.start_model, figures), writer
 
 
 def write_summary(

@@ -18,21 +18,27 @@ from hpcinv.config import DataConfig, EvaluateConfig, TrainConfig, load_config
 from hpcinv.errors import HpcinvError
 from hpcinv.fileio import atomic_write_text
 from hpcinv.folders import claim, mark
+from hpcinv.stages.base import Execution
+from hpcinv.stages.requests import QuickstartRequest, split_overrides
 
 log = logging.getLogger(__name__)
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """Split overrides: ``gen.<key>=...`` go to the dataset config (prefix removed), the rest to training."""
-    gen = [o.removeprefix("gen.") for o in overrides if o.startswith("gen.")]
-    return gen, [o for o in overrides if not o.startswith("gen.")]
+def check(req: QuickstartRequest, execution: Execution | None = None) -> None:
+    split_overrides(req.overrides)
+
+
+def run(req: QuickstartRequest, execution: Execution) -> dict:
+    return {"report": str(quickstart(req.out, req.overrides, progress=execution.progress))}
 
 
 def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bool = True) -> Path:
+    """The whole pipeline on this machine; returns the report's README."""
     from hpcinv.evaluate.report import evaluate
-    from hpcinv.generate import generate
+    from hpcinv.stages.generate import GenerateRequest
+    from hpcinv.stages.generate import run as generate
+    from hpcinv.stages.train import train
     from hpcinv.store import verify_dataset
-    from hpcinv.train.trainer import train
 
     out = Path(out).resolve()
     claim(out, "quickstart")
@@ -52,7 +58,7 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
     out.mkdir(parents=True, exist_ok=True)
     mark(out, "quickstart")
     log.info("[1/3] generating %s salt models into %s", data_cfg.dataset.n_samples, dataset)
-    summary = generate(data_cfg, dataset, use_ray=True, progress=progress)
+    summary = generate(GenerateRequest(config=data_cfg, out=str(dataset)), Execution(progress=progress))
     check = verify_dataset(dataset)
     if not check.ok:
         raise HpcinvError(f"generated dataset failed verification: {'; '.join(check.problems[:3])}")
@@ -74,7 +80,7 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
     lines = [
         "# hpcinv quickstart report",
         "",
-        f"Dataset: `{dataset}` — {summary.samples} samples, {summary.shards} shards, verified.",
+        f"Dataset: `{dataset}` — {summary['samples']} samples, {summary['shards']} shards, verified.",
         f"Run: `{run}` — {train_cfg.model.name}, {result['epochs_done']} epochs, "
         f"{train_cfg.scaling.num_workers} DDP workers; checkpoint `{result['checkpoint']}`.",
         "",

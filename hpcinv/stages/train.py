@@ -1,11 +1,11 @@
-"""The training driver: validate inputs, then run the worker loop under Ray Train's TorchTrainer.
+"""The ``train`` stage: check every input, lock the run folder, then run the loop on Ray Train
+(:mod:`hpcinv.distributed.train`) or as one rank in this process (``--in-process``).
 
-``RUN_DIR`` is both the Ray Train run (``RunConfig(name=RUN_DIR.name, storage_path=RUN_DIR.parent)``)
-and hpcinv's run folder: ``config.yaml`` (resolved config), ``events.jsonl`` (start / resume / epoch
-events per rank), ``checkpoint_epochNNNNNN/state.pt`` (kept ``train.keep_checkpoints`` at a time,
-written by hpcinv atomically: see :mod:`hpcinv.checkpoint`), ``wandb/`` (offline runs) and
-``result.json``. Re-running the same command continues from the newest complete checkpoint; a run
-folder holding a different config is refused, naming what differs (only the settings declared
+``RUN_DIR`` is hpcinv's run folder (and the Ray Train run): ``config.yaml`` (resolved config),
+``events.jsonl`` (start / resume / epoch events per rank), ``checkpoint_epochNNNNNN/state.pt`` (kept
+``train.keep_checkpoints`` at a time, written by hpcinv atomically: see :mod:`hpcinv.checkpoint`),
+``wandb/`` (offline runs) and ``result.json``. Re-running the same command continues from the newest
+complete checkpoint; a run folder holding a different config is refused, naming what differs (only the settings declared
 ``RESUMABLE`` in :mod:`hpcinv.config` -- epochs, loader and cache settings, tracking... -- may change).
 
 Before Ray starts, every shard the run will read is checked (``data.verify``), and the run folder
@@ -27,13 +27,15 @@ from pathlib import Path
 
 from hpcinv.checkpoint import CHECKPOINT_PREFIX, STATE, check_archive, list_checkpoints, load_state
 from hpcinv.config import TrainConfig, config_difference, load_config, role_paths, save_config, without_role
-from hpcinv.errors import DataError, HpcinvError, Interrupted, TrainingFailed
+from hpcinv.errors import DataError, HpcinvError, Interrupted
 from hpcinv.fileio import atomic_write_text
 from hpcinv.folders import CONFIG, RESULT, claim, distinct, inspect, mark, require
 from hpcinv.physics.survey import mirror_asymmetry
+from hpcinv.stages.base import Execution
+from hpcinv.stages.requests import TrainRequest
 from hpcinv.store import folder_lock, read_manifest, require_readable
 from hpcinv.store.manifest import has_velocity
-from hpcinv.train.loop import read_events, run_in_process, train_loop_per_worker
+from hpcinv.train.loop import read_events, run_in_process
 from hpcinv.train.tracking import effective_mode
 
 log = logging.getLogger(__name__)
@@ -188,60 +190,11 @@ def run_identity(cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(without_role(cfg, "resumable"), sort_keys=True).encode()).hexdigest()
 
 
-def check_resources(cfg: TrainConfig) -> None:
-    """Ray Train would wait forever for ranks the cluster cannot place: say so instead."""
-    import ray
-
-    cfg.scaling.check_fits(
-        ray.cluster_resources(),
-        "the Ray cluster",
-        "lower scaling.num_workers/cpus_per_worker or ask SLURM for more (--cpus-per-task, --gpus-per-node, --nodes)",
-    )
-
-
 def newest_checkpoint_note(run_dir: Path) -> str:
     found = list_checkpoints(run_dir)
     if not found:
         return "no checkpoint has been written yet"
     return f"the newest checkpoint, {found[-1].name}, is kept"
-
-
-def _fit(trainer) -> None:
-    """``trainer.fit()``; SIGINT or SIGTERM aborts the run (workers stopped) and raises :class:`Interrupted`.
-
-    Ray Train registers its own SIGINT handler inside ``fit`` (it aborts the run and exits 1 without a
-    word); hpcinv installs its handler in that place instead, for both signals. The handler only asks
-    the controller to abort: ``fit`` then returns or raises, and the signal decides what that means. A
-    second signal interrupts at once.
-    """
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in signals}
-    received: list[int] = []
-
-    def install(controller) -> None:
-        def handler(signum, frame):
-            if received:
-                raise Interrupted(received[0])
-            received.append(signum)
-            with contextlib.suppress(Exception):
-                controller.abort.remote()
-
-        for s in signals:
-            signal.signal(s, handler)
-
-    if hasattr(trainer, "_register_sigint_handler"):
-        trainer._register_sigint_handler = install
-    try:
-        trainer.fit()
-    except Exception:
-        if not received:
-            raise
-    finally:
-        for s, h in previous.items():
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(s, h)
-    if received:
-        raise Interrupted(received[0])
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None, in_process: bool = False) -> dict:
@@ -250,6 +203,29 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None, 
     On Ray Train by default (``address``: the cluster to join); ``in_process``: one rank in this
     process, without Ray (``scaling.num_workers`` must be 1; no restarts on failure)."""
     run_dir = Path(run_dir).resolve()
+    check_runner(cfg, in_process)
+    cfg = resolved(cfg)
+    check_inputs(cfg, run_dir)
+    with contextlib.ExitStack() as held:
+        folders = {f for f, _ in cfg.training_sets()} | ({cfg.data.val} if cfg.data.val is not None else set())
+        for folder in folders:
+            held.enter_context(folder_lock(folder, shared=True, create=False))
+        held.enter_context(folder_lock(run_dir, what="run"))
+        done = finished(cfg, run_dir)
+        if done is not None:
+            log.info("%s has trained all %d epochs already: nothing to do", run_dir, cfg.train.epochs)
+            return done
+        if not in_process:
+            from hpcinv.distributed.session import init_ray
+            from hpcinv.distributed.train import check_resources
+
+            init_ray(address)
+            check_resources(cfg)
+        return _train_locked(cfg, run_dir, in_process)
+
+
+def check_runner(cfg: TrainConfig, in_process: bool) -> None:
+    """One rank in this process takes ``scaling.num_workers=1`` (and a GPU here when it asks for one)."""
     if in_process and cfg.scaling.num_workers != 1:
         raise HpcinvError(
             f"--in-process trains one rank in this process, but scaling.num_workers={cfg.scaling.num_workers}; "
@@ -259,7 +235,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None, 
         from hpcinv.doctor import require_gpu_ready
 
         require_gpu_ready("training with scaling.use_gpu=true", deepwave=False)
-    # Paths inside the config are resolved now, so workers (any cwd) and resumed runs agree.
+
+
+def resolved(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the paths in it made absolute now, so workers (any cwd) and resumed runs agree."""
     mix = [str(Path(folder).resolve()) + (f":{split}" if split else "") for folder, split in cfg.training_sets()[1:]]
     cfg = cfg.model_copy(
         update={
@@ -273,22 +252,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None, 
         cfg = cfg.model_copy(
             update={"train": cfg.train.model_copy(update={"init_from": str(Path(cfg.train.init_from).resolve())})}
         )
-    check_inputs(cfg, run_dir)
-    with contextlib.ExitStack() as held:
-        folders = {f for f, _ in cfg.training_sets()} | ({cfg.data.val} if cfg.data.val is not None else set())
-        for folder in folders:
-            held.enter_context(folder_lock(folder, shared=True, create=False))
-        held.enter_context(folder_lock(run_dir, what="run"))
-        done = finished(cfg, run_dir)
-        if done is not None:
-            log.info("%s has trained all %d epochs already: nothing to do", run_dir, cfg.train.epochs)
-            return done
-        if not in_process:
-            from hpcinv.actors import init_ray
+    return cfg
 
-            init_ray(address)
-            check_resources(cfg)
-        return _train_locked(cfg, run_dir, in_process)
+
+def check(req: TrainRequest, execution: Execution | None = None) -> None:
+    """Everything checkable before Ray starts (``python -m launch.train`` runs it too)."""
+    if execution is not None:
+        check_runner(req.config, execution.in_process)
+    check_inputs(resolved(req.config), Path(req.out).resolve())
+
+
+def run(req: TrainRequest, execution: Execution) -> dict:
+    return train(req.config, req.out, address=execution.address, in_process=execution.in_process)
 
 
 def finished(cfg: TrainConfig, run_dir: Path) -> dict | None:
@@ -305,43 +280,6 @@ def finished(cfg: TrainConfig, run_dir: Path) -> dict | None:
     if not isinstance(result, dict) or result.get("checkpoint") != newest:
         return None
     return result
-
-
-def _fit_on_ray(cfg: TrainConfig, run_dir: Path) -> None:
-    from ray.train import FailureConfig, RunConfig, ScalingSection
-    from ray.train.torch import TorchTrainer
-
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        # progress bars on a terminal; one line per epoch in a log file (bars there come out all at once)
-        train_loop_config={
-            "config": cfg.model_dump_json(),
-            "run_dir": str(run_dir),
-            "progress_bars": sys.stderr.isatty(),
-        },
-        scaling_config=ScalingSection(
-            num_workers=cfg.scaling.num_workers,
-            use_gpu=cfg.scaling.use_gpu,
-            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
-            placement_strategy=cfg.scaling.placement_strategy,
-        ),
-        run_config=RunConfig(
-            name=run_dir.name,
-            storage_path=str(run_dir.parent),
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-        ),
-    )
-    try:
-        _fit(trainer)
-    except Interrupted:
-        raise
-    except Exception as exc:  # TrainingFailedError wraps the worker's exception
-        cause: BaseException = exc
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, HpcinvError):
-            raise HpcinvError(str(cause)) from None
-        raise TrainingFailed(f"training failed after {cfg.train.max_failures} restart(s): {exc}") from exc
 
 
 def _fit_in_process(cfg: TrainConfig, run_dir: Path) -> None:
@@ -364,7 +302,12 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, in_process: bool) -> dict:
     worker_cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mode": mode})})
     t_start = time.time()
     try:
-        (_fit_in_process if in_process else _fit_on_ray)(worker_cfg, run_dir)
+        if in_process:
+            _fit_in_process(worker_cfg, run_dir)
+        else:
+            from hpcinv.distributed.train import fit
+
+            fit(worker_cfg, run_dir)
     except Interrupted as exc:
         raise Interrupted(
             exc.signum, f"training stopped; {newest_checkpoint_note(run_dir)}; re-run the same command to resume"

@@ -1,11 +1,12 @@
-"""The per-worker training loop run by Ray Train on every DDP rank.
+"""The per-rank training loop, run by Ray Train on every DDP rank (:mod:`hpcinv.distributed.train`) or as
+one rank in this process (:func:`run_in_process`); it knows nothing of Ray.
 
 Each rank: restores the newest complete checkpoint on disk (rank 0 picks it and rolls the event log
 back to it, so a resumed epoch is never logged twice), or loads ``train.init_from`` for
 fine-tuning; builds the network from the dataset's shapes, applies activation checkpointing /
-precision, wraps the model in DDP (``ray.train.torch.prepare_model``), reads its own shards
-(shard-aware sampler), and every epoch validates, saves a full-state checkpoint (rank 0) and calls
-``ray.train.report``. Rank 0 alone talks to W&B.
+precision, wraps the model for data parallelism (the runner's ``prepare_model``: DDP), reads its own
+shards (shard-aware sampler), and every epoch validates, saves a full-state checkpoint (rank 0) and
+reports its metrics to the runner. Rank 0 alone talks to W&B.
 
 Every step starts with one all-reduce of two flags -- a damaged sample read on any rank, and NaN/Inf
 anywhere in the loss, weights or BatchNorm buffers after the previous step -- so all ranks stop at
@@ -51,7 +52,7 @@ from hpcinv.feed.batches import RawBatches, available_host_bytes
 from hpcinv.feed.device import DeviceFeed, batches_of, normalised
 from hpcinv.feed.mixture import Concatenated
 from hpcinv.feed.sampler import ShardAwareSampler
-from hpcinv.feed.source import make_source
+from hpcinv.feed.source import batch_source
 from hpcinv.fileio import atomic_write_text
 from hpcinv.folders import EVENTS
 from hpcinv.metrics import velocity_metrics
@@ -255,39 +256,21 @@ class Rank:
     bar: Callable[..., Any]  # a progress bar (tqdm's arguments)
 
 
-def train_loop_per_worker(loop_config: dict) -> None:
-    """The entry Ray Train runs on every worker."""
-    import ray
-    import ray.train
-    import ray.train.torch
-    from ray.experimental.tqdm_ray import tqdm as ray_tqdm
-
-    cfg = TrainConfig.model_validate_json(loop_config["config"])
-    ctx = ray.train.get_context()
-    rank = Rank(
-        ctx.get_world_rank(),
-        ctx.get_world_size(),
-        ctx.get_local_world_size(),
-        ray.train.torch.get_device(),
-        ray.get_runtime_context().get_node_id(),
-        ray.train.torch.prepare_model,
-        ray.train.report,
-        ray_tqdm,
-    )
-    torch.set_num_threads(cfg.scaling.cpus_per_worker)
-    try:
-        _train(cfg, Path(loop_config["run_dir"]), rank, loop_config.get("progress_bars", True))
-    except Stop:
-        return
-
-
 def run_in_process(cfg: TrainConfig, run_dir: Path, progress_bars: bool = True) -> None:
     """The loop as one rank in this process, without Ray (``hpcinv train --in-process``): on the first
-    GPU with ``scaling.use_gpu``, else on the CPU with ``scaling.cpus_per_worker`` threads."""
+    GPU with ``scaling.use_gpu``, else on the CPU with ``scaling.cpus_per_worker`` threads. (The Ray
+    Train runner is :mod:`hpcinv.distributed.train`.)"""
     device = torch.device("cuda", 0) if cfg.scaling.use_gpu else torch.device("cpu")
     rank = Rank(0, 1, 1, device, socket.gethostname(), local_prepare, lambda metrics: None, tqdm)
-    with torch_threads(cfg.scaling.cpus_per_worker), contextlib.suppress(Stop):
-        _train(cfg, run_dir, rank, progress_bars)
+    with torch_threads(cfg.scaling.cpus_per_worker):
+        run_rank(cfg, run_dir, rank, progress_bars)
+
+
+def run_rank(cfg: TrainConfig, run_dir: Path, me: Rank, progress_bars: bool = True) -> None:
+    """The loop as rank ``me`` (the runner, Ray Train or this process, made ``me``): restore, train,
+    validate, checkpoint. A deterministic stop is already in the event log when this returns."""
+    with contextlib.suppress(Stop):
+        _train(cfg, run_dir, me, progress_bars)
 
 
 def _stop_if(flag: float, rank: int, run_dir: Path, event: dict, mine: bool = True) -> None:
@@ -336,7 +319,7 @@ def _train(cfg: TrainConfig, run_dir: Path, me: Rank, progress_bars: bool = True
         parts = [ShardedDataset(folder, split=split) for folder, split in sets]
         train_ds = parts[0] if len(parts) == 1 else Concatenated(parts)
         sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
-        source, close_source = make_source(train_ds, sampler, cfg, device, me.local_world, host_available)
+        source, close_source = batch_source(train_ds, sampler, cfg, device, me.local_world, host_available)
         val_ds = ShardedDataset(cfg.data.val, split=cfg.data.val_split) if cfg.data.val else None
         val_positions = np.arange(len(val_ds))[rank::world] if val_ds is not None else None
         spec = model_spec(cfg.model, manifest["gathers_shape"], manifest["velocity_shape"])
