@@ -87,11 +87,14 @@ class StageJob(submitit.helpers.Checkpointable):
 
 class _Earlier(StageJob):
     def __setstate__(self, state: dict) -> None:
-        if "cluster" not in state and "cluster_dir" in state:  # (before ClusterConfig: two attributes)
-            state["cluster"] = ClusterConfig(
-                cluster_dir=state.pop("cluster_dir"), object_store_gb=state.pop("object_store_gb", None)
-            )
-        self.__dict__.update(self._stage_job(state))
+        if "stage" not in state:  # (a job pickled again after its first unpickle is a StageJob already)
+            if "cluster" not in state and "cluster_dir" in state:  # (before ClusterConfig: two attributes)
+                state["cluster"] = ClusterConfig(
+                    cluster_dir=state.pop("cluster_dir"), object_store_gb=state.pop("object_store_gb", None)
+                )
+            state = self._stage_job(state)
+        self.__dict__.update(state)
+        self.__class__ = StageJob  # so that a requeue (submitit pickles the job again) writes the new class
 
     @staticmethod
     def _stage_job(state: dict) -> dict:

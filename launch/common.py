@@ -193,21 +193,14 @@ def stage_parser(name: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-OUTPUT_KIND = {
-    "generate": "dataset",
-    "train": "run",
-    "predict": "predictions",
-    "refine": "refined",
-    "evaluate": "report",
-}
-
-
-def checked_request(name: str, args: argparse.Namespace, **check: Any) -> BaseModel:
-    """The request of stage ``name``, checked as the command checks it (with ``--after``: only its output
-    folder, since its inputs are made by an earlier job)."""
+def checked_request(
+    name: str, args: argparse.Namespace, *, inputs_from_earlier_job: bool = True, **check: Any
+) -> BaseModel:
+    """The request of stage ``name``, checked as the command checks it (with ``--after``, where its inputs
+    are made by an earlier job: only its output folder)."""
     stage = STAGES[name]
     request = request_from(stage, args)
-    if args.after:
+    if args.after and inputs_from_earlier_job:
         claim(request.out, stage.makes)  # type: ignore[attr-defined]
     else:
         stage.check(request, None, **check)

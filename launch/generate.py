@@ -30,15 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     if args.array is not None and args.array < 2:
         raise HpcinvError(f"--array {args.array} is not valid: give at least 2 parts")
+    if args.array and args.part:
+        i, k = args.part
+        raise HpcinvError(f"--part {i}/{k} and --array {args.array}: give one of them (--array makes the parts)")
     # physics, geometry, imported collection, the folder: refused here, not after queueing
-    request = common.checked_request("generate", args)
+    request = common.checked_request("generate", args, inputs_from_earlier_job=False)  # (its input: the config)
     if not args.array:
         common.submit_stage("generate", args, request, out=args.out)
         return
     cluster = common.cluster_config(args)
     ex = common.executor(args, "generate")  # checks the partition and node count
     with folder_lock(args.out):  # refused while another generate writes there
-        open_dataset_folder(request.config, args.out)  # now: a config or path problem shows here, not in K jobs
+        # now: a config or path problem shows here, not in K jobs; --restart discards another dataset here, once
+        open_dataset_folder(request.config, args.out, restart=request.restart)
+    request = request.model_copy(update={"restart": False})  # (a part may not discard what the others write)
     parts = common.submit(
         args.folder,
         lambda: ex.submit_array(

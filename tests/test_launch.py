@@ -31,7 +31,7 @@ from launch import evaluate as launch_evaluate
 from launch import generate as launch_generate
 from launch import refine as launch_refine
 from launch import train as launch_train
-from tests.conftest import CONFIGS, ROOT
+from tests.conftest import CONFIGS, ROOT, generate_small
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 STAGES = {"train": launch_train, "generate": launch_generate, "refine": launch_refine, "evaluate": launch_evaluate}
@@ -326,6 +326,26 @@ def test_generate_array_then_merge_after_it(slurm, tmp_path, capsys):
     )
 
 
+def test_generate_array_with_restart_discards_once_on_the_login_node(slurm, tmp_path, capsys):
+    """--restart with --array: another config's dataset is discarded before queueing; no part may discard."""
+    ds, logs = generate_small(tmp_path / "ds", "dataset.n_samples=8", "dataset.shard_size=4"), tmp_path / "logs"
+    args = ["--out", str(ds), "--folder", str(logs), "--array", "2"]
+    line = one_error_line(*launch(capsys, "generate", str(CONFIGS / "tiny.yaml"), *args))
+    assert "--restart to discard it" in line and not slurm.calls("sbatch")
+    assert launch(capsys, "generate", str(CONFIGS / "tiny.yaml"), *args, "--restart")[0] == 0
+    assert not list((ds / "shards").glob("*.h5"))  # the other config's shards are gone, once, here
+    jobs = [submitit.core.utils.DelayedSubmission.load(p).function for p in sorted(logs.glob("*/*_submitted.pkl"))]
+    assert len(jobs) == 3 and not any(job.request.restart for job in jobs)
+    line = one_error_line(*launch(capsys, "generate", str(CONFIGS / "tiny.yaml"), *args, "--part", "0/2"))
+    assert line == "launch: error: --part 0/2 and --array 2: give one of them (--array makes the parts)"
+
+
+def test_generate_after_another_job_still_checks_its_physics_before_queueing(slurm, tmp_path, capsys):
+    args = ["--out", str(tmp_path / "ds"), "--folder", str(tmp_path / "logs"), "--after", "77", "survey.f0_hz=200"]
+    line = one_error_line(*launch(capsys, "generate", str(CONFIGS / "tiny.yaml"), *args))
+    assert "grid too coarse for the wavelet" in line and not slurm.calls("sbatch")
+
+
 def test_refused_merge_cancels_the_array(slurm, tmp_path, capsys):
     slurm.refuse("Batch job submission failed: Job violates accounting/QOS policy", on_call=2)
     args = ["--out", str(tmp_path / "ds"), "--folder", str(tmp_path / "logs"), "--array", "2"]
@@ -468,7 +488,7 @@ def test_sbatch_templates_hold_the_launchers_defaults(template):
 
 def test_a_job_pickled_by_an_earlier_hpcinv_still_runs_its_stage(tmp_path):
     """A job queued by an older hpcinv (one class per stage; before that, the cluster's folder and object
-    store as two attributes) unpickles into the StageJob of its stage."""
+    store as two attributes) unpickles into the StageJob of its stage, and stays one when requeued."""
     import pickle
 
     from hpcinv.jobs import StageJob, TrainJob
@@ -485,3 +505,6 @@ def test_a_job_pickled_by_an_earlier_hpcinv_still_runs_its_stage(tmp_path):
     assert isinstance(again, StageJob) and again.stage == "train" and again.request.config == cfg
     assert again.cluster == ClusterConfig(cluster_dir=str(tmp_path / "ray"), object_store_gb=0.5)
     assert again.request.out == str(tmp_path / "run") and not hasattr(again, "cluster_dir")
+    # a requeue pickles the job again: it is a StageJob now, and comes back the same
+    requeued = pickle.loads(pickle.dumps(again))
+    assert type(requeued) is StageJob and requeued.__dict__ == again.__dict__

@@ -236,3 +236,15 @@ def test_store_writer_keeps_adopts_recomputes_and_records(tmp_path):
     assert final == writer.finish("generation")
     assert [r["start"] for r in final["shards"]] == [0, 2, 4, 6] and final["complete"]
     assert final["stats"]["velocity"]["count"] == 8 * 3 * 4
+
+
+def test_the_readmes_python_example_runs(tiny_dataset):
+    """The README's Python API block, on the tiny dataset (which has no splits: all its samples)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Python API\n\n```python\n", 1)[1].split("```", 1)[0]
+    assert '"runs/quickstart/dataset", split="train"' in block
+    namespace: dict = {}
+    exec(block.replace('"runs/quickstart/dataset", split="train"', repr(str(tiny_dataset))), namespace)
+    gathers_STR, vel_ZX = namespace["gathers_STR"], namespace["vel_ZX"]
+    assert gathers_STR.dtype == vel_ZX.dtype == torch.float32 and gathers_STR.ndim == 3 and vel_ZX.ndim == 2
+    assert -1.0 <= float(vel_ZX.min()) < float(vel_ZX.max()) <= 1.0  # minmax: the manifest's range onto [-1, 1]

@@ -4,8 +4,8 @@
 * :mod:`~hpcinv.distributed.pool`: one pool of long-lived actors that compute the shards of a store
   (generate, predict and refine fan out through it), bounded in flight, lost shards retried;
 * :mod:`~hpcinv.distributed.train`: the Ray Train adapter that runs the training loop on DDP ranks;
-* :mod:`~hpcinv.distributed.cluster`: a private Ray cluster over the nodes of a SLURM job step;
-* :mod:`~hpcinv.distributed.jobs`: the submitit job that runs a stage there (``launch/``).
+* :mod:`~hpcinv.distributed.cluster`: a private Ray cluster over the nodes of a SLURM job step, on which
+  :class:`hpcinv.jobs.StageJob` (what ``launch/`` submits) runs a stage.
 
 The stages themselves (what a shard is, what a rank does) are science code that never calls Ray.
 """

@@ -69,10 +69,5 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         ray.init(address=address, **kwargs)
 
 
-def cluster_resources() -> dict[str, float]:
-    """What the joined cluster has (CPU, GPU, ...)."""
-    return dict(ray.cluster_resources())
-
-
 def shutdown() -> None:
     ray.shutdown()

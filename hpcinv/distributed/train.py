@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import sys
 from pathlib import Path
 
 import ray
@@ -114,17 +113,12 @@ def _fit(trainer: TorchTrainer) -> None:
         raise Interrupted(received[0])
 
 
-def fit(cfg: TrainConfig, run_dir: Path) -> None:
+def fit(cfg: TrainConfig, run_dir: Path, progress_bars: bool) -> None:
     """Run the loop of ``cfg`` in ``run_dir`` on Ray Train (Ray joined already); a worker's user error is
     re-raised as itself, anything Ray Train's restarts did not cure as :class:`TrainingFailed`."""
     trainer = TorchTrainer(
         _worker,
-        # progress bars on a terminal; one line per epoch in a log file (bars there come out all at once)
-        train_loop_config={
-            "config": cfg.model_dump_json(),
-            "run_dir": str(run_dir),
-            "progress_bars": sys.stderr.isatty(),
-        },
+        train_loop_config={"config": cfg.model_dump_json(), "run_dir": str(run_dir), "progress_bars": progress_bars},
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,

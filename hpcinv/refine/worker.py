@@ -1,6 +1,6 @@
 """The unit of refine work: FWI of every model of one output shard, written atomically.
 
-Used in-process and inside Ray actors (:mod:`hpcinv.refine.distributed`); no distributed code here.
+Used in-process and inside Ray actors (:class:`hpcinv.distributed.pool.ShardPool`); no distributed code here.
 """
 
 from __future__ import annotations

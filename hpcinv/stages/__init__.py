@@ -28,7 +28,6 @@ from hpcinv.config import (
     merge_dicts,
     parse_overrides,
 )
-from hpcinv.errors import HpcinvError
 from hpcinv.stages.base import Arg, Execution, Stage
 from hpcinv.stages.requests import (
     EvaluateRequest,
@@ -133,7 +132,6 @@ STAGES: dict[str, Stage] = {
             chosen=bool({"start_index", "n_samples"} & set(parse_overrides(o).get("dataset") or {})),
         ),
         "hpcinv.stages.import_gathers",
-        launchable=False,
     ),
     "train": Stage(
         "train",
@@ -219,6 +217,7 @@ STAGES: dict[str, Stage] = {
         _evaluate,
         "hpcinv.stages.evaluate",
         settings=EvaluateConfig,
+        bars=False,
     ),
     "quickstart": Stage(
         "quickstart",
@@ -227,7 +226,6 @@ STAGES: dict[str, Stage] = {
         (Arg(("--out",), "folder for dataset, run and report", {"default": "runs/quickstart"}),),
         lambda a, o: _quickstart(a.out, o),
         "hpcinv.stages.quickstart",
-        launchable=False,
     ),
 }
 
@@ -238,8 +236,9 @@ def parser_for(stage: Stage, parser: argparse.ArgumentParser, *, execution: bool
         parser.add_argument(*arg.flags, help=arg.help, **arg.options)
     if stage.settings is not None:
         add_model_flags(parser, stage.settings, whole_numbers=True)
-    if execution:
+    if execution and stage.bars:
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if execution:
         if stage.ray in ("default", "optional"):
             parser.add_argument(
                 "--address", help="Ray cluster to join (HOST:PORT; default: $RAY_ADDRESS, else a local instance)"
@@ -265,10 +264,3 @@ def execution_from(args: argparse.Namespace) -> Execution:
         workers=getattr(args, "workers", None),
         progress=not getattr(args, "quiet", False),
     )
-
-
-def run(name: str, request: BaseModel, execution: Execution) -> dict:
-    """Run stage ``name``."""
-    if name not in STAGES:
-        raise HpcinvError(f"no stage {name!r}; stages: {', '.join(STAGES)}")
-    return STAGES[name].run(request, execution)

@@ -51,7 +51,7 @@ class Stage:
     module: str  # e.g. "hpcinv.stages.generate"
     ray: str = "none"  # "none"; "default" (Ray unless --in-process); "optional" (Ray given --workers/--address)
     settings: type[BaseModel] | None = None  # a model whose fields are flags too (predict, evaluate)
-    launchable: bool = True  # python -m launch.<name>
+    bars: bool = True  # it shows progress bars (on a terminal), which --quiet turns off
 
     def run(self, request: BaseModel, execution: Execution) -> dict:
         return importlib.import_module(self.module).run(request, execution)

@@ -197,11 +197,19 @@ def newest_checkpoint_note(run_dir: Path) -> str:
     return f"the newest checkpoint, {found[-1].name}, is kept"
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None, in_process: bool = False) -> dict:
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    address: str | None = None,
+    in_process: bool = False,
+    progress: bool = True,
+) -> dict:
     """Run (or resume) the training of ``cfg`` in ``run_dir``; returns the final metrics.
 
     On Ray Train by default (``address``: the cluster to join); ``in_process``: one rank in this
-    process, without Ray (``scaling.num_workers`` must be 1; no restarts on failure)."""
+    process, without Ray (``scaling.num_workers`` must be 1; no restarts on failure); ``progress``: bars on a
+    terminal (else one line per epoch)."""
     run_dir = Path(run_dir).resolve()
     check_runner(cfg, in_process)
     cfg = resolved(cfg)
@@ -221,7 +229,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, address: str | None = None, 
 
             init_ray(address)
             check_resources(cfg)
-        return _train_locked(cfg, run_dir, in_process)
+        return _train_locked(cfg, run_dir, in_process, progress)
 
 
 def check_runner(cfg: TrainConfig, in_process: bool) -> None:
@@ -263,7 +271,9 @@ def check(req: TrainRequest, execution: Execution | None = None) -> None:
 
 
 def run(req: TrainRequest, execution: Execution) -> dict:
-    return train(req.config, req.out, address=execution.address, in_process=execution.in_process)
+    return train(
+        req.config, req.out, address=execution.address, in_process=execution.in_process, progress=execution.progress
+    )
 
 
 def finished(cfg: TrainConfig, run_dir: Path) -> dict | None:
@@ -282,14 +292,14 @@ def finished(cfg: TrainConfig, run_dir: Path) -> dict | None:
     return result
 
 
-def _fit_in_process(cfg: TrainConfig, run_dir: Path) -> None:
+def _fit_in_process(cfg: TrainConfig, run_dir: Path, progress_bars: bool) -> None:
     try:
-        run_in_process(cfg, run_dir, progress_bars=sys.stderr.isatty())
+        run_in_process(cfg, run_dir, progress_bars)
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT) from None
 
 
-def _train_locked(cfg: TrainConfig, run_dir: Path, in_process: bool) -> dict:
+def _train_locked(cfg: TrainConfig, run_dir: Path, in_process: bool, progress: bool) -> dict:
     if cfg.train.scale_lr_with_workers and cfg.scaling.num_workers >= 8 and not cfg.train.warmup_epochs:
         log.warning(
             "train.scale_lr_with_workers multiplies the learning rate by %d without a warm-up; large "
@@ -300,14 +310,16 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, in_process: bool) -> dict:
     save_config(cfg, run_dir / CONFIG)
     mode = effective_mode(cfg.tracking, run_dir)  # an unreachable W&B server means offline, never a failure
     worker_cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mode": mode})})
+    # progress bars on a terminal unless --quiet; one line per epoch otherwise (in a log file bars come out all at once)
+    bars = progress and sys.stderr.isatty()
     t_start = time.time()
     try:
         if in_process:
-            _fit_in_process(worker_cfg, run_dir)
+            _fit_in_process(worker_cfg, run_dir, bars)
         else:
             from hpcinv.distributed.train import fit
 
-            fit(worker_cfg, run_dir)
+            fit(worker_cfg, run_dir, bars)
     except Interrupted as exc:
         raise Interrupted(
             exc.signum, f"training stopped; {newest_checkpoint_note(run_dir)}; re-run the same command to resume"

@@ -244,7 +244,7 @@ def _restore(cfg: TrainConfig, run_dir: Path, rank: int, device: torch.device) -
 @dataclass
 class Rank:
     """This rank's place among the ranks, and what the runner around the loop provides: Ray Train
-    (:func:`train_loop_per_worker`) or this process (:func:`run_in_process`)."""
+    (:mod:`hpcinv.distributed.train`) or this process (:func:`run_in_process`)."""
 
     index: int
     world: int
