@@ -32,7 +32,10 @@ from hpcinv.config import TrainConfig
 from hpcinv.errors import HpcinvError, Interrupted, TrainingFailed
 from hpcinv.train.loop import Rank, run_rank
 
-CONSOLE_QUIET = ("Reporting training result",)  # per-report debug lines of Ray Train's workers
+CONSOLE_QUIET = (
+    "Reporting training result",  # Ray Train's per-report debug lines
+    '{"__magic_token__"',  # a progress bar's state: its stdout copy draws the bar; this copy only adds a blank line
+)
 
 
 class _NotOnConsole(logging.Filter):

@@ -282,7 +282,8 @@ def _stop_if(flag: float, rank: int, run_dir: Path, event: dict, mine: bool = Tr
 
 
 def epoch_line(metrics: dict, epochs: int, elapsed_s: float, epochs_run: int) -> str:
-    """One line per epoch for logs that are not a terminal: samples/s, losses and an ETA."""
+    """One line per epoch, kept on the console after the epoch's bar is gone and in logs that are not a
+    terminal: samples/s, losses, validation and an ETA."""
     epoch, seconds = metrics["epoch"], metrics["train/epoch_time_s"]
     left = (epochs - epoch - 1) * elapsed_s / max(epochs_run, 1)
     text = (
@@ -401,7 +402,7 @@ def _train(cfg: TrainConfig, run_dir: Path, me: Rank, progress_bars: bool = True
                 | ({"weights": weights_digest(trainer.net)} if cfg.train.record_weights_digest else {})
                 | ({"metrics": metrics} if rank == 0 else {}),
             )
-            if rank == 0 and not progress_bars:  # written, not print()ed: Ray Train's patched print logs it twice
+            if rank == 0:  # written, not print()ed: Ray Train's patched print logs it twice
                 sys.stderr.write(
                     epoch_line(metrics, cfg.train.epochs, time.perf_counter() - t_run, epoch + 1 - start_epoch) + "\n"
                 )
