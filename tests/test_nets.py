@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hpcinv.nets import FCNVMB, InversionNet, count_parameters
+from hpcinv.nets import FCNVMB, InversionNet, ModelDomainUNet, count_parameters
 from hpcinv.nets.fcnvmb import Up
 from hpcinv.train.parallel import apply_checkpointing, autocast, checkpoint_targets, grad_scaler
 
@@ -21,6 +21,64 @@ def test_inversionnet_openfwi_shape_and_parameter_count():
     assert count_parameters(model) == 24_409_123  # OpenFWI's ~24.4 M
     with torch.no_grad():
         assert model.eval()(torch.zeros(2, 5, 1000, 70)).shape == (2, 1, 70, 70)
+
+
+@pytest.mark.parametrize(
+    ("encoder", "scale", "parameters"),
+    [("columns", 1, 28_392_129), ("columns", 2, 13_000_417), ("resample", 1, 7_799_745), ("resample", 2, 7_828_833)],
+)
+def test_model_domain_unet_at_the_papers_size(encoder, scale, parameters):
+    """29 shots x 400 samples x 301 receivers -> 201 x 301, the latent on the grid or every other cell."""
+    model = ModelDomainUNet(29, (400, 301), (201, 301), 32, 4, encoder, scale).eval()
+    assert count_parameters(model) == parameters
+    assert model.latent_shape == ((201, 301) if scale == 1 else (101, 151))
+    with torch.no_grad():
+        assert model(torch.zeros(1, 29, 400, 301)).shape == (1, 1, 201, 301)
+
+
+@pytest.mark.parametrize("encoder", ["columns", "resample"])
+@pytest.mark.parametrize(
+    ("shots", "shape_in", "shape_out"),
+    [(5, (150, 77), (51, 77)), (7, (250, 96), (64, 96)), (5, (200, 64), (48, 64)), (3, (128, 70), (75, 101))],
+)
+def test_model_domain_unet_covers_bench_sized_and_odd_grids(encoder, shots, shape_in, shape_out):
+    """bench 2 (5 x 150 x 77 -> 51 x 77), the quickstart, tiny, and receivers != columns."""
+    for scale in (1, 2):
+        model = ModelDomainUNet(shots, shape_in, shape_out, 4, 3, encoder, scale).eval()
+        latent = model.latent(torch.randn(2, shots, *shape_in))
+        assert latent.shape == (2, 4, *model.latent_shape)
+        with torch.no_grad():
+            assert model(torch.randn(2, shots, *shape_in)).shape == (2, 1, *shape_out)
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        ModelDomainUNet(encoder="global")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="latent_scale must be 1"):
+        ModelDomainUNet(latent_scale=4)
+
+
+def test_model_domain_unet_draws_a_cell_from_the_latent_around_it():
+    """The U-Net works in one domain: an output cell depends most on the latent cells at its own place
+    (within one cell: the weights are random) and not at all on those beyond its receptive field."""
+    torch.manual_seed(0)
+    model = ModelDomainUNet(3, (64, 45), (33, 45), 4, 2, "resample", 1, batchnorm=False).double().eval()
+    latent = model.latent(torch.randn(1, 3, 64, 45, dtype=torch.double))
+    z = latent.clone().requires_grad_(True)
+
+    def decode(x):
+        skips = []
+        for down in model.downs:
+            x, features = down(x)
+            skips.append(features)
+        x = model.center(x)
+        for up, skip in zip(model.ups, reversed(skips), strict=True):
+            x = up(skip, x)[:, :, : skip.shape[2], : skip.shape[3]]
+        return model.final(x)
+
+    out = decode(z)
+    (grad,) = torch.autograd.grad(out[0, 0, 20, 30], z)
+    influence = grad.abs().sum(dim=1)[0]
+    peak = divmod(int(influence.argmax()), influence.shape[1])
+    assert abs(peak[0] - 20) <= 1 and abs(peak[1] - 30) <= 1
+    assert float(influence[:4, :4].sum()) == 0.0  # beyond the receptive field of depth-2 3x3 convs
 
 
 def test_pooled_and_standard_skips_differ_but_share_parameters():
@@ -81,17 +139,18 @@ def _one_step_state(model, x, y):
     return {k.replace("_checkpoint_wrapped_module.", ""): v for k, v in state.items()}
 
 
-@pytest.mark.parametrize("net", ["fcnvmb", "inversionnet"])
+@pytest.mark.parametrize("net", ["fcnvmb", "inversionnet", "model_domain_unet", "model_domain_unet_resample_half"])
 @pytest.mark.parametrize("mode", ["blocks", "units", "nested"])
 def test_activation_checkpointing_leaves_every_tensor_as_without_it(net, mode):
     """In float64, a checkpointed step ends with bit-identical weights, gradients and BatchNorm state
     (the recompute in backward must not update the running statistics a second time)."""
     torch.manual_seed(0)
-    make = (
-        (lambda: FCNVMB(5, (48, 64), 8, 3))
-        if net == "fcnvmb"
-        else (lambda: InversionNet(5, (200, 64), (48, 64), (4, 8, 8, 16, 16)))
-    )
+    make = {
+        "fcnvmb": lambda: FCNVMB(5, (48, 64), 8, 3),
+        "inversionnet": lambda: InversionNet(5, (200, 64), (48, 64), (4, 8, 8, 16, 16)),
+        "model_domain_unet": lambda: ModelDomainUNet(5, (200, 64), (48, 64), 4, 3, "columns", 1),
+        "model_domain_unet_resample_half": lambda: ModelDomainUNet(5, (200, 64), (48, 64), 4, 3, "resample", 2),
+    }[net]
     plain = make().double()
     wrapped = make().double()
     wrapped.load_state_dict(plain.state_dict())

@@ -12,14 +12,23 @@ from hpcinv.errors import ConfigError
 
 
 class ModelSection(Section):
-    """Network choice and size. ``fcnvmb`` at base_channels 64 / depth 4 is the paper's 31.06 M U-Net."""
+    """Network choice and size. ``fcnvmb`` at base_channels 64 / depth 4 is the paper's 31.06 M U-Net;
+    ``model_domain_unet`` maps the gathers onto the velocity grid first and runs its U-Net there."""
 
-    name: Literal["fcnvmb", "inversionnet"] = "fcnvmb"
-    base_channels: int = Field(64, ge=1, description="fcnvmb: filters of the first level")
-    depth: int = Field(4, ge=1, le=6, description="fcnvmb: pooling levels")
+    name: Literal["fcnvmb", "inversionnet", "model_domain_unet"] = "fcnvmb"
+    base_channels: int = Field(64, ge=1, description="fcnvmb, model_domain_unet: filters of the first level")
+    depth: int = Field(4, ge=1, le=6, description="fcnvmb, model_domain_unet: pooling levels")
     skip: Literal["pooled", "standard"] = Field("pooled", description="fcnvmb: pooled = the official code")
     batchnorm: bool = True
     dims: list[int] = Field([32, 64, 128, 256, 512], description="inversionnet: the five widths")
+    encoder: Literal["columns", "resample"] = Field(
+        "columns",
+        description="model_domain_unet: how the gathers reach the latent grid (columns: a learned "
+        "time-to-depth map per receiver; resample: time resampled onto depth)",
+    )
+    latent_scale: Literal[1, 2] = Field(
+        1, description="model_domain_unet: the latent grid is the velocity grid (1) or every other cell (2)"
+    )
 
 
 class TrainDataSection(Section):

@@ -1,4 +1,4 @@
-"""Networks (pure torch, no distributed code): the FCNVMB U-Net and InversionNet."""
+"""Networks (pure torch, no distributed code): the FCNVMB U-Net, InversionNet and the model-domain U-Net."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import TypeAlias
 from hpcinv.config import ModelSection
 from hpcinv.nets.fcnvmb import FCNVMB
 from hpcinv.nets.inversionnet import InversionNet, count_parameters
+from hpcinv.nets.model_domain_unet import ModelDomainUNet
 
-__all__ = ["FCNVMB", "InversionNet", "Net", "build_model", "count_parameters", "model_spec"]
+__all__ = ["FCNVMB", "InversionNet", "ModelDomainUNet", "Net", "build_model", "count_parameters", "model_spec"]
 
-Net: TypeAlias = FCNVMB | InversionNet  # the networks build_model makes: both define encoder_modules, checkpoint_blocks
+Net: TypeAlias = FCNVMB | InversionNet | ModelDomainUNet  # each defines encoder_modules, checkpoint_blocks
 
 
 def model_spec(cfg: ModelSection, gathers_shape: list[int] | tuple[int, ...], velocity_shape) -> dict:
@@ -28,4 +29,8 @@ def build_model(spec: dict) -> Net:
     out = tuple(spec["velocity_shape"])
     if cfg.name == "fcnvmb":
         return FCNVMB(shots, out, cfg.base_channels, cfg.depth, cfg.skip, cfg.batchnorm)
+    if cfg.name == "model_domain_unet":
+        return ModelDomainUNet(
+            shots, (nt, nrec), out, cfg.base_channels, cfg.depth, cfg.encoder, cfg.latent_scale, cfg.batchnorm
+        )
     return InversionNet(shots, (nt, nrec), out, tuple(cfg.dims))

@@ -42,8 +42,8 @@ class ConvUnit(nn.Sequential):
     ``[pad(skip), x]`` without building it: see :func:`conv_concat`.
     """
 
-    def __init__(self, cin: int, cout: int, batchnorm: bool = True):
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, 1, 1)]
+    def __init__(self, cin: int, cout: int, batchnorm: bool = True, kernel=3, stride=1, padding=1):
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, padding)]
         if batchnorm:
             layers.append(nn.BatchNorm2d(cout))
         layers.append(nn.ReLU(inplace=True))
