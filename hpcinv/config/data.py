@@ -39,6 +39,13 @@ class SaltModelSection(Section):
     )
     n_salt: list[int] = Field([1, 2], description="salt bodies per model, inclusive range")
     dome_probability: float = Field(0.85, ge=0.0, le=1.0, description="dome from the base vs. a lens")
+    sheet_probability: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="of the bodies that are not domes, the share that are sheets (tabular salt with a rough "
+        "top and base and sediments below it, as allochthonous salt) instead of lenses",
+    )
     salt_top_depth: list[float] = Field([0.3, 0.75], description="salt top as a fraction of depth")
     salt_width: list[float] = Field([0.3, 0.8], description="salt width as a fraction of the extent")
     water_depth_m: list[float] = Field(

@@ -2,8 +2,9 @@
 
 A model is a layered sedimentary background — constant-velocity layers whose velocity increases
 with depth, bounded by gently folded, slightly rough interfaces, optionally cut by one normal fault
-— with one or more salt bodies (domes rising from the base, or lenses) at the salt velocity (one
-value, or one drawn per model from a range), and optionally a water layer of random thickness on top.
+— with one or more salt bodies (domes rising from the base, lenses, or sheets: tabular bodies with
+sediments below) at the salt velocity (one value, or one drawn per model from a range), and optionally
+a water layer of random thickness on top.
 
 Every model is a pure function of (config, seed, global index): its RNG is
 ``numpy.random.default_rng([seed, index])`` and nothing else is random, so regenerating index i
@@ -87,6 +88,14 @@ def _salt_mask(
             height /= height.max()
             salt_top = extent_z - (extent_z - top) * height
             mask |= inside[None, :] & (z[:, None] >= salt_top[None, :])
+        elif cfg.sheet_probability > 0 and rng.uniform() < cfg.sheet_probability:  # (no draw when off)
+            # Sheet: a tabular body from `top`, 5-20 % of the depth thick, whose rough top and base
+            # close towards its ends; sediments continue below it.
+            thickness = rng.uniform(0.05, 0.2) * extent_z
+            taper = np.sqrt(np.clip(1.0 - (2.0 * u - 1.0) ** 2, 0.0, 1.0))
+            sheet_top = top + _smooth_curve(rng, u, 0.4 * thickness, n_terms=3) + 0.5 * thickness * (1.0 - taper)
+            sheet_base = top + thickness * (0.5 + 0.5 * taper) + _smooth_curve(rng, u, 0.3 * thickness, n_terms=3)
+            mask |= inside[None, :] & (z[:, None] >= sheet_top[None, :]) & (z[:, None] <= sheet_base[None, :])
         else:
             # Lens: a star-shaped blob whose radius varies smoothly with angle.
             half_height = rng.uniform(0.05, 0.15) * extent_z
