@@ -63,17 +63,7 @@ def test_model_domain_unet_draws_a_cell_from_the_latent_around_it():
     latent = model.latent(torch.randn(1, 3, 64, 45, dtype=torch.double))
     z = latent.clone().requires_grad_(True)
 
-    def decode(x):
-        skips = []
-        for down in model.downs:
-            x, features = down(x)
-            skips.append(features)
-        x = model.center(x)
-        for up, skip in zip(model.ups, reversed(skips), strict=True):
-            x = up(skip, x)[:, :, : skip.shape[2], : skip.shape[3]]
-        return model.final(x)
-
-    out = decode(z)
+    out = model.decode(z)
     (grad,) = torch.autograd.grad(out[0, 0, 20, 30], z)
     influence = grad.abs().sum(dim=1)[0]
     peak = divmod(int(influence.argmax()), influence.shape[1])

@@ -107,9 +107,9 @@ class ModelDomainUNet(nn.Module):
             return F.interpolate(x, size=(zl, xl), mode="bilinear", align_corners=True) if x.shape[3] != xl else x
         return F.interpolate(x, size=(zl, xl), mode="bilinear", align_corners=False)
 
-    def forward(self, gathers_BSTR: torch.Tensor) -> torch.Tensor:
-        x = self.latent(gathers_BSTR)
-        skips = []
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """The U-Net on the latent grid (and the step up to the velocity grid): ``vel_B1ZX``."""
+        x, skips = latent, []
         for down in self.downs:
             x, features = down(x)
             skips.append(features)
@@ -120,3 +120,6 @@ class ModelDomainUNet(nn.Module):
             x = self.upsample(x)
         nz, nx = self.out_shape
         return self.final(x[:, :, :nz, :nx].contiguous())
+
+    def forward(self, gathers_BSTR: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.latent(gathers_BSTR))
