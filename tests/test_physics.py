@@ -145,8 +145,8 @@ def test_validation_report_and_paper_preset():
     from tests.conftest import CONFIGS
 
     cfg = load_config(DataConfig, CONFIGS / "fcnvmb_paper.yaml")
-    report = validate_physics(cfg, 2000.0, 4500.0)
-    assert report.points_per_wavelength == pytest.approx(2000 / (2.5 * 12 * 10))
+    report = validate_physics(cfg, *cfg.velocity.synthetic.velocity_bounds())  # water: 1500 m/s
+    assert report.points_per_wavelength == pytest.approx(1500 / (2.5 * 9 * 10))
     assert report.step_ratio >= 1 and report.inner_dt_s <= cfg.survey.dt_s
     assert two_way_time_s(1000, 2000, 2000) == pytest.approx(1.0)
 
