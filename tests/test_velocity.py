@@ -1,4 +1,5 @@
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from hpcinv.config import DataConfig, SaltModelSection, build_config
+from hpcinv.config import DataConfig, SaltModelSection, build_config, config_hash, without_role
 from hpcinv.errors import ConfigError, HpcinvError
 from hpcinv.velocity import make_source, model_statistics, read_collection, resample, salt_model
 from tests.conftest import FCNVMB_NPZ, OPENFWI_NPZ, VIKING_SEGY, needs_shared, tiny_config
@@ -220,3 +221,8 @@ def test_salt_sheets_leave_sediments_below_and_old_streams_unchanged():
     models = [salt_model(mixed.velocity.synthetic, mixed.grid, 0, i) for i in range(6)]
     digest = hashlib.sha256(b"".join(np.round(m).astype(np.int32).tobytes() for m in models)).hexdigest()
     assert digest == "6ac7050f6b431f3527437d1edc9c12466f40ef9c1fab3f1657597306afb30401"
+    # and a dataset made before sheets keeps its identity: the key is left out of the hash at its default
+    before = without_role(mixed, "execution")  # as the hash saw it then: no sheets, no water (at its default)
+    for key in ("sheet_probability", "water_depth_m", "water_velocity_mps"):
+        del before["velocity"]["synthetic"][key]
+    assert hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest() == config_hash(mixed)

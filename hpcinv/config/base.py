@@ -45,6 +45,7 @@ C = TypeVar("C", bound=BaseModel)
 LATER_KEYS = {
     ("velocity", "synthetic", "water_depth_m"): [0.0, 0.0],
     ("velocity", "synthetic", "water_velocity_mps"): 1500.0,
+    ("velocity", "synthetic", "sheet_probability"): 0.0,
 }
 
 
