@@ -17,7 +17,7 @@ predictions   ``hpcinv predict``        the hash of the request (checkpoint sha2
 refined       ``hpcinv refine``         the hash of the request (start, dataset, samples, bounds, settings)
 run           ``hpcinv train``          the hash of the config without the settings that may change on resume
 report        ``hpcinv evaluate``       the hash of the inputs and settings
-quickstart    ``hpcinv quickstart``     (its parts are a dataset, a run and a report of their own)
+quickstart    ``hpcinv quickstart``     (its parts are a dataset, a run, a report and a refine store of their own)
 ============  ========================  ==================================================================
 
 The rules every command follows (:func:`claim` for an output, :func:`require` for an input):
@@ -67,8 +67,9 @@ LAYOUT = {
     "predictions": {MANIFEST, SHARD_DIR},
     "refined": {MANIFEST, SHARD_DIR, START, REFINE_CONFIG, REFINE_SUMMARY, FIGURES},
     "report": {METRICS_JSON, METRICS_MD, FIGURES, "README.md", "timings.json"},
-    "quickstart": {"dataset", "run", "report"},
+    "quickstart": {"dataset", "run", "report", "refine"},
 }
+QUICKSTART_PARTS = {"dataset": "dataset", "run": "run", "report": "report", "refine": "refined"}  # name: kind
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ KINDS = {
     "refined": Kind("refine", "a velocity store of refined models"),
     "run": Kind("train", "a training run"),
     "report": Kind("evaluate", "an evaluation report"),
-    "quickstart": Kind("quickstart", "a quickstart folder (dataset, run and report)"),
+    "quickstart": Kind("quickstart", "a quickstart folder (dataset, run, report and refined models)"),
 }
 DATASETS = ("dataset", "imported")
 STORES = ("predictions", "refined")
@@ -220,7 +221,7 @@ def _infer(path: Path, names: set[str]) -> str:
     elif METRICS_JSON in names:
         return "report" if _is_report(path, names) else FOREIGN
     elif "dataset" in names and names <= LAYOUT["quickstart"]:  # its parts made (or begun) by their stages
-        parts = all(inspect(path / n).kind in (n if n != "dataset" else "dataset", EMPTY) for n in names)
+        parts = all(inspect(path / n).kind in (QUICKSTART_PARTS[n], EMPTY) for n in names)
         return "quickstart" if parts else FOREIGN
     else:
         return FOREIGN

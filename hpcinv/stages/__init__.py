@@ -74,7 +74,7 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> EvaluateRequest
 
 
 def _quickstart(out: str, overrides: list[str]) -> QuickstartRequest:
-    split_overrides(overrides)  # every override names a section of the dataset or of the run
+    split_overrides(overrides)  # every override names a section of the dataset, the run or refine
     return QuickstartRequest(out=out, overrides=overrides)
 
 
@@ -221,9 +221,9 @@ STAGES: dict[str, Stage] = {
     ),
     "quickstart": Stage(
         "quickstart",
-        "generate, train and evaluate a small model on this machine",
+        "generate, train, evaluate and refine a small model on this machine",
         "quickstart",
-        (Arg(("--out",), "folder for dataset, run and report", {"default": "runs/quickstart"}),),
+        (Arg(("--out",), "folder for dataset, run, report and refined models", {"default": "runs/quickstart"}),),
         lambda a, o: _quickstart(a.out, o),
         "hpcinv.stages.quickstart",
     ),

@@ -12,13 +12,15 @@ from hpcinv.errors import ConfigError
 
 DATA_SECTIONS = set(DataConfig.model_fields)  # grid, velocity, survey, modelling, dataset
 TRAIN_SECTIONS = set(TrainConfig.model_fields)  # model, data, train, scaling, tracking (no name in both)
+REFINE_SECTIONS = set(RefineConfig.model_fields)  # refine
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """The quickstart's overrides for its dataset and for its run, told apart by their section (the two
-    configs share none): ``dataset.n_samples=64`` and ``train.epochs=5`` alike. (``gen.KEY=...``, the
-    spelling of older versions, is read as ``KEY=...``.)"""
-    data, train = [], []
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """The quickstart's overrides for its dataset, its run and its refine, told apart by their section
+    (the configs share none): ``dataset.n_samples=64``, ``train.epochs=5`` and
+    ``refine.iterations_per_band=[10,10]`` alike. (``gen.KEY=...``, the spelling of older versions, is
+    read as ``KEY=...``.)"""
+    data, train, refine = [], [], []
     for item in overrides:
         item = item.removeprefix("gen.")
         section = item.partition("=")[0].split(".")[0]
@@ -26,12 +28,15 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
             data.append(item)
         elif section in TRAIN_SECTIONS:
             train.append(item)
+        elif section in REFINE_SECTIONS:
+            refine.append(item)
         else:
             raise ConfigError(
                 f"override {item!r}: the quickstart's keys begin with a section of its dataset "
-                f"({', '.join(sorted(DATA_SECTIONS))}) or of its run ({', '.join(sorted(TRAIN_SECTIONS))})"
+                f"({', '.join(sorted(DATA_SECTIONS))}), of its run ({', '.join(sorted(TRAIN_SECTIONS))}) "
+                f"or {', '.join(sorted(REFINE_SECTIONS))}"
             )
-    return data, train
+    return data, train, refine
 
 
 class GenerateRequest(BaseModel):
