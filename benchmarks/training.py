@@ -13,6 +13,10 @@
    (statistics updated a second time by the recompute), interleaved, batch 1, fp32.
 
     python benchmarks/training.py [--width 64] [--steps 3]    # --width 16 for a quick run
+    python benchmarks/training.py --model model_domain_unet [--encoder columns] [--latent-scale 1] --width 32
+
+``--model model_domain_unet`` measures the model-domain U-Net at the same input and output (no
+``reference`` row: that is FCNVMB's official decoder; its ratios are against its own ``none/fp32``).
 
 Prints one JSON document. Ratios are measured in one run against two baselines, both fp32 without
 checkpointing: ``reference`` -- the network exactly as the official code computes it (each decoder
@@ -44,7 +48,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
 
-from hpcinv.nets import FCNVMB  # noqa: E402
+from hpcinv.nets import FCNVMB, ModelDomainUNet  # noqa: E402
 from hpcinv.nets.fcnvmb import Up  # noqa: E402
 from hpcinv.train.engine import train_step  # noqa: E402
 from hpcinv.train.parallel import apply_checkpointing, checkpoint_targets, grad_scaler  # noqa: E402
@@ -58,9 +62,19 @@ def _official_up(self: Up, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return self.conv(torch.cat([skip, x], dim=1))
 
 
+NETWORK = {"model": "fcnvmb", "encoder": "columns", "latent_scale": 1}  # set by main() from the arguments
+
+
+def network(width: int) -> torch.nn.Module:
+    """The network measured, at the paper's input and output (29 x 400 x 301 -> 201 x 301)."""
+    if NETWORK["model"] == "model_domain_unet":
+        return ModelDomainUNet(29, (400, 301), (201, 301), width, 4, NETWORK["encoder"], NETWORK["latent_scale"])
+    return FCNVMB(29, (201, 301), width, 4)
+
+
 def make(width: int, mode: str, device: torch.device):
     torch.manual_seed(0)
-    model = FCNVMB(29, (201, 301), width, 4)
+    model = network(width)
     if mode == "reference":
         for up in model.ups:
             up.forward = types.MethodType(_official_up, up)
@@ -140,7 +154,7 @@ def bn_restore_cost(width: int, steps: int, device: torch.device) -> dict:
         runs = {}
         for name in ("restored", "updated_twice"):
             torch.manual_seed(0)
-            model = FCNVMB(29, (201, 301), width, 4)
+            model = network(width)
             if name == "restored":
                 apply_checkpointing(model, mode)
             else:
@@ -171,11 +185,18 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64, help="first-level filters (64 = the paper)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", choices=("fcnvmb", "model_domain_unet"), default="fcnvmb")
+    parser.add_argument("--encoder", choices=("columns", "resample"), default="columns", help="model_domain_unet")
+    parser.add_argument("--latent-scale", type=int, choices=(1, 2), default=1, help="model_domain_unet")
+    parser.add_argument("--skip-bn-cost", action="store_true", help="leave out the BatchNorm-restore comparison")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16 (a CPU run: fp32)")
     args = parser.parse_args()
+    NETWORK.update(model=args.model, encoder=args.encoder, latent_scale=args.latent_scale)
     device = torch.device(args.device)
     rows = {}
     modes = ("none", "blocks", "units", "nested")
-    settings = [("reference", "fp32")] + [(m, p) for p in ("fp32", "bf16") for m in modes]
+    reference = [("reference", "fp32")] if args.model == "fcnvmb" else []
+    settings = reference + [(m, p) for p in args.precisions.split(",") for m in modes]
     for mode, precision in settings:
         m1 = measure(mode, precision, 1, args.width, args.steps, device)
         m2 = measure(mode, precision, 2, args.width, args.steps, device)
@@ -183,7 +204,8 @@ def main() -> None:
             "activation_mb_per_sample": round(m2["peak_mb"] - m1["peak_mb"], 1),
             "step_s_per_sample": round(m2["step_s"] / 2, 4),
         }
-    for name, base in (("reference", rows["reference/fp32"]), ("none_fp32", rows["none/fp32"])):
+    bases = (("reference", rows.get("reference/fp32")), ("none_fp32", rows["none/fp32"]))
+    for name, base in ((n, b) for n, b in bases if b is not None):
         for row in rows.values():
             row[f"activation_vs_{name}"] = round(row["activation_mb_per_sample"] / base["activation_mb_per_sample"], 3)
             row[f"step_time_vs_{name}"] = round(row["step_s_per_sample"] / base["step_s_per_sample"], 3)
@@ -192,13 +214,15 @@ def main() -> None:
             "benchmark": "training",
             "device": args.device,
             "torch_threads": torch.get_num_threads(),
+            "model": args.model,
+            **({"encoder": args.encoder, "latent_scale": args.latent_scale} if args.model != "fcnvmb" else {}),
             "width": args.width,
-            "parameters": sum(p.numel() for p in FCNVMB(29, (201, 301), args.width).parameters()),
+            "parameters": sum(p.numel() for p in network(args.width).parameters()),
             "input": [29, 400, 301],
             "output": [201, 301],
             "modes": rows,
             "step_overhead_batch1": plain_vs_hpcinv(args.width, 1, args.steps, device),
-            "bn_restore_cost": bn_restore_cost(args.width, args.steps, device),
+            **({} if args.skip_bn_cost else {"bn_restore_cost": bn_restore_cost(args.width, args.steps, device)}),
         }
     )
 
