@@ -160,7 +160,7 @@ def test_manifest_is_valid_json_with_documented_fields(tiny_dataset):
     ):
         assert key in manifest
     rec = manifest["shards"][0]
-    assert set(rec) == {"name", "start", "stop", "bytes", "sha256", "stats"}
+    assert set(rec) == {"name", "start", "stop", "bytes", "sha256", "stats", "mtime_ns", "ctime_ns"}
 
 
 def test_shard_aware_sampler_gives_ranks_whole_shards_and_equal_lengths():

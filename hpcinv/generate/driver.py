@@ -3,7 +3,8 @@
 The dataset folder is opened by :func:`hpcinv.store.folder.open_dataset_folder` (a folder holding a
 dataset of another config -- or whose ``config.yaml`` and manifest disagree -- is refused, naming the
 difference, unless ``restart=True``) and its manifest kept by a :class:`~hpcinv.store.writer.StoreWriter`:
-re-running the same command on the same folder skips complete, verified shards (adopting complete
+re-running the same command on the same folder skips complete shards whose files are unchanged since
+they were recorded (one ``stat`` each; ``--verify full``: their sha256), adopting complete
 shard files that a crashed driver had not yet recorded, or all of them when the manifest itself was
 damaged) and recomputes only missing or corrupt ones. The whole run holds the folder's lock
 (:mod:`hpcinv.store.lock`): exclusively, or shared by the parts of an array job, so a second writer
@@ -76,8 +77,10 @@ def prepare(
     restart: bool = False,
     validated: tuple[VelocitySource, dict] | None = None,
     part: tuple[int, int] | None = None,
+    full: bool = False,
 ) -> Plan:
-    """Validate (unless ``validated`` is given), then create or reopen ``out`` and list the shards to compute.
+    """Validate (unless ``validated`` is given), then create or reopen ``out`` and list the shards to compute
+    (``full``: every recorded shard re-checked by its sha256, not only by its file's size and times).
 
     With ``part=(i, k)`` only every k-th shard from the i-th is planned and neither the manifest nor
     other parts' files are touched, so k independent jobs can fill one dataset at once; a final run
@@ -91,7 +94,8 @@ def prepare(
             raise HpcinvError("--restart cannot be combined with a part: discard the dataset once, before the parts")
         specs = specs[part[0] :: part[1]]
     manifest = open_dataset_folder(cfg, out, restart=restart) or new_manifest(cfg, len(source), physics)
-    return Plan(cfg, Path(out), source, StoreWriter(Path(out), manifest, specs, write=part is None), part=part)
+    writer = StoreWriter(Path(out), manifest, specs, write=part is None, full=full)
+    return Plan(cfg, Path(out), source, writer, part=part)
 
 
 def in_process_executor(plan: Plan) -> Executor:

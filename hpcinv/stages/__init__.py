@@ -99,9 +99,15 @@ STAGES: dict[str, Stage] = {
                 "--part records them all",
                 {"type": _part, "metavar": "I/K"},
             ),
+            Arg(
+                ("--verify",),
+                "how the shards already in --out are checked before they are kept: fast (one stat each: size "
+                "and times as recorded) or full (their sha256: after `hpcinv verify` found one damaged)",
+                {"choices": ("fast", "full"), "default": "fast"},
+            ),
         ),
         lambda a, o: GenerateRequest(
-            config=load_config(DataConfig, a.config, o), out=a.out, restart=a.restart, part=a.part
+            config=load_config(DataConfig, a.config, o), out=a.out, restart=a.restart, part=a.part, verify=a.verify
         ),
         "hpcinv.stages.generate",
         ray="default",

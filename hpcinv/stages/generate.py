@@ -48,16 +48,17 @@ def run(req: GenerateRequest, execution: Execution) -> dict:
     check_workers(execution.workers)
     validated = check_dataset_config(cfg)
     discard, manifest = check_dataset_folder(cfg, out, restart=req.restart)
+    full = req.verify == "full"
     if execution.in_process:
         check_device(cfg)
         with folder_lock(out, shared=part is not None):
-            plan = prepare(cfg, out, restart=req.restart, validated=validated, part=part)
+            plan = prepare(cfg, out, restart=req.restart, validated=validated, part=part, full=full)
             return asdict(execute(plan, in_process_executor(plan), progress=execution.progress))
     if manifest is not None and manifest["complete"] and not discard and part is None:
-        # complete already: checked (every shard's size and sha256, reading only) without starting a cluster
+        # complete already: checked without starting a cluster (a stat per shard; --verify full: its sha256)
         with folder_lock(out):
             t0 = time.perf_counter()
-            if verify_dataset(out).ok:
+            if verify_dataset(out, checksums=full, trust_unchanged=not full).ok:
                 n = len(manifest["shards"])
                 return asdict(
                     Summary(str(out), manifest["n_samples"], n, 0, n, round(time.perf_counter() - t0, 3), 0.0)
@@ -69,7 +70,7 @@ def run(req: GenerateRequest, execution: Execution) -> dict:
     init_ray(execution.address)  # before anything is written: an unreachable cluster leaves no trace
     placement = place(cfg.modelling.device, cfg.modelling.threads, execution.workers, "modelling.device")
     with folder_lock(out, shared=part is not None):
-        plan = prepare(cfg, out, restart=req.restart, validated=validated, part=part)
+        plan = prepare(cfg, out, restart=req.restart, validated=validated, part=part, full=full)
         pool = modelling_pool(plan, placement)
         summary = execute(plan, pool, progress=execution.progress)
     summary.extra |= pool.summary(summary.wall_s)

@@ -5,6 +5,8 @@ command line builds and validates them before torch or Ray is imported, and a SL
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
 from hpcinv.config import DataConfig, EvaluateConfig, PredictConfig, RefineConfig, TrainConfig
@@ -41,7 +43,8 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], list[st
 
 class GenerateRequest(BaseModel):
     """One ``hpcinv generate``: the dataset's config, its folder, and whether to discard another dataset
-    there (``restart``) or make only ``part`` (i, k): shards i, i+k, ... of an array job."""
+    there (``restart``) or make only ``part`` (i, k): shards i, i+k, ... of an array job. ``verify``: how
+    the shards already there are checked (fast: one stat each; full: their sha256)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -49,6 +52,7 @@ class GenerateRequest(BaseModel):
     out: str
     restart: bool = False
     part: tuple[int, int] | None = None
+    verify: Literal["fast", "full"] = "fast"
 
 
 class ImportRequest(BaseModel):

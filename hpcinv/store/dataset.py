@@ -131,7 +131,7 @@ class ShardedDataset(Dataset):
         if problem:
             raise DataError(
                 f"{self.root / SHARD_DIR / name}: sample {int(index)} (row {row}) is damaged: {problem}; "
-                f"`hpcinv verify {self.root}` checks every shard, `hpcinv generate` recomputes bad ones"
+                f"`hpcinv verify {self.root}` checks every shard, `hpcinv generate --verify full` recomputes bad ones"
             )
         if self.gathers_scale != 1.0:
             gathers = gathers.astype(np.float32) / np.float32(self.gathers_scale)

@@ -173,7 +173,8 @@ def write_arrays(
         fh.attrs.update({"start": spec.start, "stop": spec.stop, **attrs})
         fh.flush()
         image = fh.id.get_file_image()
-    with atomic_path(Path(folder) / spec.name) as tmp:
+    path = Path(folder) / spec.name
+    with atomic_path(path) as tmp:
         tmp.write_bytes(image)
     return {
         "name": spec.name,
@@ -182,7 +183,27 @@ def write_arrays(
         "bytes": len(image),
         "sha256": hashlib.sha256(image).hexdigest(),
         "stats": stats,
+        **file_times(path),
     }
+
+
+def file_times(path: Path) -> dict:
+    """The times a shard's record keeps of its file (``mtime_ns``, ``ctime_ns``): a file replaced,
+    rewritten, copied or touched since it was recorded has other times (ctime cannot be set back)."""
+    st = path.stat()
+    return {"mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+
+
+def unchanged_since_recorded(path: Path, rec: dict) -> bool:
+    """Whether the file of shard record ``rec`` is the file recorded, by one ``stat`` (no byte read): its
+    size and both times are the record's. A record without times (older manifests) is never trusted so."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return (
+        st.st_size == rec["bytes"] and rec.get("mtime_ns") == st.st_mtime_ns and rec.get("ctime_ns") == st.st_ctime_ns
+    )
 
 
 def shard_record(path: Path, spec: ShardSpec, stats: dict) -> dict:
@@ -193,6 +214,7 @@ def shard_record(path: Path, spec: ShardSpec, stats: dict) -> dict:
         "bytes": path.stat().st_size,
         "sha256": file_sha256(path),
         "stats": stats,
+        **file_times(path),
     }
 
 

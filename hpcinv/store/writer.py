@@ -5,9 +5,13 @@ Every stage that writes a sharded store works the same way: the store is cut int
 process or a Ray actor); one :class:`StoreWriter`, in the driver, owns the manifest's
 read/adopt/write cycle:
 
-* on open it removes the temporary files of killed writers, keeps the recorded shards whose size and
-  sha256 match, adopts complete shard files a killed driver had not recorded yet (after checking their
-  range and config hash), and lists everything else as to do;
+* on open it removes the temporary files of killed writers, keeps the recorded shards whose files are
+  unchanged since they were recorded -- one ``stat`` each: size, mtime and ctime as recorded, so a
+  resume costs time in proportion to the manifest, not to the bytes (``verify="full"``, or a record
+  without times, checks the sha256 instead) --, adopts complete shard files a killed driver had not
+  recorded yet (after checking their range and config hash), and lists everything else as to do.
+  (A shard damaged in place without a change of its times is still caught when it is read: every
+  sample carries its own checksum; docs/FORMAT.md says what is checked when);
 * :meth:`StoreWriter.record` consumes the records of finished shards and rewrites the manifest at
   most every ``MANIFEST_INTERVAL_S`` (and at the end), so a killed driver loses at most the
   bookkeeping of the last seconds, never a shard;
@@ -19,6 +23,7 @@ The part of an array job (``write=False``) computes its shards and leaves the ma
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -27,8 +32,16 @@ import numpy as np
 from tqdm import tqdm
 
 from hpcinv.errors import HpcinvError
+from hpcinv.fileio import TMP_INFIX
 from hpcinv.store.manifest import write_manifest
-from hpcinv.store.shard import SHARD_DIR, ShardSpec, file_sha256, read_shard_record
+from hpcinv.store.shard import (
+    SHARD_DIR,
+    ShardSpec,
+    file_sha256,
+    file_times,
+    read_shard_record,
+    unchanged_since_recorded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +52,17 @@ Executor = Callable[[list[ShardSpec]], Iterator[dict]]
 
 
 def remove_stale(out: Path, specs: list[ShardSpec]) -> None:
-    """Temporary files of ``specs`` left by a killed writer (only these: another part may be writing)."""
-    for spec in specs:
-        for stale in (out / SHARD_DIR).glob(f".{spec.name}.tmp-*"):
-            stale.unlink(missing_ok=True)
+    """Temporary files of ``specs`` left by a killed writer (only these: another part may be writing);
+    one listing of the shard folder, whatever the number of shards."""
+    names = {spec.name for spec in specs}
+    try:
+        entries = list(os.scandir(out / SHARD_DIR))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        name, _, _ = entry.name.partition(TMP_INFIX)
+        if entry.name.startswith(".") and TMP_INFIX in entry.name and name[1:] in names:
+            Path(entry.path).unlink(missing_ok=True)
 
 
 def resume_shards(
@@ -51,22 +71,32 @@ def resume_shards(
     recorded: list[dict],
     config_hash: str,
     index_of: Callable[[ShardSpec], np.ndarray] | None = None,
+    *,
+    full: bool = False,
 ) -> tuple[list[dict], list[ShardSpec], int]:
     """(records kept, specs to compute, shards adopted) for ``specs`` in store ``out``.
 
-    ``index_of(spec)``: the sample indices a shard must hold (default: its range)."""
+    ``index_of(spec)``: the sample indices a shard must hold (default: its range). A recorded shard is
+    kept by one ``stat`` when its file is unchanged since it was recorded; otherwise (``full``: always)
+    by its sha256, and then its record takes the file's times (a copied store is hashed once)."""
     by_name = {r["name"]: r for r in recorded}
     kept, todo, adopted = [], [], 0
     for spec in specs:
         path = out / SHARD_DIR / spec.name
         rec = by_name.get(spec.name)
-        if rec and path.is_file() and path.stat().st_size == rec["bytes"] and file_sha256(path) == rec["sha256"]:
+        if rec and not full and unchanged_since_recorded(path, rec):
             kept.append(rec)
             continue
-        if path.is_file():
+        if rec and path.is_file() and path.stat().st_size == rec["bytes"] and file_sha256(path) == rec["sha256"]:
+            kept.append(rec | file_times(path))
+            continue
+        if rec and path.is_file():  # recorded, but not these bytes: damaged or replaced
+            log.warning("recomputing %s: its size or sha256 differs from the manifest's record", spec.name)
+            path.unlink()
+        elif path.is_file():  # finished by a writer whose driver died before recording it
             try:
                 kept.append(read_shard_record(path, spec, config_hash, None if index_of is None else index_of(spec)))
-                adopted += not rec
+                adopted += 1
                 continue
             except ValueError as exc:
                 log.warning("recomputing %s: %s", spec.name, exc)
@@ -80,8 +110,9 @@ class StoreWriter:
     ``specs`` are computed: resumed on construction, then recorded shard by shard.
 
     ``manifest``: the store's manifest as read (or a new one); its shard records are re-checked
-    against the files. ``index_of``: the sample indices each shard must hold (default: its range).
-    ``write=False`` (a part of an array job): nothing is written, only counted."""
+    against the files (``full``: by their sha256 even when unchanged). ``index_of``: the sample indices
+    each shard must hold (default: its range). ``write=False`` (a part of an array job): nothing is
+    written, only counted."""
 
     def __init__(
         self,
@@ -91,11 +122,12 @@ class StoreWriter:
         *,
         index_of: Callable[[ShardSpec], np.ndarray] | None = None,
         write: bool = True,
+        full: bool = False,
     ):
         self.out, self.write = Path(out), write
         remove_stale(self.out, specs)
         kept, self.todo, self.adopted = resume_shards(
-            self.out, specs, manifest["shards"], manifest["config_hash"], index_of
+            self.out, specs, manifest["shards"], manifest["config_hash"], index_of, full=full
         )
         self.skipped = len(kept)
         if self.adopted:
@@ -109,7 +141,7 @@ class StoreWriter:
         and at the end) with a progress bar over the samples to do; returns the samples recorded."""
         total = sum(s.size for s in self.todo)
         bar = tqdm(total=total, unit="sample", desc=desc, disable=not progress, dynamic_ncols=True)
-        done, last_write, unsaved, finished = 0, time.monotonic(), 0, set()
+        done, last_write, unsaved, finished, write_s = 0, time.monotonic(), 0, set(), 0.0
         try:
             for rec in records:
                 finished.add(rec["name"])
@@ -121,9 +153,12 @@ class StoreWriter:
                 unsaved += 1
                 # Rewriting a manifest of thousands of shards after each one would cost O(n²) bytes; a
                 # shard finished but not yet recorded is adopted on resume (its file describes itself).
-                if time.monotonic() - last_write >= MANIFEST_INTERVAL_S:
+                # The interval grows with the cost of a write, so rewriting stays under 5 % of the time.
+                if time.monotonic() - last_write >= max(MANIFEST_INTERVAL_S, 20 * write_s):
+                    t0 = time.monotonic()
                     self.manifest = write_manifest(self.out, self.manifest)
                     last_write, unsaved = time.monotonic(), 0
+                    write_s = last_write - t0
         except BaseException:
             # stop the writers of the shards not finished (an executor's generator stops its actors when
             # closed), then remove their temp files
