@@ -8,10 +8,13 @@ the device the driver decided and with ``threads`` torch threads; large read-onl
 travel once per node through Ray's object store.
 
 The pool keeps at most ``in_flight`` shards queued on each actor. A dead actor is restarted by Ray
-(``max_restarts=-1``) and its shard re-submitted after a back-off (``max_retries`` per shard); a user
-error raised inside a task (:class:`~hpcinv.errors.HpcinvError`) stops the run with that error. Closing
-the iterator (the driver stopped) kills the actors and waits until they are gone, so the caller may
-clean up after them.
+(``max_restarts=-1``; on another node when its node is gone and the cluster has room) and its shard
+re-submitted to the actors that are up after a back-off (``max_retries`` per shard). Until a lost actor
+answers again it gets no work; one that has not come back within ``RESTART_WAIT_S`` (its node lost and
+no room elsewhere) is given up, and the run goes on with the actors left -- only when none is left does
+it stop (re-running the command resumes it). A user error raised inside a task
+(:class:`~hpcinv.errors.HpcinvError`) stops the run with that error. Closing the iterator (the driver
+stopped) kills the actors and waits until they are gone, so the caller may clean up after them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 KILL_WAIT_S = 10.0  # how long a stopped pool waits for its killed actors to be gone
 RETRY_BASE_S = 2.0  # first retry delay; doubles per attempt (2, 4, 8, 16, 32 s with max_retries=5)
+RESTART_WAIT_S = 60.0  # how long a lost actor may take to come back (restarted by Ray) before it is given up
 LOST_WORKER_ERRORS = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError)
 
 
@@ -109,6 +113,7 @@ class ShardPool:
     max_retries: int = 5
     workers: int = 0
     retries: int = 0
+    lost_workers: int = 0
     startup_s: float = 0.0
     per_worker_samples: dict[int, int] = field(default_factory=dict)
 
@@ -135,29 +140,56 @@ class ShardPool:
             return
         t0 = time.perf_counter()
         actors = self._start(min(self.placement.actors, len(specs)))
-        self.workers, self.retries, self.per_worker_samples = len(actors), 0, {}
+        self.workers, self.retries, self.lost_workers, self.per_worker_samples = len(actors), 0, 0, {}
         self.startup_s = round(time.perf_counter() - t0, 3)
         queue = deque(specs)
         attempts: dict[int, int] = {}
         delayed: list[tuple[float, ShardSpec]] = []  # (not before, spec): retries wait for restarts
         pending: dict = {}  # ObjectRef -> (spec, actor index)
+        probes: dict = {}  # ObjectRef of a lost actor's pid() -> (actor index, give up at)
         load = [0] * len(actors)
+        up = [True] * len(actors)  # gets work: not lost, or answered again since
         try:
             while queue or pending or delayed:
                 now = time.monotonic()
                 for item in [d for d in delayed if d[0] <= now]:
                     delayed.remove(item)
                     queue.appendleft(item[1])
-                while queue and min(load) < self.in_flight:
-                    a = load.index(min(load))
+                for ref, (a, give_up) in list(probes.items()):
+                    if now >= give_up:
+                        del probes[ref]
+                        self._give_up(actors, a, f"it has not come back within {RESTART_WAIT_S:.0f} s")
+                ready_actors = [a for a in range(len(actors)) if up[a] and load[a] < self.in_flight]
+                while queue and ready_actors:
+                    a = min(ready_actors, key=load.__getitem__)
                     spec = queue.popleft()
                     pending[actors[a].run.remote(spec)] = (spec, a)
                     load[a] += 1
-                if not pending:
-                    time.sleep(max(0.0, min(d[0] for d in delayed) - time.monotonic()))
+                    ready_actors = [a for a in ready_actors if load[a] < self.in_flight]
+                if not any(up) and not probes:
+                    raise HpcinvError(
+                        f"every {self.what} actor was lost ({len(actors)}); re-run the same command to go on "
+                        "from the shards already written"
+                    )
+                if not pending and not probes:
+                    time.sleep(max(0.0, min(d[0] for d in delayed) - time.monotonic()) if delayed else 0.1)
                     continue
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                ready, _ = ray.wait([*pending, *probes], num_returns=1, timeout=1.0)
                 for ref in ready:
+                    if ref in probes:
+                        a, give_up = probes.pop(ref)
+                        try:
+                            ray.get(ref)
+                        except ActorUnavailableError:  # restarting: ask again in a moment
+                            time.sleep(0.2)
+                            probes[actors[a].pid.remote()] = (a, give_up)
+                            continue
+                        except LOST_WORKER_ERRORS as exc:  # dead for good
+                            self._give_up(actors, a, type(exc).__name__)
+                            continue
+                        up[a] = True
+                        log.info("%s worker %d is back", self.what, a)
+                        continue
                     spec, a = pending.pop(ref)
                     load[a] -= 1
                     try:
@@ -168,10 +200,12 @@ class ShardPool:
                             raise HpcinvError(str(cause)) from None
                         if isinstance(cause, LOST_WORKER_ERRORS) or isinstance(exc, LOST_WORKER_ERRORS):
                             delayed.append(self._retry(spec, exc, attempts))
+                            self._probe(actors, a, up, probes)
                             continue
                         raise
                     except LOST_WORKER_ERRORS as exc:
                         delayed.append(self._retry(spec, exc, attempts))
+                        self._probe(actors, a, up, probes)
                         continue
                     self.per_worker_samples[a] = self.per_worker_samples.get(a, 0) + spec.size
                     yield record
@@ -181,6 +215,18 @@ class ShardPool:
             # until the killed actors are gone (their tasks resolve): the caller may then clean up after them
             if pending:
                 ray.wait(list(pending), num_returns=len(pending), timeout=KILL_WAIT_S)
+
+    @staticmethod
+    def _probe(actors: list, a: int, up: list[bool], probes: dict) -> None:
+        """Actor ``a`` lost a task: no more work for it until it answers (restarted by Ray)."""
+        if up[a]:
+            up[a] = False
+            probes[actors[a].pid.remote()] = (a, time.monotonic() + RESTART_WAIT_S)
+
+    def _give_up(self, actors: list, a: int, why: str) -> None:
+        self.lost_workers += 1
+        log.warning("%s worker %d given up (%s); going on with the others", self.what, a, why)
+        ray.kill(actors[a], no_restart=True)
 
     def _retry(self, spec: ShardSpec, exc: Exception, attempts: dict) -> tuple[float, ShardSpec]:
         """Count a lost-worker failure of ``spec``; when to resubmit it (exponential back-off, so a
@@ -205,6 +251,7 @@ class ShardPool:
         return {
             "workers": self.workers,
             "failures_retried": self.retries,
+            "workers_lost": self.lost_workers,
             "actor_startup_s": self.startup_s,
             "samples_per_s_per_worker": {
                 str(k): round(v / wall_s, 3) if wall_s > 0 else 0.0 for k, v in sorted(self.per_worker_samples.items())

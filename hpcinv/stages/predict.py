@@ -46,4 +46,4 @@ def run(req: PredictRequest, execution: Execution) -> dict:
             shared={"state": plan.network.state},  # the network, once per node
         )
         summary = run_predict(plan, progress=execution.progress, executor=pool)
-        return summary | {"workers": pool.workers, "failures_retried": pool.retries}
+        return summary | {"workers": pool.workers, "failures_retried": pool.retries, "workers_lost": pool.lost_workers}

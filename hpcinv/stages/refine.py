@@ -70,4 +70,5 @@ def run(req: RefineRequest, execution: Execution) -> dict:
         "wall_s": round(time.perf_counter() - t0, 3),
         "workers": pool.workers if pool is not None else (1 if writer.todo else 0),
         "failures_retried": pool.retries if pool is not None else 0,
+        "workers_lost": pool.lost_workers if pool is not None else 0,
     }
