@@ -16,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import psutil
 import pytest
 
+from hpcinv.store import read_manifest
 from hpcinv.train.loop import read_events
 from tests.conftest import CONFIGS, ROOT, run_cli
 
@@ -182,30 +184,41 @@ def test_refine_job_spans_two_nodes_with_an_actor_on_each(slurm_dataset, tmp_pat
     assert ray_processes_of(submitted["jobs"][0]["job_id"]) == []
 
 
-def test_array_generation_parts_then_merge(tmp_path):
-    proc, out = launch(
-        "generate",
-        str(CONFIGS / "tiny.yaml"),
-        "--out",
-        str(tmp_path / "ds"),
-        "--array",
-        "2",
-        "--folder",
-        str(tmp_path / "logs"),
-        "--wait",
-        *STORE,
-        cwd=tmp_path,
-    )
+def test_array_of_eight_parts_with_one_cancelled_and_resubmitted_then_merged_once(tmp_path):
+    """``--array 8``: eight parts and a merge that waits for all of them. One part is cancelled: the merge
+    never starts; the part alone is resubmitted (``--part 3/8``), then the merge (the same command without
+    ``--array``) records the eight parts' shards at once, computing nothing. Every sample exactly once."""
+    ds, logs = tmp_path / "ds", tmp_path / "logs"
+    common = [str(CONFIGS / "tiny.yaml"), "--out", str(ds), "--folder", str(logs), *STORE, "--cpus-per-node", "1"]
+    sizes = ["dataset.n_samples=16", "dataset.shard_size=2"]  # eight shards, one per part
+    proc, (submitted,) = launch("generate", *common, "--array", "8", *sizes, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    submitted, finished = out
-    assert len(submitted["jobs"]) == 3  # two parts and the merge
-    parts = submitted["jobs"][:2]
-    assert [p["job_id"].split("_")[1] for p in parts] == ["0", "1"]
-    for part in parts:
-        assert job_state(part["job_id"]) == "COMPLETED"
-    # The parts computed the shards (2 + 1); the final job only verified and recorded them.
-    assert finished["result"]["computed_shards"] == 0 and finished["result"]["skipped_shards"] == 3
-    assert run_cli("verify", str(tmp_path / "ds")).returncode == 0
+    *parts, merge = submitted["jobs"]
+    assert [p["job_id"].split("_")[1] for p in parts] == [str(i) for i in range(8)]
+    subprocess.run(["scancel", parts[3]["job_id"]], check=True)
+    for i, part in enumerate(parts):
+        assert wait_for_job(part["job_id"]) == ("CANCELLED" if i == 3 else "COMPLETED"), i
+    assert not (ds / "shards" / "shard-000003.h5").exists()
+    assert job_state(merge["job_id"]) == "PENDING"  # its dependency can no longer be met
+    subprocess.run(["scancel", merge["job_id"]], check=True)
+    assert not (ds / "manifest.json").exists() or read_manifest(ds)["samples_written"] == 0  # parts never record
+
+    proc, (_, again) = launch("generate", *common, "--part", "3/8", "--wait", *sizes, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert again["result"]["computed_shards"] == 1
+    proc, (_, merged) = launch("generate", *common, "--wait", *sizes, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert merged["result"]["computed_shards"] == 0 and merged["result"]["skipped_shards"] == 8
+    manifest = read_manifest(ds)
+    assert manifest["complete"] and [(r["start"], r["stop"]) for r in manifest["shards"]] == [
+        (i, i + 2) for i in range(0, 16, 2)
+    ]
+    held = []
+    for shard in sorted((ds / "shards").glob("shard-*.h5")):
+        with h5py.File(shard, "r") as fh:
+            held.extend(fh["index"][:].tolist())
+    assert sorted(held) == list(range(16))  # every sample exactly once
+    assert run_cli("verify", str(ds)).returncode == 0
 
 
 def test_two_node_training_is_requeued_on_preemption_and_resumes(slurm_dataset, tmp_path):
