@@ -116,6 +116,27 @@ def test_array_parts_share_the_lock_but_exclude_a_whole_run(tmp_path):
     assert summary["skipped_shards"] == 1 and summary["computed_shards"] == 1 and verify_dataset(out).ok
 
 
+def test_array_parts_keep_their_records_so_the_merge_reads_no_shard(tmp_path, monkeypatch):
+    """Parts record their shards beside them; a requeued part and the merge resume from those records by
+    a stat per shard (no hash, no HDF5 open), and the merge removes them once the manifest is complete."""
+    import hpcinv.store.writer as writer
+
+    opened = []
+    monkeypatch.setattr(writer, "file_sha256", lambda path: opened.append(path.name))
+    monkeypatch.setattr(writer, "read_shard_record", lambda path, *a: opened.append(path.name))
+    out = tmp_path / "ds"
+    args = ["generate", TINY, "--out", str(out), "--quiet", "--in-process", "dataset.n_samples=32"]
+    for part in ("0/3", "1/3", "2/3", "1/3"):  # the last one: part 1 requeued, with nothing left to do
+        ran = hpcinv(*args, "--part", part)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+    assert json.loads(ran.stdout)["computed_shards"] == 0 and json.loads(ran.stdout)["skipped_shards"] == 1
+    assert len(list((out / "shards").glob("part-*-of-0003.json"))) == 3
+    merged = hpcinv(*args)
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    assert json.loads(merged.stdout)["skipped_shards"] == 4 and opened == []
+    assert not list((out / "shards").glob("part-*")) and read_manifest(out)["complete"] and verify_dataset(out).ok
+
+
 def test_resume_needs_config_manifest_and_request_to_agree(tiny_dataset, tmp_path):
     ds = _copy(tiny_dataset, tmp_path / "ds")
     line = one_error_line(hpcinv("generate", TINY, "--out", str(ds), "dataset.n_samples=8", "survey.f0_hz=7.0"))

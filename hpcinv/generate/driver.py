@@ -94,7 +94,7 @@ def prepare(
             raise HpcinvError("--restart cannot be combined with a part: discard the dataset once, before the parts")
         specs = specs[part[0] :: part[1]]
     manifest = open_dataset_folder(cfg, out, restart=restart) or new_manifest(cfg, len(source), physics)
-    writer = StoreWriter(Path(out), manifest, specs, write=part is None, full=full)
+    writer = StoreWriter(Path(out), manifest, specs, write=part is None, full=full, part=part)
     return Plan(cfg, Path(out), source, writer, part=part)
 
 

@@ -22,6 +22,7 @@ The part of an array job (``write=False``) computes its shards and leaves the ma
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -32,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hpcinv.errors import HpcinvError
-from hpcinv.fileio import TMP_INFIX
+from hpcinv.fileio import TMP_INFIX, atomic_write_text
 from hpcinv.store.manifest import write_manifest
 from hpcinv.store.shard import (
     SHARD_DIR,
@@ -105,14 +106,38 @@ def resume_shards(
     return kept, todo, adopted
 
 
+def part_records_path(out: Path, part: tuple[int, int]) -> Path:
+    """Where part ``(i, k)`` of an array job keeps the records of its shards (beside them)."""
+    return out / SHARD_DIR / f"part-{part[0]:04d}-of-{part[1]:04d}.json"
+
+
+def read_part_records(out: Path) -> list[dict]:
+    """The shard records the parts of an array job left (a damaged file is ignored: its shards are
+    then adopted the slow way, by reading them)."""
+    records: list[dict] = []
+    try:
+        files = sorted((out / SHARD_DIR).glob("part-*-of-*.json"))
+    except OSError:
+        return records
+    for path in files:
+        try:
+            found = json.loads(path.read_text())
+            records.extend(r for r in found if isinstance(r, dict) and isinstance(r.get("name"), str))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring %s (%s): its shards are checked by reading them", path.name, exc)
+    return records
+
+
 class StoreWriter:
     """The manifest of the store in ``out`` (its folder open, its lock held by the caller) while
     ``specs`` are computed: resumed on construction, then recorded shard by shard.
 
     ``manifest``: the store's manifest as read (or a new one); its shard records are re-checked
     against the files (``full``: by their sha256 even when unchanged). ``index_of``: the sample indices
-    each shard must hold (default: its range). ``write=False`` (a part of an array job): nothing is
-    written, only counted."""
+    each shard must hold (default: its range). ``write=False`` (``part`` (i, k) of an array job): the
+    manifest is left alone; the part keeps its shards' records in a file of its own beside them
+    (:func:`part_records_path`), which a requeued part and the final run resume from by one ``stat``
+    per shard, as from a manifest (the final run removes these files once the manifest is complete)."""
 
     def __init__(
         self,
@@ -123,11 +148,14 @@ class StoreWriter:
         index_of: Callable[[ShardSpec], np.ndarray] | None = None,
         write: bool = True,
         full: bool = False,
+        part: tuple[int, int] | None = None,
     ):
-        self.out, self.write = Path(out), write
+        self.out, self.write, self.part = Path(out), write, part
         remove_stale(self.out, specs)
+        listed = {r["name"] for r in manifest["shards"]}
+        recorded = manifest["shards"] + [r for r in read_part_records(self.out) if r["name"] not in listed]
         kept, self.todo, self.adopted = resume_shards(
-            self.out, specs, manifest["shards"], manifest["config_hash"], index_of, full=full
+            self.out, specs, recorded, manifest["config_hash"], index_of, full=full
         )
         self.skipped = len(kept)
         if self.adopted:
@@ -135,6 +163,12 @@ class StoreWriter:
         self.manifest = manifest | {"shards": kept}
         if write:
             self.manifest = write_manifest(self.out, self.manifest)
+        elif part is not None:
+            self._write_part()
+
+    def _write_part(self) -> None:
+        assert self.part is not None
+        atomic_write_text(part_records_path(self.out, self.part), json.dumps(self.manifest["shards"]))
 
     def record(self, records: Iterable[dict], *, desc: str, progress: bool = True) -> int:
         """Add each finished shard's record (rewriting the manifest at most every ``MANIFEST_INTERVAL_S``,
@@ -147,10 +181,10 @@ class StoreWriter:
                 finished.add(rec["name"])
                 bar.update(rec["stop"] - rec["start"])
                 done += rec["stop"] - rec["start"]
-                if not self.write:
-                    continue
                 self.manifest["shards"].append(rec)
                 unsaved += 1
+                if not self.write:
+                    continue
                 # Rewriting a manifest of thousands of shards after each one would cost O(n²) bytes; a
                 # shard finished but not yet recorded is adopted on resume (its file describes itself).
                 # The interval grows with the cost of a write, so rewriting stays under 5 % of the time.
@@ -168,8 +202,10 @@ class StoreWriter:
             remove_stale(self.out, [s for s in self.todo if s.name not in finished])
             raise
         finally:
-            if unsaved:
+            if unsaved and self.write:
                 self.manifest = write_manifest(self.out, self.manifest)
+            elif unsaved and self.part is not None:
+                self._write_part()
             bar.close()
         return done
 
@@ -179,6 +215,9 @@ class StoreWriter:
 
     def finish(self, what: str, unit: str = "samples") -> dict:
         """The final manifest; one line naming what is missing when the store is not complete."""
+        if self.write and self.manifest["complete"]:
+            for path in (self.out / SHARD_DIR).glob("part-*-of-*.json"):  # recorded in the manifest now
+                path.unlink(missing_ok=True)
         if self.write and not self.manifest["complete"]:
             raise HpcinvError(
                 f"{what} ended with {self.manifest['samples_written']} of {self.manifest['n_samples']} {unit}"
