@@ -185,6 +185,27 @@ def test_shard_aware_sampler_gives_ranks_whole_shards_and_equal_lengths():
     assert few == [[0, 2, 4], [1, 3, 1]]  # fewer shards than ranks: samples are split instead
 
 
+def test_shard_aware_sampler_reads_a_window_of_shards_at_a_time():
+    """With more shards than the window, a batch reads from at most about ``window`` shards, whatever the
+    dataset's size; every sample still comes once per epoch; up to the window the order is the full
+    shuffle's, sample for sample."""
+    from hpcinv.feed.sampler import ShardAwareSampler
+
+    groups = [np.arange(k * 10, (k + 1) * 10) for k in range(100)]  # 100 shards of 10 samples
+    windowed = ShardAwareSampler(groups, 0, 1, seed=1, window=8)
+    for epoch in (0, 1):
+        windowed.set_epoch(epoch)
+        order = list(windowed)
+        assert sorted(order) == list(range(1000))
+        shards_per_window = [len({i // 10 for i in order[j : j + 80]}) for j in range(0, 1000, 80)]
+        assert max(shards_per_window) == 8  # each run of 80 samples: one window of 8 shards
+        batches = [len({i // 10 for i in order[j : j + 32]}) for j in range(0, 992, 32)]
+        assert max(batches) <= 16 and np.mean(batches) > 5  # a batch: a few shards, never all 100
+    full = ShardAwareSampler(groups, 0, 1, seed=1)
+    assert len({i // 10 for i in list(full)[:32]}) > 20  # the full shuffle: about one shard per sample
+    assert list(ShardAwareSampler(groups, 0, 1, seed=1, window=100)) == list(full)
+
+
 def test_store_writer_keeps_adopts_recomputes_and_records(tmp_path):
     """The manifest's resume cycle: a recorded intact shard is kept, a complete file the manifest does
     not list is adopted, a corrupt one is deleted and recomputed, a killed writer's temp file removed;

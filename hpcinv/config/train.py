@@ -55,6 +55,13 @@ class TrainDataSection(Section):
         description="chance that a training sample is mirrored left-right (model flipped, "
         "shots and receivers reversed: exact on a symmetric survey, refused on another)",
     )
+    shuffle_window_shards: int = Field(
+        32,
+        ge=1,
+        description="a rank's shards are shuffled, then taken this many at a time and their samples "
+        "shuffled together: a batch reads from about this many files (a rank with no more shards than this "
+        "shuffles all its samples at once)",
+    )
     loader_workers: int = Field(
         1,
         json_schema_extra=RESUMABLE,

@@ -29,6 +29,10 @@ from hpcinv.store.manifest import has_velocity, read_manifest, split_range
 from hpcinv.store.shard import CHECKSUM_ALGORITHM, SHARD_DIR, sample_checksums
 
 NO_VELOCITY = np.zeros(0, np.float32)  # what a gathers-only sample's velocity checksum covers
+# Open shard files kept per reader. HDF5 keeps a chunk cache per open dataset, so 10k shards held open
+# cost gigabytes and slowed a 100k-sample epoch 2.2 x (benchmarks/scale.py); the shard-aware sampler
+# reads a shard's samples close together, so a few dozen open files are enough.
+MAX_OPEN_SHARDS = 64
 
 
 class ShardedDataset(Dataset):
@@ -67,11 +71,18 @@ class ShardedDataset(Dataset):
         return len(self.indices)
 
     def _file(self, name: str) -> h5py.File:
+        """The open shard ``name``: at most ``MAX_OPEN_SHARDS`` stay open (least recently used closed
+        first), so neither handles nor HDF5's per-file caches grow with the number of shards."""
         if self._pid != os.getpid():  # forked into a reader process: never reuse the parent's handles
             self._files, self._sums, self._pid = {}, {}, os.getpid()
-        fh = self._files.get(name)
+        fh = self._files.pop(name, None)
         if fh is None:
-            fh = self._files[name] = self._open(name)
+            fh = self._open(name)
+            while len(self._files) >= MAX_OPEN_SHARDS:
+                oldest = next(iter(self._files))
+                self._files.pop(oldest).close()
+                self._sums.pop(oldest, None)
+        self._files[name] = fh  # (re)inserted last: dicts keep insertion order
         return fh
 
     def _open(self, name: str) -> h5py.File:

@@ -319,7 +319,9 @@ def _train(cfg: TrainConfig, run_dir: Path, me: Rank, progress_bars: bool = True
         v_range = velocity_range(norm, pooled)
         parts = [ShardedDataset(folder, split=split) for folder, split in sets]
         train_ds = parts[0] if len(parts) == 1 else Concatenated(parts)
-        sampler = ShardAwareSampler(train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed)
+        sampler = ShardAwareSampler(
+            train_ds.positions_by_shard(), rank, world, seed=cfg.train.seed, window=cfg.data.shuffle_window_shards
+        )
         source, close_source = batch_source(train_ds, sampler, cfg, device, me.local_world, host_available)
         val_ds = ShardedDataset(cfg.data.val, split=cfg.data.val_split) if cfg.data.val else None
         val_positions = np.arange(len(val_ds))[rank::world] if val_ds is not None else None
