@@ -10,6 +10,7 @@ becomes one :class:`~hpcinv.errors.HpcinvError` line that names the file.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -134,3 +135,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp + fsync + rename)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+# The last few JSON files parsed, by file (device, inode): (size, mtime, ctime) when parsed -> the object.
+# Every writer replaces a file by renaming a new one into place (a new inode), so a file that changed is
+# never mistaken for the one parsed, whatever path it is named by.
+_PARSED: dict[tuple[int, int], tuple[tuple[int, int, int], object]] = {}
+PARSED_KEPT = 8
+
+
+def read_json_cached(path: str | os.PathLike) -> object:
+    """``json.loads`` of ``path``, parsed once per process while the file stays the same: a start-up
+    reads one dataset's manifest (megabytes at 10k shards) from several places. The object is shared:
+    callers must not change it. Raises what reading and ``json.loads`` raise."""
+    path = Path(path)
+    st = path.stat()
+    file, key = (st.st_dev, st.st_ino), (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = _PARSED.get(file)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    parsed = json.loads(path.read_bytes().decode("utf-8"))
+    _PARSED.pop(file, None)
+    while len(_PARSED) >= PARSED_KEPT:
+        _PARSED.pop(next(iter(_PARSED)))
+    _PARSED[file] = (key, parsed)
+    return parsed

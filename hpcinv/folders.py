@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpcinv.errors import HpcinvError
-from hpcinv.fileio import TMP_INFIX, atomic_write_text
+from hpcinv.fileio import TMP_INFIX, atomic_write_text, read_json_cached
 
 RECORD = "hpcinv.json"
 RECORD_VERSION = 1
@@ -122,7 +122,7 @@ class Folder:
 
 def _json(path: Path) -> object:
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        return read_json_cached(path)  # a manifest is parsed once per process (read only here)
     except (OSError, UnicodeDecodeError, ValueError):
         return None
 

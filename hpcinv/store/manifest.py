@@ -17,7 +17,7 @@ import numpy as np
 
 from hpcinv.config import DataConfig, config_hash, load_config
 from hpcinv.errors import DataError, HpcinvError
-from hpcinv.fileio import atomic_write_text
+from hpcinv.fileio import PARSED_KEPT, atomic_write_text, read_json_cached
 from hpcinv.folders import CONFIG, DATASET_FORMAT, DATASETS, MANIFEST, RECORD, STORE_FORMAT, inspect
 from hpcinv.store.shard import READABLE_VERSIONS, SHARD_DIR, file_sha256, plan_shards, unchanged_since_recorded
 from hpcinv.store.stats import RunningStats
@@ -81,6 +81,10 @@ def _schema_problem(manifest: object, fmt: str) -> str | None:
     return None
 
 
+# manifest.json path -> (the parsed manifest that passed the schema check, its format): checked once
+_CHECKED: dict[str, tuple[object, str]] = {}
+
+
 def read_manifest(root: str | os.PathLike, fmt: str = FORMAT_NAME) -> dict:
     """The manifest of the dataset folder ``root`` (``fmt``: of a velocity store); every way it can
     be absent or damaged is one :class:`~hpcinv.errors.HpcinvError` line."""
@@ -94,7 +98,7 @@ def read_manifest(root: str | os.PathLike, fmt: str = FORMAT_NAME) -> dict:
     if not path.is_file():
         raise HpcinvError(f"{str(root)!r} is not an hpcinv {what}: {MANIFEST} is missing")
     try:
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
+        manifest = read_json_cached(path)  # parsed once per process while the file is unchanged
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         remedy = (
             "`hpcinv generate` with the dataset's config.yaml rebuilds it from the shards"
@@ -104,10 +108,17 @@ def read_manifest(root: str | os.PathLike, fmt: str = FORMAT_NAME) -> dict:
         raise HpcinvError(f"{path}: damaged manifest, not JSON ({' '.join(str(exc).split())}); {remedy}") from None
     except OSError as exc:
         raise HpcinvError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
-    problem = _schema_problem(manifest, fmt)
-    if problem:
-        raise HpcinvError(f"{path}: damaged manifest: it {problem}")
-    return manifest
+    checked = _CHECKED.get(str(path))
+    if checked is None or checked[0] is not manifest or checked[1] != fmt:  # (a manifest parsed anew)
+        problem = _schema_problem(manifest, fmt)
+        if problem:
+            raise HpcinvError(f"{path}: damaged manifest: it {problem}")
+        _CHECKED.pop(str(path), None)
+        while len(_CHECKED) >= PARSED_KEPT:
+            _CHECKED.pop(next(iter(_CHECKED)))
+        _CHECKED[str(path)] = (manifest, fmt)
+    assert isinstance(manifest, dict)  # (checked by _schema_problem)
+    return {**manifest, "shards": list(manifest["shards"])}  # the parsed one is shared: a caller's own copy
 
 
 def write_manifest(root: str | os.PathLike, manifest: dict) -> dict:

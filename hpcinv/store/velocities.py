@@ -25,6 +25,7 @@ import numpy as np
 import xxhash
 
 from hpcinv.errors import DataError, HpcinvError
+from hpcinv.fileio import read_json_cached
 from hpcinv.folders import MANIFEST
 from hpcinv.store.manifest import VELOCITY_FORMAT_NAME, dataset_identity, read_manifest
 from hpcinv.store.shard import SHARD_DIR, ShardSpec, write_arrays
@@ -104,7 +105,7 @@ def read_store_manifest(root: str | os.PathLike) -> dict:
 def is_velocity_store(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder whose manifest says it is a velocity store."""
     try:
-        head = json.loads((Path(path) / MANIFEST).read_text())
+        head = read_json_cached(Path(path) / MANIFEST)
     except (OSError, ValueError):
         return False
     return isinstance(head, dict) and head.get("format") == VELOCITY_FORMAT_NAME
