@@ -140,6 +140,16 @@ def train_in_process(run: Path, dataset: Path, *overrides: str) -> dict:
     return train(cfg, run, in_process=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sigint_handled():
+    """Ctrl-C handled as in a terminal, in this process and the commands it starts: a shell without job
+    control (``cmd &`` in a script, some CI runners) starts pytest with SIGINT ignored, which every child
+    would inherit, and the tests that interrupt a command with SIGINT would see it run on."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """configs/tiny.yaml: 24 samples in 3 shards, generated in this process."""

@@ -203,11 +203,12 @@ def test_array_of_eight_parts_with_one_cancelled_and_resubmitted_then_merged_onc
     subprocess.run(["scancel", merge["job_id"]], check=True)
     assert not (ds / "manifest.json").exists() or read_manifest(ds)["samples_written"] == 0  # parts never record
 
-    proc, (_, again) = launch("generate", *common, "--part", "3/8", "--wait", *sizes, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert again["result"]["computed_shards"] == 1
-    proc, (_, merged) = launch("generate", *common, "--wait", *sizes, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, out = launch("generate", *common, "--part", "3/8", "--wait", *sizes, cwd=tmp_path)
+    assert proc.returncode == 0 and len(out) == 2, (out, proc.stderr[-3000:])
+    assert out[1]["result"]["computed_shards"] == 1
+    proc, out = launch("generate", *common, "--wait", *sizes, cwd=tmp_path)
+    assert proc.returncode == 0 and len(out) == 2, (out, proc.stderr[-3000:])
+    merged = out[1]
     assert merged["result"]["computed_shards"] == 0 and merged["result"]["skipped_shards"] == 8
     manifest = read_manifest(ds)
     assert manifest["complete"] and [(r["start"], r["stop"]) for r in manifest["shards"]] == [
