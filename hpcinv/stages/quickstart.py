@@ -27,6 +27,7 @@ from hpcinv.stages.requests import QuickstartRequest, RefineRequest, split_overr
 log = logging.getLogger(__name__)
 
 REFINED_SAMPLES = 2  # the first test models refined from the network's predictions (one per core)
+MISFIT_SAMPLES = 8  # test models re-simulated for the misfit column (all 32 cost 20 s more of the 8 minutes)
 
 
 def check(req: QuickstartRequest, execution: Execution | None = None) -> None:
@@ -78,7 +79,7 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
 
     log.info("[3/4] evaluating on the test split")
     t2 = time.perf_counter()
-    ev = evaluate([str(run)], str(dataset), report, EvaluateConfig(split="test", figures=3))
+    ev = evaluate([str(run)], str(dataset), report, EvaluateConfig(split="test", figures=3, misfit_samples=MISFIT_SAMPLES))
     timings["evaluate_s"] = round(time.perf_counter() - t2, 1)
 
     log.info("[4/4] refining the first %d test models from the network's predictions", REFINED_SAMPLES)
@@ -110,7 +111,8 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
         ev["table"],
         "Definitions: MAE/RMSE in m/s and on OpenFWI's [-1, 1] scale, SSIM on velocities scaled to [0, 1] "
         "(Gaussian window 11), peak PSNR over the 1500–4500 m/s range, FCNVMB's signal-power PSNR, and the "
-        "relative L2 misfit of the re-simulated prediction against the recorded gathers (every test sample). "
+        "relative L2 misfit of the re-simulated prediction against the recorded gathers "
+        f"(the first {MISFIT_SAMPLES} test samples). "
         "The data-free baseline predicts the mean training model for every sample: the network must beat it.",
         "",
         "## Figures",
