@@ -79,7 +79,9 @@ def quickstart(out: str | Path, overrides: list[str] | None = None, progress: bo
 
     log.info("[3/4] evaluating on the test split")
     t2 = time.perf_counter()
-    ev = evaluate([str(run)], str(dataset), report, EvaluateConfig(split="test", figures=3, misfit_samples=MISFIT_SAMPLES))
+    ev = evaluate(
+        [str(run)], str(dataset), report, EvaluateConfig(split="test", figures=3, misfit_samples=MISFIT_SAMPLES)
+    )
     timings["evaluate_s"] = round(time.perf_counter() - t2, 1)
 
     log.info("[4/4] refining the first %d test models from the network's predictions", REFINED_SAMPLES)
