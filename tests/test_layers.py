@@ -16,7 +16,7 @@ LAYERS = [
     ["errors", "presets", "argv"],
     ["fileio", "environment", "threads", "folders"],
     ["config"],
-    ["physics", "velocity", "nets", "store", "metrics", "doctor"],  # science and data
+    ["physics", "velocity", "nets", "store", "metrics", "doctor", "field"],  # science and data
     ["feed"],  # the training input path
     ["checkpoint"],  # the trained network as an artifact
     ["generate", "train", "predict", "evaluate", "refine"],  # each stage's own science: no Ray
@@ -25,7 +25,7 @@ LAYERS = [
     ["jobs"],  # the submitit job that runs a stage on SLURM
     ["cli"],
 ]
-SCIENCE = ["physics", "velocity", "nets", "store", "metrics", "feed", "checkpoint"]
+SCIENCE = ["physics", "velocity", "nets", "store", "metrics", "field", "feed", "checkpoint"]
 DISTRIBUTED = ("ray", "submitit", "torch.distributed", "hpcinv.distributed", "hpcinv.jobs", "launch")
 
 

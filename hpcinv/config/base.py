@@ -46,6 +46,16 @@ LATER_KEYS = {
     ("velocity", "synthetic", "water_depth_m"): [0.0, 0.0],
     ("velocity", "synthetic", "water_velocity_mps"): 1500.0,
     ("velocity", "synthetic", "sheet_probability"): 0.0,
+    ("survey", "receiver_offsets_m"): None,
+    ("modelling", "free_surface"): False,
+    ("grid", "origin_x_m"): 0.0,
+    ("conditioning",): {
+        "max_time_s": None,
+        "bandpass_hz": None,
+        "mute_velocity_mps": None,
+        "mute_window_s": [0.05, 0.25],
+        "gain_power": None,
+    },
 }
 
 

@@ -18,6 +18,11 @@ class GridSection(Section):
     nz: int = Field(201, ge=8, description="cells in depth")
     nx: int = Field(301, ge=8, description="cells across")
     dx_m: float = Field(10.0, gt=0, description="cell size in metres")
+    origin_x_m: float = Field(
+        0.0,
+        description="imported SEG-Y: where the first column lies along the line, in metres from the line's first "
+        "source or receiver (whose file coordinates the manifest gives as segy.line_origin_xy_m)",
+    )
 
 
 class SaltModelSection(Section):
@@ -138,11 +143,27 @@ class SurveySection(Section):
     n_receivers: int | None = Field(None, ge=1, description="null: one per grid column")
     receiver_depth_m: float = Field(0.0, ge=0)
     receiver_x_m: list[float] | None = None
+    receiver_offsets_m: list[float] | None = Field(
+        None,
+        description="receivers that move with each shot (a towed streamer): their offsets from the source in "
+        "metres, negative behind it (towards x = 0); replaces n_receivers and receiver_x_m",
+    )
     f0_hz: float = Field(25.0, gt=0, description="Ricker peak frequency")
     peak_time_s: float | None = Field(None, gt=0, description="wavelet peak time; null = 1.5 / f0")
     dt_s: float = Field(0.001, gt=0, description="time step of the simulation and the raw record")
     nt: int = Field(2000, ge=2, description="time samples simulated")
     downsample: int = Field(5, ge=1, description="keep the middle sample of every block of this many")
+
+    @model_validator(mode="after")
+    def _one_receiver_layout(self) -> SurveySection:
+        if self.receiver_offsets_m is not None and (self.receiver_x_m is not None or self.n_receivers is not None):
+            raise ValueError(
+                "survey.receiver_offsets_m (receivers moving with the shot) replaces survey.receiver_x_m and "
+                "survey.n_receivers (receivers fixed on the grid): give one layout"
+            )
+        if self.receiver_offsets_m is not None and not self.receiver_offsets_m:
+            raise ValueError("survey.receiver_offsets_m is empty; give at least one offset, or null")
+        return self
 
 
 class ModellingSection(Section):
@@ -150,6 +171,11 @@ class ModellingSection(Section):
 
     accuracy: Literal[2, 4, 6, 8] = 8
     pml_width: int = Field(20, ge=0)
+    free_surface: bool = Field(
+        False,
+        description="the top edge a free surface (pressure zero: the sea surface of marine data, with its source "
+        "and receiver ghosts and surface multiples) instead of an absorbing layer",
+    )
     pml_freq_hz: float | None = Field(None, gt=0, description="null = survey.f0_hz")
     max_vel_mps: float = Field(4500.0, gt=0, description="pinned CFL velocity: no model may exceed it")
     min_points_per_wavelength: float = Field(
@@ -199,6 +225,41 @@ class DatasetSection(Section):
         return ranges
 
 
+class ConditioningSection(Section):
+    """Processing applied to every gathers of the dataset before it is stored, each step optional and in
+    this order: time window, band-pass, mute of the direct wave, gain (see :mod:`hpcinv.field.condition`).
+    Recorded with the dataset (part of its identity)."""
+
+    max_time_s: float | None = Field(None, gt=0, description="keep the record up to this time")
+    bandpass_hz: list[float] | None = Field(
+        None, description="[low, high] zero-phase Butterworth band-pass (order 4); low 0: a low-pass only"
+    )
+    mute_velocity_mps: float | None = Field(
+        None, gt=0, description="mute the direct wave, arriving at |offset| / this velocity (water: 1500)"
+    )
+    mute_window_s: list[float] = Field(
+        [0.05, 0.25], description="[before, after] its arrival: the muted window (0.02 s cosine tapers)"
+    )
+    gain_power: float | None = Field(None, ge=0, description="multiply by time^power (0.5: 3-D spreading to 2-D)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ConditioningSection:
+        if self.bandpass_hz is not None and not (
+            len(self.bandpass_hz) == 2 and 0 <= self.bandpass_hz[0] < self.bandpass_hz[1]
+        ):
+            raise ValueError(
+                f"conditioning.bandpass_hz={self.bandpass_hz} must be [low, high] with 0 <= low < high "
+                "(low 0: a low-pass)"
+            )
+        if len(self.mute_window_s) != 2 or min(self.mute_window_s) < 0:
+            raise ValueError(f"conditioning.mute_window_s={self.mute_window_s} must be [before, after], both >= 0")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.max_time_s, self.bandpass_hz, self.mute_velocity_mps, self.gain_power))
+
+
 class DataConfig(Section):
     """Everything that defines a dataset: grid, velocity source, survey, modelling, sharding."""
 
@@ -207,3 +268,4 @@ class DataConfig(Section):
     survey: SurveySection = SurveySection()
     modelling: ModellingSection = ModellingSection()
     dataset: DatasetSection = DatasetSection()
+    conditioning: ConditioningSection = ConditioningSection()

@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hpcinv.config import DataConfig, config_hash, save_config
+from hpcinv.config import DataConfig, SurveySection, config_hash, save_config
 from hpcinv.errors import HpcinvError
+from hpcinv.field.condition import condition, n_kept
+from hpcinv.field.segy import is_segy, read_shot_gathers
 from hpcinv.fileio import atomic_path
 from hpcinv.folders import ABSENT, EMPTY, LOCK, inspect, mark
 from hpcinv.physics.survey import make_geometry, n_output_samples
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+DEFAULT_PAD_M = 500.0  # model margin beyond the outermost source or receiver of a SEG-Y line
 
 
 def _load(path: str | os.PathLike, key: str | None) -> np.ndarray:
@@ -160,6 +163,70 @@ def scan(data: np.ndarray, first: int, dtype: str, scale: float, progress: bool 
     return digest.hexdigest()
 
 
+def segy_sample(cfg: DataConfig, path: str | os.PathLike, pad_m: float) -> tuple[DataConfig, np.ndarray, dict]:
+    """The shot gathers of a SEG-Y line as one sample (1, shots, time, receivers), conditioned as
+    ``cfg.conditioning`` says, with ``cfg``'s survey and grid replaced by the recording's: sources and
+    receivers where the headers put them (receivers moving with the shot for a towed streamer), the
+    file's sampling, and a grid of ``cfg.grid.dx_m`` cells reaching ``pad_m`` beyond the outermost source
+    or receiver. With ``modelling.free_surface`` the surface lies one cell above the top row (deepwave's
+    ghost plane), so depths below it are stored one cell shallower. Returns the config, the sample and
+    what the manifest records about the file."""
+    if not (math.isfinite(pad_m) and pad_m >= 0):
+        raise HpcinvError(f"--pad-m must be a finite number of metres >= 0, got {pad_m}")
+    record = read_shot_gathers(path)
+    layout, receivers = record.receiver_layout()
+    dx = cfg.grid.dx_m
+    positions = np.concatenate([record.source_x_m, record.receiver_x_m.ravel()])
+    left = float(positions.min()) - pad_m
+    nx = int(math.ceil((float(positions.max()) + pad_m - left) / dx)) + 1
+    below_surface = dx if cfg.modelling.free_surface else 0.0
+    nt = n_kept(record.data_STR.shape[1], record.dt_s, cfg.conditioning)
+    survey = cfg.survey.model_copy(
+        update={
+            "n_shots": record.n_shots,
+            "source_x_m": (record.source_x_m - left).tolist(),
+            "n_receivers": None,
+            "receiver_x_m": (receivers - left).tolist() if layout == "fixed" else None,
+            "receiver_offsets_m": receivers.tolist() if layout == "moving" else None,
+            "source_depth_m": max(record.source_depth_m - below_surface, 0.0),
+            "receiver_depth_m": max(record.receiver_depth_m - below_surface, 0.0),
+            "dt_s": record.dt_s,
+            "nt": nt,
+            "downsample": 1,
+        }
+    )
+    grid = cfg.grid.model_copy(update={"nx": nx, "origin_x_m": round(left, 6)})
+    cfg = cfg.model_copy(update={"survey": SurveySection.model_validate(survey.model_dump()), "grid": grid})
+    data = condition(record.data_STR, record.dt_s, record.offsets_m, cfg.conditioning)
+    log.info(
+        "SEG-Y %s: %d shots x %d receivers (%s), %d samples at %g ms; grid %d x %d cells of %g m from %g m",
+        path,
+        record.n_shots,
+        len(receivers),
+        "moving with the shot" if layout == "moving" else "fixed",
+        nt,
+        record.dt_s * 1e3,
+        cfg.grid.nz,
+        nx,
+        dx,
+        left,
+    )
+    extra = {
+        "segy": {
+            "field_records": record.field_records.tolist(),
+            "receivers": layout,
+            "source_depth_m": record.source_depth_m,
+            "receiver_depth_m": record.receiver_depth_m,
+            "line_origin_xy_m": list(record.origin_xy_m),
+            "line_direction_xy": list(record.direction_xy),
+            "samples_in_file": int(record.data_STR.shape[1]),
+            "notes": record.notes,
+        },
+        "conditioning": cfg.conditioning.model_dump(),
+    }
+    return cfg, data[None], extra
+
+
 def import_gathers(
     cfg: DataConfig,
     gathers: str | os.PathLike,
@@ -168,19 +235,32 @@ def import_gathers(
     key: str | None = None,
     scale: float = 1.0,
     chosen: bool = False,
+    pad_m: float = DEFAULT_PAD_M,
     progress: bool = True,
 ) -> dict:
     """Store the gathers of ``gathers`` (all samples, or ``dataset.start_index``/``n_samples`` when
-    ``chosen``) as a dataset in the new folder ``out``, checked before anything is written."""
+    ``chosen``) as a dataset in the new folder ``out``, checked before anything is written. A SEG-Y file
+    is one sample, its survey read from the trace headers (:func:`segy_sample`)."""
     out = Path(out)
     if not (math.isfinite(scale) and scale > 0):
         raise HpcinvError(f"--scale must be a finite number > 0, got {scale}")
     found = inspect(out)
     if found.kind not in (ABSENT, EMPTY):
         raise HpcinvError(f"--out {found.describe()}; import-gathers makes a new folder: give one that does not exist")
+    extra: dict = {}
+    if is_segy(gathers):
+        if key is not None:
+            raise HpcinvError("--key is for .npz files; a SEG-Y file holds one line of shot gathers")
+        cfg, loaded, extra = segy_sample(cfg, gathers, pad_m)
+    else:
+        if cfg.conditioning.active:
+            raise HpcinvError(
+                "conditioning: is applied to SEG-Y imports (and generated data); condition a .npy before importing"
+            )
+        loaded = _load(gathers, key)
     geometry = make_geometry(cfg.survey, cfg.grid)  # sources and receivers inside the grid
     expected = (geometry.n_shots, n_output_samples(cfg.survey), geometry.n_receivers)
-    data, first = _select(_load(gathers, key), cfg, expected, chosen)
+    data, first = _select(loaded, cfg, expected, chosen)
     n = data.shape[0]
     cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"n_samples": n, "start_index": first})})
     cfg.dataset.split_ranges(n)
@@ -195,6 +275,7 @@ def import_gathers(
         "gathers_sha256": data_sha256,
         "identity": identity,
         **({"gathers_scale": scale} if scale != 1.0 else {}),
+        **extra,
     }
     records = []
 

@@ -84,6 +84,16 @@ def match_deepwave_threads() -> None:
         omp.omp_set_num_threads(torch.get_num_threads())
 
 
+def boundary(modelling: ModellingSection) -> dict:
+    """deepwave's edge conditions: an absorbing layer of ``pml_width`` cells on every edge, but a free
+    surface (pressure held at zero: the exact odd image) on top with ``free_surface``. deepwave puts that
+    surface one cell above the top row of the model."""
+    if not modelling.free_surface:
+        return {"pml_width": modelling.pml_width}
+    edges, widths = deepwave.boundaries(2, top="free", width=modelling.pml_width)
+    return {"boundary": edges, "pml_width": widths}
+
+
 def _propagate(
     vel_BZX: torch.Tensor,
     geometry: Geometry,
@@ -109,7 +119,7 @@ def _propagate(
         source_locations=src_loc,
         receiver_locations=rec_loc,
         accuracy=modelling.accuracy,
-        pml_width=modelling.pml_width,
+        **boundary(modelling),
         pml_freq=modelling.pml_freq_hz or survey.f0_hz,
         max_vel=modelling.max_vel_mps,
     )
@@ -183,7 +193,7 @@ def model_shots(
     recorded data. ``vel_ZX`` must already lie within ``(0, max_vel_mps]``."""
     geometry = geometry or make_geometry(cfg.survey, cfg.grid)
     if shots is not None:
-        geometry = Geometry(geometry.source_cells[np.asarray(shots.cpu())], geometry.receiver_cells)
+        geometry = geometry.shots(shots.cpu())
     wavelet = ricker(cfg.survey, dtype=vel_ZX.dtype) if wavelet is None else wavelet
     data = _propagate(vel_ZX[None], geometry, wavelet, cfg.grid, cfg.survey, cfg.modelling)[0]
     keep = torch.as_tensor(downsample_indices(cfg.survey.nt, cfg.survey.downsample), device=data.device)

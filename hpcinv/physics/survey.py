@@ -21,7 +21,9 @@ class Geometry:
     """Cell indices of every source and receiver, in deepwave's layout."""
 
     source_cells: np.ndarray  # (shots, 2): (z, x)
-    receiver_cells: np.ndarray  # (receivers, 2): (z, x), the same for every shot
+    # (receivers, 2): the same cells for every shot; or (shots, receivers, 2): receivers that move
+    # with each shot (a towed streamer)
+    receiver_cells: np.ndarray
 
     @property
     def n_shots(self) -> int:
@@ -29,14 +31,23 @@ class Geometry:
 
     @property
     def n_receivers(self) -> int:
-        return len(self.receiver_cells)
+        return self.receiver_cells.shape[-2]
+
+    @property
+    def moving(self) -> bool:
+        return self.receiver_cells.ndim == 3
+
+    def shots(self, index) -> Geometry:
+        """The geometry of the shots ``index`` picks (their receivers too, when they move)."""
+        index = np.asarray(index)
+        return Geometry(self.source_cells[index], self.receiver_cells[index] if self.moving else self.receiver_cells)
 
     def torch_locations(self, n_models: int = 1, device: torch.device | str = "cpu"):
         """``source_locations`` (n_models·shots, 1, 2) and ``receiver_locations`` (…, R, 2) tensors."""
         src = torch.as_tensor(self.source_cells, dtype=torch.long, device=device)[:, None, :]
-        rec = torch.as_tensor(self.receiver_cells, dtype=torch.long, device=device)[None]
-        src = src.repeat(n_models, 1, 1)
-        return src, rec.expand(src.shape[0], -1, -1).contiguous()
+        rec = torch.as_tensor(self.receiver_cells, dtype=torch.long, device=device)
+        rec = rec if self.moving else rec[None].expand(len(src), -1, -1)
+        return src.repeat(n_models, 1, 1), rec.repeat(n_models, 1, 1).contiguous()
 
 
 def _positions(explicit: list[float] | None, count: int, extent_m: float) -> np.ndarray:
@@ -58,27 +69,35 @@ def _cells(name: str, positions_m: np.ndarray, dx_m: float, n_cells: int) -> np.
     return cells
 
 
+def _distinct(rec_x: np.ndarray, nx: int, setting: str) -> None:
+    if len(np.unique(rec_x)) != len(rec_x):
+        raise HpcinvError(f"{len(rec_x)} receivers do not fit on distinct cells of a {nx}-column grid; use {setting}")
+
+
 def make_geometry(survey: SurveySection, grid: GridSection) -> Geometry:
-    """Sources and receivers on depth rows, evenly spaced across the surface or at given positions."""
+    """Sources and receivers on depth rows: evenly spaced across the surface or at given positions, or
+    receivers at given offsets from each source (``receiver_offsets_m``: they move with the shot)."""
     extent_x = (grid.nx - 1) * grid.dx_m
-    src_x = _cells("survey.source_x_m", _positions(survey.source_x_m, survey.n_shots, extent_x), grid.dx_m, grid.nx)
+    src_x_m = _positions(survey.source_x_m, survey.n_shots, extent_x)
+    src_x = _cells("survey.source_x_m", src_x_m, grid.dx_m, grid.nx)
+    src_z = _cells("survey.source_depth_m", np.array([survey.source_depth_m]), grid.dx_m, grid.nz)[0]
+    rec_z = _cells("survey.receiver_depth_m", np.array([survey.receiver_depth_m]), grid.dx_m, grid.nz)[0]
+    sources = np.stack([np.full_like(src_x, src_z), src_x], axis=1)
+    if survey.receiver_offsets_m is not None:
+        offsets = np.asarray(survey.receiver_offsets_m, dtype=np.float64)
+        rec_x = np.stack(
+            [_cells(f"the receivers of the shot at {x:g} m", x + offsets, grid.dx_m, grid.nx) for x in src_x_m]
+        )
+        _distinct(rec_x[0], grid.nx, "receiver offsets at least one cell (grid.dx_m) apart")
+        return Geometry(source_cells=sources, receiver_cells=np.stack([np.full_like(rec_x, rec_z), rec_x], axis=-1))
     rec_x = _cells(
         "survey.receiver_x_m",
         _positions(survey.receiver_x_m, survey.n_receivers or grid.nx, extent_x),
         grid.dx_m,
         grid.nx,
     )
-    src_z = _cells("survey.source_depth_m", np.array([survey.source_depth_m]), grid.dx_m, grid.nz)[0]
-    rec_z = _cells("survey.receiver_depth_m", np.array([survey.receiver_depth_m]), grid.dx_m, grid.nz)[0]
-    if len(np.unique(rec_x)) != len(rec_x):
-        raise HpcinvError(
-            f"{len(rec_x)} receivers do not fit on distinct cells of a {grid.nx}-column grid; "
-            f"use survey.n_receivers <= {grid.nx}"
-        )
-    return Geometry(
-        source_cells=np.stack([np.full_like(src_x, src_z), src_x], axis=1),
-        receiver_cells=np.stack([np.full_like(rec_x, rec_z), rec_x], axis=1),
-    )
+    _distinct(rec_x, grid.nx, f"survey.n_receivers <= {grid.nx}")
+    return Geometry(source_cells=sources, receiver_cells=np.stack([np.full_like(rec_x, rec_z), rec_x], axis=1))
 
 
 def peak_time_s(survey: SurveySection) -> float:
@@ -106,6 +125,8 @@ def mirror_asymmetry(source_cells_zx, receiver_cells_zx, nx: int) -> str | None:
     the same depths) the acoustic wave equation makes flipping a model left-right exactly equal to
     reversing the shot order and the receivers of its gathers (:func:`mirror`).
     """
+    if np.ndim(receiver_cells_zx) == 3:
+        return "the receivers move with each shot (survey.receiver_offsets_m), so no shot has a mirror image"
     for name, cells in (("source", np.asarray(source_cells_zx)), ("receiver", np.asarray(receiver_cells_zx))):
         mirrored = (nx - 1 - cells[::-1, 1], cells[::-1, 0])
         if not (np.array_equal(mirrored[0], cells[:, 1]) and np.array_equal(mirrored[1], cells[:, 0])):

@@ -118,13 +118,23 @@ STAGES: dict[str, Stage] = {
         "imported",
         (
             Arg(("config",), "data config giving the survey, grid and modelling of the recording"),
-            Arg(("--gathers",), ".npy (or .npz with --key) of shape (N, shots, time, receivers)", {"required": True}),
+            Arg(
+                ("--gathers",),
+                ".npy (or .npz with --key) of shape (N, shots, time, receivers), or a SEG-Y line of shot gathers "
+                "(.sgy/.segy: survey, grid width and sampling from its trace headers)",
+                {"required": True},
+            ),
             Arg(("--key",), "array name in a .npz"),
             Arg(
                 ("--scale",),
                 "multiply the gathers by this before storing them (e.g. to fit float16); recorded, and undone "
                 "whenever they are read",
                 {"type": float, "default": 1.0},
+            ),
+            Arg(
+                ("--pad-m",),
+                "SEG-Y: model margin beyond the outermost source or receiver (m)",
+                {"type": float, "default": 500.0},
             ),
             Arg(("--out",), "dataset folder (created)", {"required": True}),
         ),
@@ -134,6 +144,7 @@ STAGES: dict[str, Stage] = {
             out=a.out,
             key=a.key,
             scale=a.scale,
+            pad_m=a.pad_m,
             # the samples to import are chosen on the command line; a config's counts are generation settings
             chosen=bool({"start_index", "n_samples"} & set(parse_overrides(o).get("dataset") or {})),
         ),

@@ -10,7 +10,14 @@ from hpcinv.stages.requests import ImportRequest
 
 def run(req: ImportRequest, execution: Execution) -> dict:
     return import_gathers(
-        req.config, req.gathers, req.out, key=req.key, scale=req.scale, chosen=req.chosen, progress=execution.progress
+        req.config,
+        req.gathers,
+        req.out,
+        key=req.key,
+        scale=req.scale,
+        chosen=req.chosen,
+        pad_m=req.pad_m,
+        progress=execution.progress,
     )
 
 

@@ -67,6 +67,7 @@ class ImportRequest(BaseModel):
     key: str | None = None
     scale: float = 1.0
     chosen: bool = False
+    pad_m: float = 500.0
 
 
 class TrainRequest(BaseModel):

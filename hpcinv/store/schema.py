@@ -33,6 +33,7 @@ def survey_attrs(cfg: DataConfig) -> dict:
         "pml_width": m.pml_width,
         "pml_freq_hz": m.pml_freq_hz or s.f0_hz,
         "max_vel_mps": m.max_vel_mps,
+        **({"free_surface": True} if m.free_surface else {}),  # (absent: absorbing on every edge)
     }
 
 

@@ -1,0 +1,284 @@
+"""Field data: SEG-Y shot gathers read back with their geometry, refused when they cannot be described,
+a towed-streamer survey that reproduces itself through export and import, the free surface against its
+image source, conditioning, and the velocity analysis against the RMS velocities of flat layers."""
+
+import json
+
+import numpy as np
+import pytest
+import segyio
+import torch
+from segyio import TraceField as H
+
+from hpcinv.config import DataConfig, load_config
+from hpcinv.config.data import ConditioningSection
+from hpcinv.errors import HpcinvError
+from hpcinv.field.condition import condition, direct_wave_mute
+from hpcinv.field.segy import ShotRecord, read_shot_gathers, write_shot_gathers
+from hpcinv.field.velan import dix, pick, rms_velocities, semblance
+from hpcinv.generate.gathers import import_gathers
+from hpcinv.physics import make_geometry
+from hpcinv.physics.forward import simulate_config
+from hpcinv.physics.survey import mirror_asymmetry
+from hpcinv.store.dataset import ShardedDataset
+
+DT = 0.004
+
+
+def write_line(path, *, shots=2, receivers=5, edit=None):
+    """A small SEG-Y line written with segyio alone: a line along y at x = 1000.0 m, coordinates in
+    decimetres (scalar -10), shot i at y = 500 + 30 i m, receivers 100, 120, ... m behind it (towards
+    smaller y), source depth 6.5 m (SourceDepth in cm), streamer at 9 m (elevation -900 cm)."""
+    spec = segyio.spec()
+    spec.format = 5
+    spec.samples = np.arange(50) * DT * 1e3
+    spec.tracecount = shots * receivers
+    with segyio.create(str(path), spec) as f:
+        f.bin.update({segyio.BinField.Interval: int(DT * 1e6), segyio.BinField.Samples: 50})
+        for s in range(shots):
+            for r in range(receivers):
+                i = s * receivers + r
+                sy, gy = 500 + 30 * s, 500 + 30 * s - 100 - 20 * r
+                f.header[i] = {
+                    H.FieldRecord: 11 + s,
+                    H.TraceNumber: r + 1,
+                    H.SourceX: 10000,
+                    H.SourceY: sy * 10,
+                    H.GroupX: 10000,
+                    H.GroupY: gy * 10,
+                    H.offset: gy - sy,
+                    H.SourceGroupScalar: -10,
+                    H.ElevationScalar: -100,
+                    H.SourceDepth: 650,
+                    H.ReceiverGroupElevation: -900,
+                    H.TRACE_SAMPLE_INTERVAL: int(DT * 1e6),
+                }
+                f.trace[i] = np.full(50, 1000.0 * s + r + 1, dtype=np.float32)
+        if edit:
+            edit(f)
+
+
+def test_segy_geometry_is_read_back_from_the_trace_headers(tmp_path):
+    write_line(tmp_path / "line.sgy")
+    record = read_shot_gathers(tmp_path / "line.sgy")
+    assert record.data_STR.shape == (2, 50, 5) and record.dt_s == pytest.approx(DT)
+    # positions along the line from its first point (the farthest receiver of shot 0, y = 320 m)
+    assert record.origin_xy_m == pytest.approx((1000.0, 320.0)) and record.direction_xy == pytest.approx((0, 1))
+    assert record.source_x_m == pytest.approx([180.0, 210.0])
+    assert record.receiver_x_m[0] == pytest.approx([0, 20, 40, 60, 80])  # ordered along the line
+    assert record.receiver_x_m[1] == pytest.approx([30, 50, 70, 90, 110])
+    assert record.source_depth_m == pytest.approx(6.5) and record.receiver_depth_m == pytest.approx(9.0)
+    assert record.field_records.tolist() == [11, 12]
+    layout, offsets = record.receiver_layout()
+    assert layout == "moving" and offsets == pytest.approx([-180, -160, -140, -120, -100])
+    # the traces follow their receivers: the farthest (written last) comes first
+    assert record.data_STR[1, 0].tolist() == [1005, 1004, 1003, 1002, 1001]
+    # and the writer's file reads back the same
+    write_shot_gathers(tmp_path / "again.segy", record)
+    again = read_shot_gathers(tmp_path / "again.segy")
+    for name in ("source_x_m", "receiver_x_m", "origin_xy_m", "direction_xy", "source_depth_m", "receiver_depth_m"):
+        assert np.asarray(getattr(again, name)) == pytest.approx(np.asarray(getattr(record, name)), abs=0.01), name
+    assert np.array_equal(again.data_STR, record.data_STR)
+
+
+def _set(field, values):
+    def edit(f):
+        for i, value in values.items():
+            f.header[i].update({field: value})
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_set(H.TRACE_SAMPLE_INTERVAL, {3: 2000}), "mixes sample intervals"),
+        (
+            lambda f: [f.header[i].update({H.SourceX: 0, H.SourceY: 0, H.GroupX: 0, H.GroupY: 0}) for i in range(10)],
+            "no source or group coordinates",
+        ),
+        (_set(H.GroupX, {7: 10500}), "not a 2-D line"),
+        (_set(H.FieldRecord, {9: 13}), "different numbers of traces"),
+        (_set(H.GroupY, {6: 3000}), "neither stay where"),
+        (_set(H.DelayRecordingTime, {0: 100}), r"start \[0, 100\] ms after the shot"),
+    ],
+    ids=["sample-rates", "no-coordinates", "3d", "trace-counts", "receivers", "delay"],
+)
+def test_segy_files_that_cannot_be_described_are_refused(tmp_path, edit, message):
+    write_line(tmp_path / "bad.sgy", edit=edit)
+    with pytest.raises(HpcinvError, match=message) as err:
+        read_shot_gathers(tmp_path / "bad.sgy").receiver_layout()  # (the layout is asked for by the import)
+    assert "bad.sgy" in str(err.value) or "field record 12" in str(err.value)
+    (tmp_path / "empty.sgy").write_bytes(b"")
+    with pytest.raises(HpcinvError, match="too short"):
+        read_shot_gathers(tmp_path / "empty.sgy")
+
+
+def streamer_config(**modelling) -> DataConfig:
+    """Three shots 5 cells apart towing 11 receivers 2 cells apart, 50-250 m behind them, on a 46-column
+    grid that reaches 50 m beyond the outermost of them (so an import with --pad-m 50 rebuilds it)."""
+    return load_config(
+        DataConfig,
+        "tiny",
+        [
+            "grid.nz=24",
+            "grid.nx=46",
+            "grid.dx_m=10.0",
+            "survey.n_shots=3",
+            "survey.source_x_m=[300.0,350.0,400.0]",
+            "survey.receiver_offsets_m=[-250.0,-230.0,-210.0,-190.0,-170.0,-150.0,-130.0,-110.0,-90.0,-70.0,-50.0]",
+            "survey.f0_hz=15.0",
+            "survey.dt_s=0.002",
+            "survey.nt=200",
+            "survey.downsample=1",
+            "modelling.max_vel_mps=3000.0",
+            *[f"modelling.{k}={v}" for k, v in modelling.items()],
+            "dataset.n_samples=1",
+            "dataset.shard_size=1",
+            "dataset.splits=null",
+        ],
+    )
+
+
+def layered(cfg: DataConfig) -> np.ndarray:
+    v = np.full((cfg.grid.nz, cfg.grid.nx), 1800.0, dtype=np.float32)
+    v[8:16] = 2300.0
+    v[16:] = 2900.0
+    return v
+
+
+def test_a_streamer_survey_reproduces_itself_through_segy_export_and_import(tmp_path):
+    cfg = streamer_config(free_surface="true")
+    geometry = make_geometry(cfg.survey, cfg.grid)
+    assert geometry.moving and geometry.receiver_cells.shape == (3, 11, 2)
+    assert geometry.receiver_cells[:, 0, 1].tolist() == [5, 10, 15]  # the streamer moves with its shot
+    assert "move with each shot" in mirror_asymmetry(geometry.source_cells, geometry.receiver_cells, cfg.grid.nx)
+    v = layered(cfg)
+    gathers = simulate_config(v, cfg).numpy()
+    # each shot modelled alone (its own receivers) is the same shot in the all-shots call
+    from hpcinv.physics.forward import model_shots
+
+    one = model_shots(torch.tensor(v), cfg, torch.tensor([1])).detach().numpy()[0]
+    np.testing.assert_allclose(one, gathers[1], rtol=1e-5, atol=1e-6 * np.abs(gathers).max())
+
+    # export in survey coordinates (an oblique line) with the depths below the free surface, one cell up
+    dx = cfg.grid.dx_m
+    record = ShotRecord(
+        data_STR=gathers,
+        dt_s=cfg.survey.dt_s,
+        source_x_m=geometry.source_cells[:, 1] * dx,
+        receiver_x_m=geometry.receiver_cells[..., 1] * dx,
+        source_depth_m=geometry.source_cells[0, 0] * dx + dx,
+        receiver_depth_m=geometry.receiver_cells[0, 0, 0] * dx + dx,
+        field_records=np.array([101, 102, 103]),
+        origin_xy_m=(5000.0, 7000.0),
+        direction_xy=(0.6, 0.8),
+    )
+    write_shot_gathers(tmp_path / "line.segy", record)
+    recording = streamer_config(free_surface="true").model_copy(update={"survey": cfg.survey.model_copy()})
+    summary = import_gathers(recording, tmp_path / "line.segy", tmp_path / "imported", pad_m=50.0, progress=False)
+    assert summary["samples"] == 1
+    manifest = json.loads((tmp_path / "imported" / "manifest.json").read_text())
+    assert manifest["segy"]["receivers"] == "moving" and manifest["segy"]["field_records"] == [101, 102, 103]
+    imported = load_config(DataConfig, str(tmp_path / "imported" / "config.yaml"))
+    # the first column lies --pad-m before the line's first receiver (positions along the line start there)
+    assert (imported.grid.nx, imported.grid.origin_x_m) == (cfg.grid.nx, pytest.approx(-50.0, abs=0.01))
+    again = make_geometry(imported.survey, imported.grid)
+    assert np.array_equal(again.source_cells, geometry.source_cells)
+    assert np.array_equal(again.receiver_cells, geometry.receiver_cells)
+    stored, velocity = ShardedDataset(tmp_path / "imported").read(0)
+    assert velocity is None and np.array_equal(stored, gathers)
+    # the imported survey models the same data from the same model
+    np.testing.assert_allclose(simulate_config(v, imported).numpy(), gathers, rtol=0, atol=1e-6 * np.abs(gathers).max())
+
+
+def test_the_free_surface_reflects_like_an_inverted_image_source_one_cell_above_the_top_row():
+    """A homogeneous model with a free top: the difference to the absorbing run is the ghost, arriving as
+    from the image of the source mirrored in the plane one cell above row 0, with inverted polarity."""
+    cfg = load_config(
+        DataConfig,
+        "tiny",
+        [
+            "grid.nz=60",
+            "grid.nx=60",
+            "grid.dx_m=5.0",
+            "survey.source_x_m=[100.0]",
+            "survey.receiver_x_m=[100.0]",
+            "survey.source_depth_m=50.0",
+            "survey.receiver_depth_m=150.0",
+            "survey.f0_hz=25.0",
+            "survey.dt_s=0.0005",
+            "survey.nt=500",
+            "survey.downsample=1",
+            "modelling.max_vel_mps=2000.0",
+        ],
+    )
+    v = np.full((60, 60), 2000.0)
+    absorbing = simulate_config(v, cfg)[0, :, 0].numpy()
+    free = cfg.model_copy(update={"modelling": cfg.modelling.model_copy(update={"free_surface": True})})
+    ghost = simulate_config(v, free)[0, :, 0].numpy() - absorbing
+    lag = (np.argmax(np.correlate(-ghost, absorbing, mode="full")) - (len(absorbing) - 1)) * cfg.survey.dt_s
+    # direct path 100 m; the image source sits at -(50 + 2 * 5) m, 210 m from the receiver
+    assert lag == pytest.approx((210.0 - 100.0) / 2000.0, abs=cfg.survey.dt_s)
+    assert np.abs(ghost).max() == pytest.approx(np.abs(absorbing).max() * np.sqrt(100 / 210), rel=0.15)
+
+
+def test_conditioning_windows_filters_mutes_and_gains():
+    dt, nt = 0.004, 500
+    t = np.arange(nt) * dt
+    offsets = np.array([[-300.0, -1500.0]])
+    low, high = np.sin(2 * np.pi * 5 * t), np.sin(2 * np.pi * 40 * t)
+    data = np.stack([low + high, low + high], axis=-1)[None].astype(np.float32)  # (1, T, 2)
+    band = condition(data, dt, offsets, ConditioningSection(bandpass_hz=[0.0, 12.0]))
+    middle = slice(100, 400)  # (away from the filter's edge effects)
+    np.testing.assert_allclose(band[0, middle, 0], low[middle], atol=0.02)
+    cut = condition(data, dt, offsets, ConditioningSection(max_time_s=1.0))
+    assert cut.shape == (1, 251, 2)
+    gained = condition(np.ones((1, nt, 2), np.float32), dt, offsets, ConditioningSection(gain_power=0.5))
+    np.testing.assert_allclose(gained[0, :, 1], np.sqrt(t), rtol=1e-6)
+    # the direct wave at |offset| / 1500 m/s is muted, 0.05 s before to 0.25 s after it; the rest kept
+    weights = direct_wave_mute(nt, dt, offsets[0], 1500.0, [0.05, 0.25])
+    for r, arrival in enumerate((0.2, 1.0)):
+        assert weights[int(round(arrival / dt)), r] == 0.0
+        assert weights[int(round((arrival - 0.1) / dt)), r] == 1.0 and weights[int(round((arrival + 0.3) / dt)), r] == 1
+    with pytest.raises(HpcinvError, match="Nyquist"):
+        condition(data, dt, offsets, ConditioningSection(bandpass_hz=[2.0, 200.0]))
+    with pytest.raises(ValueError, match="bandpass_hz"):
+        ConditioningSection(bandpass_hz=[12.0, 3.0])
+    with pytest.raises(ValueError, match="one layout"):
+        load_config(DataConfig, "tiny", ["survey.receiver_offsets_m=[-100.0]", "survey.n_receivers=4"])
+
+
+def test_velocity_analysis_recovers_the_rms_velocities_of_flat_layers():
+    """Reflections of four flat layers (1500-3000 m/s) on a 3 km streamer, each a Ricker on its exact
+    hyperbola: the picked RMS velocities are within 2 % of Dix's, and his inversion of them gives the
+    interval velocities and depths back."""
+    thickness, v_interval = [300.0, 400.0, 500.0, 600.0], [1500.0, 2000.0, 2500.0, 3000.0]
+    t0, v_rms = rms_velocities(thickness, v_interval)
+    dt, nt = 0.004, 1000
+    offsets = np.arange(100.0, 3001.0, 25.0)
+    t = np.arange(nt)[:, None] * dt
+    gather = np.zeros((nt, len(offsets)))
+    for t_event, v in zip(t0, v_rms, strict=True):
+        arg = np.pi * 15.0 * (t - np.sqrt(t_event**2 + (offsets / v) ** 2)[None, :])
+        gather += (1 - 2 * arg**2) * np.exp(-(arg**2))
+    velocities = np.arange(1400.0, 3600.0, 20.0)
+    sem, power = semblance(gather, offsets, dt, velocities)
+    picks = pick(sem, power, dt, velocities, min_semblance=0.3)
+    assert len(picks.t0_s) == 4
+    np.testing.assert_allclose(picks.t0_s, t0, atol=0.02)
+    np.testing.assert_allclose(picks.v_rms_mps, v_rms, rtol=0.02)
+    np.testing.assert_allclose(picks.v_interval_mps, v_interval, rtol=0.03)
+    np.testing.assert_allclose(picks.depth_m, np.cumsum(thickness), rtol=0.03)
+    assert picks.profile(np.array([100.0, 500.0, 1000.0, 5000.0])).tolist() == picks.v_interval_mps.tolist()
+    exact = dix(t0, v_rms)  # Dix inverts his own forward relation exactly
+    np.testing.assert_allclose(exact.v_interval_mps, v_interval, rtol=1e-12)
+    # a pick slower than the one above it (a multiple) is dropped
+    sem_multiple, power_multiple = semblance(
+        gather + 2 * np.exp(-((np.pi * 15.0 * (t - np.sqrt(1.0 + (offsets / 1500.0) ** 2)[None, :])) ** 2)),
+        offsets,
+        dt,
+        velocities,
+    )
+    kept = pick(sem_multiple, power_multiple, dt, velocities, min_semblance=0.3)
+    assert not any(abs(x - 1.0) < 0.03 for x in kept.t0_s)
