@@ -282,3 +282,32 @@ def test_velocity_analysis_recovers_the_rms_velocities_of_flat_layers():
     )
     kept = pick(sem_multiple, power_multiple, dt, velocities, min_semblance=0.3)
     assert not any(abs(x - 1.0) < 0.03 for x in kept.t0_s)
+
+
+def test_refine_reports_every_shot_and_band_and_never_fits_the_held_out_shot():
+    from hpcinv.config import RefineSection
+    from hpcinv.refine.fwi import gaussian_smooth, refine_model
+
+    cfg = streamer_config(free_surface="true")
+    truth = layered(cfg)
+    observed = simulate_config(truth, cfg).numpy()
+    start = gaussian_smooth(torch.tensor(truth, dtype=torch.float64), 3.0).numpy().astype(np.float32)
+    rc = RefineSection(bands_hz=[10.0, None], iterations_per_band=[3, 3], holdout_shots=[2], patience=0)
+    result = refine_model(start, observed, cfg, rc, (1500.0, 3000.0))
+    summary = result.summary()
+    assert len(summary["shot_misfits_before"]) == len(summary["shot_misfits_after"]) == 3
+    assert [b["cutoff_hz"] for b in summary["bands"]] == [10.0, None]
+    assert all(b["misfit_end"] < b["misfit_start"] and "holdout_end" in b for b in summary["bands"])
+    # the held-out shot's misfit fell too: the model predicts data it was not fitted to
+    assert summary["holdout_misfit_after"] < summary["holdout_misfit_before"]
+    assert summary["holdout_misfit_after"] == pytest.approx(summary["shot_misfits_after"][2])
+    # and its data take no part in the fit or the choice of model: other data there, the same model
+    other = observed.copy()
+    other[2] *= -3.0
+    again = refine_model(start, other, cfg, rc, (1500.0, 3000.0))
+    assert np.array_equal(again.velocity, result.velocity) and again.misfit_after == result.misfit_after
+    with pytest.raises(HpcinvError, match="some, not all"):
+        from hpcinv.refine.driver import check_settings
+
+        manifest = {"gathers_shape": [3, 200, 11]}
+        check_settings(RefineSection(holdout_shots=[0, 1, 2]), cfg, manifest)

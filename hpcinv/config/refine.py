@@ -20,6 +20,11 @@ class RefineSection(Section):
     iterations_per_band: list[int] = Field([30, 30, 40], description="iteration budget of each band")
     lr_mps: float = Field(30.0, gt=0, description="Adam step size in m/s (cosine-decayed to a tenth in each band)")
     shots_per_iteration: int | None = Field(None, ge=1, description="random shots per iteration (null: all)")
+    holdout_shots: list[int] = Field(
+        [],
+        description="shots left out of the fit (indices from 0): their misfit, before and after, says whether "
+        "the refined model predicts data it was not fitted to",
+    )
     v_min_mps: float | None = Field(
         None,
         gt=0,
@@ -74,6 +79,8 @@ class RefineSection(Section):
             )
         if any(n < 0 for n in self.iterations_per_band):
             raise ValueError(f"iterations_per_band must be >= 0, got {self.iterations_per_band}")
+        if any(i < 0 for i in self.holdout_shots) or len(set(self.holdout_shots)) != len(self.holdout_shots):
+            raise ValueError(f"holdout_shots must be distinct shot indices >= 0, got {self.holdout_shots}")
         if self.v_min_mps is not None and self.v_max_mps is not None and self.v_min_mps >= self.v_max_mps:
             raise ValueError(f"v_min_mps ({self.v_min_mps}) must be below v_max_mps ({self.v_max_mps})")
         return self

@@ -151,10 +151,16 @@ def check_settings(rc, data_cfg, manifest: dict) -> None:
             f"refine.freeze_top_cells={rc.freeze_top_cells} freezes the whole model ({nz} cells deep); "
             f"give fewer than {nz}"
         )
-    if rc.shots_per_iteration is not None and rc.shots_per_iteration > n_shots:
+    fitted = n_shots - len(rc.holdout_shots)
+    if rc.holdout_shots and (max(rc.holdout_shots) >= n_shots or fitted < 1):
         raise HpcinvError(
-            f"refine.shots_per_iteration={rc.shots_per_iteration} exceeds the {n_shots} shots of the data; give at "
-            f"most {n_shots}, or null for all"
+            f"refine.holdout_shots={rc.holdout_shots} must name some, not all, of the data's {n_shots} shots "
+            f"(indices 0 .. {n_shots - 1})"
+        )
+    if rc.shots_per_iteration is not None and rc.shots_per_iteration > fitted:
+        raise HpcinvError(
+            f"refine.shots_per_iteration={rc.shots_per_iteration} exceeds the {fitted} shots fitted; give at "
+            f"most {fitted}, or null for all"
         )
 
 
@@ -298,6 +304,8 @@ def plan_refine(
             raise HpcinvError(f"--init {found.describe()}, not {INIT_KINDS}")
     distinct(out, inputs)
     settings = without_role(rc, "execution")  # how fast, not what: left out of the store's hash
+    if not settings["holdout_shots"]:
+        del settings["holdout_shots"]  # (added later: stores made before it keep their hash)
     source |= {"bounds_mps": list(bounds), "refine": settings}
     fingerprint |= {
         "dataset": dataset_identity(manifest),
@@ -403,6 +411,11 @@ def write_summary(
         samples += extra["samples"]
         histories |= {int(i): h for i, h in zip(index, extra["misfit_history"], strict=True)}
     mean = {f"misfit_{k}": float(np.mean([s[f"misfit_{k}"] for s in samples])) for k in ("before", "after")}
+    if samples and "holdout_shots" in samples[0]:  # shots left out of the fit
+        mean |= {
+            f"holdout_misfit_{k}": float(np.mean([s[f"holdout_misfit_{k}"] for s in samples]))
+            for k in ("before", "after")
+        }
     if samples and "before" in samples[0]:
         for when in ("before", "after"):
             mean |= {f"{key}_{when}": float(np.mean([s[when][key] for s in samples])) for key in SCORES}

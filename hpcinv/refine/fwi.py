@@ -19,7 +19,11 @@ lowers the misfit between the gathers it models and the recorded ones:
   ``patience`` iterations; the whole run ends when the full-band misfit reaches ``target_misfit``;
 * a safeguard: the full-band misfit over all shots is measured at the start and after every band,
   and the model with the lowest one is returned, so refine never returns a model that explains the
-  data worse than its start (``kept_start`` says when the start was kept).
+  data worse than its start (``kept_start`` says when the start was kept);
+* reported: the misfit of every shot before and after, each band's band-limited misfit at its start
+  and end, and, with ``holdout_shots``, the misfit of shots left out of the fit (never used to fit or
+  to choose the model returned: "all shots" above means the fitted ones), which says whether the
+  model predicts data it was not fitted to.
 
 Misfits are relative L2 norms over all shots, samples and receivers: ``‖d(v) − d_obs‖ / ‖d_obs‖``,
 the definition :mod:`hpcinv.evaluate.misfit` uses.
@@ -54,9 +58,15 @@ class FwiResult:
     kept_start: bool = False
     clipped_cells: int = 0
     wall_s: float = 0.0
+    shot_misfits_before: list[float] = field(default_factory=list)  # full band, every shot
+    shot_misfits_after: list[float] = field(default_factory=list)
+    bands: list[dict] = field(default_factory=list)  # per band: its cut-off and band-limited misfits
+    holdout_shots: list[int] = field(default_factory=list)
+    holdout_before: float = math.nan  # full band over the held-out shots
+    holdout_after: float = math.nan
 
     def summary(self) -> dict:
-        return {
+        out = {
             "misfit_before": self.misfit_before,
             "misfit_after": self.misfit_after,
             "iterations": len(self.history),
@@ -66,7 +76,17 @@ class FwiResult:
             "kept_start": self.kept_start,
             "clipped_cells": self.clipped_cells,
             "wall_s": round(self.wall_s, 3),
+            "shot_misfits_before": self.shot_misfits_before,
+            "shot_misfits_after": self.shot_misfits_after,
+            "bands": self.bands,
         }
+        if self.holdout_shots:
+            out |= {
+                "holdout_shots": self.holdout_shots,
+                "holdout_misfit_before": self.holdout_before,
+                "holdout_misfit_after": self.holdout_after,
+            }
+        return out
 
 
 def lowpass(data: torch.Tensor, cutoff_hz: float | None, dt_s: float) -> torch.Tensor:
@@ -85,6 +105,12 @@ def lowpass(data: torch.Tensor, cutoff_hz: float | None, dt_s: float) -> torch.T
 
 def relative_misfit(modelled: torch.Tensor, observed: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(modelled - observed) / torch.linalg.vector_norm(observed))
+
+
+def shot_misfits(modelled_STR: torch.Tensor, observed_STR: torch.Tensor) -> list[float]:
+    """The relative misfit of each shot."""
+    residual = torch.linalg.vector_norm((modelled_STR - observed_STR).flatten(1), dim=1)
+    return (residual / torch.linalg.vector_norm(observed_STR.flatten(1), dim=1)).tolist()
 
 
 def total_variation(v_ZX: torch.Tensor) -> torch.Tensor:
@@ -133,42 +159,62 @@ def refine_model(
     geometry = make_geometry(cfg.survey, cfg.grid)
     wavelet = ricker(cfg.survey).to(device)
     n_shots = geometry.n_shots
+    held = sorted(rc.holdout_shots)
+    fit = torch.tensor([s for s in range(n_shots) if s not in held], dtype=torch.long)
     dt_out = cfg.survey.dt_s * cfg.survey.downsample
     generator = torch.Generator().manual_seed(seed)
 
-    def full_misfit(model: torch.Tensor) -> float:
+    def measure(model: torch.Tensor) -> tuple[torch.Tensor, float, list[float], float]:
+        """The model's gathers of every shot, and their full-band misfit over the fitted shots, of each
+        shot, and over the held-out shots (one simulation serves the band's misfits too)."""
         with torch.no_grad():
-            return relative_misfit(model_shots(model, cfg, wavelet=wavelet, geometry=geometry), observed)
+            modelled = model_shots(model, cfg, wavelet=wavelet, geometry=geometry)
+        held_misfit = relative_misfit(modelled[held], observed[held]) if held else math.nan
+        return modelled, relative_misfit(modelled[fit], observed[fit]), shot_misfits(modelled, observed), held_misfit
 
+    def band_misfit(modelled: torch.Tensor, cutoff: float | None, shots) -> float:
+        return relative_misfit(lowpass(modelled[shots], cutoff, dt_out), lowpass(observed[shots], cutoff, dt_out))
+
+    modelled_now, misfit, per_shot, held_misfit = measure(v.detach())
     result = FwiResult(
         velocity=start.cpu().numpy(),
-        misfit_before=full_misfit(v.detach()),
+        misfit_before=misfit,
         misfit_after=math.nan,
         clipped_cells=clipped,
+        shot_misfits_before=per_shot,
+        holdout_shots=held,
+        holdout_before=held_misfit,
     )
     best_misfit, best = result.misfit_before, v.detach().clone()
+    best_measures = (misfit, per_shot, held_misfit)
     if best_misfit <= rc.target_misfit:
         result.stopped = "start_fits"
     else:
-        batch = min(rc.shots_per_iteration or n_shots, n_shots)
+        n_fit = len(fit)
+        batch = min(rc.shots_per_iteration or n_fit, n_fit)
         for cutoff, n_iter in zip(rc.bands_hz, rc.iterations_per_band, strict=True):
-            band_obs = lowpass(observed, cutoff, dt_out)
+            band_obs = lowpass(observed[fit], cutoff, dt_out)
             band_norm = torch.linalg.vector_norm(band_obs).square()
             if not float(band_norm) > 0:
                 raise HpcinvError(
                     f"its recorded gathers hold no energy below {cutoff} Hz; start refine.bands_hz at a higher cut-off"
                 )
+            band = {"cutoff_hz": cutoff, "misfit_start": band_misfit(modelled_now, cutoff, fit)}
+            if held:
+                band["holdout_start"] = band_misfit(modelled_now, cutoff, held)
             optimizer = torch.optim.Adam([v], lr=rc.lr_mps)
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=max(n_iter, 1), eta_min=rc.lr_mps * 0.1
             )
             band_history: list[float] = []
             for _ in range(n_iter):
-                shots = None if batch == n_shots else torch.randperm(n_shots, generator=generator)[:batch].sort()[0]
-                obs = band_obs if shots is None else band_obs[shots]
+                pick = torch.arange(n_fit) if batch == n_fit else torch.randperm(n_fit, generator=generator)[:batch]
+                pick = pick.sort()[0]
+                shots = fit[pick]
+                obs = band_obs[pick]
                 modelled = lowpass(model_shots(v, cfg, shots, wavelet=wavelet, geometry=geometry), cutoff, dt_out)
                 residual = (modelled - obs).square().sum()
-                loss = residual / (band_norm * batch / n_shots)
+                loss = residual / (band_norm * batch / n_fit)
                 if rc.tv_weight:
                     loss = loss + rc.tv_weight * total_variation(v)
                 optimizer.zero_grad(set_to_none=True)
@@ -182,20 +228,25 @@ def refine_model(
                 schedule.step()
                 with torch.no_grad():
                     v.clamp_(v_min, v_max)
-                band_history.append(float(residual.detach().sqrt() / (band_norm * batch / n_shots).sqrt()))
+                band_history.append(float(residual.detach().sqrt() / (band_norm * batch / n_fit).sqrt()))
                 if _stalled(band_history, rc.patience, rc.min_improvement):
                     break
             result.history.extend(band_history)
             result.band_ends.append(len(result.history))
-            misfit = full_misfit(v.detach())
+            modelled_now, misfit, per_shot, held_misfit = measure(v.detach())
+            band["misfit_end"] = band_misfit(modelled_now, cutoff, fit)
+            if held:
+                band["holdout_end"] = band_misfit(modelled_now, cutoff, held)
+            result.bands.append(band)
             result.band_misfits.append(misfit)
             if misfit < best_misfit:
-                best_misfit, best = misfit, v.detach().clone()
+                best_misfit, best, best_measures = misfit, v.detach().clone(), (misfit, per_shot, held_misfit)
             if misfit <= rc.target_misfit:
                 result.stopped = "target"
                 break
     result.velocity = best.cpu().numpy().astype(np.float32)
     result.misfit_after = best_misfit
+    _, result.shot_misfits_after, result.holdout_after = best_measures
     result.kept_start = result.stopped != "start_fits" and bool(torch.equal(best, start.clamp(v_min, v_max)))
     result.wall_s = time.perf_counter() - t0
     return result
