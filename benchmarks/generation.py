@@ -48,7 +48,7 @@ from _common import emit  # noqa: E402
 
 from hpcinv.config import DataConfig, load_config  # noqa: E402
 from hpcinv.distributed.session import init_ray, shutdown  # noqa: E402
-from hpcinv.physics import make_geometry, ricker  # noqa: E402
+from hpcinv.physics import make_geometry, source_wavelet  # noqa: E402
 from hpcinv.physics.forward import match_deepwave_threads  # noqa: E402
 from hpcinv.stages import Execution  # noqa: E402
 from hpcinv.stages.generate import run as generate  # noqa: E402
@@ -62,7 +62,7 @@ def raw_deepwave(cfg: DataConfig, models) -> float:
     geometry = make_geometry(cfg.survey, cfg.grid)
     src = torch.as_tensor(geometry.source_cells)[:, None, :]
     rec = torch.as_tensor(geometry.receiver_cells)[None].expand(len(src), -1, -1)
-    amp = ricker(cfg.survey).expand(len(src), 1, -1)
+    amp = source_wavelet(cfg.survey).expand(len(src), 1, -1)
     match_deepwave_threads()  # deepwave's own OpenMP runtime would otherwise take every core
     t0 = time.perf_counter()
     for vel in models:

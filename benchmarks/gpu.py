@@ -113,13 +113,13 @@ def raw_loop(cfg, models: np.ndarray, per_call: int) -> float:
     """Seconds for a bare loop of deepwave.scalar over ``models`` on the device, ``per_call`` models a call."""
     from deepwave import scalar
 
-    from hpcinv.physics import make_geometry, ricker
+    from hpcinv.physics import make_geometry, source_wavelet
 
     geometry = make_geometry(cfg.survey, cfg.grid)
     shots = len(geometry.source_cells)
     src = torch.as_tensor(geometry.source_cells)[:, None, :].to(DEVICE)
     rec = torch.as_tensor(geometry.receiver_cells)[None].expand(shots, -1, -1).to(DEVICE)
-    amp = ricker(cfg.survey).expand(shots, 1, -1).to(DEVICE)
+    amp = source_wavelet(cfg.survey).expand(shots, 1, -1).to(DEVICE)
     vel = torch.from_numpy(models).to(DEVICE)
     _sync()
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from _common import emit  # noqa: E402
 
 from hpcinv.config import DataConfig, RefineSection, load_config  # noqa: E402
 from hpcinv.physics.forward import model_shots  # noqa: E402
-from hpcinv.physics.survey import make_geometry, ricker  # noqa: E402
+from hpcinv.physics.survey import make_geometry, source_wavelet  # noqa: E402
 from hpcinv.refine.fwi import gaussian_smooth, lowpass  # noqa: E402
 from hpcinv.velocity import make_source  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     truth = torch.from_numpy(make_source(cfg).model(0)).to(device)
-    wavelet = ricker(cfg.survey).to(device)
+    wavelet = source_wavelet(cfg.survey).to(device)
     with torch.no_grad():
         observed = model_shots(truth, cfg, shots, wavelet=wavelet, geometry=geometry)
     v = gaussian_smooth(truth, 4.0).clone().requires_grad_(True)

@@ -311,3 +311,57 @@ def test_refine_reports_every_shot_and_band_and_never_fits_the_held_out_shot():
 
         manifest = {"gathers_shape": [3, 200, 11]}
         check_settings(RefineSection(holdout_shots=[0, 1, 2]), cfg, manifest)
+
+
+def test_the_wavelet_of_a_recording_is_estimated_from_a_model_close_to_its_earth():
+    """Data recorded with a wavelet unknown to the modelling (a Ricker of another frequency, delayed,
+    polarity reversed and scaled), modelled in the same model with the survey's Ricker: the least-squares
+    estimate is the recording's wavelet; a config given those samples models the recording."""
+    from hpcinv.field.wavelet import estimate_wavelet
+    from hpcinv.physics import source_wavelet
+    from hpcinv.physics.survey import ricker
+
+    cfg = streamer_config()
+    v = layered(cfg)
+    survey = cfg.survey
+    other = survey.model_copy(update={"f0_hz": 11.0, "peak_time_s": 0.15})
+    true_wavelet = -2.5 * ricker(other).numpy()
+    recording_cfg = cfg.model_copy(
+        update={"survey": survey.model_copy(update={"wavelet_samples": true_wavelet.tolist()})}
+    )
+    assert np.array_equal(source_wavelet(recording_cfg.survey).numpy(), true_wavelet)
+    observed = simulate_config(v, recording_cfg).numpy()
+    modelled = simulate_config(v, cfg).numpy()
+    estimate = estimate_wavelet(observed, modelled, ricker(survey).numpy(), damping=1e-4)
+    assert np.linalg.norm(estimate - true_wavelet) < 0.03 * np.linalg.norm(true_wavelet)
+    given = cfg.model_copy(update={"survey": survey.model_copy(update={"wavelet_samples": estimate.tolist()})})
+    again = simulate_config(v, given).numpy()
+    assert np.linalg.norm(again - observed) < 0.03 * np.linalg.norm(observed)
+
+
+def test_generated_gathers_are_conditioned_like_an_import(tmp_path):
+    from hpcinv.stages.base import Execution
+    from hpcinv.stages.generate import run as generate
+    from hpcinv.stages.requests import GenerateRequest
+
+    cfg = load_config(
+        DataConfig,
+        "tiny",
+        ["conditioning.bandpass_hz=[2.0,20.0]", "conditioning.mute_velocity_mps=1500.0", "conditioning.gain_power=1.0"],
+    )
+    generate(GenerateRequest(config=cfg, out=str(tmp_path / "d")), Execution(in_process=True, progress=False))
+    ds = ShardedDataset(tmp_path / "d")
+    gathers, velocity = ds.read(0)
+    raw = simulate_config(velocity, cfg.model_copy(update={"conditioning": ConditioningSection()})).numpy()
+    geometry = make_geometry(cfg.survey, cfg.grid)
+    from hpcinv.field.condition import geometry_offsets
+
+    expected = condition(
+        raw, cfg.survey.dt_s * cfg.survey.downsample, geometry_offsets(geometry, cfg.grid.dx_m), cfg.conditioning
+    )
+    np.testing.assert_allclose(gathers, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert not np.allclose(gathers, raw, atol=1e-3 * np.abs(raw).max())
+    with pytest.raises(HpcinvError, match="shorten survey.nt"):
+        from hpcinv.generate.driver import check_dataset_config
+
+        check_dataset_config(load_config(DataConfig, "tiny", ["conditioning.max_time_s=0.1"]))

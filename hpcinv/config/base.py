@@ -47,6 +47,7 @@ LATER_KEYS = {
     ("velocity", "synthetic", "water_velocity_mps"): 1500.0,
     ("velocity", "synthetic", "sheet_probability"): 0.0,
     ("survey", "receiver_offsets_m"): None,
+    ("survey", "wavelet_samples"): None,
     ("modelling", "free_surface"): False,
     ("grid", "origin_x_m"): 0.0,
     ("conditioning",): {

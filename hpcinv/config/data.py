@@ -149,6 +149,11 @@ class SurveySection(Section):
         "metres, negative behind it (towards x = 0); replaces n_receivers and receiver_x_m",
     )
     f0_hz: float = Field(25.0, gt=0, description="Ricker peak frequency")
+    wavelet_samples: list[float] | None = Field(
+        None,
+        description="the source wavelet itself, sampled at dt_s from time 0 (e.g. estimated from recorded data: "
+        "hpcinv.field.wavelet); null: a Ricker of f0_hz",
+    )
     peak_time_s: float | None = Field(None, gt=0, description="wavelet peak time; null = 1.5 / f0")
     dt_s: float = Field(0.001, gt=0, description="time step of the simulation and the raw record")
     nt: int = Field(2000, ge=2, description="time samples simulated")
@@ -160,6 +165,11 @@ class SurveySection(Section):
             raise ValueError(
                 "survey.receiver_offsets_m (receivers moving with the shot) replaces survey.receiver_x_m and "
                 "survey.n_receivers (receivers fixed on the grid): give one layout"
+            )
+        if self.wavelet_samples is not None and not (0 < len(self.wavelet_samples) <= self.nt):
+            raise ValueError(
+                f"survey.wavelet_samples holds {len(self.wavelet_samples)} samples; give 1 to nt={self.nt} "
+                "(shorter ones are padded with zeros)"
             )
         if self.receiver_offsets_m is not None and not self.receiver_offsets_m:
             raise ValueError("survey.receiver_offsets_m is empty; give at least one offset, or null")

@@ -15,7 +15,7 @@ import torch
 
 from hpcinv.config import DataConfig
 from hpcinv.errors import HpcinvError
-from hpcinv.physics import simulate
+from hpcinv.physics import simulate_config
 from hpcinv.physics.forward import resolve_device
 
 
@@ -24,7 +24,7 @@ def data_misfit(vel_ZX: np.ndarray, gathers_STR: np.ndarray, cfg: DataConfig) ->
     (not where the dataset's ``modelling.device`` says: a dataset made on GPUs is scored anywhere)."""
     vel = np.clip(np.asarray(vel_ZX, dtype=np.float32), 1.0, cfg.modelling.max_vel_mps)
     device = resolve_device("auto")
-    modelled = simulate(vel, cfg.survey, cfg.grid, cfg.modelling, dtype=torch.float64, device=device).cpu().numpy()
+    modelled = simulate_config(vel, cfg, dtype=torch.float64, device=device).cpu().numpy()
     observed = np.asarray(gathers_STR, dtype=np.float64)
     norm = float(np.linalg.norm(observed))
     if norm == 0:

@@ -22,9 +22,11 @@ from pathlib import Path
 
 from hpcinv.config import DataConfig
 from hpcinv.errors import HpcinvError
+from hpcinv.field.condition import n_kept
 from hpcinv.generate.worker import ShardWorker
 from hpcinv.physics import validate_physics
 from hpcinv.physics.forward import torch_threads
+from hpcinv.physics.survey import n_output_samples
 from hpcinv.store.folder import open_dataset_folder
 from hpcinv.store.schema import new_manifest
 from hpcinv.store.shard import ShardSpec, plan_shards
@@ -60,6 +62,12 @@ def check_dataset_config(cfg: DataConfig) -> tuple[VelocitySource, dict]:
     """Build the velocity source and run every physical check; nothing is written."""
     source = make_source(cfg)
     cfg.dataset.split_ranges(len(source))  # raises on splits that do not cover the samples
+    recorded = n_output_samples(cfg.survey)
+    if n_kept(recorded, cfg.survey.dt_s * cfg.survey.downsample, cfg.conditioning) < recorded:
+        raise HpcinvError(
+            f"conditioning.max_time_s={cfg.conditioning.max_time_s} would cut the {recorded}-sample record a "
+            "generated dataset stores; shorten survey.nt instead (the window is for imported recordings)"
+        )
     v_min, v_max = source.bounds()
     report = validate_physics(cfg, v_min, v_max)
     return source, report.__dict__

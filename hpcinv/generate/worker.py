@@ -59,6 +59,7 @@ class ShardWorker:
                 self.cfg.modelling,
                 dtype=self.gathers_dtype,
                 geometry=self.geometry,
+                conditioning=self.cfg.conditioning,
             )
             stats = RunningStats.of(gathers) if gathers.device.type != "cpu" else None
             host = gathers.cpu().numpy()

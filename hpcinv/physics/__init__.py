@@ -9,7 +9,7 @@ Python API::
 
 from hpcinv.physics.analytic import homogeneous_trace_2d, relative_l2
 from hpcinv.physics.forward import simulate, simulate_config
-from hpcinv.physics.survey import Geometry, downsample_indices, make_geometry, ricker
+from hpcinv.physics.survey import Geometry, downsample_indices, make_geometry, ricker, source_wavelet
 from hpcinv.physics.validate import PhysicsReport, validate_physics
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "make_geometry",
     "Geometry",
     "ricker",
+    "source_wavelet",
     "downsample_indices",
     "validate_physics",
     "PhysicsReport",

@@ -21,8 +21,10 @@ import torch
 from deepwave import scalar
 
 from hpcinv.config import DataConfig, GridSection, ModellingSection, SurveySection
+from hpcinv.config.data import ConditioningSection
 from hpcinv.errors import HpcinvError
-from hpcinv.physics.survey import Geometry, downsample_indices, make_geometry, ricker
+from hpcinv.field.condition import condition_tensor, geometry_offsets
+from hpcinv.physics.survey import Geometry, downsample_indices, make_geometry, source_wavelet
 
 
 def resolve_device(name: str, setting: str = "modelling.device") -> torch.device:
@@ -137,6 +139,7 @@ def simulate(
     downsample: bool = True,
     device: str | torch.device | None = None,
     geometry: Geometry | None = None,
+    conditioning: ConditioningSection | None = None,
 ) -> torch.Tensor:
     """Model every shot of ``survey`` over one or several velocity models.
 
@@ -146,6 +149,8 @@ def simulate(
         dtype: dtype of the returned gathers.
         downsample: keep the middle sample of every ``survey.downsample`` block (FCNVMB convention).
         device: overrides ``modelling.device``.
+        conditioning: the dataset's ``conditioning`` (band-pass, mute, gain, window), applied after the
+            downsampling, so the gathers are what the dataset stores.
     Returns:
         Gathers shaped (shots, time, receivers), or (B, shots, time, receivers) for a batch.
     """
@@ -165,7 +170,7 @@ def simulate(
     vel_BZX = vel_BZX.to(dev, compute)
     check_velocity_range(vel_BZX, modelling)
     geometry = geometry or make_geometry(survey, grid)
-    wavelet = ricker(survey, dtype=compute)
+    wavelet = source_wavelet(survey, dtype=compute)
     keep = torch.as_tensor(downsample_indices(survey.nt, survey.downsample)) if downsample else None
     chunks = []
     with torch.no_grad():
@@ -175,6 +180,10 @@ def simulate(
             )
             if keep is not None:
                 data = data[:, :, keep.to(data.device), :]
+            if conditioning is not None and conditioning.active:
+                dt_out = survey.dt_s * (survey.downsample if downsample else 1)
+                offsets = geometry_offsets(geometry, grid.dx_m)
+                data = torch.stack([condition_tensor(d, dt_out, offsets, conditioning) for d in data])
             chunks.append(data.to(dtype))
     gathers = torch.cat(chunks)
     return gathers[0] if single else gathers
@@ -189,17 +198,22 @@ def model_shots(
     geometry: Geometry | None = None,
 ) -> torch.Tensor:
     """Differentiable gathers (shots, time, receivers) of one model for the ``shots`` given (all by
-    default), with the dataset's time downsampling: what full-waveform inversion compares with the
-    recorded data. ``vel_ZX`` must already lie within ``(0, max_vel_mps]``."""
+    default), with the dataset's time downsampling and conditioning: what full-waveform inversion compares
+    with the recorded data. ``vel_ZX`` must already lie within ``(0, max_vel_mps]``."""
     geometry = geometry or make_geometry(cfg.survey, cfg.grid)
     if shots is not None:
         geometry = geometry.shots(shots.cpu())
-    wavelet = ricker(cfg.survey, dtype=vel_ZX.dtype) if wavelet is None else wavelet
+    wavelet = source_wavelet(cfg.survey, dtype=vel_ZX.dtype) if wavelet is None else wavelet
     data = _propagate(vel_ZX[None], geometry, wavelet, cfg.grid, cfg.survey, cfg.modelling)[0]
     keep = torch.as_tensor(downsample_indices(cfg.survey.nt, cfg.survey.downsample), device=data.device)
-    return data[:, keep, :]
+    data = data[:, keep, :]
+    if cfg.conditioning.active:
+        dt_out = cfg.survey.dt_s * cfg.survey.downsample
+        data = condition_tensor(data, dt_out, geometry_offsets(geometry, cfg.grid.dx_m), cfg.conditioning)
+    return data
 
 
 def simulate_config(vel, cfg: DataConfig, **kwargs) -> torch.Tensor:
-    """:func:`simulate` with the survey, grid and modelling settings of a dataset config."""
-    return simulate(vel, cfg.survey, cfg.grid, cfg.modelling, **kwargs)
+    """:func:`simulate` with the survey, grid, modelling and conditioning settings of a dataset config:
+    the gathers the dataset stores for ``vel``."""
+    return simulate(vel, cfg.survey, cfg.grid, cfg.modelling, conditioning=cfg.conditioning, **kwargs)

@@ -109,6 +109,16 @@ def ricker(survey: SurveySection, dtype: torch.dtype = torch.float32) -> torch.T
     return _deepwave_ricker(survey.f0_hz, survey.nt, survey.dt_s, peak_time_s(survey), dtype=dtype)
 
 
+def source_wavelet(survey: SurveySection, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The survey's source wavelet, shape (nt,): ``wavelet_samples`` (zero-padded) when given, else the
+    Ricker of ``f0_hz``."""
+    if survey.wavelet_samples is None:
+        return ricker(survey, dtype)
+    out = torch.zeros(survey.nt, dtype=dtype)
+    out[: len(survey.wavelet_samples)] = torch.tensor(survey.wavelet_samples, dtype=dtype)
+    return out
+
+
 def downsample_indices(nt: int, factor: int) -> np.ndarray:
     """Time samples kept: the middle sample of each complete block of ``factor`` (FCNVMB convention)."""
     return np.arange(nt // factor) * factor + factor // 2

@@ -41,7 +41,7 @@ import torch
 from hpcinv.config import DataConfig, RefineSection
 from hpcinv.errors import HpcinvError
 from hpcinv.physics.forward import model_shots
-from hpcinv.physics.survey import make_geometry, ricker
+from hpcinv.physics.survey import make_geometry, source_wavelet
 
 BUTTERWORTH_ORDER = 8
 
@@ -157,7 +157,7 @@ def refine_model(
     if not bool(torch.isfinite(observed).all()) or not float(torch.linalg.vector_norm(observed)) > 0:
         raise HpcinvError("its recorded gathers are all zeros or not finite: there is nothing to fit")
     geometry = make_geometry(cfg.survey, cfg.grid)
-    wavelet = ricker(cfg.survey).to(device)
+    wavelet = source_wavelet(cfg.survey).to(device)
     n_shots = geometry.n_shots
     held = sorted(rc.holdout_shots)
     fit = torch.tensor([s for s in range(n_shots) if s not in held], dtype=torch.long)

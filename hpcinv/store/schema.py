@@ -23,7 +23,7 @@ def survey_attrs(cfg: DataConfig) -> dict:
         "receiver_cells_zx": geometry.receiver_cells.tolist(),
         "f0_hz": s.f0_hz,
         "peak_time_s": peak_time_s(s),
-        "wavelet": "ricker",
+        "wavelet": "ricker" if s.wavelet_samples is None else "samples",  # (samples: in the dataset's config)
         "simulation_dt_s": s.dt_s,
         "simulation_nt": s.nt,
         "downsample": s.downsample,
