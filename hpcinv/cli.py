@@ -2,12 +2,13 @@
 
     hpcinv quickstart [--out DIR] [key.sub=value ...]
     hpcinv generate CONFIG --out DIR [--address HOST:PORT] [--workers N] [--in-process] [--restart] [--part I/K]
-    hpcinv import-gathers CONFIG --gathers FILE.npy --out DIR [--key K] [--scale S]
+    hpcinv import-gathers CONFIG --gathers {FILE.npy | LINE.sgy} --out DIR [--key K] [--scale S] [--pad-m M]
     hpcinv train CONFIG --out RUN_DIR [--address HOST:PORT | --in-process]
     hpcinv predict RUN_OR_CHECKPOINT --data DATASET --out DIR [--split S] [--samples N] [--workers N] [--device D]
     hpcinv refine [CONFIG] --data DATASET --init {RUN_OR_CHECKPOINT | STORE | smooth} --out DIR
                   [--split S] [--samples N] [--address HOST:PORT] [--workers N] [--in-process]
     hpcinv evaluate RUN_OR_CHECKPOINT_OR_STORE [...] --data DATASET --out DIR [--split S] [--baseline DATASET[:SPLIT]]
+    hpcinv field-report [CONFIG] --data DATASET --models NAME=STORE [...] --out DIR [velan.min_time_s=0.4 ...]
     hpcinv verify DIR [--no-checksums]
     hpcinv doctor [--gpu] [--no-probe] [--no-deepwave]
     hpcinv config show PRESET [key.sub=value ...]

@@ -17,6 +17,7 @@ predictions   ``hpcinv predict``        the hash of the request (checkpoint sha2
 refined       ``hpcinv refine``         the hash of the request (start, dataset, samples, bounds, settings)
 run           ``hpcinv train``          the hash of the config without the settings that may change on resume
 report        ``hpcinv evaluate``       the hash of the inputs and settings
+field         ``hpcinv field-report``   (none: a report on recorded data, replaced whole when made again)
 quickstart    ``hpcinv quickstart``     (its parts are a dataset, a run, a report and a refine store of their own)
 ============  ========================  ==================================================================
 
@@ -67,6 +68,7 @@ LAYOUT = {
     "predictions": {MANIFEST, SHARD_DIR},
     "refined": {MANIFEST, SHARD_DIR, START, REFINE_CONFIG, REFINE_SUMMARY, FIGURES},
     "report": {METRICS_JSON, METRICS_MD, FIGURES, "README.md", "timings.json"},
+    "field": {"field.json", FIGURES, "README.md"},
     "quickstart": {"dataset", "run", "report", "refine"},
 }
 QUICKSTART_PARTS = {"dataset": "dataset", "run": "run", "report": "report", "refine": "refined"}  # name: kind
@@ -85,6 +87,7 @@ KINDS = {
     "refined": Kind("refine", "a velocity store of refined models"),
     "run": Kind("train", "a training run"),
     "report": Kind("evaluate", "an evaluation report"),
+    "field": Kind("field-report", "a field-data report"),
     "quickstart": Kind("quickstart", "a quickstart folder (dataset, run, report and refined models)"),
 }
 DATASETS = ("dataset", "imported")
@@ -300,7 +303,11 @@ def mark(path: str | os.PathLike, kind: str, identity: str | None = None) -> Non
     atomic_write_text(path / RECORD, json.dumps(record, indent=1) + "\n")
 
 
-WHOLE = (*STORES, "report")  # kinds whose folders are discarded or replaced whole (nothing inside them survives)
+WHOLE = (
+    *STORES,
+    "report",
+    "field",
+)  # kinds whose folders are discarded or replaced whole (nothing inside them survives)
 
 
 def claim(path: str | os.PathLike, kind: str, *, what: str = "--out", owner: str | os.PathLike | None = None) -> Folder:
@@ -320,11 +327,11 @@ def claim(path: str | os.PathLike, kind: str, *, what: str = "--out", owner: str
                     "which is discarded or replaced whole; choose another place"
                 )
     found = inspect(path)
-    if found.kind == "report" == kind:
-        extra = sorted(_contents(found.path) - {RECORD} - LAYOUT["report"])
+    if found.kind == kind and kind in ("report", "field"):
+        extra = sorted(_contents(found.path) - {RECORD} - LAYOUT[kind])
         if extra:  # a report is replaced whole: nothing else may be in it
             raise HpcinvError(
-                f"{what} {str(found.path)!r} is an evaluation report, but it also holds {', '.join(extra[:3])}, which "
+                f"{what} {str(found.path)!r} is {KINDS[kind].noun}, but it also holds {', '.join(extra[:3])}, which "
                 f"replacing it would delete; move them out, or choose another {what}"
             )
     if found.kind in (ABSENT, EMPTY, kind):

@@ -127,9 +127,9 @@ def streamer_config(**modelling) -> DataConfig:
             "survey.n_shots=3",
             "survey.source_x_m=[300.0,350.0,400.0]",
             "survey.receiver_offsets_m=[-250.0,-230.0,-210.0,-190.0,-170.0,-150.0,-130.0,-110.0,-90.0,-70.0,-50.0]",
-            "survey.f0_hz=15.0",
+            "survey.f0_hz=10.0",  # (6 points per wavelength at 2.5 f0 down to 1500 m/s)
             "survey.dt_s=0.002",
-            "survey.nt=200",
+            "survey.nt=250",
             "survey.downsample=1",
             "modelling.max_vel_mps=3000.0",
             *[f"modelling.{k}={v}" for k, v in modelling.items()],
@@ -365,3 +365,61 @@ def test_generated_gathers_are_conditioned_like_an_import(tmp_path):
         from hpcinv.generate.driver import check_dataset_config
 
         check_dataset_config(load_config(DataConfig, "tiny", ["conditioning.max_time_s=0.1"]))
+
+
+def test_field_report_from_segy_to_misfit_per_shot_velocity_analysis_and_figures(tmp_path):
+    """A streamer recording exported to SEG-Y and imported, refined from a smooth start with shot 2 held
+    out, and shown by `hpcinv field-report`: misfit per shot (the held-out one marked) and per band, the
+    velocity analysis, a figure per shot; inputs of the wrong kind are refused before anything is written."""
+    from tests.conftest import hpcinv, one_error_line
+
+    cfg = streamer_config(free_surface="true")
+    geometry = make_geometry(cfg.survey, cfg.grid)
+    gathers = simulate_config(layered(cfg), cfg).numpy()
+    dx = cfg.grid.dx_m
+    record = ShotRecord(
+        data_STR=gathers,
+        dt_s=cfg.survey.dt_s,
+        source_x_m=geometry.source_cells[:, 1] * dx,
+        receiver_x_m=geometry.receiver_cells[..., 1] * dx,
+        source_depth_m=dx,
+        receiver_depth_m=dx,
+    )
+    write_shot_gathers(tmp_path / "line.sgy", record)
+    config = tmp_path / "recording.yaml"
+    from hpcinv.config import save_config
+
+    save_config(cfg, config)
+    data, refined, report = tmp_path / "data", tmp_path / "refined", tmp_path / "report"
+    ran = hpcinv("import-gathers", config, "--gathers", tmp_path / "line.sgy", "--out", data, "--pad-m", "50")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    ran = hpcinv(
+        "refine", "--data", data, "--init", "smooth", "--out", refined, "--in-process", "--quiet",
+        "refine.bands_hz=[10.0,null]", "refine.iterations_per_band=[2,2]", "refine.holdout_shots=[2]",
+        "refine.smooth_v_top_mps=1800.0", "refine.smooth_v_bottom_mps=2900.0", "refine.v_min_mps=1700.0",
+        "refine.v_max_mps=3000.0",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    ran = hpcinv("field-report", "--data", data, "--models", f"refined={refined}", "--out", report)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    result = json.loads((report / "field.json").read_text())
+    summary = json.loads((refined / "summary.json").read_text())["per_sample"][0]
+    np.testing.assert_allclose(result["shot_misfits"]["refined"], summary["shot_misfits_after"], rtol=1e-3)
+    assert result["holdout_shots"] == {"refined": [2]} and len(result["bands"]["refined"]) == 2
+    assert result["velocity_analysis"]["t0_s"], "the layers' reflections were picked"
+    readme = (report / "README.md").read_text()
+    assert "| 2 | " in readme and " *" in readme.split("| 2 | ")[1].splitlines()[0]
+    assert "Held-out shots [2]" in readme
+    assert sorted(p.name for p in (report / "figures").iterdir()) == [
+        "gathers_shot0.png", "gathers_shot1.png", "gathers_shot2.png", "models.png", "profiles.png", "semblance.png"
+    ]  # fmt: skip
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for args, said in [
+        (["--models", f"x={data}"], "--models x"),
+        (["--models", f"a={refined}", f"a={refined}"], "twice"),
+        (["--models", f"r={refined}", "--out", str(data)], "--out"),
+    ]:
+        out = [] if "--out" in args else ["--out", str(tmp_path / "other")]
+        line = one_error_line(hpcinv("field-report", "--data", data, *args, *out))
+        assert said in line, line
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

@@ -6,7 +6,8 @@ pydantic (the machinery: :mod:`hpcinv.config.base`).
 * train: :class:`TrainConfig` (:mod:`~hpcinv.config.train`): model, data, train, scaling, tracking;
 * predict: :class:`PredictConfig` (:mod:`~hpcinv.config.predict`): its flags as one model;
 * refine: :class:`RefineConfig` (:mod:`~hpcinv.config.refine`): refine;
-* evaluate: :class:`EvaluateConfig` (:mod:`~hpcinv.config.evaluate`): its flags as one model;
+* evaluate: :class:`EvaluateConfig` (:mod:`~hpcinv.config.evaluate`): its flags as one model; field-report:
+  :class:`FieldReportConfig`;
 * the launchers and ``hpcinv cluster``: :class:`SlurmConfig`, :class:`ClusterConfig` (:mod:`~hpcinv.config.launch`).
 
 A config's parts are *sections* (``GridSection``; ``TrainSection`` holds the ``train:`` keys).
@@ -52,7 +53,7 @@ from hpcinv.config.data import (
     VelocitySection,
     VelocitySourceName,
 )
-from hpcinv.config.evaluate import EvaluateConfig
+from hpcinv.config.evaluate import EvaluateConfig, FieldReportConfig, VelanSection
 from hpcinv.config.launch import ClusterConfig, SlurmConfig
 from hpcinv.config.predict import PredictConfig
 from hpcinv.config.refine import RefineConfig, RefineSection
@@ -88,6 +89,8 @@ __all__ = [
     "DataConfig",
     "DatasetSection",
     "EvaluateConfig",
+    "FieldReportConfig",
+    "VelanSection",
     "GridSection",
     "ModelSection",
     "ModellingSection",

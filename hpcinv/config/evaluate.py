@@ -22,3 +22,27 @@ class EvaluateConfig(Section):
     figures: int = Field(2, ge=0, description="figures per run")
     verify: Literal["fast", "full"] = Field("fast", description="full: also each shard's sha256 before reading")
     allow_survey_mismatch: bool = Field(False, description="a warning instead of an error for another survey")
+
+
+class VelanSection(Section):
+    """The classical velocity analysis of a field report (:mod:`hpcinv.field.velan`)."""
+
+    v_min_mps: float = Field(1400.0, gt=0, description="slowest RMS velocity scanned")
+    v_max_mps: float = Field(4500.0, gt=0, description="fastest RMS velocity scanned")
+    v_step_mps: float = Field(20.0, gt=0, description="scan step")
+    window_s: float = Field(0.04, gt=0, description="semblance time window")
+    max_stretch: float = Field(0.5, gt=0, description="NMO stretch mute (t / t0 - 1)")
+    min_semblance: float = Field(0.2, gt=0, le=1, description="weakest semblance picked")
+    min_separation_s: float = Field(0.1, gt=0, description="closest picks")
+    min_time_s: float = Field(0.0, ge=0, description="no pick before this time (e.g. the sea floor)")
+    min_interval_mps: float = Field(1450.0, ge=0, description="picks giving a slower Dix interval velocity are dropped")
+
+
+class FieldReportConfig(Section):
+    """How ``hpcinv field-report`` shows velocity models against a recording (its fields are flags)."""
+
+    sample: int = Field(0, ge=0, description="the recording (sample) of the dataset")
+    profile_x_m: float | None = Field(
+        None, description="where the profiles are drawn, metres from the grid's first column (null: mid-spread)"
+    )
+    velan: VelanSection = VelanSection()

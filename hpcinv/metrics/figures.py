@@ -125,6 +125,79 @@ def refine_figure(
     return fig
 
 
+def models_figure(models: dict[str, np.ndarray], dx_m: float, column: int | None = None):
+    """Velocity models side by side on one colour scale (a dashed line where profiles are drawn)."""
+    named = [(name, np.asarray(m, dtype=np.float64)) for name, m in models.items()]
+    vmin, vmax = min(m.min() for _, m in named), max(m.max() for _, m in named)
+    fig, axes = plt.subplots(1, len(named), figsize=(4.4 * len(named), 3.4), constrained_layout=True, squeeze=False)
+    for ax, (name, m) in zip(axes[0], named, strict=True):
+        im = ax.imshow(m, cmap="jet", vmin=vmin, vmax=vmax, extent=_extent(m.shape, dx_m), aspect="auto")
+        if column is not None:
+            ax.axvline(column * dx_m / 1000, color="k", ls="--", lw=0.8)
+        ax.set(title=name, xlabel="x (km)", ylabel="depth (km)")
+    fig.colorbar(im, ax=axes[0].tolist(), label="m/s", shrink=0.9)
+    return fig
+
+
+def gathers_figure(observed_TR: np.ndarray, modelled: dict[str, np.ndarray], dt_s: float, title: str = ""):
+    """A recorded shot beside each model's, on the recording's colour scale."""
+    panels = [("recorded", np.asarray(observed_TR, dtype=np.float64))]
+    panels += [(name, np.asarray(m, dtype=np.float64)) for name, m in modelled.items()]
+    clip = float(np.percentile(np.abs(panels[0][1]), 98)) or 1.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0), constrained_layout=True, sharey=True)
+    for ax, (name, g) in zip(np.atleast_1d(axes), panels, strict=True):
+        nt, nr = g.shape
+        ax.imshow(g, cmap="gray", vmin=-clip, vmax=clip, aspect="auto", extent=[0, nr - 1, (nt - 1) * dt_s, 0])
+        ax.set(title=name, xlabel="receiver")
+    np.atleast_1d(axes)[0].set_ylabel("time (s)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def semblance_figure(semblance_TV, dt_s: float, velocities, picks=None, curves: dict | None = None):
+    """The semblance panel with the RMS picks (white circles) and each model's RMS velocity curve."""
+    nt = semblance_TV.shape[0]
+    fig, ax = plt.subplots(figsize=(4.8, 5.0), constrained_layout=True)
+    ax.imshow(
+        semblance_TV,
+        cmap="viridis",
+        aspect="auto",
+        extent=(float(velocities[0]), float(velocities[-1]), (nt - 1) * dt_s, 0.0),
+        vmin=0,
+        vmax=1,
+    )
+    for i, (name, (t0, v)) in enumerate((curves or {}).items()):
+        keep = t0 <= (nt - 1) * dt_s
+        ax.plot(v[keep], t0[keep], color=f"C{i + 1}", lw=1.2, label=name)
+    if picks is not None:
+        ax.plot(picks.v_rms_mps, picks.t0_s, "o", mfc="none", mec="w", ms=7, label="picks")
+    ax.set(title="semblance and RMS velocities", xlabel="RMS velocity (m/s)", ylabel="zero-offset time (s)")
+    ax.set_xlim(velocities[0], velocities[-1])
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def profiles_figure(profiles: dict[str, np.ndarray], depth_m: np.ndarray, picks=None, x_m: float = 0.0):
+    """Interval velocity against depth: each model's profile and, as steps, Dix's from the picks."""
+    fig, ax = plt.subplots(figsize=(4.2, 5.0), constrained_layout=True)
+    for i, (name, v) in enumerate(profiles.items()):
+        ax.plot(v, depth_m / 1000, color=f"C{i + 1}", label=name)
+    if picks is not None and len(picks.depth_m):
+        tops = np.concatenate([[0.0], picks.depth_m])  # each layer drawn from its top to its base
+        ax.plot(
+            np.repeat(picks.v_interval_mps, 2),
+            np.column_stack([tops[:-1], tops[1:]]).ravel() / 1000,
+            color="k",
+            ls="--",
+            label="velocity analysis (Dix)",
+        )
+    ax.invert_yaxis()
+    ax.set(title=f"profiles at x = {x_m / 1000:.2f} km", xlabel="interval velocity (m/s)", ylabel="depth (km)")
+    ax.legend(fontsize=7)
+    return fig
+
+
 def close(fig) -> None:
     plt.close(fig)
 

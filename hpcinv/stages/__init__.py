@@ -1,5 +1,5 @@
 """The stages of hpcinv, in one table: ``generate``, ``import-gathers``, ``train``, ``predict``, ``refine``,
-``evaluate``, ``quickstart``.
+``evaluate``, ``field-report``, ``quickstart``.
 
 Each is a request model (everything that decides its result) and one ``run(request, execution)``
 (:mod:`hpcinv.stages.base`); its ``check(request)`` runs every check that needs no cluster. The command
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,6 +21,7 @@ from hpcinv.argv import add_model_flags, model_from_flags, whole
 from hpcinv.config import (
     DataConfig,
     EvaluateConfig,
+    FieldReportConfig,
     PredictConfig,
     RefineConfig,
     TrainConfig,
@@ -28,9 +30,11 @@ from hpcinv.config import (
     merge_dicts,
     parse_overrides,
 )
+from hpcinv.errors import HpcinvError
 from hpcinv.stages.base import Arg, Execution, Stage
 from hpcinv.stages.requests import (
     EvaluateRequest,
+    FieldReportRequest,
     GenerateRequest,
     ImportRequest,
     PredictRequest,
@@ -62,6 +66,22 @@ def _config_file(args: argparse.Namespace, overrides: list[str]) -> tuple[str | 
     if config and "=" in config and not os.path.exists(config):
         return None, [config, *overrides]
     return config, overrides
+
+
+def _named_stores(entries: list[str]) -> dict[str, str]:
+    """``["network=runs/p", "refined=runs/r"]`` -> {name: store}; a bare path is named after its folder."""
+    models: dict[str, str] = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        name, path = (name, path) if sep else (Path(entry).name, entry)
+        if not name or not path:
+            raise HpcinvError(f"--models entry {entry!r} must be NAME=STORE (or a store folder)")
+        if name in models:
+            raise HpcinvError(f"--models names {name!r} twice; give each model its own name")
+        models[name] = path
+    if not models:
+        raise HpcinvError("give at least one velocity store with --models NAME=STORE")
+    return models
 
 
 def _evaluate(args: argparse.Namespace, overrides: list[str]) -> EvaluateRequest:
@@ -234,6 +254,29 @@ STAGES: dict[str, Stage] = {
         _evaluate,
         "hpcinv.stages.evaluate",
         settings=EvaluateConfig,
+        bars=False,
+    ),
+    "field-report": Stage(
+        "field-report",
+        "velocity models against a recording without a true model: misfit per shot, gathers, velocity analysis",
+        "field",
+        (
+            Arg(("config",), "field-report settings file (default: the built-in ones)", {"nargs": "?"}),
+            DATA,
+            Arg(
+                ("--models",),
+                "velocity stores of the recording (made by predict / refine), each NAME=STORE",
+                {"nargs": "+", "required": True},
+            ),
+            Arg(("--out",), "report folder (made whole, or replacing an earlier field report)", {"required": True}),
+        ),
+        lambda a, o: FieldReportRequest(
+            config=load_config(FieldReportConfig, *_config_file(a, o)),
+            data=a.data,
+            models=_named_stores(a.models),
+            out=a.out,
+        ),
+        "hpcinv.stages.field_report",
         bars=False,
     ),
     "quickstart": Stage(

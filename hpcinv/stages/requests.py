@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from hpcinv.config import DataConfig, EvaluateConfig, PredictConfig, RefineConfig, TrainConfig
+from hpcinv.config import DataConfig, EvaluateConfig, FieldReportConfig, PredictConfig, RefineConfig, TrainConfig
 from hpcinv.errors import ConfigError
 
 DATA_SECTIONS = set(DataConfig.model_fields)  # grid, velocity, survey, modelling, dataset
@@ -128,3 +128,15 @@ class QuickstartRequest(BaseModel):
 
     out: str = "runs/quickstart"
     overrides: list[str] = []
+
+
+class FieldReportRequest(BaseModel):
+    """One ``hpcinv field-report``: the recording's dataset, the named velocity stores shown against it,
+    the report folder, and how (``config``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    config: FieldReportConfig = FieldReportConfig()
+    data: str
+    models: dict[str, str]
+    out: str
