@@ -147,6 +147,21 @@ def layered(cfg: DataConfig) -> np.ndarray:
     return v
 
 
+def streamer_record(cfg: DataConfig, gathers: np.ndarray, **more) -> ShotRecord:
+    """``gathers`` modelled on ``cfg``'s survey as a SEG-Y record: positions along the line, depths below
+    the free surface (one cell above the grid's top row)."""
+    geometry, dx = make_geometry(cfg.survey, cfg.grid), cfg.grid.dx_m
+    return ShotRecord(
+        data_STR=gathers,
+        dt_s=cfg.survey.dt_s,
+        source_x_m=geometry.source_cells[:, 1] * dx,
+        receiver_x_m=geometry.receiver_cells[..., 1] * dx,
+        source_depth_m=geometry.source_cells[0, 0] * dx + dx,
+        receiver_depth_m=geometry.receiver_cells[0, 0, 0] * dx + dx,
+        **more,
+    )
+
+
 def test_a_streamer_survey_reproduces_itself_through_segy_export_and_import(tmp_path):
     cfg = streamer_config(free_surface="true")
     geometry = make_geometry(cfg.survey, cfg.grid)
@@ -162,17 +177,8 @@ def test_a_streamer_survey_reproduces_itself_through_segy_export_and_import(tmp_
     np.testing.assert_allclose(one, gathers[1], rtol=1e-5, atol=1e-6 * np.abs(gathers).max())
 
     # export in survey coordinates (an oblique line) with the depths below the free surface, one cell up
-    dx = cfg.grid.dx_m
-    record = ShotRecord(
-        data_STR=gathers,
-        dt_s=cfg.survey.dt_s,
-        source_x_m=geometry.source_cells[:, 1] * dx,
-        receiver_x_m=geometry.receiver_cells[..., 1] * dx,
-        source_depth_m=geometry.source_cells[0, 0] * dx + dx,
-        receiver_depth_m=geometry.receiver_cells[0, 0, 0] * dx + dx,
-        field_records=np.array([101, 102, 103]),
-        origin_xy_m=(5000.0, 7000.0),
-        direction_xy=(0.6, 0.8),
+    record = streamer_record(
+        cfg, gathers, field_records=np.array([101, 102, 103]), origin_xy_m=(5000.0, 7000.0), direction_xy=(0.6, 0.8)
     )
     write_shot_gathers(tmp_path / "line.segy", record)
     recording = streamer_config(free_surface="true").model_copy(update={"survey": cfg.survey.model_copy()})
@@ -374,18 +380,7 @@ def test_field_report_from_segy_to_misfit_per_shot_velocity_analysis_and_figures
     from tests.conftest import hpcinv, one_error_line
 
     cfg = streamer_config(free_surface="true")
-    geometry = make_geometry(cfg.survey, cfg.grid)
-    gathers = simulate_config(layered(cfg), cfg).numpy()
-    dx = cfg.grid.dx_m
-    record = ShotRecord(
-        data_STR=gathers,
-        dt_s=cfg.survey.dt_s,
-        source_x_m=geometry.source_cells[:, 1] * dx,
-        receiver_x_m=geometry.receiver_cells[..., 1] * dx,
-        source_depth_m=dx,
-        receiver_depth_m=dx,
-    )
-    write_shot_gathers(tmp_path / "line.sgy", record)
+    write_shot_gathers(tmp_path / "line.sgy", streamer_record(cfg, simulate_config(layered(cfg), cfg).numpy()))
     config = tmp_path / "recording.yaml"
     from hpcinv.config import save_config
 
