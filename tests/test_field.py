@@ -418,3 +418,28 @@ def test_field_report_from_segy_to_misfit_per_shot_velocity_analysis_and_figures
         line = one_error_line(hpcinv("field-report", "--data", data, *args, *out))
         assert said in line, line
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_import_estimates_the_wavelet_from_the_direct_wave(tmp_path):
+    """A recording made with a wavelet the config does not know (a 12 Hz Ricker peaking at 0.06 s,
+    reversed and scaled), over 360 m of water: `import-gathers --wavelet estimate` recovers it from the
+    direct wave alone and records it as the dataset's wavelet."""
+    from hpcinv.physics.survey import ricker
+
+    cfg = streamer_config(free_surface="true").model_copy(
+        update={"grid": streamer_config().grid.model_copy(update={"nz": 40})}
+    )
+    v = layered(cfg)
+    v[:36] = 1500.0  # 360 m of water over the layers: the direct wave arrives alone
+    true_wavelet = -2.5 * ricker(cfg.survey.model_copy(update={"f0_hz": 12.0, "peak_time_s": 0.06})).numpy()
+    recording = cfg.model_copy(
+        update={"survey": cfg.survey.model_copy(update={"wavelet_samples": true_wavelet.tolist()})}
+    )
+    write_shot_gathers(tmp_path / "line.sgy", streamer_record(cfg, simulate_config(v, recording).numpy()))
+    import_gathers(cfg, tmp_path / "line.sgy", tmp_path / "d", pad_m=50.0, wavelet="estimate", progress=False)
+    imported = load_config(DataConfig, str(tmp_path / "d" / "config.yaml"))
+    estimate = np.asarray(imported.survey.wavelet_samples)
+    assert np.linalg.norm(estimate - true_wavelet) < 0.1 * np.linalg.norm(true_wavelet)
+    record = json.loads((tmp_path / "d" / "manifest.json").read_text())["wavelet_estimate"]
+    assert record["traces"] == 33 and record["window_misfit"] < 0.1
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["survey"]["wavelet"] == "samples"

@@ -56,6 +56,7 @@ LATER_KEYS = {
         "mute_velocity_mps": None,
         "mute_window_s": [0.05, 0.25],
         "gain_power": None,
+        "spreading_to_2d": False,
     },
 }
 

@@ -250,7 +250,13 @@ class ConditioningSection(Section):
     mute_window_s: list[float] = Field(
         [0.05, 0.25], description="[before, after] its arrival: the muted window (0.02 s cosine tapers)"
     )
-    gain_power: float | None = Field(None, ge=0, description="multiply by time^power (0.5: 3-D spreading to 2-D)")
+    gain_power: float | None = Field(None, ge=0, description="multiply by time^power (recorded and modelled data)")
+    spreading_to_2d: bool = Field(
+        False,
+        description="recorded data only, at import: multiply by sqrt(time), turning a point source's 3-D spreading "
+        "into the 2-D line source's that the modelling has (the filter part of that correction is left to the "
+        "estimated wavelet)",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> ConditioningSection:

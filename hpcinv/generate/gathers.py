@@ -32,6 +32,7 @@ from hpcinv.config import DataConfig, SurveySection, config_hash, save_config
 from hpcinv.errors import HpcinvError
 from hpcinv.field.condition import condition, n_kept
 from hpcinv.field.segy import is_segy, read_shot_gathers
+from hpcinv.field.wavelet import estimate_from_direct_wave
 from hpcinv.fileio import atomic_path
 from hpcinv.folders import ABSENT, EMPTY, LOCK, inspect, mark
 from hpcinv.physics.survey import make_geometry, n_output_samples
@@ -163,14 +164,23 @@ def scan(data: np.ndarray, first: int, dtype: str, scale: float, progress: bool 
     return digest.hexdigest()
 
 
-def segy_sample(cfg: DataConfig, path: str | os.PathLike, pad_m: float) -> tuple[DataConfig, np.ndarray, dict]:
+def segy_sample(
+    cfg: DataConfig,
+    path: str | os.PathLike,
+    pad_m: float,
+    wavelet: str = "config",
+    wavelet_window: tuple[float, float] = (1000.0, 0.2),
+) -> tuple[DataConfig, np.ndarray, dict]:
     """The shot gathers of a SEG-Y line as one sample (1, shots, time, receivers), conditioned as
     ``cfg.conditioning`` says, with ``cfg``'s survey and grid replaced by the recording's: sources and
     receivers where the headers put them (receivers moving with the shot for a towed streamer), the
     file's sampling, and a grid of ``cfg.grid.dx_m`` cells reaching ``pad_m`` beyond the outermost source
     or receiver. With ``modelling.free_surface`` the surface lies one cell above the top row (deepwave's
     ghost plane), so depths below it are stored one cell shallower. Returns the config, the sample and
-    what the manifest records about the file."""
+    what the manifest records about the file. ``wavelet="estimate"``: the source wavelet is estimated
+    from the recording's direct wave (:func:`hpcinv.field.wavelet.estimate_from_direct_wave`: traces within
+    ``wavelet_window[0]`` m of their shot, ``wavelet_window[1]`` s after its arrival) and becomes the
+    survey's ``wavelet_samples``."""
     if not (math.isfinite(pad_m) and pad_m >= 0):
         raise HpcinvError(f"--pad-m must be a finite number of metres >= 0, got {pad_m}")
     record = read_shot_gathers(path)
@@ -197,7 +207,26 @@ def segy_sample(cfg: DataConfig, path: str | os.PathLike, pad_m: float) -> tuple
     )
     grid = cfg.grid.model_copy(update={"nx": nx, "origin_x_m": round(left, 6)})
     cfg = cfg.model_copy(update={"survey": SurveySection.model_validate(survey.model_dump()), "grid": grid})
-    data = condition(record.data_STR, record.dt_s, record.offsets_m, cfg.conditioning)
+    recorded = record.data_STR
+    if cfg.conditioning.spreading_to_2d:  # (recorded data only: the modelling is 2-D already)
+        recorded = recorded * np.sqrt(np.arange(recorded.shape[1]) * record.dt_s, dtype=np.float32)[None, :, None]
+    estimate = None
+    if wavelet == "estimate":
+        unmuted = cfg.conditioning.model_copy(update={"mute_velocity_mps": None, "gain_power": None})
+        at_import = cfg.model_copy(update={"conditioning": unmuted})
+        samples, estimate = estimate_from_direct_wave(
+            at_import,
+            condition(recorded, record.dt_s, record.offsets_m, unmuted),
+            near_m=wavelet_window[0],
+            after_s=wavelet_window[1],
+        )
+        cfg = cfg.model_copy(update={"survey": cfg.survey.model_copy(update={"wavelet_samples": samples.tolist()})})
+        log.info(
+            "wavelet estimated from the direct wave of %d traces (window misfit %.3f)",
+            estimate["traces"],
+            estimate["window_misfit"],
+        )
+    data = condition(recorded, record.dt_s, record.offsets_m, cfg.conditioning)
     log.info(
         "SEG-Y %s: %d shots x %d receivers (%s), %d samples at %g ms; grid %d x %d cells of %g m from %g m",
         path,
@@ -223,6 +252,7 @@ def segy_sample(cfg: DataConfig, path: str | os.PathLike, pad_m: float) -> tuple
             "notes": record.notes,
         },
         "conditioning": cfg.conditioning.model_dump(),
+        **({"wavelet_estimate": estimate} if estimate else {}),
     }
     return cfg, data[None], extra
 
@@ -236,6 +266,8 @@ def import_gathers(
     scale: float = 1.0,
     chosen: bool = False,
     pad_m: float = DEFAULT_PAD_M,
+    wavelet: str = "config",
+    wavelet_window: tuple[float, float] = (1000.0, 0.2),
     progress: bool = True,
 ) -> dict:
     """Store the gathers of ``gathers`` (all samples, or ``dataset.start_index``/``n_samples`` when
@@ -251,11 +283,12 @@ def import_gathers(
     if is_segy(gathers):
         if key is not None:
             raise HpcinvError("--key is for .npz files; a SEG-Y file holds one line of shot gathers")
-        cfg, loaded, extra = segy_sample(cfg, gathers, pad_m)
+        cfg, loaded, extra = segy_sample(cfg, gathers, pad_m, wavelet, wavelet_window)
     else:
-        if cfg.conditioning.active:
+        if cfg.conditioning.active or cfg.conditioning.spreading_to_2d or wavelet != "config":
             raise HpcinvError(
-                "conditioning: is applied to SEG-Y imports (and generated data); condition a .npy before importing"
+                "conditioning: and --wavelet estimate are for SEG-Y imports (and conditioning for generated data); "
+                "condition a .npy before importing it"
             )
         loaded = _load(gathers, key)
     geometry = make_geometry(cfg.survey, cfg.grid)  # sources and receivers inside the grid

@@ -156,6 +156,23 @@ STAGES: dict[str, Stage] = {
                 "SEG-Y: model margin beyond the outermost source or receiver (m)",
                 {"type": float, "default": 500.0},
             ),
+            Arg(
+                ("--wavelet",),
+                "SEG-Y: the source wavelet of the config's survey, or one estimated from the recording's direct "
+                "wave (recorded in the dataset's survey)",
+                {"choices": ["config", "estimate"], "default": "config"},
+            ),
+            Arg(
+                ("--wavelet-near-m",),
+                "--wavelet estimate: traces within this offset of their shot (their direct wave arrives alone)",
+                {"type": float, "default": 1000.0},
+            ),
+            Arg(
+                ("--wavelet-after-s",),
+                "--wavelet estimate: the window (and the wavelet) ends this long after the direct arrival; it must "
+                "end before the sea-floor reflection at those offsets",
+                {"type": float, "default": 0.2},
+            ),
             Arg(("--out",), "dataset folder (created)", {"required": True}),
         ),
         lambda a, o: ImportRequest(
@@ -165,6 +182,9 @@ STAGES: dict[str, Stage] = {
             key=a.key,
             scale=a.scale,
             pad_m=a.pad_m,
+            wavelet=a.wavelet,
+            wavelet_near_m=a.wavelet_near_m,
+            wavelet_after_s=a.wavelet_after_s,
             # the samples to import are chosen on the command line; a config's counts are generation settings
             chosen=bool({"start_index", "n_samples"} & set(parse_overrides(o).get("dataset") or {})),
         ),

@@ -17,6 +17,8 @@ def run(req: ImportRequest, execution: Execution) -> dict:
         scale=req.scale,
         chosen=req.chosen,
         pad_m=req.pad_m,
+        wavelet=req.wavelet,
+        wavelet_window=(req.wavelet_near_m, req.wavelet_after_s),
         progress=execution.progress,
     )
 

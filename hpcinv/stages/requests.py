@@ -68,6 +68,9 @@ class ImportRequest(BaseModel):
     scale: float = 1.0
     chosen: bool = False
     pad_m: float = 500.0
+    wavelet: Literal["config", "estimate"] = "config"
+    wavelet_near_m: float = 1000.0
+    wavelet_after_s: float = 0.2
 
 
 class TrainRequest(BaseModel):
