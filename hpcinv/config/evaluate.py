@@ -27,6 +27,12 @@ class EvaluateConfig(Section):
 class VelanSection(Section):
     """The classical velocity analysis of a field report (:mod:`hpcinv.field.velan`)."""
 
+    time_shift_s: float | None = Field(
+        None,
+        ge=0,
+        description="the recording is moved this much earlier first, so reflections start at their travel times "
+        "(null: the peak time of the dataset's source wavelet)",
+    )
     v_min_mps: float = Field(1400.0, gt=0, description="slowest RMS velocity scanned")
     v_max_mps: float = Field(4500.0, gt=0, description="fastest RMS velocity scanned")
     v_step_mps: float = Field(20.0, gt=0, description="scan step")

@@ -31,7 +31,7 @@ from hpcinv.field.velan import pick, semblance
 from hpcinv.fileio import atomic_path
 from hpcinv.folders import CONFIG, DATASETS, STORES, claim, distinct, mark, require
 from hpcinv.metrics import figures as fig
-from hpcinv.physics import make_geometry
+from hpcinv.physics import make_geometry, source_wavelet
 from hpcinv.physics.forward import simulate_config
 from hpcinv.store.dataset import ShardedDataset
 from hpcinv.store.manifest import read_manifest
@@ -92,7 +92,12 @@ def field_report(data: str, models: dict[str, str], out: str | Path, settings: F
 
     vs = settings.velan
     scan = np.arange(vs.v_min_mps, vs.v_max_mps + vs.v_step_mps / 2, vs.v_step_mps)
-    sem, power = semblance(observed, np.abs(offsets), dt, scan, window_s=vs.window_s, max_stretch=vs.max_stretch)
+    wavelet = source_wavelet(cfg.survey).numpy()
+    shift_s = float(np.argmax(np.abs(wavelet)) * cfg.survey.dt_s) if vs.time_shift_s is None else vs.time_shift_s
+    shift = int(round(shift_s / dt))
+    aligned = np.zeros_like(observed)
+    aligned[:, : observed.shape[1] - shift] = observed[:, shift:]
+    sem, power = semblance(aligned, np.abs(offsets), dt, scan, window_s=vs.window_s, max_stretch=vs.max_stretch)
     try:
         picks = pick(
             sem,
@@ -132,6 +137,7 @@ def field_report(data: str, models: dict[str, str], out: str | Path, settings: F
         "holdout_shots": {n: e.get("holdout_shots", []) for n, e in extras.items() if e.get("holdout_shots")},
         "bands": {n: e["bands"] for n, e in extras.items() if e.get("bands")},
         "velocity_analysis": picked,
+        "velocity_analysis_time_shift_s": shift * dt,
         "profile_x_m": column * dx,
         "profiles": {name: v[:, column].tolist() for name, v in velocities.items()},
     }
@@ -208,7 +214,8 @@ def _readme(result: dict, models: dict[str, str], extras: dict[str, dict]) -> st
     if va:
         lines += [
             "Semblance of hyperbolic moveout over every shot, RMS velocity picks, Dix interval velocities "
-            f"(profiles drawn at x = {result['profile_x_m']:g} m).",
+            f"(profiles drawn at x = {result['profile_x_m']:g} m); the recording moved "
+            f"{result['velocity_analysis_time_shift_s']:.3f} s earlier first (the source wavelet's peak time).",
             "",
             "| t0 (s) | v_rms (m/s) | semblance | interval v (m/s) | depth (m) |",
             "|---|---|---|---|---|",
