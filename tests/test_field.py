@@ -443,3 +443,33 @@ def test_import_estimates_the_wavelet_from_the_direct_wave(tmp_path):
     record = json.loads((tmp_path / "d" / "manifest.json").read_text())["wavelet_estimate"]
     assert record["traces"] == 33 and record["window_misfit"] < 0.1
     assert json.loads((tmp_path / "d" / "manifest.json").read_text())["survey"]["wavelet"] == "samples"
+
+
+@pytest.mark.parametrize(
+    "overrides, options, message",
+    [
+        (["conditioning.max_time_s=0.001"], {}, "keeps 1 sample"),
+        ([], {"pad_m": 1e9}, "check the coordinate scalar"),
+        (["grid.dx_m=30.0"], {}, "use grid.dx_m <= 20"),
+        (
+            ["conditioning.mute_window_s=[10.0,10.0]", "conditioning.mute_velocity_mps=1500.0"],
+            {},
+            "conditioning leaves",
+        ),
+        ([], {"wavelet": "estimate", "wavelet_window": (1000.0, 0.0)}, "--wavelet-after-s"),
+        ([], {"wavelet": "estimate", "wavelet_window": (10.0, 0.2)}, "no receiver lies within 10 m"),
+    ],
+    ids=["window", "width", "cells", "mute", "after", "near"],
+)
+def test_segy_imports_that_cannot_work_are_refused_before_anything_is_written(tmp_path, overrides, options, message):
+    write_line(tmp_path / "line.sgy")
+    cfg = load_config(DataConfig, "tiny", ["grid.dx_m=10.0", "survey.f0_hz=10.0", *overrides])
+    with pytest.raises(HpcinvError, match=message):
+        import_gathers(cfg, tmp_path / "line.sgy", tmp_path / "out", progress=False, **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_segy_with_two_traces_at_one_place_is_refused(tmp_path):
+    write_line(tmp_path / "dup.sgy", edit=_set(H.GroupY, {1: 4000}))  # trace 1 of shot 0 onto trace 0's place
+    with pytest.raises(HpcinvError, match="two traces at the same position"):
+        read_shot_gathers(tmp_path / "dup.sgy")

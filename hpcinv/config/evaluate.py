@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from hpcinv.config.base import Section
 
@@ -42,6 +42,16 @@ class VelanSection(Section):
     min_separation_s: float = Field(0.1, gt=0, description="closest picks")
     min_time_s: float = Field(0.0, ge=0, description="no pick before this time (e.g. the sea floor)")
     min_interval_mps: float = Field(1450.0, ge=0, description="picks giving a slower Dix interval velocity are dropped")
+
+    @model_validator(mode="after")
+    def _scan(self) -> VelanSection:
+        steps = (self.v_max_mps - self.v_min_mps) / self.v_step_mps
+        if not 1 <= steps <= 2000:
+            raise ValueError(
+                f"velan scans v_min_mps={self.v_min_mps:g} to v_max_mps={self.v_max_mps:g} in steps of "
+                f"{self.v_step_mps:g} m/s: give v_min_mps < v_max_mps and 2 to 2001 velocities"
+            )
+        return self
 
 
 class FieldReportConfig(Section):

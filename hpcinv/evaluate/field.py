@@ -95,6 +95,10 @@ def field_report(data: str, models: dict[str, str], out: str | Path, settings: F
     wavelet = source_wavelet(cfg.survey).numpy()
     shift_s = float(np.argmax(np.abs(wavelet)) * cfg.survey.dt_s) if vs.time_shift_s is None else vs.time_shift_s
     shift = int(round(shift_s / dt))
+    if shift >= observed.shape[1] - 1:
+        raise HpcinvError(
+            f"velan.time_shift_s={shift_s:g} leaves nothing of the {(observed.shape[1] - 1) * dt:g} s record; give less"
+        )
     aligned = np.zeros_like(observed)
     aligned[:, : observed.shape[1] - shift] = observed[:, shift:]
     sem, power = semblance(aligned, np.abs(offsets), dt, scan, window_s=vs.window_s, max_stretch=vs.max_stretch)

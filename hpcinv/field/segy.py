@@ -139,6 +139,11 @@ def read_shot_gathers(path: str | os.PathLike) -> ShotRecord:
         raise HpcinvError(f"{name} holds no traces of two or more samples (traces x samples: {list(data.shape)})")
     notes: list[str] = []
     trace_intervals = sorted(set(h[H.TRACE_SAMPLE_INTERVAL].tolist()) - {0})
+    if interval_us <= 0 and len(trace_intervals) > 1:
+        raise HpcinvError(
+            f"{name} mixes sample intervals: traces say {trace_intervals} us (and the binary header none); "
+            "resample the traces to one interval first"
+        )
     if interval_us <= 0 and len(trace_intervals) == 1:
         interval_us = trace_intervals[0]
     if interval_us <= 0:
@@ -206,6 +211,13 @@ def read_shot_gathers(path: str | os.PathLike) -> ShotRecord:
         if np.ptp(s_along[rows]) > limit:
             raise HpcinvError(f"{name}: the traces of field record {int(r)} have different source positions")
         rows = rows[np.argsort(g_along[rows], kind="stable")]
+        steps = np.diff(g_along[rows])
+        if (steps < 1e-3).any():
+            at = float(g_along[rows][int(np.argmax(steps < 1e-3))] - origin_along)
+            raise HpcinvError(
+                f"{name}: field record {int(r)} has two traces at the same position ({at:g} m along the line); "
+                "hpcinv needs one trace per receiver position: stack or drop the duplicates"
+            )
         shots.append(data[rows])
         src_x.append(float(s_along[rows].mean()) - origin_along)
         rec_x.append(g_along[rows] - origin_along)

@@ -92,9 +92,6 @@ def estimate_from_direct_wave(cfg, observed_STR: np.ndarray, *, near_m: float = 
     from hpcinv.physics.survey import make_geometry, peak_time_s, ricker
 
     v_water = cfg.velocity.synthetic.water_velocity_mps
-    reference_cfg = cfg.model_copy(update={"survey": cfg.survey.model_copy(update={"wavelet_samples": None})})
-    water = np.full((cfg.grid.nz, cfg.grid.nx), v_water, dtype=np.float32)
-    modelled = simulate_config(water, reference_cfg, dtype=torch.float64).numpy()
     dt = cfg.survey.dt_s * cfg.survey.downsample
     offsets = geometry_offsets(make_geometry(cfg.survey, cfg.grid), cfg.grid.dx_m)
     weights = direct_wave_window(offsets, observed_STR.shape[1], dt, v_water, near_m, after_s)
@@ -103,6 +100,9 @@ def estimate_from_direct_wave(cfg, observed_STR: np.ndarray, *, near_m: float = 
             f"no receiver lies within {near_m:g} m of its shot: the direct wave cannot be windowed to estimate "
             f"the wavelet (the nearest offset is {np.abs(offsets).min():g} m)"
         )
+    reference_cfg = cfg.model_copy(update={"survey": cfg.survey.model_copy(update={"wavelet_samples": None})})
+    water = np.full((cfg.grid.nz, cfg.grid.nx), v_water, dtype=np.float32)
+    modelled = simulate_config(water, reference_cfg, dtype=torch.float64).numpy()
     reference = ricker(cfg.survey).numpy()
     # lags from the reference's peak back to time zero, to 0.1 s later
     max_shift = int(np.ceil((peak_time_s(cfg.survey) + 0.1) / dt))

@@ -46,6 +46,7 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 DEFAULT_PAD_M = 500.0  # model margin beyond the outermost source or receiver of a SEG-Y line
+MAX_COLUMNS = 20_000  # a SEG-Y line wider than this many cells is a wrong coordinate scalar or --pad-m
 
 
 def _load(path: str | os.PathLike, key: str | None) -> np.ndarray:
@@ -183,14 +184,35 @@ def segy_sample(
     survey's ``wavelet_samples``."""
     if not (math.isfinite(pad_m) and pad_m >= 0):
         raise HpcinvError(f"--pad-m must be a finite number of metres >= 0, got {pad_m}")
+    near_m, after_s = wavelet_window
+    for flag, value in (("--wavelet-near-m", near_m), ("--wavelet-after-s", after_s)):
+        if not (math.isfinite(value) and value > 0):
+            raise HpcinvError(f"{flag} must be a finite number > 0, got {value}")
     record = read_shot_gathers(path)
     layout, receivers = record.receiver_layout()
     dx = cfg.grid.dx_m
+    spacing = record.group_interval_m()
+    if spacing and spacing < dx * (1 - 1e-6):
+        raise HpcinvError(
+            f"the line's receivers are {spacing:g} m apart, less than a grid cell (grid.dx_m={dx:g}): two would share "
+            f"a cell; use grid.dx_m <= {spacing:g}"
+        )
     positions = np.concatenate([record.source_x_m, record.receiver_x_m.ravel()])
     left = float(positions.min()) - pad_m
     nx = int(math.ceil((float(positions.max()) + pad_m - left) / dx)) + 1
+    if nx > MAX_COLUMNS:
+        raise HpcinvError(
+            f"the line spans {float(np.ptp(positions)) / 1000:.4g} km, so with --pad-m {pad_m:g} the grid would be "
+            f"{nx} columns of {dx:g} m (more than {MAX_COLUMNS}); check the coordinate scalar (trace byte 71) and "
+            "--pad-m"
+        )
     below_surface = dx if cfg.modelling.free_surface else 0.0
     nt = n_kept(record.data_STR.shape[1], record.dt_s, cfg.conditioning)
+    if nt < 2:
+        raise HpcinvError(
+            f"conditioning.max_time_s={cfg.conditioning.max_time_s} keeps {nt} sample of the {record.dt_s * 1e3:g} ms "
+            f"record; give at least {record.dt_s:g} s (two samples)"
+        )
     survey = cfg.survey.model_copy(
         update={
             "n_shots": record.n_shots,
@@ -227,6 +249,12 @@ def segy_sample(
             estimate["window_misfit"],
         )
     data = condition(recorded, record.dt_s, record.offsets_m, cfg.conditioning)
+    silent = np.flatnonzero(~np.abs(data).reshape(len(data), -1).any(axis=1))
+    if silent.size and np.abs(record.data_STR[silent[0]]).any():
+        raise HpcinvError(
+            f"the conditioning leaves shot {int(silent[0])} all zeros (it records data before): check "
+            f"conditioning.mute_window_s={cfg.conditioning.mute_window_s}, max_time_s and bandpass_hz"
+        )
     log.info(
         "SEG-Y %s: %d shots x %d receivers (%s), %d samples at %g ms; grid %d x %d cells of %g m from %g m",
         path,

@@ -84,6 +84,22 @@ def _named_stores(entries: list[str]) -> dict[str, str]:
     return models
 
 
+def _field_report(args: argparse.Namespace, overrides: list[str]) -> FieldReportRequest:
+    # (a setting's key=value after --models is an override, not a store: argparse hands it over with them)
+    def setting(entry: str) -> bool:
+        key, sep, _ = entry.partition("=")
+        return bool(sep) and key.split(".")[0] in FieldReportConfig.model_fields and not os.path.exists(entry)
+
+    overrides = [*overrides, *(m for m in args.models if setting(m))]
+    config, overrides = _config_file(args, overrides)
+    return FieldReportRequest(
+        config=load_config(FieldReportConfig, config, overrides),
+        data=args.data,
+        models=_named_stores([m for m in args.models if not setting(m)]),
+        out=args.out,
+    )
+
+
 def _evaluate(args: argparse.Namespace, overrides: list[str]) -> EvaluateRequest:
     # (a key=value after the inputs is an override, not an input: argparse hands it over with them)
     given = [r for r in args.runs if not ("=" in r and not os.path.exists(r))]
@@ -290,12 +306,7 @@ STAGES: dict[str, Stage] = {
             ),
             Arg(("--out",), "report folder (made whole, or replacing an earlier field report)", {"required": True}),
         ),
-        lambda a, o: FieldReportRequest(
-            config=load_config(FieldReportConfig, *_config_file(a, o)),
-            data=a.data,
-            models=_named_stores(a.models),
-            out=a.out,
-        ),
+        lambda a, o: _field_report(a, o),
         "hpcinv.stages.field_report",
         bars=False,
     ),
