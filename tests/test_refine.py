@@ -304,6 +304,7 @@ def test_refine_bad_inputs_are_one_line_and_write_nothing(small, tiny_run, tiny_
         (["--data", str(other), "--init", str(tiny_run)], "was recorded with another survey"),
         (["--data", str(tiny_dataset), "--init", str(start)], "holds velocities of dataset"),
         (["--data", str(small), "--init", "smooth", "refine.v_min_mps=3000"], "exclude the start"),
+        (["--data", str(small), "--init", "smooth", "refine.v_min_mps=3000"], "clip the start into the bounds with"),
         (["--data", str(small), "--init", "smooth", "refine.v_max_mps=5000"], "max_vel_mps=4500"),
         (["--data", str(small), "--init", "smooth", "refine.v_min_mps=1000"], "dispersive"),
         (

@@ -131,7 +131,8 @@ def check_start(
         raise HpcinvError(
             f"the bounds [{v_min:g}, {v_max:g}] m/s exclude the start ({what}): {100 * outside[worst]:.3g} % of the "
             f"cells of sample {int(indices[worst])} lie outside (it spans {model.min():.0f}..{model.max():.0f} m/s, "
-            f"refine.start_outside_max_fraction={max_fraction:g}); {remedy}"
+            f"refine.start_outside_max_fraction={max_fraction:g}); {remedy}; or clip the start into the bounds with "
+            f"refine.start_outside_max_fraction={float(np.ceil(outside[worst] * 1000) / 1000):g}"
         )
 
 
