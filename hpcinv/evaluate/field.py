@@ -27,7 +27,7 @@ import torch
 from hpcinv.config import DataConfig, FieldReportConfig, load_config
 from hpcinv.errors import HpcinvError
 from hpcinv.field.condition import geometry_offsets
-from hpcinv.field.velan import pick, semblance
+from hpcinv.field.velan import pick, rms_velocities, semblance
 from hpcinv.fileio import atomic_path
 from hpcinv.folders import CONFIG, DATASETS, STORES, claim, distinct, mark, require
 from hpcinv.metrics import figures as fig
@@ -47,13 +47,6 @@ def check_inputs(data: str, models: dict[str, str], out: str | Path) -> None:
         require(path, STORES, what=f"--models {name}")
     claim(out, "field")
     distinct(out, {"--data": data, **{f"--models {n}": p for n, p in models.items()}})
-
-
-def _rms_curve(v_Z: np.ndarray, dz_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-offset two-way time and RMS velocity down a velocity profile (flat layers)."""
-    dt = 2 * dz_m / v_Z
-    t0 = np.cumsum(dt)
-    return t0, np.sqrt(np.cumsum(v_Z**2 * dt) / t0)
 
 
 def field_report(data: str, models: dict[str, str], out: str | Path, settings: FieldReportConfig) -> dict:
@@ -158,7 +151,8 @@ def field_report(data: str, models: dict[str, str], out: str | Path, settings: F
                     figures / f"gathers_shot{shot}.png",
                 )
             )
-        curves = {name: _rms_curve(v[:, column], dx) for name, v in velocities.items()}
+        # each model's profile as flat layers of one cell: what its reflections' moveout would say
+        curves = {name: rms_velocities(np.full(nz, dx), v[:, column]) for name, v in velocities.items()}
         drawn.append(fig.save(fig.semblance_figure(sem, dt, scan, picks, curves), figures / "semblance.png"))
         drawn.append(
             fig.save(

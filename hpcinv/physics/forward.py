@@ -172,6 +172,9 @@ def simulate(
     geometry = geometry or make_geometry(survey, grid)
     wavelet = source_wavelet(survey, dtype=compute)
     keep = torch.as_tensor(downsample_indices(survey.nt, survey.downsample)) if downsample else None
+    conditioned = conditioning if conditioning is not None and conditioning.active else None
+    offsets = geometry_offsets(geometry, grid.dx_m) if conditioned else None
+    dt_out = survey.dt_s * (survey.downsample if downsample else 1)
     chunks = []
     with torch.no_grad():
         for start in range(0, vel_BZX.shape[0], modelling.models_per_call):
@@ -180,10 +183,8 @@ def simulate(
             )
             if keep is not None:
                 data = data[:, :, keep.to(data.device), :]
-            if conditioning is not None and conditioning.active:
-                dt_out = survey.dt_s * (survey.downsample if downsample else 1)
-                offsets = geometry_offsets(geometry, grid.dx_m)
-                data = torch.stack([condition_tensor(d, dt_out, offsets, conditioning) for d in data])
+            if conditioned:
+                data = torch.stack([condition_tensor(d, dt_out, offsets, conditioned) for d in data])
             chunks.append(data.to(dtype))
     gathers = torch.cat(chunks)
     return gathers[0] if single else gathers
